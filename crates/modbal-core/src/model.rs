@@ -1,0 +1,52 @@
+//! The model a method trains: one encoder per modality and a fusion head, with named
+//! parameter groups (`encoder.<modality>`, `head`).
+
+use crate::batch::MultimodalOutput;
+use candle_core::{Result, Tensor};
+use modbal_tensors::ParamStore;
+
+/// A late-fusion multimodal classifier.
+pub trait MultimodalModel: Send + Sync {
+    /// Modality names, in input order.
+    fn modalities(&self) -> &[String];
+    fn num_classes(&self) -> usize;
+    /// All parameters and buffers.
+    fn params(&self) -> &ParamStore;
+    /// Encoder of modality `m`: `[B, ...] → [B, D_m]`.
+    fn encode(&self, m: usize, x: &Tensor, train: bool) -> Result<Tensor>;
+    /// The fusion head on per-modality features → (fused logits, per-modality logits). Callers
+    /// may pass zeroed features (ablation "all but m"), detached features (freezing), or noisy ones.
+    fn head(&self, features: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)>;
+
+    /// Encode every modality, then fuse.
+    fn forward_t(&self, inputs: &[Tensor], train: bool) -> Result<MultimodalOutput> {
+        if inputs.len() != self.modalities().len() {
+            candle_core::bail!(
+                "model has {} modalities ({:?}) but the batch has {} inputs",
+                self.modalities().len(),
+                self.modalities(),
+                inputs.len()
+            );
+        }
+        let features = inputs
+            .iter()
+            .enumerate()
+            .map(|(m, x)| self.encode(m, x, train))
+            .collect::<Result<Vec<_>>>()?;
+        let (fused_logits, per_modality_logits) = self.head(&features)?;
+        Ok(MultimodalOutput {
+            fused_logits,
+            per_modality_logits,
+            features,
+        })
+    }
+
+    /// Parameter-group prefix of modality `m`'s encoder.
+    fn encoder_prefix(&self, m: usize) -> String {
+        format!("encoder.{}", self.modalities()[m])
+    }
+    /// Parameter-group prefix of the fusion head.
+    fn head_prefix(&self) -> String {
+        "head".to_string()
+    }
+}

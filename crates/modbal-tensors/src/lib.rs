@@ -1,0 +1,39 @@
+//! # modbal-tensors: what candle 0.11 lacks for training
+//!
+//! candle-core/candle-nn 0.11 can run forward passes and backpropagate, but several pieces a
+//! training framework needs are missing or silently broken (see `docs/architecture.md` and the
+//! project notes on candle gaps). This crate fills them inside modbal, without vendoring candle:
+//!
+//! | module | provides |
+//! |---|---|
+//! | [`rng`] | [`SeededRng`]: a seedable, checkpointable RNG (ChaCha8); candle's CPU RNG cannot be seeded |
+//! | [`init`] | Xavier-normal, Kaiming (fan-out) normal, PyTorch-default uniform, constants |
+//! | [`params`] | [`ParamStore`]: named parameters and buffers with groups, trainable flags, safetensors I/O |
+//! | [`ops`] | conv2d for any H×W / stride / padding / dilation (im2col + gemm), max-pool with backward for any kernel/stride, log-determinant (Cholesky) with backward, softmax / log-softmax with gradients |
+//! | [`layers`] | `Linear`, `Conv2d`, `BatchNorm2d`, `LayerNorm` whose gradients reach inputs and weights |
+//! | [`loss`] | per-sample and mean cross-entropy |
+//! | [`optim`] | SGD (momentum, dampening, Nesterov, weight decay) and AdamW with saveable state |
+//! | [`schedule`] | step, multi-step, cosine LR schedules with linear warm-up |
+//! | [`clip`] | global-norm gradient clipping over a `GradStore` |
+//!
+//! Everything works on any candle device for which the underlying tensor ops exist; the custom
+//! ops (`ops::conv2d`, `ops::max_pool2d`, `ops::logdet`) have CPU kernels.
+
+pub mod clip;
+pub mod init;
+pub mod layers;
+pub mod loss;
+pub mod ops;
+pub mod optim;
+pub mod params;
+pub mod rng;
+pub mod schedule;
+
+pub use clip::{clip_grad_norm, global_grad_norm};
+pub use init::Init;
+pub use layers::{BatchNorm2d, Conv2d, Conv2dConfig, LayerNorm, Linear};
+pub use loss::{cross_entropy, cross_entropy_per_sample};
+pub use optim::{AdamW, AdamWConfig, Optimizer, OptimizerConfig, OptimizerState, Sgd, SgdConfig};
+pub use params::{ParamBuilder, ParamStore};
+pub use rng::{RngState, SeededRng};
+pub use schedule::{LrSchedule, ScheduleConfig};

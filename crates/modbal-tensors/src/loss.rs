@@ -1,0 +1,38 @@
+//! Cross-entropy, per sample and averaged.
+//!
+//! `ce_i = −log softmax(z_i)[y_i]`. candle-nn's losses only return batch means; methods such as
+//! IBML, ARM and sample re-weighting need the per-sample vector.
+//!
+//! # Shapes
+//! `logits: [B, C]` (float), `labels: [B]` (u32) → `[B]` (per sample) or `[]` (mean).
+
+use crate::ops::log_softmax;
+use candle_core::{DType, Result, Tensor, D};
+
+/// Per-sample cross-entropy `[B]`.
+pub fn cross_entropy_per_sample(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let (b, c) = logits.dims2().map_err(|_| {
+        candle_core::Error::Msg(format!(
+            "cross-entropy expects logits [B, C], got {:?}",
+            logits.dims()
+        ))
+    })?;
+    if labels.dims() != [b] {
+        candle_core::bail!(
+            "cross-entropy: labels have shape {:?}, expected [{b}]",
+            labels.dims()
+        );
+    }
+    let labels = labels.to_dtype(DType::U32)?;
+    let max_label = labels.max(0)?.to_scalar::<u32>()? as usize;
+    if max_label >= c {
+        candle_core::bail!("cross-entropy: label {max_label} out of range for {c} classes");
+    }
+    let lp = log_softmax(logits, D::Minus1)?;
+    lp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?.neg()
+}
+
+/// Mean cross-entropy (scalar).
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    cross_entropy_per_sample(logits, labels)?.mean_all()
+}

@@ -1,0 +1,581 @@
+//! Differentiable operations candle 0.11 lacks or gets wrong for training.
+//!
+//! * [`conv2d`]: 2-D convolution for any input H×W, stride, padding and dilation. candle's own
+//!   conv2d backward derives the output padding from the height only and fails on inputs such as
+//!   257×188 spectrograms. Here the convolution is `im2col` (a custom op whose backward is
+//!   `col2im`) followed by a matrix product (candle's gemm, multi-threaded), so both backward
+//!   passes (input and weight gradients) come from the matmul's autodiff plus `col2im`.
+//! * [`max_pool2d`]: max-pooling with any kernel, stride and padding and a backward pass that
+//!   routes each output's gradient to the first arg-max of its window, as PyTorch does (candle
+//!   only has a backward when kernel == stride).
+//! * [`logdet`]: log det A for symmetric positive-definite A (Cholesky), with backward
+//!   ∂ log det A / ∂A = A⁻¹ (A symmetric). Needed by the Gaussian MI of CAL eq 10-12.
+//! * [`softmax`], [`log_softmax`]: numerically stable compositions of differentiable ops
+//!   (`candle_nn::ops::softmax_last_dim` has no backward).
+//!
+//! # Shapes
+//! * `conv2d(x: [B, C, H, W], w: [O, C, kh, kw]) -> [B, O, Ho, Wo]` with
+//!   `Ho = (H + 2·ph − dh·(kh−1) − 1)/sh + 1` (same for W).
+//! * `max_pool2d(x: [B, C, H, W]) -> [B, C, Ho, Wo]`, same formula with dilation 1; padded cells
+//!   count as −∞.
+//! * `logdet(a: [D, D] or [N, D, D]) -> [] or [N]`.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+/// Geometry of a 2-D convolution or pooling window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub dh: usize,
+    pub dw: usize,
+}
+
+impl Window {
+    /// Output size for an `h × w` input; errors if the window does not fit.
+    pub fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        let eh = self.dh * (self.kh - 1) + 1;
+        let ew = self.dw * (self.kw - 1) + 1;
+        if h + 2 * self.ph < eh || w + 2 * self.pw < ew || self.sh == 0 || self.sw == 0 {
+            candle_core::bail!(
+                "window {}x{} (dilation {}x{}, padding {}x{}, stride {}x{}) does not fit a {h}x{w} input",
+                self.kh, self.kw, self.dh, self.dw, self.ph, self.pw, self.sh, self.sw
+            );
+        }
+        Ok((
+            (h + 2 * self.ph - eh) / self.sh + 1,
+            (w + 2 * self.pw - ew) / self.sw + 1,
+        ))
+    }
+}
+
+trait Elem: candle_core::WithDType + Send + Sync + Copy + PartialOrd + std::ops::AddAssign {}
+impl Elem for f32 {}
+impl Elem for f64 {}
+
+fn contiguous_slice<'a, T: candle_core::WithDType>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("modbal op expects a contiguous tensor"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// im2col / col2im
+// ---------------------------------------------------------------------------------------------
+
+/// `x [B,C,H,W] -> cols [B·Ho·Wo, C·kh·kw]`; row `(b, oy, ox)`, column `(c, ky, kx)`.
+struct Im2Col {
+    win: Window,
+}
+
+fn im2col<T: Elem>(x: &[T], dims: &[usize], win: &Window) -> Result<(Vec<T>, Shape)> {
+    let (b, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
+    let (ho, wo) = win.out_hw(h, w)?;
+    let k = c * win.kh * win.kw;
+    let zero = T::from_f64(0.0);
+    let mut cols = vec![zero; b * ho * wo * k];
+    cols.par_chunks_mut(wo * k)
+        .enumerate()
+        .for_each(|(row_block, out)| {
+            let bi = row_block / ho;
+            let oy = row_block % ho;
+            let xb = &x[bi * c * h * w..(bi + 1) * c * h * w];
+            for ox in 0..wo {
+                let dst = &mut out[ox * k..(ox + 1) * k];
+                let mut idx = 0;
+                for ci in 0..c {
+                    let xc = &xb[ci * h * w..(ci + 1) * h * w];
+                    for ky in 0..win.kh {
+                        let iy = (oy * win.sh + ky * win.dh) as isize - win.ph as isize;
+                        for kx in 0..win.kw {
+                            let ix = (ox * win.sw + kx * win.dw) as isize - win.pw as isize;
+                            if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
+                                dst[idx] = xc[iy as usize * w + ix as usize];
+                            }
+                            idx += 1;
+                        }
+                    }
+                }
+            }
+        });
+    Ok((cols, Shape::from((b * ho * wo, k))))
+}
+
+fn col2im<T: Elem>(cols: &[T], xdims: &[usize], win: &Window) -> Result<Vec<T>> {
+    let (b, c, h, w) = (xdims[0], xdims[1], xdims[2], xdims[3]);
+    let (ho, wo) = win.out_hw(h, w)?;
+    let k = c * win.kh * win.kw;
+    if cols.len() != b * ho * wo * k {
+        candle_core::bail!("col2im: {} values for a {xdims:?} input", cols.len());
+    }
+    let mut x = vec![T::from_f64(0.0); b * c * h * w];
+    // Parallel over (batch, channel): each task owns one H×W plane of the result.
+    x.par_chunks_mut(h * w).enumerate().for_each(|(bc, plane)| {
+        let bi = bc / c;
+        let ci = bc % c;
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let row = &cols[((bi * ho + oy) * wo + ox) * k..][..k];
+                let base = ci * win.kh * win.kw;
+                for ky in 0..win.kh {
+                    let iy = (oy * win.sh + ky * win.dh) as isize - win.ph as isize;
+                    if iy < 0 || iy as usize >= h {
+                        continue;
+                    }
+                    for kx in 0..win.kw {
+                        let ix = (ox * win.sw + kx * win.dw) as isize - win.pw as isize;
+                        if ix < 0 || ix as usize >= w {
+                            continue;
+                        }
+                        plane[iy as usize * w + ix as usize] += row[base + ky * win.kw + kx];
+                    }
+                }
+            }
+        }
+    });
+    Ok(x)
+}
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "modbal-im2col"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = l.dims();
+        if dims.len() != 4 {
+            candle_core::bail!("im2col expects [B, C, H, W], got {dims:?}");
+        }
+        match s {
+            CpuStorage::F32(v) => {
+                let (c, sh) = im2col(contiguous_slice(v, l)?, dims, &self.win)?;
+                Ok((CpuStorage::F32(c), sh))
+            }
+            CpuStorage::F64(v) => {
+                let (c, sh) = im2col(contiguous_slice(v, l)?, dims, &self.win)?;
+                Ok((CpuStorage::F64(c), sh))
+            }
+            _ => candle_core::bail!("im2col supports f32 and f64, got {:?}", s.dtype()),
+        }
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let g = grad_res.contiguous()?.apply_op1_no_bwd(&Col2Im {
+            win: self.win,
+            xdims: arg.dims().to_vec(),
+        })?;
+        Ok(Some(g))
+    }
+}
+
+struct Col2Im {
+    win: Window,
+    xdims: Vec<usize>,
+}
+
+impl CustomOp1 for Col2Im {
+    fn name(&self) -> &'static str {
+        "modbal-col2im"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let shape = Shape::from(self.xdims.clone());
+        match s {
+            CpuStorage::F32(v) => Ok((
+                CpuStorage::F32(col2im(contiguous_slice(v, l)?, &self.xdims, &self.win)?),
+                shape,
+            )),
+            CpuStorage::F64(v) => Ok((
+                CpuStorage::F64(col2im(contiguous_slice(v, l)?, &self.xdims, &self.win)?),
+                shape,
+            )),
+            _ => candle_core::bail!("col2im supports f32 and f64, got {:?}", s.dtype()),
+        }
+    }
+}
+
+/// Stride, padding and dilation of a convolution (per axis).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+}
+
+impl Default for ConvGeometry {
+    fn default() -> Self {
+        Self {
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+        }
+    }
+}
+
+/// 2-D convolution (cross-correlation, as PyTorch), differentiable in `x` and `w`.
+///
+/// `x: [B, C, H, W]`, `w: [O, C, kh, kw]` → `[B, O, Ho, Wo]`. No bias (add it outside).
+pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<Tensor> {
+    let (b, c, h, wd) = x.dims4().map_err(|_| {
+        candle_core::Error::Msg(format!(
+            "conv2d input must be [B, C, H, W], got {:?}",
+            x.dims()
+        ))
+    })?;
+    let (o, wc, kh, kw) = w.dims4()?;
+    if wc != c {
+        candle_core::bail!(
+            "conv2d: input has {c} channels but the kernel expects {wc} (input {:?}, kernel {:?})",
+            x.dims(),
+            w.dims()
+        );
+    }
+    let win = Window {
+        kh,
+        kw,
+        sh: g.stride.0,
+        sw: g.stride.1,
+        ph: g.padding.0,
+        pw: g.padding.1,
+        dh: g.dilation.0,
+        dw: g.dilation.1,
+    };
+    let (ho, wo) = win.out_hw(h, wd)?;
+    let cols = x.contiguous()?.apply_op1(Im2Col { win })?; // [B·Ho·Wo, C·kh·kw]
+    let wm = w.reshape((o, c * kh * kw))?.t()?; // [K, O]
+    let y = cols.matmul(&wm)?; // [B·Ho·Wo, O]
+    y.reshape((b, ho, wo, o))?
+        .permute((0, 3, 1, 2))?
+        .contiguous()
+}
+
+// ---------------------------------------------------------------------------------------------
+// max-pool
+// ---------------------------------------------------------------------------------------------
+
+struct MaxPool {
+    win: Window,
+}
+
+/// Returns (values, argmax flat index into the input plane) for each output cell.
+fn max_pool_fwd<T: Elem>(x: &[T], dims: &[usize], win: &Window) -> Result<(Vec<T>, Vec<u32>)> {
+    let (b, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
+    let (ho, wo) = win.out_hw(h, w)?;
+    let mut out = vec![T::from_f64(0.0); b * c * ho * wo];
+    let mut arg = vec![0u32; b * c * ho * wo];
+    out.par_chunks_mut(ho * wo)
+        .zip(arg.par_chunks_mut(ho * wo))
+        .enumerate()
+        .for_each(|(bc, (o, a))| {
+            let plane = &x[bc * h * w..(bc + 1) * h * w];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut best: Option<(T, usize)> = None;
+                    for ky in 0..win.kh {
+                        let iy = (oy * win.sh + ky * win.dh) as isize - win.ph as isize;
+                        if iy < 0 || iy as usize >= h {
+                            continue;
+                        }
+                        for kx in 0..win.kw {
+                            let ix = (ox * win.sw + kx * win.dw) as isize - win.pw as isize;
+                            if ix < 0 || ix as usize >= w {
+                                continue;
+                            }
+                            let idx = iy as usize * w + ix as usize;
+                            let v = plane[idx];
+                            // NaN propagates (as PyTorch): a NaN beats everything.
+                            let better = match best {
+                                None => true,
+                                Some((bv, _)) => v > bv || (v != v && bv == bv),
+                            };
+                            if better {
+                                best = Some((v, idx));
+                            }
+                        }
+                    }
+                    let (v, idx) = best.expect("window fits by construction");
+                    o[oy * wo + ox] = v;
+                    a[oy * wo + ox] = idx as u32;
+                }
+            }
+        });
+    Ok((out, arg))
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "modbal-max-pool2d"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = l.dims();
+        let (ho, wo) = self.win.out_hw(dims[2], dims[3])?;
+        let shape = Shape::from((dims[0], dims[1], ho, wo));
+        match s {
+            CpuStorage::F32(v) => Ok((
+                CpuStorage::F32(max_pool_fwd(contiguous_slice(v, l)?, dims, &self.win)?.0),
+                shape,
+            )),
+            CpuStorage::F64(v) => Ok((
+                CpuStorage::F64(max_pool_fwd(contiguous_slice(v, l)?, dims, &self.win)?.0),
+                shape,
+            )),
+            _ => candle_core::bail!("max_pool2d supports f32 and f64, got {:?}", s.dtype()),
+        }
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let g = arg.apply_op2_no_bwd(&grad_res.contiguous()?, &MaxPoolBwd { win: self.win })?;
+        Ok(Some(g))
+    }
+}
+
+struct MaxPoolBwd {
+    win: Window,
+}
+
+fn max_pool_bwd<T: Elem>(x: &[T], dims: &[usize], g: &[T], win: &Window) -> Result<Vec<T>> {
+    let (b, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
+    let (ho, wo) = win.out_hw(h, w)?;
+    let (_, arg) = max_pool_fwd(x, dims, win)?;
+    let mut gx = vec![T::from_f64(0.0); b * c * h * w];
+    gx.par_chunks_mut(h * w)
+        .enumerate()
+        .for_each(|(bc, plane)| {
+            let a = &arg[bc * ho * wo..(bc + 1) * ho * wo];
+            let gg = &g[bc * ho * wo..(bc + 1) * ho * wo];
+            for (i, &idx) in a.iter().enumerate() {
+                plane[idx as usize] += gg[i];
+            }
+        });
+    Ok(gx)
+}
+
+impl CustomOp2 for MaxPoolBwd {
+    fn name(&self) -> &'static str {
+        "modbal-max-pool2d-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.dims();
+        let shape = l1.shape().clone();
+        match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => Ok((
+                CpuStorage::F32(max_pool_bwd(
+                    contiguous_slice(x, l1)?,
+                    dims,
+                    contiguous_slice(g, l2)?,
+                    &self.win,
+                )?),
+                shape,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => Ok((
+                CpuStorage::F64(max_pool_bwd(
+                    contiguous_slice(x, l1)?,
+                    dims,
+                    contiguous_slice(g, l2)?,
+                    &self.win,
+                )?),
+                shape,
+            )),
+            _ => candle_core::bail!("max_pool2d backward: dtype mismatch"),
+        }
+    }
+}
+
+/// Max-pooling over `kernel × kernel` windows with `stride` and zero-size `padding` cells that
+/// never win (−∞), differentiable (gradient to the first arg-max, as PyTorch).
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    if x.rank() != 4 {
+        candle_core::bail!("max_pool2d expects [B, C, H, W], got {:?}", x.dims());
+    }
+    if padding * 2 > kernel {
+        candle_core::bail!("max_pool2d: padding {padding} exceeds half the kernel {kernel}");
+    }
+    x.contiguous()?.apply_op1(MaxPool {
+        win: Window {
+            kh: kernel,
+            kw: kernel,
+            sh: stride,
+            sw: stride,
+            ph: padding,
+            pw: padding,
+            dh: 1,
+            dw: 1,
+        },
+    })
+}
+
+/// Mean over the spatial axes: `[B, C, H, W] -> [B, C]`.
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    x.mean(D::Minus1)?.mean(D::Minus1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// log-determinant
+// ---------------------------------------------------------------------------------------------
+
+/// In-place Cholesky factorisation (lower) of a row-major `d × d` matrix; returns false if the
+/// matrix is not (numerically) positive definite.
+fn cholesky(a: &mut [f64], d: usize) -> bool {
+    for j in 0..d {
+        let mut s = a[j * d + j];
+        for k in 0..j {
+            s -= a[j * d + k] * a[j * d + k];
+        }
+        if !(s > 0.0) || !s.is_finite() {
+            return false;
+        }
+        let ljj = s.sqrt();
+        a[j * d + j] = ljj;
+        for i in j + 1..d {
+            let mut s = a[i * d + j];
+            for k in 0..j {
+                s -= a[i * d + k] * a[j * d + k];
+            }
+            a[i * d + j] = s / ljj;
+        }
+    }
+    true
+}
+
+/// Inverse of an SPD matrix from its Cholesky factor L (A = L Lᵀ): A⁻¹ = L⁻ᵀ L⁻¹.
+fn spd_inverse(l: &[f64], d: usize) -> Vec<f64> {
+    // Solve L Lᵀ X = I column by column.
+    let mut inv = vec![0.0; d * d];
+    let mut y = vec![0.0; d];
+    for col in 0..d {
+        for i in 0..d {
+            let mut s = if i == col { 1.0 } else { 0.0 };
+            for k in 0..i {
+                s -= l[i * d + k] * y[k];
+            }
+            y[i] = s / l[i * d + i];
+        }
+        for i in (0..d).rev() {
+            let mut s = y[i];
+            for k in i + 1..d {
+                s -= l[k * d + i] * inv[k * d + col];
+            }
+            inv[i * d + col] = s / l[i * d + i];
+        }
+    }
+    inv
+}
+
+fn batched_f64(s: &CpuStorage, l: &Layout) -> Result<(Vec<f64>, usize, usize)> {
+    let dims = l.dims();
+    let (n, d) = match dims.len() {
+        2 => (1, dims[0]),
+        3 => (dims[0], dims[1]),
+        _ => candle_core::bail!("logdet expects [D, D] or [N, D, D], got {dims:?}"),
+    };
+    if dims[dims.len() - 1] != d {
+        candle_core::bail!("logdet expects square matrices, got {dims:?}");
+    }
+    let v: Vec<f64> = match s {
+        CpuStorage::F32(v) => contiguous_slice(v, l)?.iter().map(|&x| x as f64).collect(),
+        CpuStorage::F64(v) => contiguous_slice(v, l)?.to_vec(),
+        _ => candle_core::bail!("logdet supports f32 and f64, got {:?}", s.dtype()),
+    };
+    Ok((v, n, d))
+}
+
+fn to_storage(v: Vec<f64>, dtype: DType) -> CpuStorage {
+    match dtype {
+        DType::F32 => CpuStorage::F32(v.into_iter().map(|x| x as f32).collect()),
+        _ => CpuStorage::F64(v),
+    }
+}
+
+struct LogDet;
+
+impl CustomOp1 for LogDet {
+    fn name(&self) -> &'static str {
+        "modbal-logdet"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (mut v, n, d) = batched_f64(s, l)?;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let m = &mut v[i * d * d..(i + 1) * d * d];
+            if !cholesky(m, d) {
+                candle_core::bail!(
+                    "logdet: matrix {i} ({d}x{d}) is not positive definite (singular covariance? add a ridge)"
+                );
+            }
+            out.push(2.0 * (0..d).map(|j| m[j * d + j].ln()).sum::<f64>());
+        }
+        let shape = if l.dims().len() == 2 {
+            Shape::from(())
+        } else {
+            Shape::from(n)
+        };
+        Ok((to_storage(out, s.dtype()), shape))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let inv = arg.contiguous()?.apply_op1_no_bwd(&SpdInverse)?;
+        // d logdet(A)/dA = A^{-T} = A^{-1} for symmetric A.
+        let g = if arg.rank() == 2 {
+            inv.broadcast_mul(grad_res)?
+        } else {
+            inv.broadcast_mul(&grad_res.reshape((arg.dim(0)?, 1, 1))?)?
+        };
+        Ok(Some(g))
+    }
+}
+
+struct SpdInverse;
+
+impl CustomOp1 for SpdInverse {
+    fn name(&self) -> &'static str {
+        "modbal-spd-inverse"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (mut v, n, d) = batched_f64(s, l)?;
+        let mut out = Vec::with_capacity(n * d * d);
+        for i in 0..n {
+            let m = &mut v[i * d * d..(i + 1) * d * d];
+            if !cholesky(m, d) {
+                candle_core::bail!("spd_inverse: matrix {i} ({d}x{d}) is not positive definite");
+            }
+            out.extend(spd_inverse(m, d));
+        }
+        Ok((to_storage(out, s.dtype()), l.shape().clone()))
+    }
+}
+
+/// log det A for symmetric positive-definite `a` (`[D, D]` → scalar, `[N, D, D]` → `[N]`),
+/// differentiable. Errors (never NaN) when a matrix is not positive definite.
+pub fn logdet(a: &Tensor) -> Result<Tensor> {
+    a.contiguous()?.apply_op1(LogDet)
+}
+
+/// Inverse of symmetric positive-definite matrices (no gradient).
+pub fn spd_inv(a: &Tensor) -> Result<Tensor> {
+    a.contiguous()?.apply_op1_no_bwd(&SpdInverse)
+}
+
+// ---------------------------------------------------------------------------------------------
+// softmax
+// ---------------------------------------------------------------------------------------------
+
+/// log-softmax over `dim`, built from differentiable ops (the max shift is detached: it cancels).
+pub fn log_softmax<Dim: candle_core::shape::Dim + Copy>(x: &Tensor, dim: Dim) -> Result<Tensor> {
+    let m = x.max_keepdim(dim)?.detach();
+    let z = x.broadcast_sub(&m)?;
+    let lse = z.exp()?.sum_keepdim(dim)?.log()?;
+    z.broadcast_sub(&lse)
+}
+
+/// softmax over `dim`, differentiable.
+pub fn softmax<Dim: candle_core::shape::Dim + Copy>(x: &Tensor, dim: Dim) -> Result<Tensor> {
+    log_softmax(x, dim)?.exp()
+}

@@ -1,0 +1,421 @@
+//! Optimizers with checkpointable state, PyTorch semantics.
+//!
+//! candle-nn's `SGD` has neither momentum nor weight decay and its `AdamW` keeps its moments
+//! private; both are re-implemented here over a `GradStore`.
+//!
+//! **SGD** (`torch.optim.SGD`): with g the gradient,
+//! `g ← g + wd·p`; `b ← g` on the first step, else `b ← μ·b + (1−τ)·g`;
+//! `g ← g + μ·b` (Nesterov) or `g ← b`; `p ← p − lr·g`.
+//!
+//! **AdamW** (`torch.optim.AdamW`, Loshchilov & Hutter 2019): `t ← t+1`; `p ← p·(1 − lr·wd)`;
+//! `m ← β1·m + (1−β1)·g`; `v ← β2·v + (1−β2)·g²`;
+//! `p ← p − (lr/(1−β1ᵗ)) · m / (√v/√(1−β2ᵗ) + ε)`.
+//!
+//! A parameter that has no gradient in the `GradStore` is skipped entirely (its state and step
+//! count do not advance), as PyTorch skips parameters whose `.grad` is `None`.
+
+use candle_core::{backprop::GradStore, DType, Device, Result, Tensor, Var};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// SGD hyper-parameters. Defaults: the OGM-GE family (lr 1e-3, momentum 0.9, weight decay 1e-4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SgdConfig {
+    pub lr: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 1e-4,
+        }
+    }
+}
+
+/// AdamW hyper-parameters. Defaults: BalanceMM's (lr 1e-3, weight decay 0.01), PyTorch betas/eps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdamWConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// Which optimizer, with its hyper-parameters (`kind = "sgd"` or `kind = "adamw"` in TOML).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum OptimizerConfig {
+    Sgd(SgdConfig),
+    Adamw(AdamWConfig),
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig::Sgd(SgdConfig::default())
+    }
+}
+
+impl OptimizerConfig {
+    /// Checks the hyper-parameters (bad values are configuration errors, not runtime failures).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        match self {
+            OptimizerConfig::Sgd(c) => {
+                if !(c.lr > 0.0 && c.lr.is_finite()) {
+                    return Err(format!("sgd: lr must be positive, got {}", c.lr));
+                }
+                if !(0.0..1.0).contains(&c.momentum) {
+                    return Err(format!(
+                        "sgd: momentum must be in [0, 1), got {}",
+                        c.momentum
+                    ));
+                }
+                if c.weight_decay < 0.0 {
+                    return Err(format!(
+                        "sgd: weight_decay must be >= 0, got {}",
+                        c.weight_decay
+                    ));
+                }
+                if c.nesterov && (c.momentum == 0.0 || c.dampening != 0.0) {
+                    return Err("sgd: nesterov needs momentum > 0 and dampening 0".into());
+                }
+            }
+            OptimizerConfig::Adamw(c) => {
+                if !(c.lr > 0.0 && c.lr.is_finite()) {
+                    return Err(format!("adamw: lr must be positive, got {}", c.lr));
+                }
+                if !(0.0..1.0).contains(&c.beta1) || !(0.0..1.0).contains(&c.beta2) {
+                    return Err(format!(
+                        "adamw: betas must be in [0, 1), got ({}, {})",
+                        c.beta1, c.beta2
+                    ));
+                }
+                if c.eps <= 0.0 || c.weight_decay < 0.0 {
+                    return Err("adamw: eps must be > 0 and weight_decay >= 0".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerConfig::Sgd(c) => c.lr,
+            OptimizerConfig::Adamw(c) => c.lr,
+        }
+    }
+
+    /// Build the optimizer over `vars`.
+    pub fn build(&self, vars: Vec<(String, Var)>) -> Result<Box<dyn Optimizer>> {
+        self.validate().map_err(candle_core::Error::Msg)?;
+        Ok(match self {
+            OptimizerConfig::Sgd(c) => Box::new(Sgd::new(vars, c.clone())),
+            OptimizerConfig::Adamw(c) => Box::new(AdamW::new(vars, c.clone())),
+        })
+    }
+}
+
+/// Optimizer state as tensors (moments, momentum buffers) plus per-parameter step counts.
+#[derive(Clone, Debug, Default)]
+pub struct OptimizerState {
+    pub kind: String,
+    pub steps: BTreeMap<String, u64>,
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateMeta {
+    kind: String,
+    steps: BTreeMap<String, u64>,
+}
+
+impl OptimizerState {
+    /// Writes `<stem>.safetensors` (tensors) and `<stem>.json` (kind, step counts).
+    pub fn save(&self, dir: &Path, stem: &str) -> Result<()> {
+        let map: HashMap<String, Tensor> = self.tensors.clone().into_iter().collect();
+        if !map.is_empty() {
+            candle_core::safetensors::save(&map, dir.join(format!("{stem}.safetensors")))?;
+        }
+        let meta = StateMeta {
+            kind: self.kind.clone(),
+            steps: self.steps.clone(),
+        };
+        let js = serde_json::to_string_pretty(&meta).map_err(candle_core::Error::wrap)?;
+        std::fs::write(dir.join(format!("{stem}.json")), js).map_err(candle_core::Error::wrap)
+    }
+
+    pub fn load(dir: &Path, stem: &str, device: &Device) -> Result<Self> {
+        let jp = dir.join(format!("{stem}.json"));
+        let js = std::fs::read_to_string(&jp)
+            .map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", jp.display())))?;
+        let meta: StateMeta = serde_json::from_str(&js)
+            .map_err(|e| candle_core::Error::Msg(format!("parsing {}: {e}", jp.display())))?;
+        let sp = dir.join(format!("{stem}.safetensors"));
+        let tensors = if sp.exists() {
+            candle_core::safetensors::load(&sp, device)?
+                .into_iter()
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        Ok(Self {
+            kind: meta.kind,
+            steps: meta.steps,
+            tensors,
+        })
+    }
+}
+
+/// A first-order optimizer over a fixed list of named variables.
+pub trait Optimizer: Send {
+    /// One update from the gradients in `grads` (parameters without a gradient are skipped).
+    fn step(&mut self, grads: &GradStore) -> Result<()>;
+    fn lr(&self) -> f64;
+    fn set_lr(&mut self, lr: f64);
+    fn vars(&self) -> &[(String, Var)];
+    fn state(&self) -> OptimizerState;
+    fn load_state(&mut self, state: &OptimizerState) -> Result<()>;
+}
+
+fn check_grad(name: &str, g: &Tensor) -> Result<()> {
+    let s = g
+        .to_dtype(DType::F64)?
+        .abs()?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    if !s.is_finite() {
+        candle_core::bail!("non-finite gradient for parameter {name:?}: refusing the update");
+    }
+    Ok(())
+}
+
+/// Stochastic gradient descent with momentum, dampening, Nesterov and (coupled) weight decay.
+pub struct Sgd {
+    vars: Vec<(String, Var)>,
+    cfg: SgdConfig,
+    buf: BTreeMap<String, Tensor>,
+    steps: BTreeMap<String, u64>,
+}
+
+impl Sgd {
+    pub fn new(vars: Vec<(String, Var)>, cfg: SgdConfig) -> Self {
+        Self {
+            vars,
+            cfg,
+            buf: BTreeMap::new(),
+            steps: BTreeMap::new(),
+        }
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let c = &self.cfg;
+        // Validate every gradient first: no parameter moves if any gradient is bad.
+        for (name, v) in &self.vars {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                check_grad(name, g)?;
+            }
+        }
+        for (name, v) in &self.vars {
+            let Some(g) = grads.get(v.as_tensor()) else {
+                continue;
+            };
+            let p = v.as_tensor();
+            let mut d = if c.weight_decay != 0.0 {
+                (g + (p * c.weight_decay)?)?
+            } else {
+                g.clone()
+            };
+            if c.momentum != 0.0 {
+                let b = match self.buf.get(name) {
+                    None => d.copy()?,
+                    Some(b) => ((b * c.momentum)? + (&d * (1.0 - c.dampening))?)?,
+                };
+                d = if c.nesterov {
+                    (d + (&b * c.momentum)?)?
+                } else {
+                    b.clone()
+                };
+                self.buf.insert(name.clone(), b);
+            }
+            v.set(&(p - (d * c.lr)?)?)?;
+            *self.steps.entry(name.clone()).or_insert(0) += 1;
+        }
+        Ok(())
+    }
+    fn lr(&self) -> f64 {
+        self.cfg.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+    fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+    fn state(&self) -> OptimizerState {
+        OptimizerState {
+            kind: "sgd".into(),
+            steps: self.steps.clone(),
+            tensors: self
+                .buf
+                .iter()
+                .map(|(n, t)| (format!("{n}.momentum_buffer"), t.clone()))
+                .collect(),
+        }
+    }
+    fn load_state(&mut self, st: &OptimizerState) -> Result<()> {
+        if st.kind != "sgd" {
+            candle_core::bail!("optimizer state is for {:?}, not sgd", st.kind);
+        }
+        self.buf.clear();
+        for (name, v) in &self.vars {
+            if let Some(t) = st.tensors.get(&format!("{name}.momentum_buffer")) {
+                if t.dims() != v.dims() {
+                    candle_core::bail!(
+                        "optimizer state for {name:?} has shape {:?}, parameter {:?}",
+                        t.dims(),
+                        v.dims()
+                    );
+                }
+                self.buf
+                    .insert(name.clone(), t.to_dtype(v.dtype())?.to_device(v.device())?);
+            }
+        }
+        self.steps = st.steps.clone();
+        Ok(())
+    }
+}
+
+/// AdamW (decoupled weight decay), PyTorch semantics, `amsgrad = false`.
+pub struct AdamW {
+    vars: Vec<(String, Var)>,
+    cfg: AdamWConfig,
+    m: BTreeMap<String, Tensor>,
+    v: BTreeMap<String, Tensor>,
+    steps: BTreeMap<String, u64>,
+}
+
+impl AdamW {
+    pub fn new(vars: Vec<(String, Var)>, cfg: AdamWConfig) -> Self {
+        Self {
+            vars,
+            cfg,
+            m: BTreeMap::new(),
+            v: BTreeMap::new(),
+            steps: BTreeMap::new(),
+        }
+    }
+}
+
+impl Optimizer for AdamW {
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let c = &self.cfg;
+        for (name, v) in &self.vars {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                check_grad(name, g)?;
+            }
+        }
+        for (name, var) in &self.vars {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let t = self.steps.get(name).copied().unwrap_or(0) + 1;
+            let p = var.as_tensor();
+            let p = if c.weight_decay != 0.0 {
+                (p * (1.0 - c.lr * c.weight_decay))?
+            } else {
+                p.clone()
+            };
+            let m = match self.m.get(name) {
+                Some(m) => ((m * c.beta1)? + (g * (1.0 - c.beta1))?)?,
+                None => (g * (1.0 - c.beta1))?,
+            };
+            let v2 = match self.v.get(name) {
+                Some(v) => ((v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?,
+                None => (g.sqr()? * (1.0 - c.beta2))?,
+            };
+            let bc1 = 1.0 - c.beta1.powi(t as i32);
+            let bc2 = 1.0 - c.beta2.powi(t as i32);
+            let denom = ((v2.sqrt()? / bc2.sqrt())? + c.eps)?;
+            let upd = ((&m / denom)? * (c.lr / bc1))?;
+            var.set(&(p - upd)?)?;
+            self.m.insert(name.clone(), m);
+            self.v.insert(name.clone(), v2);
+            self.steps.insert(name.clone(), t);
+        }
+        Ok(())
+    }
+    fn lr(&self) -> f64 {
+        self.cfg.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+    fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+    fn state(&self) -> OptimizerState {
+        let mut tensors = BTreeMap::new();
+        for (n, t) in &self.m {
+            tensors.insert(format!("{n}.exp_avg"), t.clone());
+        }
+        for (n, t) in &self.v {
+            tensors.insert(format!("{n}.exp_avg_sq"), t.clone());
+        }
+        OptimizerState {
+            kind: "adamw".into(),
+            steps: self.steps.clone(),
+            tensors,
+        }
+    }
+    fn load_state(&mut self, st: &OptimizerState) -> Result<()> {
+        if st.kind != "adamw" {
+            candle_core::bail!("optimizer state is for {:?}, not adamw", st.kind);
+        }
+        self.m.clear();
+        self.v.clear();
+        for (name, var) in &self.vars {
+            for (suffix, map) in [("exp_avg", &mut self.m), ("exp_avg_sq", &mut self.v)] {
+                if let Some(t) = st.tensors.get(&format!("{name}.{suffix}")) {
+                    if t.dims() != var.dims() {
+                        candle_core::bail!(
+                            "optimizer state for {name:?} has shape {:?}, parameter {:?}",
+                            t.dims(),
+                            var.dims()
+                        );
+                    }
+                    map.insert(
+                        name.clone(),
+                        t.to_dtype(var.dtype())?.to_device(var.device())?,
+                    );
+                }
+            }
+        }
+        self.steps = st.steps.clone();
+        Ok(())
+    }
+}
