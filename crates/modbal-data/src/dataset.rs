@@ -1,0 +1,234 @@
+//! The `Dataset` trait and simple implementations.
+
+use modbal_core::{ModbalError, Result};
+use std::sync::Arc;
+
+/// One sample: per-modality values (row-major, shape [`Dataset::input_shapes`]) and its label.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub inputs: Vec<Vec<f32>>,
+    pub label: u32,
+}
+
+/// A labelled multimodal dataset with fixed per-sample shapes.
+pub trait Dataset: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Modality names, in input order.
+    fn modalities(&self) -> &[String];
+    /// Per-sample shape of each modality (no batch axis).
+    fn input_shapes(&self) -> &[Vec<usize>];
+    fn num_classes(&self) -> usize;
+    /// Sample `i` (`i < len()`), or an error naming the sample and the problem.
+    fn get(&self, i: usize) -> Result<Sample>;
+}
+
+/// The three splits of a benchmark.
+#[derive(Clone)]
+pub struct Splits {
+    pub train: Arc<dyn Dataset>,
+    pub val: Arc<dyn Dataset>,
+    pub test: Arc<dyn Dataset>,
+}
+
+impl std::fmt::Debug for Splits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Splits {{ modalities: {:?}, train: {}, val: {}, test: {} }}",
+            self.train.modalities(),
+            self.train.len(),
+            self.val.len(),
+            self.test.len()
+        )
+    }
+}
+
+impl Splits {
+    /// Checks that the splits agree on modalities, shapes and classes.
+    pub fn validate(&self) -> Result<()> {
+        for (name, d) in [("val", &self.val), ("test", &self.test)] {
+            if d.modalities() != self.train.modalities()
+                || d.input_shapes() != self.train.input_shapes()
+                || d.num_classes() != self.train.num_classes()
+            {
+                return Err(ModbalError::Data(format!(
+                    "{name} split disagrees with train on modalities/shapes/classes"
+                )));
+            }
+        }
+        if self.train.is_empty() || self.val.is_empty() || self.test.is_empty() {
+            return Err(ModbalError::Data(format!(
+                "empty split: train {}, val {}, test {}",
+                self.train.len(),
+                self.val.len(),
+                self.test.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Keep only the named modalities (unimodal training), in the given order.
+    pub fn select(&self, names: &[String]) -> Result<Splits> {
+        Ok(Splits {
+            train: Arc::new(ModalitySelect::new(self.train.clone(), names)?),
+            val: Arc::new(ModalitySelect::new(self.val.clone(), names)?),
+            test: Arc::new(ModalitySelect::new(self.test.clone(), names)?),
+        })
+    }
+}
+
+/// A dataset held in memory: per modality one flat `Vec<f32>` of `len × prod(shape)` values.
+#[derive(Clone, Debug)]
+pub struct InMemoryDataset {
+    modalities: Vec<String>,
+    shapes: Vec<Vec<usize>>,
+    num_classes: usize,
+    data: Vec<Vec<f32>>,
+    labels: Vec<u32>,
+}
+
+impl InMemoryDataset {
+    pub fn new(
+        modalities: Vec<String>,
+        shapes: Vec<Vec<usize>>,
+        num_classes: usize,
+        data: Vec<Vec<f32>>,
+        labels: Vec<u32>,
+    ) -> Result<Self> {
+        if modalities.len() != shapes.len() || modalities.len() != data.len() {
+            return Err(ModbalError::Data(format!(
+                "{} modality names, {} shapes, {} data arrays",
+                modalities.len(),
+                shapes.len(),
+                data.len()
+            )));
+        }
+        for ((m, s), d) in modalities.iter().zip(&shapes).zip(&data) {
+            let per: usize = s.iter().product();
+            if d.len() != per * labels.len() {
+                return Err(ModbalError::Data(format!(
+                    "modality {m:?}: {} values for {} samples of shape {s:?}",
+                    d.len(),
+                    labels.len()
+                )));
+            }
+        }
+        if let Some(&bad) = labels.iter().find(|&&y| y as usize >= num_classes) {
+            return Err(ModbalError::Data(format!(
+                "label {bad} out of range for {num_classes} classes"
+            )));
+        }
+        Ok(Self {
+            modalities,
+            shapes,
+            num_classes,
+            data,
+            labels,
+        })
+    }
+
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+}
+
+impl Dataset for InMemoryDataset {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+    fn modalities(&self) -> &[String] {
+        &self.modalities
+    }
+    fn input_shapes(&self) -> &[Vec<usize>] {
+        &self.shapes
+    }
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+    fn get(&self, i: usize) -> Result<Sample> {
+        if i >= self.len() {
+            return Err(ModbalError::Data(format!(
+                "sample index {i} out of range (len {})",
+                self.len()
+            )));
+        }
+        let inputs = self
+            .data
+            .iter()
+            .zip(&self.shapes)
+            .map(|(d, s)| {
+                let per: usize = s.iter().product();
+                d[i * per..(i + 1) * per].to_vec()
+            })
+            .collect();
+        Ok(Sample {
+            inputs,
+            label: self.labels[i],
+        })
+    }
+}
+
+/// A view of a dataset restricted to some of its modalities.
+pub struct ModalitySelect {
+    inner: Arc<dyn Dataset>,
+    keep: Vec<usize>,
+    names: Vec<String>,
+    shapes: Vec<Vec<usize>>,
+}
+
+impl ModalitySelect {
+    pub fn new(inner: Arc<dyn Dataset>, names: &[String]) -> Result<Self> {
+        let mut keep = Vec::new();
+        for n in names {
+            match inner.modalities().iter().position(|m| m == n) {
+                Some(i) => keep.push(i),
+                None => {
+                    return Err(ModbalError::Unknown {
+                        kind: "modality",
+                        name: n.clone(),
+                        valid: inner.modalities().join(", "),
+                    })
+                }
+            }
+        }
+        let shapes = keep
+            .iter()
+            .map(|&i| inner.input_shapes()[i].clone())
+            .collect();
+        Ok(Self {
+            inner,
+            keep,
+            names: names.to_vec(),
+            shapes,
+        })
+    }
+}
+
+impl Dataset for ModalitySelect {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn modalities(&self) -> &[String] {
+        &self.names
+    }
+    fn input_shapes(&self) -> &[Vec<usize>] {
+        &self.shapes
+    }
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+    fn get(&self, i: usize) -> Result<Sample> {
+        let mut s = self.inner.get(i)?;
+        let mut inputs = Vec::with_capacity(self.keep.len());
+        for &k in &self.keep {
+            inputs.push(std::mem::take(&mut s.inputs[k]));
+        }
+        Ok(Sample {
+            inputs,
+            label: s.label,
+        })
+    }
+}

@@ -1,0 +1,385 @@
+//! The run configuration: one TOML document, fully resolved and written to
+//! `runs/<name>/config.toml`, reloadable with `--config`.
+//!
+//! Overrides use dotted keys: `--set train.epochs=5`, `--set train.optimizer.lr=0.01`,
+//! `--set dataset.visual_snr=0.8`. A value is parsed as TOML (`5`, `0.01`, `true`, `[1, 2]`,
+//! `"text"`) and taken as a plain string if it is not valid TOML. Unknown keys are rejected,
+//! naming the key, wherever they occur.
+
+use modbal_core::{ModbalError, Result};
+use modbal_data::DatasetConfig;
+use modbal_encoders::EncoderConfig;
+use modbal_tensors::{OptimizerConfig, ScheduleConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The method and its options (`[method] name = "concat"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name")]
+pub enum MethodConfig {
+    /// Joint training, concatenation fusion, CE on the fused logits.
+    #[serde(rename = "concat")]
+    Concat {},
+    /// Joint training, sum fusion (one fc per modality), CE on the fused logits.
+    #[serde(rename = "sum")]
+    Sum {},
+    /// One modality trained alone.
+    #[serde(rename = "unimodal")]
+    Unimodal {
+        /// The modality to train; empty means the dataset's first modality.
+        #[serde(default)]
+        modality: String,
+    },
+}
+
+/// Names accepted by `--method`.
+pub const METHOD_NAMES: &[&str] = &["concat", "sum", "unimodal"];
+
+impl MethodConfig {
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "concat" => Ok(MethodConfig::Concat {}),
+            "sum" => Ok(MethodConfig::Sum {}),
+            "unimodal" => Ok(MethodConfig::Unimodal {
+                modality: String::new(),
+            }),
+            _ => Err(ModbalError::Unknown {
+                kind: "method",
+                name: name.into(),
+                valid: METHOD_NAMES.join(", "),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            MethodConfig::Concat {} => "concat",
+            MethodConfig::Sum {} => "sum",
+            MethodConfig::Unimodal { .. } => "unimodal",
+        }
+    }
+}
+
+/// Training-loop options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    pub schedule: ScheduleConfig,
+    /// Global-norm gradient clipping (none if absent).
+    pub clip_grad_norm: Option<f64>,
+    /// Batches assembled ahead on the worker thread.
+    pub prefetch: usize,
+    /// Save `checkpoints/last` every this many epochs (and always after the last epoch).
+    pub checkpoint_every: usize,
+    /// `"cpu"` (CUDA arrives with the `cuda` feature).
+    pub device: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 12,
+            batch_size: 64,
+            eval_batch_size: 256,
+            optimizer: OptimizerConfig::Sgd(modbal_tensors::SgdConfig {
+                lr: 0.01,
+                ..Default::default()
+            }),
+            schedule: ScheduleConfig::default(),
+            clip_grad_norm: None,
+            prefetch: 2,
+            checkpoint_every: 1,
+            device: "cpu".into(),
+        }
+    }
+}
+
+/// Model options: encoders per modality (defaults chosen per dataset when absent).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub encoders: BTreeMap<String, EncoderConfig>,
+}
+
+/// Everything that defines a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Run name: the directory `out_dir/name`. Empty: `<dataset>-<method>-s<seed>`.
+    pub name: String,
+    pub seed: u64,
+    pub out_dir: PathBuf,
+    pub dataset: DatasetConfig,
+    pub method: MethodConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            seed: 0,
+            out_dir: PathBuf::from("runs"),
+            dataset: DatasetConfig::default(),
+            method: MethodConfig::Concat {},
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+/// Collects dotted key paths of every leaf of a TOML value (arrays are leaves).
+fn key_paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+    if let toml::Value::Table(t) = v {
+        for (k, v) in t {
+            let p = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if let toml::Value::Table(_) = v {
+                key_paths(v, &p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+}
+
+fn lookup<'a>(v: &'a toml::Value, path: &str) -> Option<&'a toml::Value> {
+    path.split('.').try_fold(v, |v, k| v.as_table()?.get(k))
+}
+
+/// Parse a `--set` value: TOML literal, else a string.
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Set `parts` (a dotted path) in `v`, creating tables on the way.
+fn set_path(v: &mut toml::Value, parts: &[&str], value: toml::Value, key: &str) -> Result<()> {
+    let table = v.as_table_mut().ok_or_else(|| {
+        ModbalError::Config(format!(
+            "--set {key}: a parent of {:?} is not a table",
+            parts[0]
+        ))
+    })?;
+    if parts.len() == 1 {
+        table.insert(parts[0].to_string(), value);
+        return Ok(());
+    }
+    let child = table
+        .entry(parts[0].to_string())
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    set_path(child, &parts[1..], value, key)
+}
+
+impl RunConfig {
+    /// Deserialize from a TOML value, rejecting unknown keys (named).
+    pub fn from_toml_value(v: toml::Value) -> Result<Self> {
+        let cfg: RunConfig = v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| ModbalError::Config(e.to_string().trim().to_string()))?;
+        // serde cannot deny unknown keys inside tagged enums / flattened structs: compare the
+        // user's keys with the keys of the resolved config instead.
+        let resolved =
+            toml::Value::try_from(&cfg).map_err(|e| ModbalError::Serde(e.to_string()))?;
+        let mut keys = Vec::new();
+        key_paths(&v, "", &mut keys);
+        for k in keys {
+            if lookup(&resolved, &k).is_none() {
+                return Err(ModbalError::Config(format!("unknown key {k:?}")));
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read a config file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ModbalError::io("reading", path, e))?;
+        let v: toml::Value = text
+            .parse::<toml::Table>()
+            .map(toml::Value::Table)
+            .map_err(|e| {
+                ModbalError::Config(format!("{}: {}", path.display(), e.to_string().trim()))
+            })?;
+        Self::from_toml_value(v).map_err(|e| match e {
+            ModbalError::Config(m) => ModbalError::Config(format!("{}: {m}", path.display())),
+            e => e,
+        })
+    }
+
+    /// Apply `key=value` overrides (dotted keys) and re-validate.
+    pub fn with_overrides(&self, sets: &[String]) -> Result<Self> {
+        let mut v = toml::Value::try_from(self).map_err(|e| ModbalError::Serde(e.to_string()))?;
+        for s in sets {
+            let Some((key, raw)) = s.split_once('=') else {
+                return Err(ModbalError::Config(format!(
+                    "malformed --set {s:?}: expected key=value, e.g. train.epochs=5"
+                )));
+            };
+            let key = key.trim();
+            if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
+                return Err(ModbalError::Config(format!(
+                    "malformed --set {s:?}: empty key"
+                )));
+            }
+            let parts: Vec<&str> = key.split('.').collect();
+            let value = parse_value(raw.trim());
+            // Switching the kind of a tagged section (`dataset.name`, `method.name`) starts that
+            // section from the new kind's defaults: the old kind's options do not carry over.
+            if let [section @ ("dataset" | "method"), "name"] = parts.as_slice() {
+                if lookup(&v, key) != Some(&value) {
+                    let mut fresh = toml::Table::new();
+                    fresh.insert("name".into(), value);
+                    if let Some(t) = v.as_table_mut() {
+                        t.insert(section.to_string(), toml::Value::Table(fresh));
+                        if *section == "dataset" {
+                            t.remove("model");
+                        }
+                    }
+                    continue;
+                }
+            }
+            set_path(&mut v, &parts, value, key)?;
+        }
+        Self::from_toml_value(v)
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        if t.epochs == 0 {
+            return Err(ModbalError::Config("train.epochs must be > 0".into()));
+        }
+        if t.batch_size == 0 || t.eval_batch_size == 0 {
+            return Err(ModbalError::Config(
+                "train.batch_size and train.eval_batch_size must be > 0".into(),
+            ));
+        }
+        if t.checkpoint_every == 0 {
+            return Err(ModbalError::Config(
+                "train.checkpoint_every must be > 0".into(),
+            ));
+        }
+        if let Some(c) = t.clip_grad_norm {
+            if !(c > 0.0) {
+                return Err(ModbalError::Config(format!(
+                    "train.clip_grad_norm must be > 0, got {c}"
+                )));
+            }
+        }
+        t.optimizer
+            .validate()
+            .map_err(|e| ModbalError::Config(format!("train.optimizer: {e}")))?;
+        t.schedule
+            .validate()
+            .map_err(|e| ModbalError::Config(format!("train.{e}")))?;
+        if t.device != "cpu" {
+            return Err(ModbalError::Config(format!(
+                "train.device {:?} is not available in this build (only \"cpu\")",
+                t.device
+            )));
+        }
+        Ok(())
+    }
+
+    /// The run directory name.
+    pub fn run_name(&self) -> String {
+        if self.name.is_empty() {
+            format!(
+                "{}-{}-s{}",
+                self.dataset.name(),
+                self.method.name(),
+                self.seed
+            )
+        } else {
+            self.name.clone()
+        }
+    }
+
+    pub fn to_toml_string(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| ModbalError::Serde(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_apply_and_roundtrip() {
+        let c = RunConfig::default()
+            .with_overrides(&[
+                "train.epochs=3".into(),
+                "train.optimizer.lr=0.05".into(),
+                "dataset.classes=4".into(),
+                "method.name=unimodal".into(),
+                "method.modality=visual".into(),
+            ])
+            .unwrap();
+        assert_eq!(c.train.epochs, 3);
+        assert_eq!(c.train.optimizer.lr(), 0.05);
+        assert_eq!(
+            c.method,
+            MethodConfig::Unimodal {
+                modality: "visual".into()
+            }
+        );
+        let text = c.to_toml_string().unwrap();
+        let back = RunConfig::from_toml_value(toml::Value::Table(text.parse().unwrap())).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn bad_overrides_are_named() {
+        let c = RunConfig::default();
+        let e = c
+            .with_overrides(&["train.epochs".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("malformed --set") && e.contains("train.epochs"),
+            "{e}"
+        );
+        let e = c
+            .with_overrides(&["train.epoks=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("train.epoks"), "{e}");
+        let e = c
+            .with_overrides(&["dataset.clases=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dataset.clases"), "{e}");
+        let e = c
+            .with_overrides(&["train.epochs=zero".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("epochs"), "{e}");
+        let e = c
+            .with_overrides(&["method.name=magic".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("magic"), "{e}");
+        let e = c
+            .with_overrides(&["train.epochs=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("train.epochs must be > 0"), "{e}");
+    }
+}

@@ -1,0 +1,175 @@
+//! Per-epoch classification metrics.
+//!
+//! * accuracy of the fused prediction and of each modality's own logits (head slice);
+//! * macro-F1 of the fused prediction: the unweighted mean of per-class F1 over the classes that
+//!   occur in the labels or the predictions (scikit-learn's `f1_score(average="macro")`, where a
+//!   class with no true and no predicted positive is left out and 0/0 precision counts as 0);
+//! * discrepancy ratio: with `s_m = Σ_batch softmax(z_m)[y]` (OGM-GE's score, IBML's ρ^m),
+//!   `max_m s_m / min_m s_m` (≥ 1; 1 = balanced). For two modalities this is `max(ρ, 1/ρ)` of
+//!   OGM-GE's ρ = s_a/s_v.
+
+use candle_core::{DType, Result, Tensor, D};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Accumulates predictions over an epoch.
+#[derive(Clone, Debug, Default)]
+pub struct MetricAccumulator {
+    classes: usize,
+    n: usize,
+    loss_sum: f64,
+    correct_fused: usize,
+    correct_mod: Vec<usize>,
+    score_mod: Vec<f64>,
+    // confusion counts for macro-F1
+    tp: Vec<usize>,
+    fp: Vec<usize>,
+    fn_: Vec<usize>,
+}
+
+/// One split's metrics for one epoch (the keys of `metrics.jsonl`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SplitMetrics {
+    pub loss: f64,
+    pub fusion_acc: f64,
+    pub modality_acc: BTreeMap<String, f64>,
+    pub macro_f1: f64,
+    pub discrepancy_ratio: Option<f64>,
+}
+
+fn argmax_rows(t: &Tensor) -> Result<Vec<u32>> {
+    t.argmax(D::Minus1)?.to_vec1::<u32>()
+}
+
+/// `softmax(z)[y]` per row.
+fn true_class_prob(z: &Tensor, y: &[u32]) -> Result<Vec<f64>> {
+    let p = modbal_tensors::ops::softmax(&z.to_dtype(DType::F64)?, D::Minus1)?;
+    let rows: Vec<Vec<f64>> = p.to_vec2()?;
+    Ok(rows.iter().zip(y).map(|(r, &c)| r[c as usize]).collect())
+}
+
+impl MetricAccumulator {
+    pub fn new(classes: usize, modalities: usize) -> Self {
+        Self {
+            classes,
+            correct_mod: vec![0; modalities],
+            score_mod: vec![0.0; modalities],
+            tp: vec![0; classes],
+            fp: vec![0; classes],
+            fn_: vec![0; classes],
+            ..Default::default()
+        }
+    }
+
+    /// Add one batch: `loss` is the batch's mean loss; `fused` the prediction `[B, C]`;
+    /// `per_modality` the modalities' logits.
+    pub fn add(
+        &mut self,
+        loss: f64,
+        labels: &[u32],
+        fused: &Tensor,
+        per_modality: &[Tensor],
+    ) -> Result<()> {
+        let b = labels.len();
+        self.n += b;
+        self.loss_sum += loss * b as f64;
+        let pred = argmax_rows(fused)?;
+        for (&p, &y) in pred.iter().zip(labels) {
+            if p == y {
+                self.correct_fused += 1;
+                self.tp[y as usize] += 1;
+            } else {
+                self.fp[p as usize] += 1;
+                self.fn_[y as usize] += 1;
+            }
+        }
+        for (m, z) in per_modality.iter().enumerate() {
+            let pm = argmax_rows(z)?;
+            self.correct_mod[m] += pm.iter().zip(labels).filter(|(p, y)| p == y).count();
+            self.score_mod[m] += true_class_prob(z, labels)?.iter().sum::<f64>();
+        }
+        Ok(())
+    }
+
+    pub fn finish(&self, modality_names: &[String]) -> SplitMetrics {
+        let n = self.n.max(1) as f64;
+        let mut f1s = Vec::new();
+        for c in 0..self.classes {
+            let (tp, fp, fneg) = (self.tp[c], self.fp[c], self.fn_[c]);
+            if tp + fp + fneg == 0 {
+                continue;
+            }
+            f1s.push(2.0 * tp as f64 / (2 * tp + fp + fneg) as f64);
+        }
+        let macro_f1 = if f1s.is_empty() {
+            0.0
+        } else {
+            f1s.iter().sum::<f64>() / f1s.len() as f64
+        };
+        let discrepancy_ratio = if self.score_mod.len() >= 2 {
+            let max = self.score_mod.iter().cloned().fold(f64::MIN, f64::max);
+            let min = self.score_mod.iter().cloned().fold(f64::MAX, f64::min);
+            Some(if min > 0.0 { max / min } else { f64::INFINITY })
+        } else {
+            None
+        };
+        SplitMetrics {
+            loss: self.loss_sum / n,
+            fusion_acc: self.correct_fused as f64 / n,
+            modality_acc: modality_names
+                .iter()
+                .zip(&self.correct_mod)
+                .map(|(name, &c)| (name.clone(), c as f64 / n))
+                .collect(),
+            macro_f1,
+            discrepancy_ratio,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn macro_f1_and_accuracy_match_sklearn() {
+        // scikit-learn 1.9.1:
+        //   from sklearn.metrics import f1_score, accuracy_score
+        //   y = [0, 1, 2, 2, 1, 0, 3]; p = [0, 2, 2, 2, 1, 1, 0]
+        //   f1_score(y, p, average="macro") -> 0.4666666666666666
+        //   accuracy_score(y, p) -> 0.5714285714285714
+        let y = [0u32, 1, 2, 2, 1, 0, 3];
+        let p = [0usize, 2, 2, 2, 1, 1, 0];
+        let mut logits = vec![0f32; 7 * 4];
+        for (i, &c) in p.iter().enumerate() {
+            logits[i * 4 + c] = 5.0;
+        }
+        let z = Tensor::from_vec(logits, (7, 4), &Device::Cpu).unwrap();
+        let mut acc = MetricAccumulator::new(4, 1);
+        acc.add(1.0, &y, &z, std::slice::from_ref(&z)).unwrap();
+        let m = acc.finish(&["a".into()]);
+        assert!(
+            (m.macro_f1 - 0.4666666666666666).abs() < 1e-12,
+            "{}",
+            m.macro_f1
+        );
+        assert!((m.fusion_acc - 0.5714285714285714).abs() < 1e-12);
+        assert_eq!(m.discrepancy_ratio, None);
+    }
+
+    #[test]
+    fn discrepancy_ratio_closed_form() {
+        // Two samples, two classes. Modality a: logits (0, 0) → p_y = 0.5 each, s_a = 1.0.
+        // Modality v: logits (ln 3, 0) for y = 0 → p_y = 0.75, and (0, ln 3) for y = 1 → 0.75;
+        // s_v = 1.5; ratio = 1.5.
+        let y = [0u32, 1];
+        let za = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
+        let l3 = 3f32.ln();
+        let zv = Tensor::from_vec(vec![l3, 0.0, 0.0, l3], (2, 2), &Device::Cpu).unwrap();
+        let mut acc = MetricAccumulator::new(2, 2);
+        acc.add(0.0, &y, &zv, &[za, zv.clone()]).unwrap();
+        let m = acc.finish(&["a".into(), "v".into()]);
+        assert!((m.discrepancy_ratio.unwrap() - 1.5).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,768 @@
+//! The training loop (see the crate docs for the run directory it writes).
+
+use crate::config::{MethodConfig, RunConfig};
+use crate::methods::{build_method, fusion_for};
+use crate::metrics::{MetricAccumulator, SplitMetrics};
+use candle_core::{backprop::GradStore, Device, Tensor, Var};
+use indicatif::{ProgressBar, ProgressStyle};
+use modbal_core::{EvalOutputs, Method, ModbalError, MultimodalModel, Result, RunContext};
+use modbal_data::{DataLoader, Dataset, Splits};
+use modbal_encoders::{EncoderConfig, ModalitySpec, MultimodalNet};
+use modbal_tensors::{global_grad_norm, Optimizer, OptimizerState, RngState, SeededRng};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How the loop reports progress.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Show an indicatif progress bar per epoch.
+    pub progress: bool,
+    /// Print nothing (no per-epoch lines, no table).
+    pub quiet: bool,
+    /// Stop after this many epochs of this call (the run stays resumable). For tests and
+    /// time-sliced jobs.
+    pub stop_after: Option<usize>,
+    /// Write into exactly this directory (must not hold a run), instead of `out_dir/name`.
+    pub run_dir: Option<PathBuf>,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub stage: String,
+    pub split: String,
+    pub loss: f64,
+    pub fusion_acc: f64,
+    pub modality_acc: BTreeMap<String, f64>,
+    pub macro_f1: f64,
+    pub discrepancy_ratio: Option<f64>,
+    pub lr: f64,
+    pub method: serde_json::Map<String, serde_json::Value>,
+}
+
+impl EpochRecord {
+    fn new(epoch: usize, stage: &str, split: &str, m: &SplitMetrics, lr: f64) -> Self {
+        Self {
+            epoch,
+            stage: stage.into(),
+            split: split.into(),
+            loss: m.loss,
+            fusion_acc: m.fusion_acc,
+            modality_acc: m.modality_acc.clone(),
+            macro_f1: m.macro_f1,
+            discrepancy_ratio: m.discrepancy_ratio,
+            lr,
+            method: Default::default(),
+        }
+    }
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    pub run: String,
+    pub method: String,
+    pub dataset: String,
+    pub seed: u64,
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub selected_on: String,
+    pub val: SplitMetrics,
+    pub test: SplitMetrics,
+}
+
+/// What [`train`] returns.
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    pub run_dir: PathBuf,
+    pub summary: Option<Summary>,
+    pub history: Vec<EpochRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointState {
+    /// Epochs completed.
+    epochs_done: usize,
+    step: usize,
+    rng: RngState,
+    method: serde_json::Value,
+    best_epoch: Option<usize>,
+    best_val_acc: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BestState {
+    epoch: usize,
+    method: serde_json::Value,
+}
+
+/// Default encoder of a modality of a built-in dataset.
+fn default_encoder(dataset: &str, modality: &str, shape: &[usize]) -> EncoderConfig {
+    match (dataset, shape.len()) {
+        ("synth-av", 3) => EncoderConfig::SmallCnn {
+            channels: vec![16, 32, 64],
+        },
+        ("synth-vec", _) => EncoderConfig::Mlp {
+            hidden: vec![64, 64],
+        },
+        (_, 1) => EncoderConfig::Mlp { hidden: vec![64] },
+        (_, 3) if modality == "audio" => EncoderConfig::resnet18(false),
+        (_, 4) => EncoderConfig::resnet18(true),
+        _ => EncoderConfig::resnet18(false),
+    }
+}
+
+/// The modalities a method trains on.
+fn method_modalities(cfg: &MethodConfig, splits: &Splits) -> Result<Vec<String>> {
+    let all = splits.train.modalities().to_vec();
+    match cfg {
+        MethodConfig::Unimodal { modality } => {
+            if modality.is_empty() {
+                Ok(vec![all[0].clone()])
+            } else if all.contains(modality) {
+                Ok(vec![modality.clone()])
+            } else {
+                Err(ModbalError::Unknown {
+                    kind: "modality",
+                    name: modality.clone(),
+                    valid: all.join(", "),
+                })
+            }
+        }
+        _ => Ok(all),
+    }
+}
+
+/// Fill defaults that depend on the data (encoders, unimodal modality): the result is what
+/// `config.toml` records, so that reloading it reproduces the run exactly.
+fn resolve(cfg: &RunConfig, splits: &Splits) -> Result<RunConfig> {
+    let mut r = cfg.clone();
+    let mods = method_modalities(&r.method, splits)?;
+    if let MethodConfig::Unimodal { modality } = &mut r.method {
+        *modality = mods[0].clone();
+    }
+    for name in r.model.encoders.keys() {
+        if !splits.train.modalities().contains(name) {
+            return Err(ModbalError::Config(format!(
+                "model.encoders.{name}: the dataset has no modality {name:?} (it has {})",
+                splits.train.modalities().join(", ")
+            )));
+        }
+    }
+    for (name, shape) in splits
+        .train
+        .modalities()
+        .iter()
+        .zip(splits.train.input_shapes())
+    {
+        if mods.contains(name) {
+            r.model
+                .encoders
+                .entry(name.clone())
+                .or_insert_with(|| default_encoder(cfg.dataset.name(), name, shape));
+        } else {
+            r.model.encoders.remove(name);
+        }
+    }
+    Ok(r)
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(v)?;
+    std::fs::write(path, s + "\n").map_err(|e| ModbalError::io("writing", path, e))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let s = std::fs::read_to_string(path).map_err(|e| ModbalError::io("reading", path, e))?;
+    serde_json::from_str(&s)
+        .map_err(|e| ModbalError::Serde(format!("parsing {}: {e}", path.display())))
+}
+
+fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A fresh directory for a new run: `base`, or `base-1`, `base-2`… if it already holds a run
+/// (earlier results are never overwritten).
+fn fresh_run_dir(base: &Path) -> Result<PathBuf> {
+    let holds_run = |p: &Path| p.join("config.toml").exists() || p.join("metrics.jsonl").exists();
+    let mut dir = base.to_path_buf();
+    let mut i = 1;
+    while holds_run(&dir) {
+        dir = PathBuf::from(format!("{}-{i}", base.display()));
+        i += 1;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| ModbalError::io("creating", &dir, e))?;
+    Ok(dir)
+}
+
+/// Optimizer wrapper applying global-norm gradient clipping before the inner step
+/// (`torch.nn.utils.clip_grad_norm_` semantics).
+struct Clipped {
+    inner: Box<dyn Optimizer>,
+    max_norm: Option<f64>,
+}
+
+impl Optimizer for Clipped {
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        let Some(max_norm) = self.max_norm else {
+            return self.inner.step(grads);
+        };
+        let norm = global_grad_norm(grads, self.inner.vars())?;
+        let coef = max_norm / (norm + 1e-6);
+        if coef >= 1.0 || !norm.is_finite() {
+            return self.inner.step(grads);
+        }
+        let mut scaled = GradStore::default();
+        for (_, v) in self.inner.vars() {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                scaled.insert(v.as_tensor(), (g * coef)?);
+            }
+        }
+        self.inner.step(&scaled)
+    }
+    fn lr(&self) -> f64 {
+        self.inner.lr()
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.inner.set_lr(lr)
+    }
+    fn vars(&self) -> &[(String, Var)] {
+        self.inner.vars()
+    }
+    fn state(&self) -> OptimizerState {
+        self.inner.state()
+    }
+    fn load_state(&mut self, s: &OptimizerState) -> candle_core::Result<()> {
+        self.inner.load_state(s)
+    }
+}
+
+/// Everything a run needs in memory.
+struct Session {
+    cfg: RunConfig,
+    splits: Splits,
+    model: MultimodalNet,
+    method: Box<dyn Method>,
+    ctx: RunContext,
+    dir: PathBuf,
+    device: Device,
+    opts: TrainOptions,
+}
+
+/// Evaluate on a split: metrics and the collected outputs (for `on_validation`).
+fn evaluate(
+    model: &dyn MultimodalModel,
+    method: &dyn Method,
+    ds: Arc<dyn Dataset>,
+    batch_size: usize,
+    prefetch: usize,
+    device: &Device,
+) -> Result<(SplitMetrics, EvalOutputs)> {
+    let names = model.modalities().to_vec();
+    let mut acc = MetricAccumulator::new(model.num_classes(), names.len());
+    let mut ids = Vec::new();
+    let mut labels = Vec::new();
+    let mut fused = Vec::new();
+    let mut per: Vec<Vec<Tensor>> = vec![Vec::new(); names.len()];
+    let mut feats: Vec<Vec<Tensor>> = vec![Vec::new(); names.len()];
+    for batch in DataLoader::new(ds.clone(), (0..ds.len()).collect(), batch_size, prefetch)? {
+        let batch = batch?.to_device(device)?;
+        let out = model.forward_t(&batch.inputs, false)?;
+        let pred = method.predict(model, &out)?;
+        let loss = modbal_tensors::cross_entropy(&pred, &batch.labels)?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
+        let y: Vec<u32> = batch.labels.to_vec1()?;
+        acc.add(loss, &y, &pred, &out.per_modality_logits)?;
+        ids.extend(batch.sample_ids.iter().copied());
+        labels.extend(y);
+        fused.push(pred.to_device(&Device::Cpu)?);
+        for m in 0..names.len() {
+            per[m].push(out.per_modality_logits[m].to_device(&Device::Cpu)?);
+            feats[m].push(out.features[m].to_device(&Device::Cpu)?);
+        }
+    }
+    let cat = |v: &[Tensor]| Tensor::cat(v, 0);
+    let outputs = EvalOutputs {
+        sample_ids: ids,
+        labels,
+        fused_logits: cat(&fused)?,
+        per_modality_logits: per
+            .iter()
+            .map(|v| cat(v))
+            .collect::<candle_core::Result<_>>()?,
+        features: feats
+            .iter()
+            .map(|v| cat(v))
+            .collect::<candle_core::Result<_>>()?,
+    };
+    Ok((acc.finish(&names), outputs))
+}
+
+fn build_session(cfg: &RunConfig, opts: &TrainOptions, dir: Option<PathBuf>) -> Result<Session> {
+    cfg.validate()?;
+    let device = Device::Cpu;
+    let all = cfg.dataset.load()?;
+    all.validate()?;
+    let cfg = resolve(cfg, &all)?;
+    let mods = method_modalities(&cfg.method, &all)?;
+    let splits = if mods.len() == all.train.modalities().len() {
+        all
+    } else {
+        all.select(&mods)?
+    };
+    let mut root = SeededRng::new(cfg.seed);
+    let mut init_rng = root.fork();
+    let run_rng = root.fork();
+    let specs: Vec<ModalitySpec> = mods
+        .iter()
+        .zip(splits.train.input_shapes())
+        .map(|(m, shape)| ModalitySpec::new(m.clone(), cfg.model.encoders[m].clone(), shape))
+        .collect();
+    let model = MultimodalNet::new(
+        &specs,
+        &fusion_for(&cfg.method),
+        splits.train.num_classes(),
+        &mut init_rng,
+        &device,
+    )
+    .map_err(|e| ModbalError::Config(format!("building the model: {e}")))?;
+    let method = build_method(&cfg.method);
+    let mut ctx = RunContext::new(cfg.seed, device.clone(), cfg.train.epochs);
+    ctx.rng = run_rng;
+    let dir = match dir {
+        Some(d) => d,
+        None => match &opts.run_dir {
+            Some(d) => fresh_run_dir(d)?,
+            None => fresh_run_dir(&cfg.out_dir.join(cfg.run_name()))?,
+        },
+    };
+    Ok(Session {
+        cfg,
+        splits,
+        model,
+        method,
+        ctx,
+        dir,
+        device,
+        opts: opts.clone(),
+    })
+}
+
+/// Train a new run.
+pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<RunOutcome> {
+    let mut s = build_session(cfg, opts, None)?;
+    std::fs::write(s.dir.join("config.toml"), s.cfg.to_toml_string()?)
+        .map_err(|e| ModbalError::io("writing", s.dir.join("config.toml"), e))?;
+    write_json(
+        &s.dir.join("meta.json"),
+        &serde_json::json!({
+            "modbal_version": env!("CARGO_PKG_VERSION"),
+            "git_revision": git_revision(),
+            "seed": s.cfg.seed,
+            "trainable_parameters": s.model.params().num_trainable(),
+        }),
+    )?;
+    for f in ["metrics.jsonl", "timing.jsonl"] {
+        std::fs::write(s.dir.join(f), "")
+            .map_err(|e| ModbalError::io("writing", s.dir.join(f), e))?;
+    }
+    run_loop(&mut s, None)
+}
+
+/// Continue an interrupted run from `run_dir/checkpoints/last`.
+pub fn resume(run_dir: &Path, opts: &TrainOptions) -> Result<RunOutcome> {
+    let cfg = RunConfig::from_file(&run_dir.join("config.toml"))?;
+    let mut s = build_session(&cfg, opts, Some(run_dir.to_path_buf()))?;
+    let last = run_dir.join("checkpoints").join("last");
+    let st: CheckpointState = read_json(&last.join("state.json"))?;
+    s.model
+        .params()
+        .load(last.join("model.safetensors"))
+        .map_err(|e| ModbalError::Data(format!("{}: {e}", last.display())))?;
+    s.method.load_state(&st.method)?;
+    s.ctx.rng = SeededRng::from_state(&st.rng).map_err(ModbalError::Data)?;
+    s.ctx.step = st.step;
+    // Keep only the metrics of completed epochs.
+    let mp = run_dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&mp).map_err(|e| ModbalError::io("reading", &mp, e))?;
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<EpochRecord>(l)
+                .map(|r| r.epoch < st.epochs_done)
+                .unwrap_or(false)
+        })
+        .collect();
+    let mut body = kept.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    std::fs::write(&mp, body).map_err(|e| ModbalError::io("writing", &mp, e))?;
+    let opt_state = OptimizerState::load(&last, "optimizer", &s.device)?;
+    run_loop(&mut s, Some((st, opt_state)))
+}
+
+fn stage_of(stages: &[modbal_core::StageSpec], epoch: usize) -> (usize, usize) {
+    let mut start = 0;
+    for (i, st) in stages.iter().enumerate() {
+        if epoch < start + st.epochs {
+            return (i, epoch - start);
+        }
+        start += st.epochs;
+    }
+    (
+        stages.len() - 1,
+        epoch - (start - stages.last().map(|s| s.epochs).unwrap_or(0)),
+    )
+}
+
+fn build_optimizer(s: &Session, stage: usize) -> Result<Box<dyn Optimizer>> {
+    let prefixes = s.method.trainable_prefixes(stage, &s.model);
+    let mut vars: BTreeMap<String, Var> = BTreeMap::new();
+    for p in &prefixes {
+        for (n, v) in s.model.params().trainable_with_prefix(p) {
+            vars.insert(n, v);
+        }
+    }
+    if vars.is_empty() {
+        return Err(ModbalError::Config(format!(
+            "stage {stage}: no trainable parameters match the prefixes {prefixes:?}"
+        )));
+    }
+    let inner = s.cfg.train.optimizer.build(vars.into_iter().collect())?;
+    Ok(Box::new(Clipped {
+        inner,
+        max_norm: s.cfg.train.clip_grad_norm,
+    }))
+}
+
+fn append_line(path: &Path, line: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| ModbalError::io("opening", path, e))?;
+    writeln!(f, "{line}").map_err(|e| ModbalError::io("writing", path, e))
+}
+
+fn save_checkpoint(s: &Session, opt: &dyn Optimizer, st: &CheckpointState) -> Result<()> {
+    let ck = s.dir.join("checkpoints");
+    let tmp = ck.join("last.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| ModbalError::io("creating", &tmp, e))?;
+    s.model.params().save(tmp.join("model.safetensors"))?;
+    opt.state().save(&tmp, "optimizer")?;
+    write_json(&tmp.join("state.json"), st)?;
+    let last = ck.join("last");
+    let _ = std::fs::remove_dir_all(&last);
+    std::fs::rename(&tmp, &last).map_err(|e| ModbalError::io("renaming", &tmp, e))
+}
+
+fn run_loop(
+    s: &mut Session,
+    resumed: Option<(CheckpointState, OptimizerState)>,
+) -> Result<RunOutcome> {
+    let epochs = s.cfg.train.epochs;
+    let stages = s.method.stages(epochs);
+    let total: usize = stages.iter().map(|x| x.epochs).sum();
+    if total != epochs {
+        return Err(ModbalError::Config(format!(
+            "method {} plans {total} epochs over its stages, train.epochs is {epochs}",
+            s.method.name()
+        )));
+    }
+    let names = s.model.modalities().to_vec();
+    let metrics_path = s.dir.join("metrics.jsonl");
+    let mut history: Vec<EpochRecord> = Vec::new();
+    let (mut start_epoch, mut best_epoch, mut best_acc) = (0, None, f64::NEG_INFINITY);
+    let mut best_snapshot: Option<(BTreeMap<String, Tensor>, serde_json::Value)> = None;
+    let mut pending_opt_state = None;
+    if let Some((st, os)) = resumed {
+        start_epoch = st.epochs_done;
+        best_epoch = st.best_epoch;
+        best_acc = st.best_val_acc;
+        let bdir = s.dir.join("checkpoints").join("best");
+        if best_epoch.is_some() {
+            let map = candle_core::safetensors::load(bdir.join("model.safetensors"), &s.device)?;
+            let bs: BestState = read_json(&bdir.join("state.json"))?;
+            best_snapshot = Some((map.into_iter().collect(), bs.method));
+        }
+        pending_opt_state = Some(os);
+        for line in std::fs::read_to_string(&metrics_path)
+            .map_err(|e| ModbalError::io("reading", &metrics_path, e))?
+            .lines()
+        {
+            history.push(serde_json::from_str(line)?);
+        }
+    }
+    let stop_at = s
+        .opts
+        .stop_after
+        .map(|n| (start_epoch + n).min(epochs))
+        .unwrap_or(epochs);
+    let mut opt: Option<Box<dyn Optimizer>> = None;
+    let mut cur_stage = usize::MAX;
+    for epoch in start_epoch..stop_at {
+        let t0 = Instant::now();
+        let (stage, stage_epoch) = stage_of(&stages, epoch);
+        s.ctx.epoch = epoch;
+        s.ctx.stage = stage;
+        s.ctx.stage_epoch = stage_epoch;
+        if stage != cur_stage {
+            let mut o = build_optimizer(s, stage)?;
+            if let Some(os) = pending_opt_state.take() {
+                if stage_epoch > 0 {
+                    o.load_state(&os)?;
+                }
+            }
+            opt = Some(o);
+            cur_stage = stage;
+            if stage_epoch == 0 {
+                s.method.on_stage_start(&s.model, &mut s.ctx)?;
+            }
+        }
+        let opt = opt.as_mut().expect("optimizer built at stage start");
+        let lr = s
+            .cfg
+            .train
+            .schedule
+            .lr_at(s.cfg.train.optimizer.lr(), stage_epoch);
+        opt.set_lr(lr);
+        let n = s.splits.train.len();
+        let mut order = match s.method.epoch_indices(n, &mut s.ctx)? {
+            Some(v) => {
+                if let Some(&bad) = v.iter().find(|&&i| i >= n) {
+                    return Err(ModbalError::Data(format!(
+                        "method {} asked for training index {bad} of {n}",
+                        s.method.name()
+                    )));
+                }
+                v
+            }
+            None => (0..n).collect(),
+        };
+        s.ctx.rng.shuffle(&mut order);
+        let loader = DataLoader::new(
+            s.splits.train.clone(),
+            order,
+            s.cfg.train.batch_size,
+            s.cfg.train.prefetch,
+        )?;
+        s.ctx.batches_per_epoch = loader.num_batches();
+        s.method.on_epoch_start(&s.model, &mut s.ctx)?;
+        let pb = if s.opts.progress && !s.opts.quiet {
+            let pb = ProgressBar::new(loader.num_batches() as u64);
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+            pb.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
+            pb
+        } else {
+            ProgressBar::hidden()
+        };
+        let mut acc = MetricAccumulator::new(s.model.num_classes(), names.len());
+        for (bi, batch) in loader.enumerate() {
+            let batch = batch?.to_device(&s.device)?;
+            s.ctx.batch_index = bi;
+            let y: Vec<u32> = batch.labels.to_vec1()?;
+            let step = s
+                .method
+                .train_step(&s.model, batch, opt.as_mut(), &mut s.ctx)
+                .map_err(|e| match e {
+                    ModbalError::Candle(c) => ModbalError::Data(format!(
+                        "epoch {epoch}, batch {bi}: {c} (metrics and checkpoints of completed epochs are kept in {})",
+                        s.dir.display()
+                    )),
+                    e => e,
+                })?;
+            s.ctx.step += 1;
+            let pred = s.method.predict(&s.model, &step.output)?;
+            acc.add(step.loss, &y, &pred, &step.output.per_modality_logits)?;
+            pb.inc(1);
+            pb.set_message(format!("loss {:.4}", step.loss));
+        }
+        pb.finish_and_clear();
+        let train_m = acc.finish(&names);
+        let (val_m, val_out) = evaluate(
+            &s.model,
+            s.method.as_ref(),
+            s.splits.val.clone(),
+            s.cfg.train.eval_batch_size,
+            s.cfg.train.prefetch,
+            &s.device,
+        )?;
+        s.method.on_validation(&s.model, &val_out, &mut s.ctx)?;
+        s.method.on_epoch_end(&s.model, &mut s.ctx)?;
+        let stage_name = stages[stage].name.clone();
+        let mut tr = EpochRecord::new(epoch, &stage_name, "train", &train_m, lr);
+        tr.method = s.ctx.log.take();
+        let va = EpochRecord::new(epoch, &stage_name, "val", &val_m, lr);
+        for r in [&tr, &va] {
+            append_line(&metrics_path, &serde_json::to_string(r)?)?;
+        }
+        // Model selection on validation only.
+        if val_m.fusion_acc > best_acc {
+            best_acc = val_m.fusion_acc;
+            best_epoch = Some(epoch);
+            let snap = s.model.params().snapshot()?;
+            let bdir = s.dir.join("checkpoints").join("best");
+            std::fs::create_dir_all(&bdir).map_err(|e| ModbalError::io("creating", &bdir, e))?;
+            s.model.params().save(bdir.join("model.safetensors"))?;
+            write_json(
+                &bdir.join("state.json"),
+                &BestState {
+                    epoch,
+                    method: s.method.state(),
+                },
+            )?;
+            best_snapshot = Some((snap, s.method.state()));
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        append_line(
+            &s.dir.join("timing.jsonl"),
+            &serde_json::json!({"epoch": epoch, "seconds": secs}).to_string(),
+        )?;
+        if !s.opts.quiet {
+            let mods: Vec<String> = val_m
+                .modality_acc
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.3}"))
+                .collect();
+            println!(
+                "epoch {:>3}/{epochs}  train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} ({}) | lr {lr:.2e} | {secs:.1}s",
+                epoch + 1,
+                train_m.loss,
+                train_m.fusion_acc,
+                val_m.loss,
+                val_m.fusion_acc,
+                mods.join(", ")
+            );
+        }
+        history.push(tr);
+        history.push(va);
+        if (epoch + 1) % s.cfg.train.checkpoint_every == 0 || epoch + 1 == stop_at {
+            save_checkpoint(
+                s,
+                opt.as_ref(),
+                &CheckpointState {
+                    epochs_done: epoch + 1,
+                    step: s.ctx.step,
+                    rng: s.ctx.rng.state(),
+                    method: s.method.state(),
+                    best_epoch,
+                    best_val_acc: best_acc,
+                },
+            )?;
+        }
+    }
+    crate::plot::write_plots(&s.dir, &history)?;
+    if stop_at < epochs {
+        return Ok(RunOutcome {
+            run_dir: s.dir.clone(),
+            summary: None,
+            history,
+        });
+    }
+    // Final report: the best-val model, evaluated once on test.
+    let (snap, mstate) = best_snapshot
+        .ok_or_else(|| ModbalError::Data("no epoch produced a validation accuracy".into()))?;
+    let snap: HashMap<String, Tensor> = snap.into_iter().collect();
+    s.model.params().restore(&snap)?;
+    s.method.load_state(&mstate)?;
+    let best = best_epoch.expect("set with the snapshot");
+    let eval = |ds: Arc<dyn Dataset>| {
+        evaluate(
+            &s.model,
+            s.method.as_ref(),
+            ds,
+            s.cfg.train.eval_batch_size,
+            s.cfg.train.prefetch,
+            &s.device,
+        )
+        .map(|x| x.0)
+    };
+    let val = eval(s.splits.val.clone())?;
+    let test = eval(s.splits.test.clone())?;
+    let summary = Summary {
+        run: s
+            .dir
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        method: s.method.name().to_string(),
+        dataset: s.cfg.dataset.name().to_string(),
+        seed: s.cfg.seed,
+        epochs,
+        best_epoch: best,
+        selected_on: "val.fusion_acc".into(),
+        val,
+        test,
+    };
+    write_json(&s.dir.join("summary.json"), &summary)?;
+    if !s.opts.quiet {
+        print_table(&summary, &s.dir);
+    }
+    Ok(RunOutcome {
+        run_dir: s.dir.clone(),
+        summary: Some(summary),
+        history,
+    })
+}
+
+/// The results table printed at the end of a run.
+pub fn format_table(summary: &Summary) -> String {
+    let mods: Vec<&String> = summary.val.modality_acc.keys().collect();
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{} on {} (seed {}): best epoch {} of {}, selected on validation fusion accuracy\n",
+        summary.method,
+        summary.dataset,
+        summary.seed,
+        summary.best_epoch + 1,
+        summary.epochs
+    ));
+    let mut header = format!("{:<6} {:>10} {:>9}", "split", "fusion_acc", "macro_f1");
+    for m in &mods {
+        header.push_str(&format!(" {:>10}", format!("{m}_acc")));
+    }
+    header.push_str(&format!(" {:>10} {:>8}", "disc_ratio", "loss"));
+    out.push_str(&header);
+    out.push('\n');
+    for (name, m) in [("val", &summary.val), ("test", &summary.test)] {
+        let mut row = format!("{name:<6} {:>10.4} {:>9.4}", m.fusion_acc, m.macro_f1);
+        for k in &mods {
+            row.push_str(&format!(" {:>10.4}", m.modality_acc[*k]));
+        }
+        let dr = m
+            .discrepancy_ratio
+            .map(|d| format!("{d:.3}"))
+            .unwrap_or_else(|| "-".into());
+        row.push_str(&format!(" {dr:>10} {:>8.4}", m.loss));
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out
+}
+
+fn print_table(summary: &Summary, dir: &Path) {
+    println!();
+    print!("{}", format_table(summary));
+    println!("run directory: {}", dir.display());
+}

@@ -1,0 +1,145 @@
+//! The `modbal` binary: errors name the culprit; the README's command shape is reproducible.
+
+use std::process::Command;
+
+fn modbal(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_modbal"))
+        .args(args)
+        .output()
+        .expect("run modbal");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let (code, out, _) = modbal(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("train") && out.contains("resume"), "{out}");
+    let (code, out, _) = modbal(&["train", "--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--dataset",
+        "--method",
+        "--epochs",
+        "--seed",
+        "--out",
+        "--config",
+        "--set",
+    ] {
+        assert!(out.contains(flag), "train --help lacks {flag}");
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["train", "--method", "magic", "--out", d],
+            vec!["unknown method", "magic", "concat"],
+        ),
+        (
+            vec!["train", "--dataset", "cremad", "--out", d],
+            vec!["unknown dataset", "cremad", "synth-av"],
+        ),
+        (
+            vec!["train", "--set", "train.epochs", "--out", d],
+            vec!["malformed --set", "train.epochs"],
+        ),
+        (
+            vec!["train", "--set", "train.epoks=2", "--out", d],
+            vec!["unknown", "epoks"],
+        ),
+        (
+            vec!["train", "--set", "train.epochs=many", "--out", d],
+            vec!["epochs"],
+        ),
+        (
+            vec!["train", "--config", "/nonexistent/modbal.toml", "--out", d],
+            vec!["/nonexistent/modbal.toml"],
+        ),
+        (
+            vec![
+                "train",
+                "--method",
+                "concat",
+                "--modality",
+                "visual",
+                "--out",
+                d,
+            ],
+            vec!["--modality"],
+        ),
+        (
+            vec![
+                "train",
+                "--method",
+                "unimodal",
+                "--modality",
+                "smell",
+                "--out",
+                d,
+            ],
+            vec!["smell", "audio", "visual"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let (code, _, err) = modbal(&args);
+        assert_eq!(code, 1, "{args:?} should fail");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: error {err:?} lacks {n:?}");
+        }
+    }
+    // An unreadable (malformed) config file is named in the error.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "seed = [unclosed").unwrap();
+    let (code, _, err) = modbal(&["train", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("bad.toml"), "{err}");
+}
+
+#[test]
+fn train_command_writes_the_run_and_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args = [
+        "train",
+        "--dataset",
+        "synth-av",
+        "--epochs",
+        "1",
+        "--seed",
+        "3",
+        "--out",
+        d,
+        "--no-progress",
+        "--set",
+        "dataset.train=96",
+        "--set",
+        "dataset.val=48",
+        "--set",
+        "dataset.test=48",
+    ];
+    let (code, out, err) = modbal(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("fusion_acc") && out.contains("test"),
+        "no results table: {out}"
+    );
+    let (code, _, err) = modbal(&args);
+    assert_eq!(code, 0, "{err}");
+    let a = dir.path().join("synth-av-concat-s3");
+    let b = dir.path().join("synth-av-concat-s3-1");
+    assert_eq!(
+        std::fs::read(a.join("metrics.jsonl")).unwrap(),
+        std::fs::read(b.join("metrics.jsonl")).unwrap()
+    );
+    assert!(
+        a.join("summary.json").exists() && a.join("checkpoints/last/model.safetensors").exists()
+    );
+}

@@ -1,0 +1,39 @@
+#![allow(dead_code)]
+//! Helpers shared by the integration tests.
+
+use modbal::train::{EpochRecord, RunConfig, RunOutcome, TrainOptions};
+use std::path::Path;
+
+pub fn quiet() -> TrainOptions {
+    TrainOptions {
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+/// A small synth-vec run configuration (seconds to train).
+pub fn small_vec(out: &Path, seed: u64, epochs: usize) -> RunConfig {
+    RunConfig::default()
+        .with_overrides(&[
+            "dataset.name=synth-vec".into(),
+            "dataset.train=480".into(),
+            "dataset.val=160".into(),
+            "dataset.test=160".into(),
+            format!("seed={seed}"),
+            format!("train.epochs={epochs}"),
+            format!("out_dir={:?}", out.display().to_string()),
+        ])
+        .unwrap()
+}
+
+pub fn train(cfg: &RunConfig) -> RunOutcome {
+    modbal::train::train(cfg, &quiet()).unwrap()
+}
+
+pub fn read_metrics(dir: &Path) -> Vec<EpochRecord> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

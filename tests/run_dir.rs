@@ -1,0 +1,153 @@
+//! The run directory: files, determinism, model selection on validation, reload, resume.
+
+mod common;
+
+use modbal::train::{RunConfig, TrainOptions};
+
+#[test]
+fn run_writes_everything_and_same_seed_is_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = common::train(&common::small_vec(dir.path(), 7, 3));
+    let b = common::train(&common::small_vec(dir.path(), 7, 3));
+    assert_ne!(
+        a.run_dir, b.run_dir,
+        "a second run must not overwrite the first"
+    );
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "summary.json",
+        "meta.json",
+        "timing.jsonl",
+        "plots/accuracy.svg",
+        "plots/loss.svg",
+        "checkpoints/last/model.safetensors",
+        "checkpoints/last/optimizer.safetensors",
+        "checkpoints/last/optimizer.json",
+        "checkpoints/last/state.json",
+        "checkpoints/best/model.safetensors",
+    ] {
+        assert!(a.run_dir.join(f).exists(), "missing {f}");
+    }
+    let ma = std::fs::read(a.run_dir.join("metrics.jsonl")).unwrap();
+    let mb = std::fs::read(b.run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(ma, mb, "same seed must give byte-identical metrics.jsonl");
+    let c = common::train(&common::small_vec(dir.path(), 8, 3));
+    let mc = std::fs::read(c.run_dir.join("metrics.jsonl")).unwrap();
+    assert_ne!(ma, mc, "a different seed should change the run");
+
+    // Required keys on every line.
+    for line in String::from_utf8(ma).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for k in [
+            "epoch",
+            "split",
+            "loss",
+            "fusion_acc",
+            "modality_acc",
+            "macro_f1",
+            "discrepancy_ratio",
+            "lr",
+            "method",
+        ] {
+            assert!(v.get(k).is_some(), "metrics line lacks {k}: {line}");
+        }
+        assert!(v["modality_acc"].get("audio").is_some());
+    }
+}
+
+#[test]
+fn best_epoch_is_selected_on_validation_and_reported_on_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::train(&common::small_vec(dir.path(), 3, 4));
+    let s = out.summary.unwrap();
+    let recs = common::read_metrics(&out.run_dir);
+    let val: Vec<_> = recs.iter().filter(|r| r.split == "val").collect();
+    assert_eq!(val.len(), 4);
+    assert!(
+        recs.iter().all(|r| r.split != "test"),
+        "test must not be evaluated per epoch"
+    );
+    // First epoch with the maximal validation accuracy.
+    let best = val
+        .iter()
+        .fold(None::<&&modbal::train::EpochRecord>, |b, r| match b {
+            Some(b) if b.fusion_acc >= r.fusion_acc => Some(b),
+            _ => Some(r),
+        })
+        .unwrap();
+    assert_eq!(s.best_epoch, best.epoch);
+    assert_eq!(s.selected_on, "val.fusion_acc");
+    // The summary's val metrics are those of the restored best model.
+    assert!((s.val.fusion_acc - best.fusion_acc).abs() < 1e-12);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    for k in [
+        "fusion_acc",
+        "modality_acc",
+        "macro_f1",
+        "discrepancy_ratio",
+        "loss",
+    ] {
+        assert!(summary["test"].get(k).is_some(), "summary.test lacks {k}");
+    }
+}
+
+#[test]
+fn resolved_config_reloads_to_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = common::train(&common::small_vec(dir.path(), 11, 2));
+    let cfg = RunConfig::from_file(&a.run_dir.join("config.toml")).unwrap();
+    assert!(
+        !cfg.model.encoders.is_empty(),
+        "config.toml must be fully resolved"
+    );
+    let b = common::train(&cfg);
+    assert_eq!(
+        std::fs::read(a.run_dir.join("metrics.jsonl")).unwrap(),
+        std::fs::read(b.run_dir.join("metrics.jsonl")).unwrap()
+    );
+}
+
+#[test]
+fn resumed_run_matches_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = common::train(&common::small_vec(dir.path(), 5, 4));
+    let cfg = common::small_vec(dir.path(), 5, 4);
+    let part = modbal::train::train(
+        &cfg,
+        &TrainOptions {
+            quiet: true,
+            stop_after: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(part.summary.is_none());
+    assert_eq!(common::read_metrics(&part.run_dir).len(), 4);
+    let resumed = modbal::train::resume(&part.run_dir, &common::quiet()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(full.run_dir.join("metrics.jsonl")).unwrap(),
+        std::fs::read_to_string(resumed.run_dir.join("metrics.jsonl")).unwrap()
+    );
+    assert_eq!(full.summary.unwrap().test, resumed.summary.unwrap().test);
+}
+
+#[test]
+fn divergence_stops_with_a_clear_error_and_keeps_the_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::small_vec(dir.path(), 0, 3)
+        .with_overrides(&[
+            "train.optimizer.lr=1e12".into(),
+            "train.optimizer.momentum=0.0".into(),
+        ])
+        .unwrap();
+    let err = modbal::train::train(&cfg, &common::quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("non-finite"), "{err}");
+    let run = dir.path().join(cfg.run_name());
+    assert!(run.join("config.toml").exists());
+    assert!(run.join("metrics.jsonl").exists());
+}
