@@ -1,1 +1,69 @@
+//! # modbal-encoders: modality encoders, fusion heads and the late-fusion model
+//!
+//! | item | what |
+//! |---|---|
+//! | [`Encoder`], [`EncoderConfig`] | encoder trait and the serde config that builds every kind |
+//! | [`MlpEncoder`] | `Linear + ReLU` stack on flattened vectors |
+//! | [`Conv4Encoder`] | the Colored-and-Gray-MNIST 4-conv encoder |
+//! | [`ResNet18Encoder`] | torchvision-layout ResNet18, any input channels and H×W, optional `T`-frame pooling (OGM-GE) |
+//! | [`SmallCnnEncoder`] | light CNN for the synthetic benchmark |
+//! | [`FusionHead`], [`FusionConfig`] | concat head (weight-slice per-modality logits) and sum head |
+//! | [`MultimodalNet`], [`ModalitySpec`], [`ModelConfig`] | encoders + head as a [`modbal_core::MultimodalModel`] |
+//!
+//! Everything is built through a [`modbal_tensors::ParamBuilder`] and draws its initial weights
+//! from a [`modbal_tensors::SeededRng`] in construction order (same seed ⇒ same parameters):
+//! Linear weights Xavier-normal, conv weights Kaiming-normal (fan-out), BatchNorm ones/zeros,
+//! biases zero. Every convolution followed by BatchNorm has no bias (it could not learn).
+//!
+//! # Shapes
+//! * encoder: `[B, ...per-sample input shape] → [B, D]` (table in [`encoder`])
+//! * fusion head: `features[m]: [B, D_m] → (fused [B, C], per-modality [B, C] each)`
+//! * [`MultimodalNet`]: `inputs[m] → MultimodalOutput { fused_logits, per_modality_logits, features }`
+//!
+//! ```
+//! use modbal_core::MultimodalModel;
+//! use modbal_encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet};
+//! use modbal_tensors::SeededRng;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = candle_core::Device::Cpu;
+//! let net = MultimodalNet::new(
+//!     &[
+//!         ModalitySpec::new("gray", EncoderConfig::conv4(), &[1, 28, 28]),
+//!         ModalitySpec::new("colored", EncoderConfig::conv4(), &[3, 28, 28]),
+//!     ],
+//!     &FusionConfig::Concat,
+//!     10,
+//!     &mut SeededRng::new(0),
+//!     &device,
+//! )?;
+//! let x = [
+//!     candle_core::Tensor::zeros((2, 1, 28, 28), candle_core::DType::F32, &device)?,
+//!     candle_core::Tensor::zeros((2, 3, 28, 28), candle_core::DType::F32, &device)?,
+//! ];
+//! let out = net.forward_t(&x, false)?;
+//! assert_eq!(out.fused_logits.dims(), &[2, 10]);
+//! assert_eq!(out.features[1].dims(), &[2, 256]);
+//! # Ok(())
+//! # }
+//! ```
 
+mod blocks;
+pub mod conv4;
+pub mod encoder;
+pub mod error;
+pub mod fusion;
+pub mod mlp;
+pub mod net;
+pub mod resnet;
+pub mod small_cnn;
+
+pub use conv4::Conv4Encoder;
+pub use encoder::{
+    default_conv4_channels, default_mlp_hidden, default_small_cnn_channels, Encoder, EncoderConfig,
+};
+pub use error::{EncoderError, Result};
+pub use fusion::{ConcatHead, FusionConfig, FusionHead, SumHead};
+pub use mlp::MlpEncoder;
+pub use net::{ModalitySpec, ModelConfig, MultimodalNet};
+pub use resnet::{ResNet18Encoder, RESNET18_OUT_DIM};
+pub use small_cnn::SmallCnnEncoder;

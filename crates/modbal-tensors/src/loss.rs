@@ -9,7 +9,8 @@
 use crate::ops::log_softmax;
 use candle_core::{DType, Result, Tensor, D};
 
-/// Per-sample cross-entropy `[B]`.
+/// Per-sample cross-entropy `[B]` (an empty batch gives an empty vector). Labels may be any
+/// integer dtype; a label outside `0..C` is an error.
 pub fn cross_entropy_per_sample(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (b, c) = logits.dims2().map_err(|_| {
         candle_core::Error::Msg(format!(
@@ -22,6 +23,15 @@ pub fn cross_entropy_per_sample(logits: &Tensor, labels: &Tensor) -> Result<Tens
             "cross-entropy: labels have shape {:?}, expected [{b}]",
             labels.dims()
         );
+    }
+    if b == 0 {
+        return Tensor::zeros(0, logits.dtype(), logits.device());
+    }
+    if labels.dtype() == DType::I64 {
+        let min_label = labels.min(0)?.to_scalar::<i64>()?;
+        if min_label < 0 {
+            candle_core::bail!("cross-entropy: negative label {min_label}");
+        }
     }
     let labels = labels.to_dtype(DType::U32)?;
     let max_label = labels.max(0)?.to_scalar::<u32>()? as usize;

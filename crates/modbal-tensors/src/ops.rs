@@ -38,8 +38,21 @@ pub struct Window {
 }
 
 impl Window {
-    /// Output size for an `h × w` input; errors if the window does not fit.
+    /// Output size for an `h × w` input; errors if the window does not fit, if the input is
+    /// empty (`h` or `w` zero), or if a kernel size, stride or dilation is zero.
     pub fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        if h == 0 || w == 0 {
+            candle_core::bail!("window over an empty {h}x{w} input");
+        }
+        if self.kh == 0 || self.kw == 0 || self.dh == 0 || self.dw == 0 {
+            candle_core::bail!(
+                "window {}x{} with dilation {}x{}: kernel sizes and dilations must be at least 1",
+                self.kh,
+                self.kw,
+                self.dh,
+                self.dw
+            );
+        }
         let eh = self.dh * (self.kh - 1) + 1;
         let ew = self.dw * (self.kw - 1) + 1;
         if h + 2 * self.ph < eh || w + 2 * self.pw < ew || self.sh == 0 || self.sw == 0 {
@@ -227,6 +240,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<Tensor> {
         ))
     })?;
     let (o, wc, kh, kw) = w.dims4()?;
+    if c == 0 {
+        candle_core::bail!("conv2d: input {:?} has no channels", x.dims());
+    }
     if wc != c {
         candle_core::bail!(
             "conv2d: input has {c} channels but the kernel expects {wc} (input {:?}, kernel {:?})",
@@ -290,7 +306,9 @@ fn max_pool_fwd<T: Elem>(x: &[T], dims: &[usize], win: &Window) -> Result<(Vec<T
                             // NaN propagates (as PyTorch): a NaN beats everything.
                             let better = match best {
                                 None => true,
-                                Some((bv, _)) => v > bv || (v != v && bv == bv),
+                                Some((bv, _)) => {
+                                    v > bv || (v.to_f64().is_nan() && !bv.to_f64().is_nan())
+                                }
                             };
                             if better {
                                 best = Some((v, idx));
@@ -430,7 +448,8 @@ fn cholesky(a: &mut [f64], d: usize) -> bool {
         for k in 0..j {
             s -= a[j * d + k] * a[j * d + k];
         }
-        if !(s > 0.0) || !s.is_finite() {
+        // Not finite covers NaN.
+        if !s.is_finite() || s <= 0.0 {
             return false;
         }
         let ljj = s.sqrt();
@@ -470,6 +489,30 @@ fn spd_inverse(l: &[f64], d: usize) -> Vec<f64> {
     inv
 }
 
+/// Largest accepted asymmetry `|a_ij − a_ji|`, relative to the largest diagonal magnitude.
+/// Loose enough for covariances built by f32 matrix products (which are symmetric only up to
+/// rounding), tight enough to reject a matrix that is not symmetric at all: Cholesky reads only
+/// the lower triangle, so such a matrix would silently be replaced by a different one.
+pub const SYMMETRY_TOLERANCE: f64 = 1e-3;
+
+/// Errors unless the row-major `d × d` matrix `m` (number `idx` of a batch) is symmetric up to
+/// [`SYMMETRY_TOLERANCE`].
+fn check_symmetric(op: &str, m: &[f64], d: usize, idx: usize) -> Result<()> {
+    let scale = (0..d).map(|k| m[k * d + k].abs()).fold(0.0, f64::max);
+    for i in 0..d {
+        for j in 0..i {
+            let (a, b) = (m[i * d + j], m[j * d + i]);
+            let diff = (a - b).abs();
+            if diff.is_nan() || diff > SYMMETRY_TOLERANCE * scale {
+                candle_core::bail!(
+                    "{op}: matrix {idx} ({d}x{d}) is not symmetric: a[{i}][{j}] = {a} but a[{j}][{i}] = {b}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn batched_f64(s: &CpuStorage, l: &Layout) -> Result<(Vec<f64>, usize, usize)> {
     let dims = l.dims();
     let (n, d) = match dims.len() {
@@ -506,6 +549,7 @@ impl CustomOp1 for LogDet {
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             let m = &mut v[i * d * d..(i + 1) * d * d];
+            check_symmetric("logdet", m, d, i)?;
             if !cholesky(m, d) {
                 candle_core::bail!(
                     "logdet: matrix {i} ({d}x{d}) is not positive definite (singular covariance? add a ridge)"
@@ -543,6 +587,7 @@ impl CustomOp1 for SpdInverse {
         let mut out = Vec::with_capacity(n * d * d);
         for i in 0..n {
             let m = &mut v[i * d * d..(i + 1) * d * d];
+            check_symmetric("spd_inverse", m, d, i)?;
             if !cholesky(m, d) {
                 candle_core::bail!("spd_inverse: matrix {i} ({d}x{d}) is not positive definite");
             }
@@ -553,12 +598,18 @@ impl CustomOp1 for SpdInverse {
 }
 
 /// log det A for symmetric positive-definite `a` (`[D, D]` → scalar, `[N, D, D]` → `[N]`),
-/// differentiable. Errors (never NaN) when a matrix is not positive definite.
+/// differentiable. Errors (never NaN) when a matrix is not positive definite or not symmetric
+/// (up to [`SYMMETRY_TOLERANCE`] relative to its largest diagonal entry).
+///
+/// Computed in f64 whatever the storage type. The gradient is the symmetric `A⁻¹`: for an input
+/// built symmetrically (a covariance), the chain rule through both `a_ij` and `a_ji` gives the
+/// exact derivative.
 pub fn logdet(a: &Tensor) -> Result<Tensor> {
     a.contiguous()?.apply_op1(LogDet)
 }
 
-/// Inverse of symmetric positive-definite matrices (no gradient).
+/// Inverse of symmetric positive-definite matrices (no gradient); same input checks as
+/// [`logdet`].
 pub fn spd_inv(a: &Tensor) -> Result<Tensor> {
     a.contiguous()?.apply_op1_no_bwd(&SpdInverse)
 }

@@ -153,11 +153,17 @@ struct StateMeta {
 }
 
 impl OptimizerState {
-    /// Writes `<stem>.safetensors` (tensors) and `<stem>.json` (kind, step counts).
+    /// Writes `<stem>.safetensors` (tensors) and `<stem>.json` (kind, step counts). A state
+    /// without tensors writes no `.safetensors` file and removes one left by an earlier save
+    /// under the same stem, so that [`OptimizerState::load`] never mixes two states.
     pub fn save(&self, dir: &Path, stem: &str) -> Result<()> {
         let map: HashMap<String, Tensor> = self.tensors.clone().into_iter().collect();
+        let sp = dir.join(format!("{stem}.safetensors"));
         if !map.is_empty() {
-            candle_core::safetensors::save(&map, dir.join(format!("{stem}.safetensors")))?;
+            candle_core::safetensors::save(&map, &sp)?;
+        } else if sp.exists() {
+            std::fs::remove_file(&sp)
+                .map_err(|e| candle_core::Error::Msg(format!("removing {}: {e}", sp.display())))?;
         }
         let meta = StateMeta {
             kind: self.kind.clone(),

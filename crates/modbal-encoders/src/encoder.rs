@@ -1,0 +1,273 @@
+//! The [`Encoder`] trait and the serde [`EncoderConfig`] that builds every encoder kind.
+//!
+//! An encoder maps one modality's mini-batch to a feature matrix. Encoders are built from a
+//! per-sample input shape (no batch axis) and draw every initial weight from the caller's
+//! [`SeededRng`], in construction order: the same seed gives bit-identical parameters.
+//!
+//! # Shapes
+//! | kind | per-sample input | forward input | output |
+//! |---|---|---|---|
+//! | [`EncoderConfig::Mlp`] | `[D]` or any `[d1, d2, ...]` with `Πdi = D` | `[B, D]` or `[B, d1, d2, ...]` | `[B, hidden.last()]` (`[B, D]` if no hidden layer) |
+//! | [`EncoderConfig::Conv4`] | `[C, H, W]`, `H, W ≥ 8` | `[B, C, H', W']` | `[B, channels[3]]` |
+//! | [`EncoderConfig::SmallCnn`] | `[C, H, W]` | `[B, C, H', W']` | `[B, channels.last()]` |
+//! | [`EncoderConfig::ResNet18`], `frames_pooling = false` | `[C, H, W]` | `[B, C, H', W']` | `[B, 512]` |
+//! | [`EncoderConfig::ResNet18`], `frames_pooling = true` | `[C, T, H, W]` | `[B, C, T', H', W']` | `[B, 512]` |
+//!
+//! The convolutional encoders end in a global average pool, so the spatial size (and the number
+//! of frames) at forward time may differ from the build shape; the rank and the channel count
+//! may not. Every shape error names the expected and the actual shape.
+
+use crate::conv4::Conv4Encoder;
+use crate::error::{config_err, Result};
+use crate::mlp::MlpEncoder;
+use crate::resnet::ResNet18Encoder;
+use crate::small_cnn::SmallCnnEncoder;
+use candle_core::{DType, Tensor};
+use modbal_tensors::{ParamBuilder, SeededRng};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A modality encoder: `[B, ...] -> [B, out_dim]`. Object safe.
+pub trait Encoder: Send + Sync + fmt::Debug {
+    /// Encode a mini-batch. `train` selects batch statistics (and updates the running
+    /// statistics) in BatchNorm layers; `false` uses the running statistics.
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+    /// Feature dimension `D` of the output `[B, D]`.
+    fn out_dim(&self) -> usize;
+    /// The per-sample input shape the encoder was built for (no batch axis).
+    fn input_shape(&self) -> &[usize];
+    /// Short name of the encoder kind (`"mlp"`, `"conv4"`, `"resnet18"`, `"small_cnn"`).
+    fn kind(&self) -> &'static str;
+}
+
+/// Which encoder to build, with its hyper-parameters.
+///
+/// Serialised with a `kind` tag (unknown keys are rejected):
+/// ```toml
+/// kind = "conv4"
+/// channels = [32, 64, 128, 256]   # default
+/// ```
+/// `kind` is one of `"mlp"`, `"conv4"`, `"resnet18"`, `"small_cnn"`; every other field has the
+/// default documented on it and may be left out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EncoderConfig {
+    /// Multi-layer perceptron: `Linear + ReLU` per hidden layer on the flattened input.
+    Mlp {
+        /// Widths of the hidden layers. Default `[256]`. Empty: the encoder only flattens
+        /// (`out_dim = D`).
+        #[serde(default = "default_mlp_hidden")]
+        hidden: Vec<usize>,
+    },
+    /// The Colored-and-Gray-MNIST 4-conv encoder (PMR / AGM code): 4 × (conv3x3 pad 1 → BN →
+    /// ReLU), 2×2/2 max-pool after each of the first three, then a global average pool.
+    Conv4 {
+        /// Output channels of the four convolutions. Default `[32, 64, 128, 256]`.
+        #[serde(default = "default_conv4_channels")]
+        channels: [usize; 4],
+    },
+    /// torchvision's ResNet18 layout (BasicBlock, layers `[2, 2, 2, 2]`, 64…512 channels),
+    /// input channels taken from the input shape; OGM-GE's audio and visual encoder.
+    #[serde(rename = "resnet18")]
+    ResNet18 {
+        /// `true`: the input is a `T`-frame clip `[C, T, H, W]`, encoded frame by frame and
+        /// averaged over frames and space (OGM-GE's `adaptive_avg_pool3d`). `false`: the input
+        /// is one image `[C, H, W]`. Default `false`.
+        #[serde(default)]
+        frames_pooling: bool,
+    },
+    /// A light CNN for the built-in synthetic benchmark: per entry conv3x3 pad 1 → BN → ReLU →
+    /// 2×2/2 max-pool (skipped once the spatial size is below 2), then a global average pool.
+    SmallCnn {
+        /// Output channels of the convolutions. Default `[32, 64]`; must not be empty.
+        #[serde(default = "default_small_cnn_channels")]
+        channels: Vec<usize>,
+    },
+}
+
+/// Default hidden widths of [`EncoderConfig::Mlp`]: `[256]`.
+pub fn default_mlp_hidden() -> Vec<usize> {
+    vec![256]
+}
+
+/// Default channels of [`EncoderConfig::Conv4`]: `[32, 64, 128, 256]`.
+pub fn default_conv4_channels() -> [usize; 4] {
+    [32, 64, 128, 256]
+}
+
+/// Default channels of [`EncoderConfig::SmallCnn`]: `[32, 64]`.
+pub fn default_small_cnn_channels() -> Vec<usize> {
+    vec![32, 64]
+}
+
+impl EncoderConfig {
+    /// `Mlp` with the default hidden widths.
+    pub fn mlp() -> Self {
+        EncoderConfig::Mlp {
+            hidden: default_mlp_hidden(),
+        }
+    }
+    /// `Conv4` with the default channels.
+    pub fn conv4() -> Self {
+        EncoderConfig::Conv4 {
+            channels: default_conv4_channels(),
+        }
+    }
+    /// `ResNet18` for images (`frames_pooling = false`) or `T`-frame clips (`true`).
+    pub fn resnet18(frames_pooling: bool) -> Self {
+        EncoderConfig::ResNet18 { frames_pooling }
+    }
+    /// `SmallCnn` with the default channels.
+    pub fn small_cnn() -> Self {
+        EncoderConfig::SmallCnn {
+            channels: default_small_cnn_channels(),
+        }
+    }
+
+    /// The serde tag of this kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EncoderConfig::Mlp { .. } => "mlp",
+            EncoderConfig::Conv4 { .. } => "conv4",
+            EncoderConfig::ResNet18 { .. } => "resnet18",
+            EncoderConfig::SmallCnn { .. } => "small_cnn",
+        }
+    }
+
+    /// Check the hyper-parameters against a per-sample input shape (no batch axis) and return
+    /// the output feature dimension.
+    pub fn validate(&self, input_shape: &[usize]) -> Result<usize> {
+        let kind = self.kind();
+        if input_shape.contains(&0) {
+            return config_err(format!(
+                "{kind} encoder: input shape {input_shape:?} has a zero-sized axis"
+            ));
+        }
+        match self {
+            EncoderConfig::Mlp { hidden } => {
+                if input_shape.is_empty() {
+                    return config_err("mlp encoder: the input shape is empty (expected [D] or [d1, d2, ...])");
+                }
+                if let Some(i) = hidden.iter().position(|&h| h == 0) {
+                    return config_err(format!("mlp encoder: hidden[{i}] is 0 in {hidden:?}"));
+                }
+                Ok(hidden
+                    .last()
+                    .copied()
+                    .unwrap_or_else(|| input_shape.iter().product()))
+            }
+            EncoderConfig::Conv4 { channels } => {
+                if let Some(i) = channels.iter().position(|&c| c == 0) {
+                    return config_err(format!("conv4 encoder: channels[{i}] is 0 in {channels:?}"));
+                }
+                match input_shape {
+                    [_, h, w] if *h >= 8 && *w >= 8 => Ok(channels[3]),
+                    [_, _, _] => config_err(format!(
+                        "conv4 encoder needs H, W >= 8 (three 2x2 max-pools), got input shape {input_shape:?}"
+                    )),
+                    _ => config_err(format!(
+                        "conv4 encoder expects a per-sample input shape [C, H, W], got {input_shape:?}"
+                    )),
+                }
+            }
+            EncoderConfig::SmallCnn { channels } => {
+                if channels.is_empty() {
+                    return config_err("small_cnn encoder: channels is empty");
+                }
+                if let Some(i) = channels.iter().position(|&c| c == 0) {
+                    return config_err(format!(
+                        "small_cnn encoder: channels[{i}] is 0 in {channels:?}"
+                    ));
+                }
+                if input_shape.len() != 3 {
+                    return config_err(format!(
+                        "small_cnn encoder expects a per-sample input shape [C, H, W], got {input_shape:?}"
+                    ));
+                }
+                Ok(*channels.last().expect("checked non-empty"))
+            }
+            EncoderConfig::ResNet18 { frames_pooling } => match (frames_pooling, input_shape.len()) {
+                (false, 3) | (true, 4) => Ok(crate::resnet::RESNET18_OUT_DIM),
+                (false, _) => config_err(format!(
+                    "resnet18 encoder with frames_pooling = false expects a per-sample input shape [C, H, W], got {input_shape:?} (set frames_pooling = true for [C, T, H, W] clips)"
+                )),
+                (true, _) => config_err(format!(
+                    "resnet18 encoder with frames_pooling = true expects a per-sample input shape [C, T, H, W], got {input_shape:?}"
+                )),
+            },
+        }
+    }
+
+    /// Output feature dimension for `input_shape` (validates like [`EncoderConfig::validate`]).
+    pub fn out_dim(&self, input_shape: &[usize]) -> Result<usize> {
+        self.validate(input_shape)
+    }
+
+    /// Build the encoder: parameters are registered under `pb`'s prefix and drawn from `rng` in
+    /// construction order. `input_shape` is the per-sample shape (no batch axis).
+    pub fn build(
+        &self,
+        pb: &ParamBuilder,
+        input_shape: &[usize],
+        rng: &mut SeededRng,
+    ) -> Result<Box<dyn Encoder>> {
+        Ok(match self {
+            EncoderConfig::Mlp { hidden } => {
+                Box::new(MlpEncoder::new(pb, input_shape, hidden, rng)?)
+            }
+            EncoderConfig::Conv4 { channels } => {
+                Box::new(Conv4Encoder::new(pb, input_shape, *channels, rng)?)
+            }
+            EncoderConfig::ResNet18 { frames_pooling } => {
+                Box::new(ResNet18Encoder::new(pb, input_shape, *frames_pooling, rng)?)
+            }
+            EncoderConfig::SmallCnn { channels } => {
+                Box::new(SmallCnnEncoder::new(pb, input_shape, channels, rng)?)
+            }
+        })
+    }
+}
+
+/// `[B, d1, d2, ...]` as text, with `B` symbolic.
+pub(crate) fn batched(shape: &[usize]) -> String {
+    let mut s = String::from("[B");
+    for d in shape {
+        s.push_str(&format!(", {d}"));
+    }
+    s.push(']');
+    s
+}
+
+/// Check a float input of an image / clip encoder: rank `2 + spatial_rank` (`[B, C, ...]`), `C`
+/// channels, and the parameters' dtype. `spatial` names the free axes (`"H, W"`, `"T, H, W"`).
+pub(crate) fn check_channels_input(
+    kind: &str,
+    x: &Tensor,
+    input_shape: &[usize],
+    spatial: &str,
+    dtype: DType,
+) -> candle_core::Result<()> {
+    let c = input_shape[0];
+    let rank = input_shape.len() + 1;
+    if x.rank() != rank || x.dim(1)? != c {
+        candle_core::bail!(
+            "{kind} encoder expects input [B, {c}, {spatial}] (built for per-sample shape {input_shape:?}), got {:?}",
+            x.dims()
+        );
+    }
+    if x.dims()[0] == 0 {
+        candle_core::bail!("{kind} encoder got an empty batch {:?}", x.dims());
+    }
+    check_dtype(kind, x, dtype)
+}
+
+pub(crate) fn check_dtype(kind: &str, x: &Tensor, dtype: DType) -> candle_core::Result<()> {
+    if x.dtype() != dtype {
+        candle_core::bail!(
+            "{kind} encoder expects {dtype:?} input, got {:?} of shape {:?}",
+            x.dtype(),
+            x.dims()
+        );
+    }
+    Ok(())
+}

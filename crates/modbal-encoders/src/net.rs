@@ -1,0 +1,268 @@
+//! [`MultimodalNet`]: one encoder per modality and a fusion head, implementing
+//! [`modbal_core::MultimodalModel`].
+//!
+//! Parameters live in the net's own [`ParamStore`]: modality `m`'s encoder under
+//! `encoder.<name>`, the head under `head`. Initial weights are drawn from the caller's
+//! [`SeededRng`] in construction order: the encoders in modality order, then the head. A net with
+//! a single modality is the unimodal baseline (its head maps only that modality).
+//!
+//! # Shapes
+//! `inputs[m]: [B, ...input_shape_m]` → `features[m]: [B, D_m]` → fused logits `[B, C]` and
+//! per-modality logits `[B, C]` (see [`crate::fusion`]).
+
+use crate::encoder::{Encoder, EncoderConfig};
+use crate::error::{config_err, EncoderError, Result};
+use crate::fusion::{FusionConfig, FusionHead};
+use candle_core::{DType, Device, Tensor};
+use modbal_core::MultimodalModel;
+use modbal_tensors::{ParamStore, SeededRng};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One modality of a [`MultimodalNet`]: its name, encoder and per-sample input shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModalitySpec {
+    /// Modality name (non-empty, no `.`, not a prefix of another modality's name): parameter
+    /// group `encoder.<name>`.
+    pub name: String,
+    pub encoder: EncoderConfig,
+    /// Per-sample input shape, no batch axis (e.g. `[1, 257, 188]`, `[3, 3, 224, 224]`).
+    pub input_shape: Vec<usize>,
+}
+
+impl ModalitySpec {
+    pub fn new(name: impl Into<String>, encoder: EncoderConfig, input_shape: &[usize]) -> Self {
+        Self {
+            name: name.into(),
+            encoder,
+            input_shape: input_shape.to_vec(),
+        }
+    }
+}
+
+/// Serde convenience: the encoder of every modality (by name) and the fusion head.
+///
+/// ```toml
+/// [model.fusion]          # default: concat
+/// kind = "concat"
+///
+/// [model.encoders.audio]  # 1×257×188 spectrogram
+/// kind = "resnet18"
+///
+/// [model.encoders.visual] # 3×T×224×224 frames
+/// kind = "resnet18"
+/// frames_pooling = true
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Encoder per modality name. Default: empty (every modality must be listed).
+    #[serde(default)]
+    pub encoders: BTreeMap<String, EncoderConfig>,
+    /// Fusion head. Default: [`FusionConfig::Concat`].
+    #[serde(default)]
+    pub fusion: FusionConfig,
+}
+
+impl ModelConfig {
+    /// The [`ModalitySpec`]s for `modalities` (in that order, which is the data's input order)
+    /// with their per-sample `input_shapes`. Errors name missing and unknown modalities.
+    pub fn specs(
+        &self,
+        modalities: &[String],
+        input_shapes: &[Vec<usize>],
+    ) -> Result<Vec<ModalitySpec>> {
+        if modalities.len() != input_shapes.len() {
+            return config_err(format!(
+                "{} modalities {modalities:?} but {} input shapes {input_shapes:?}",
+                modalities.len(),
+                input_shapes.len()
+            ));
+        }
+        let missing: Vec<&String> = modalities
+            .iter()
+            .filter(|m| !self.encoders.contains_key(*m))
+            .collect();
+        let extra: Vec<&String> = self
+            .encoders
+            .keys()
+            .filter(|k| !modalities.contains(k))
+            .collect();
+        if !missing.is_empty() || !extra.is_empty() {
+            return config_err(format!(
+                "model.encoders must name exactly the modalities {modalities:?}: missing {missing:?}, unknown {extra:?}"
+            ));
+        }
+        Ok(modalities
+            .iter()
+            .zip(input_shapes)
+            .map(|(m, s)| ModalitySpec::new(m.clone(), self.encoders[m].clone(), s))
+            .collect())
+    }
+
+    /// Build the [`MultimodalNet`] (see [`MultimodalNet::new`]).
+    pub fn build(
+        &self,
+        modalities: &[String],
+        input_shapes: &[Vec<usize>],
+        num_classes: usize,
+        rng: &mut SeededRng,
+        device: &Device,
+    ) -> Result<MultimodalNet> {
+        let specs = self.specs(modalities, input_shapes)?;
+        MultimodalNet::new(&specs, &self.fusion, num_classes, rng, device)
+    }
+}
+
+/// A late-fusion classifier; see the [module docs](self).
+#[derive(Debug)]
+pub struct MultimodalNet {
+    modalities: Vec<String>,
+    specs: Vec<ModalitySpec>,
+    encoders: Vec<Box<dyn Encoder>>,
+    head: Box<dyn FusionHead>,
+    fusion: FusionConfig,
+    num_classes: usize,
+    params: ParamStore,
+    device: Device,
+}
+
+impl MultimodalNet {
+    /// Build every encoder (in `specs` order) and the head, in f32 on `device`.
+    ///
+    /// Errors: no modality, an empty / dotted / repeated modality name, a name that is a prefix
+    /// of another (parameter groups are string prefixes), `num_classes == 0`, or
+    /// an encoder configuration that does not fit its input shape.
+    pub fn new(
+        specs: &[ModalitySpec],
+        fusion: &FusionConfig,
+        num_classes: usize,
+        rng: &mut SeededRng,
+        device: &Device,
+    ) -> Result<Self> {
+        if specs.is_empty() {
+            return config_err("a model needs at least one modality");
+        }
+        for (i, s) in specs.iter().enumerate() {
+            if s.name.is_empty() || s.name.contains('.') {
+                return config_err(format!(
+                    "modality name {:?} must be non-empty and contain no '.'",
+                    s.name
+                ));
+            }
+            if specs[..i].iter().any(|o| o.name == s.name) {
+                return config_err(format!("modality {:?} listed twice", s.name));
+            }
+            // `ParamStore::trainable_with_prefix` matches plain string prefixes, so the group
+            // `encoder.audio` would also take `encoder.audio2`'s parameters.
+            if let Some(o) = specs
+                .iter()
+                .find(|o| o.name != s.name && o.name.starts_with(&s.name))
+            {
+                return config_err(format!(
+                    "modality name {:?} is a prefix of {:?}: their parameter groups would overlap",
+                    s.name, o.name
+                ));
+            }
+        }
+        if num_classes == 0 {
+            return config_err("num_classes is 0");
+        }
+        // Validate everything before drawing any weight.
+        for s in specs {
+            s.encoder.validate(&s.input_shape).map_err(|e| match e {
+                EncoderError::Config(msg) => {
+                    EncoderError::Config(format!("modality {:?}: {msg}", s.name))
+                }
+                other => other,
+            })?;
+        }
+        let params = ParamStore::new();
+        let root = params.root(DType::F32, device);
+        let encoders = specs
+            .iter()
+            .map(|s| {
+                s.encoder
+                    .build(&root.pp("encoder").pp(&s.name), &s.input_shape, rng)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let modalities: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let dims: Vec<usize> = encoders.iter().map(|e| e.out_dim()).collect();
+        let head = fusion.build(&root.pp("head"), &modalities, &dims, num_classes, rng)?;
+        Ok(Self {
+            modalities,
+            specs: specs.to_vec(),
+            encoders,
+            head,
+            fusion: *fusion,
+            num_classes,
+            params,
+            device: device.clone(),
+        })
+    }
+
+    /// The unimodal baseline: one modality, its encoder and a linear head.
+    pub fn unimodal(
+        spec: ModalitySpec,
+        fusion: &FusionConfig,
+        num_classes: usize,
+        rng: &mut SeededRng,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::new(&[spec], fusion, num_classes, rng, device)
+    }
+
+    /// Encoder of modality `m` (panics if `m` is out of range).
+    pub fn encoder(&self, m: usize) -> &dyn Encoder {
+        self.encoders[m].as_ref()
+    }
+    /// The fusion head.
+    pub fn fusion_head(&self) -> &dyn FusionHead {
+        self.head.as_ref()
+    }
+    /// The fusion head's configuration.
+    pub fn fusion_config(&self) -> FusionConfig {
+        self.fusion
+    }
+    /// The modality specifications the net was built from.
+    pub fn specs(&self) -> &[ModalitySpec] {
+        &self.specs
+    }
+    /// Feature dimension `D_m` of every modality.
+    pub fn feature_dims(&self) -> Vec<usize> {
+        self.encoders.iter().map(|e| e.out_dim()).collect()
+    }
+    /// Index of the modality called `name`.
+    pub fn modality_index(&self, name: &str) -> Option<usize> {
+        self.modalities.iter().position(|m| m == name)
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+impl MultimodalModel for MultimodalNet {
+    fn modalities(&self) -> &[String] {
+        &self.modalities
+    }
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+    fn encode(&self, m: usize, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let Some(enc) = self.encoders.get(m) else {
+            candle_core::bail!(
+                "modality index {m} out of range for modalities {:?}",
+                self.modalities
+            );
+        };
+        enc.forward_t(x, train).map_err(|e| {
+            candle_core::Error::Msg(format!("encoder of modality {:?}: {e}", self.modalities[m]))
+        })
+    }
+    fn head(&self, features: &[Tensor]) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
+        self.head.forward(features)
+    }
+}
