@@ -151,3 +151,37 @@ fn divergence_stops_with_a_clear_error_and_keeps_the_run_directory() {
     assert!(run.join("config.toml").exists());
     assert!(run.join("metrics.jsonl").exists());
 }
+
+#[test]
+fn sum_fusion_with_a_third_modality_and_unimodal_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::small_vec(dir.path(), 1, 3)
+        .with_overrides(&[
+            "method.name=sum".into(),
+            "dataset.third_modality=true".into(),
+        ])
+        .unwrap();
+    let s = common::train(&cfg).summary.unwrap();
+    let names: Vec<&String> = s.val.modality_acc.keys().collect();
+    assert_eq!(names, ["audio", "text", "visual"]);
+    assert!(s.val.discrepancy_ratio.unwrap() >= 1.0);
+    // Chance is 1/6; three informative modalities must do far better after 3 epochs.
+    assert!(s.test.fusion_acc > 0.6, "{}", s.test.fusion_acc);
+
+    let cfg = common::small_vec(dir.path(), 1, 2)
+        .with_overrides(&[
+            "method.name=unimodal".into(),
+            "method.modality=visual".into(),
+        ])
+        .unwrap();
+    let out = common::train(&cfg);
+    let s = out.summary.unwrap();
+    assert_eq!(s.val.modality_acc.keys().collect::<Vec<_>>(), ["visual"]);
+    assert_eq!(s.val.discrepancy_ratio, None);
+    // A unimodal head maps only its modality: fusion and slice accuracy coincide.
+    assert_eq!(s.val.fusion_acc, s.val.modality_acc["visual"]);
+    let written = std::fs::read_to_string(out.run_dir.join("config.toml")).unwrap();
+    assert!(
+        written.contains("modality = \"visual\"") && !written.contains("[model.encoders.audio]")
+    );
+}

@@ -70,9 +70,10 @@ impl ParamStore {
         self.filtered(|_, e| e.trainable)
     }
 
-    /// Trainable variables whose name starts with `prefix` (a parameter group).
+    /// Trainable variables of the group `prefix`: names equal to `prefix` or starting with
+    /// `prefix.` (so `encoder.audio` does not match `encoder.audio2.w`); `""` matches all.
     pub fn trainable_with_prefix(&self, prefix: &str) -> Vec<(String, Var)> {
-        self.filtered(|n, e| e.trainable && n.starts_with(prefix))
+        self.filtered(|n, e| e.trainable && in_group(n, prefix))
     }
 
     /// Every entry, buffers included, sorted by name.
@@ -159,6 +160,13 @@ impl ParamStore {
             .map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", path.display())))?;
         self.restore(&map)
     }
+}
+
+/// Whether the dotted name `name` belongs to the group `prefix`.
+pub fn in_group(name: &str, prefix: &str) -> bool {
+    prefix.is_empty()
+        || name == prefix
+        || (name.starts_with(prefix) && name.as_bytes().get(prefix.len()) == Some(&b'.'))
 }
 
 /// Registers parameters under a name prefix. Cheap to clone.
@@ -272,6 +280,16 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(store.trainable().len(), 1);
+        assert_eq!(store.trainable_with_prefix("enc").len(), 1);
+        assert_eq!(
+            store.trainable_with_prefix("en").len(),
+            0,
+            "groups match whole name segments"
+        );
+        assert!(
+            in_group("encoder.audio.w", "encoder.audio")
+                && !in_group("encoder.audio2.w", "encoder.audio")
+        );
         assert_eq!(store.buffers().len(), 1);
         // A store with a different shape must refuse the file, naming the parameter.
         let other = ParamStore::new();

@@ -9,21 +9,28 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LrSchedule {
     Constant,
-    /// `lr·γ^⌊e/step_size⌋` (OGM-GE: step 70, γ 0.1).
+    /// `lr·γ^⌊e/step_size⌋` (OGM-GE: step 70, γ 0.1). `gamma` defaults to 0.1.
     Step {
         step_size: usize,
+        #[serde(default = "default_gamma")]
         gamma: f64,
     },
-    /// `lr·γ^(number of milestones ≤ e)`.
+    /// `lr·γ^(number of milestones ≤ e)`. `gamma` defaults to 0.1.
     MultiStep {
         milestones: Vec<usize>,
+        #[serde(default = "default_gamma")]
         gamma: f64,
     },
-    /// `η_min + (lr − η_min)(1 + cos(π·e/t_max))/2`.
+    /// `η_min + (lr − η_min)(1 + cos(π·e/t_max))/2`. `eta_min` defaults to 0.
     Cosine {
         t_max: usize,
+        #[serde(default)]
         eta_min: f64,
     },
+}
+
+fn default_gamma() -> f64 {
+    0.1
 }
 
 /// A schedule with warm-up.

@@ -240,15 +240,17 @@ impl RunConfig {
             }
             let parts: Vec<&str> = key.split('.').collect();
             let value = parse_value(raw.trim());
-            // Switching the kind of a tagged section (`dataset.name`, `method.name`) starts that
-            // section from the new kind's defaults: the old kind's options do not carry over.
-            if let [section @ ("dataset" | "method"), "name"] = parts.as_slice() {
-                if lookup(&v, key) != Some(&value) {
+            // Switching the kind of a tagged section (`dataset.name`, `method.name`,
+            // `train.optimizer.kind`, `model.encoders.audio.kind`…) starts that section from the
+            // new kind's defaults: the old kind's options do not carry over.
+            if let [parents @ .., tag @ ("name" | "kind")] = parts.as_slice() {
+                if !parents.is_empty() && lookup(&v, key) != Some(&value) {
                     let mut fresh = toml::Table::new();
-                    fresh.insert("name".into(), value);
-                    if let Some(t) = v.as_table_mut() {
-                        t.insert(section.to_string(), toml::Value::Table(fresh));
-                        if *section == "dataset" {
+                    fresh.insert(tag.to_string(), value);
+                    set_path(&mut v, parents, toml::Value::Table(fresh), key)?;
+                    if parents == ["dataset"] {
+                        // Encoders are chosen per dataset.
+                        if let Some(t) = v.as_table_mut() {
                             t.remove("model");
                         }
                     }
@@ -277,7 +279,7 @@ impl RunConfig {
             ));
         }
         if let Some(c) = t.clip_grad_norm {
-            if !(c > 0.0) {
+            if c.is_nan() || c <= 0.0 {
                 return Err(ModbalError::Config(format!(
                     "train.clip_grad_norm must be > 0, got {c}"
                 )));
@@ -333,6 +335,21 @@ mod tests {
             ])
             .unwrap();
         assert_eq!(c.train.epochs, 3);
+        let a = RunConfig::default()
+            .with_overrides(&[
+                "train.optimizer.kind=adamw".into(),
+                "train.optimizer.lr=0.002".into(),
+                "train.schedule.schedule.kind=cosine".into(),
+                "train.schedule.schedule.t_max=20".into(),
+            ])
+            .unwrap();
+        assert_eq!(
+            a.train.optimizer,
+            modbal_tensors::OptimizerConfig::Adamw(modbal_tensors::AdamWConfig {
+                lr: 0.002,
+                ..Default::default()
+            })
+        );
         assert_eq!(c.train.optimizer.lr(), 0.05);
         assert_eq!(
             c.method,
@@ -360,7 +377,7 @@ mod tests {
             .with_overrides(&["train.epoks=3".into()])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("train.epoks"), "{e}");
+        assert!(e.contains("epoks"), "{e}");
         let e = c
             .with_overrides(&["dataset.clases=3".into()])
             .unwrap_err()

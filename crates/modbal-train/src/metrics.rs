@@ -137,7 +137,7 @@ mod tests {
         // scikit-learn 1.9.1:
         //   from sklearn.metrics import f1_score, accuracy_score
         //   y = [0, 1, 2, 2, 1, 0, 3]; p = [0, 2, 2, 2, 1, 1, 0]
-        //   f1_score(y, p, average="macro") -> 0.4666666666666666
+        //   f1_score(y, p, average="macro") -> 0.45
         //   accuracy_score(y, p) -> 0.5714285714285714
         let y = [0u32, 1, 2, 2, 1, 0, 3];
         let p = [0usize, 2, 2, 2, 1, 1, 0];
@@ -149,13 +149,22 @@ mod tests {
         let mut acc = MetricAccumulator::new(4, 1);
         acc.add(1.0, &y, &z, std::slice::from_ref(&z)).unwrap();
         let m = acc.finish(&["a".into()]);
-        assert!(
-            (m.macro_f1 - 0.4666666666666666).abs() < 1e-12,
-            "{}",
-            m.macro_f1
-        );
+        assert!((m.macro_f1 - 0.45).abs() < 1e-12, "{}", m.macro_f1);
         assert!((m.fusion_acc - 0.5714285714285714).abs() < 1e-12);
         assert_eq!(m.discrepancy_ratio, None);
+
+        // A class that is never predicted counts with F1 = 0 (scikit-learn 1.9.1:
+        //   f1_score([0, 0, 1, 1, 2], [0, 0, 1, 1, 1], average="macro") -> 0.6)
+        let y = [0u32, 0, 1, 1, 2];
+        let p = [0usize, 0, 1, 1, 1];
+        let mut logits = vec![0f32; 5 * 3];
+        for (i, &c) in p.iter().enumerate() {
+            logits[i * 3 + c] = 5.0;
+        }
+        let z = Tensor::from_vec(logits, (5, 3), &Device::Cpu).unwrap();
+        let mut acc = MetricAccumulator::new(3, 1);
+        acc.add(0.0, &y, &z, std::slice::from_ref(&z)).unwrap();
+        assert!((acc.finish(&["a".into()]).macro_f1 - 0.6).abs() < 1e-12);
     }
 
     #[test]
