@@ -10,9 +10,11 @@
 //! | [`encoders`] | MLP, CGMNIST conv4, ResNet18, small CNN; concat and sum fusion heads |
 //! | [`data`] | `Dataset`, splits, prefetching loader, the built-in `synth-av` / `synth-vec` |
 //! | [`train`] | the one training loop, metrics, run directory, checkpoints |
+//! | [`info`] | estimators: Gaussian MI/entropy, CLUB, discrete NMI/CMI/NCMI, KL/JS, softmax bound |
 
 pub use modbal_core as core;
 pub use modbal_data as data;
 pub use modbal_encoders as encoders;
+pub use modbal_info as info;
 pub use modbal_tensors as tensors;
 pub use modbal_train as train;

@@ -1,5 +1,7 @@
 //! `modbal`: the command-line interface.
 
+mod estimate;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use modbal_data::{synth::DATASET_NAMES, DatasetConfig};
@@ -25,6 +27,9 @@ enum Command {
     /// Train a model and write runs/<name>/ (config.toml, metrics.jsonl, summary.json, plots,
     /// checkpoints).
     Train(TrainArgs),
+    /// Run an information-theoretic estimator on arrays from .npy or CSV files; prints one JSON
+    /// object {"estimator", "estimate", "n", "unit", ...}.
+    Estimate(estimate::EstimateArgs),
     /// Continue an interrupted run from its last checkpoint.
     Resume {
         /// The run directory (holds config.toml and checkpoints/last).
@@ -142,6 +147,10 @@ fn run(cli: Cli) -> Result<()> {
                 ..Default::default()
             };
             modbal_train::train(&cfg, &opts).context("training failed")?;
+        }
+        Command::Estimate(a) => {
+            let v = estimate::run(&a)?;
+            println!("{}", serde_json::to_string(&v)?);
         }
         Command::Resume {
             run_dir,

@@ -9,6 +9,7 @@
 
 pub mod dataset;
 pub mod loader;
+pub mod npy;
 pub mod synth;
 
 pub use dataset::{Dataset, InMemoryDataset, ModalitySelect, Sample, Splits};

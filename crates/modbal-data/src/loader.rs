@@ -39,6 +39,13 @@ pub fn make_batch(ds: &dyn Dataset, ids: &[usize]) -> Result<Batch> {
                     shapes[m]
                 )));
             }
+            if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+                return Err(ModbalError::Data(format!(
+                    "sample {i}, modality {:?}: non-finite value {} at flat position {j}",
+                    ds.modalities()[m],
+                    v[j]
+                )));
+            }
             cols[m].extend(v);
         }
         labels.push(s.label);
@@ -169,6 +176,25 @@ mod tests {
         assert!(l.next().unwrap().is_ok());
         let e = l.next().unwrap().unwrap_err().to_string();
         assert!(e.contains('5'), "{e}");
+    }
+
+    #[test]
+    fn non_finite_input_is_named() {
+        let ds: Arc<dyn Dataset> = Arc::new(
+            InMemoryDataset::new(
+                vec!["a".into()],
+                vec![vec![2]],
+                2,
+                vec![vec![0.0, 1.0, f32::NAN, 2.0]],
+                vec![0, 1],
+            )
+            .unwrap(),
+        );
+        let e = make_batch(ds.as_ref(), &[0, 1]).unwrap_err().to_string();
+        assert!(
+            e.contains("sample 1") && e.contains("\"a\"") && e.contains("NaN"),
+            "{e}"
+        );
     }
 
     #[test]

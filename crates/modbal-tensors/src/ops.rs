@@ -440,12 +440,14 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
 // log-determinant
 // ---------------------------------------------------------------------------------------------
 
-/// In-place Cholesky factorisation (lower) of a row-major `d × d` matrix; returns false if the
-/// matrix is not (numerically) positive definite.
-fn cholesky(a: &mut [f64], d: usize) -> bool {
-    for j in 0..d {
+/// Block size of the blocked Cholesky factorisation.
+const CHOL_BLOCK: usize = 64;
+
+/// Unblocked Cholesky of the `b × b` diagonal block at `(k0, k0)` of a row-major `d × d` matrix.
+fn cholesky_block(a: &mut [f64], d: usize, k0: usize, b: usize) -> bool {
+    for j in k0..k0 + b {
         let mut s = a[j * d + j];
-        for k in 0..j {
+        for k in k0..j {
             s -= a[j * d + k] * a[j * d + k];
         }
         // Not finite covers NaN.
@@ -454,9 +456,9 @@ fn cholesky(a: &mut [f64], d: usize) -> bool {
         }
         let ljj = s.sqrt();
         a[j * d + j] = ljj;
-        for i in j + 1..d {
+        for i in j + 1..k0 + b {
             let mut s = a[i * d + j];
-            for k in 0..j {
+            for k in k0..j {
                 s -= a[i * d + k] * a[j * d + k];
             }
             a[i * d + j] = s / ljj;
@@ -465,26 +467,109 @@ fn cholesky(a: &mut [f64], d: usize) -> bool {
     true
 }
 
-/// Inverse of an SPD matrix from its Cholesky factor L (A = L Lᵀ): A⁻¹ = L⁻ᵀ L⁻¹.
+/// In-place Cholesky factorisation (lower triangle, A = L Lᵀ) of a row-major `d × d` matrix;
+/// returns false if the matrix is not (numerically) positive definite. Right-looking blocked
+/// algorithm: factor a 64-wide diagonal block, solve the panel below it (rows in parallel),
+/// and update the trailing matrix with one multi-threaded gemm (`A22 ← A22 − L21 L21ᵀ`), so
+/// that large matrices run at matrix-product speed.
+fn cholesky(a: &mut [f64], d: usize) -> bool {
+    let mut k0 = 0;
+    while k0 < d {
+        let b = CHOL_BLOCK.min(d - k0);
+        if !cholesky_block(a, d, k0, b) {
+            return false;
+        }
+        let rest = d - k0 - b;
+        if rest == 0 {
+            break;
+        }
+        // Panel: each row i below the block solves x · L11ᵀ = a[i, k0..k0+b].
+        let (top, bottom) = a.split_at_mut((k0 + b) * d);
+        let l11 = &top[k0 * d..];
+        bottom.par_chunks_mut(d).for_each(|row| {
+            for j in 0..b {
+                let mut s = row[k0 + j];
+                for l in 0..j {
+                    s -= row[k0 + l] * l11[j * d + k0 + l];
+                }
+                row[k0 + j] = s / l11[j * d + k0 + j];
+            }
+        });
+        // Trailing update A22 -= P Pᵀ with P = a[k0+b.., k0..k0+b].
+        let p = a.as_mut_ptr();
+        // SAFETY: dst (columns ≥ k0+b) and the panel P (columns k0..k0+b) are disjoint regions
+        // of `a`; all offsets stay inside the d × d buffer.
+        unsafe {
+            let off = (k0 + b) * d;
+            gemm::gemm(
+                rest,
+                rest,
+                b,
+                p.add(off + k0 + b),
+                1,
+                d as isize,
+                true,
+                p.add(off + k0) as *const f64,
+                1,
+                d as isize,
+                p.add(off + k0) as *const f64,
+                d as isize,
+                1,
+                1.0,
+                -1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            );
+        }
+        k0 += b;
+    }
+    true
+}
+
+/// Inverse of an SPD matrix from its Cholesky factor L (A = L Lᵀ): A⁻¹ = L⁻ᵀ L⁻¹, with L⁻¹
+/// computed column by column in parallel and the product by gemm.
 fn spd_inverse(l: &[f64], d: usize) -> Vec<f64> {
-    // Solve L Lᵀ X = I column by column.
+    // Columns of L⁻¹ (stored as rows of its transpose: row j = column j of L⁻¹).
+    let mut linv_t = vec![0.0; d * d];
+    linv_t.par_chunks_mut(d).enumerate().for_each(|(j, col)| {
+        // Solve L x = e_j; x_i = 0 for i < j.
+        col[j] = 1.0 / l[j * d + j];
+        for i in j + 1..d {
+            let mut s = 0.0;
+            for k in j..i {
+                s -= l[i * d + k] * col[k];
+            }
+            col[i] = s / l[i * d + i];
+        }
+    });
+    // A⁻¹ = (L⁻¹)ᵀ L⁻¹; with M = L⁻ᵀ stored row-major in `linv_t` (M[j, i] = (L⁻¹)[i, j]),
+    // A⁻¹ = M Mᵀ.
     let mut inv = vec![0.0; d * d];
-    let mut y = vec![0.0; d];
-    for col in 0..d {
-        for i in 0..d {
-            let mut s = if i == col { 1.0 } else { 0.0 };
-            for k in 0..i {
-                s -= l[i * d + k] * y[k];
-            }
-            y[i] = s / l[i * d + i];
-        }
-        for i in (0..d).rev() {
-            let mut s = y[i];
-            for k in i + 1..d {
-                s -= l[k * d + i] * inv[k * d + col];
-            }
-            inv[i * d + col] = s / l[i * d + i];
-        }
+    // SAFETY: distinct buffers of d × d elements with the given strides.
+    unsafe {
+        gemm::gemm(
+            d,
+            d,
+            d,
+            inv.as_mut_ptr(),
+            1,
+            d as isize,
+            false,
+            linv_t.as_ptr(),
+            1,
+            d as isize,
+            linv_t.as_ptr(),
+            d as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        );
     }
     inv
 }

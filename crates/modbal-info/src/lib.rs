@@ -1,0 +1,23 @@
+//! # modbal-info: information-theoretic estimators
+//!
+//! The four families of estimators the balancing methods rest on, usable on their own (this
+//! crate depends only on `modbal-core`, `modbal-tensors` and candle):
+//!
+//! | module | estimators | used by |
+//! |---|---|---|
+//! | [`gaussian`] | Gaussian entropy and mutual information from batch covariances (differentiable) | CAL eq 10-12 (AIB loss) |
+//! | [`club`] | variational q(y\|x), its log-likelihood loss, CLUB, CLUBSample, UDI's vCLUB, the "one model step, k q-steps" helper | UDI eq 7-11 (Cheng et al. 2020) |
+//! | [`discrete`] | entropy, MI, NMI, CMI, NCMI, interaction information: plug-in on labels, histogram binning, probability vectors | ARM eq 1-2, 8-10 |
+//! | [`divergence`] | KL and Jensen–Shannon between categorical predictions, the variational softmax MI bound | UDI eq 4-5, IBML eq 10-11 |
+//!
+//! All logarithms are natural (nats). Every estimator either returns a well-defined value on
+//! degenerate input (documented on the function) or an [`InfoError`] naming the problem; none
+//! returns a silent NaN.
+
+pub mod club;
+pub mod discrete;
+pub mod divergence;
+pub mod error;
+pub mod gaussian;
+
+pub use error::{InfoError, Result};
