@@ -1,0 +1,66 @@
+//! [`ModulationWindow`]: the epochs during which a modulator is active, shared by every config
+//! that has a schedule (one struct instead of `modulation_starts`/`modulation_ends` repeated in
+//! each method).
+
+use crate::error::{param_err, Result};
+use serde::{Deserialize, Serialize};
+
+/// The half-open range of 0-based epochs `[start, end)` during which a modulator acts:
+/// epoch `e` is inside iff `start <= e < end`. `start == end` is an empty window (never active).
+///
+/// The official codes write their windows with other conventions; the equivalent half-open
+/// windows are:
+///
+/// | code | condition | `ModulationWindow` |
+/// |---|---|---|
+/// | OGM-GE, BalanceMM | `starts <= epoch <= ends` (0, 50) | `{ start: 0, end: 51 }` |
+/// | IBML | `starts < epoch < ends` (0, 90) | `{ start: 1, end: 90 }` |
+///
+/// ```toml
+/// [method.window]
+/// start = 0
+/// end = 51
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModulationWindow {
+    /// First active epoch (inclusive, 0-based).
+    pub start: usize,
+    /// First epoch after the window (exclusive).
+    pub end: usize,
+}
+
+impl ModulationWindow {
+    /// A checked window: errors if `start > end`.
+    pub fn new(start: usize, end: usize) -> Result<Self> {
+        let w = Self { start, end };
+        w.validate()?;
+        Ok(w)
+    }
+
+    /// Errors if `start > end`.
+    pub fn validate(&self) -> Result<()> {
+        if self.start > self.end {
+            return param_err(format!(
+                "modulation window start {} is after its end {} (the window is [start, end))",
+                self.start, self.end
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the 0-based `epoch` lies in `[start, end)`.
+    pub fn contains(&self, epoch: usize) -> bool {
+        self.start <= epoch && epoch < self.end
+    }
+
+    /// Number of epochs in the window.
+    pub fn len(&self) -> usize {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Whether the window contains no epoch.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
