@@ -37,9 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     for (name, slice) in &joint.val.modality_acc {
         let mut cfg = base.clone();
-        cfg.method = MethodConfig::Unimodal {
-            modality: name.clone(),
-        };
+        cfg.method = MethodConfig::unimodal(name);
         let alone = train(&cfg, &opts)?.summary.expect("full run");
         println!("{name:<10} {:>12.3} {:>22.3}", alone.val.fusion_acc, slice);
     }

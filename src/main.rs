@@ -45,7 +45,8 @@ struct TrainArgs {
     /// Dataset: synth-av (default) or synth-vec.
     #[arg(long)]
     dataset: Option<String>,
-    /// Method: concat (default), sum or unimodal.
+    /// Method (default concat); `modbal train --method help` is not needed: an unknown name lists
+    /// the available ones.
     #[arg(long)]
     method: Option<String>,
     /// Modality for --method unimodal (default: the dataset's first).
@@ -106,13 +107,15 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
         }
     }
     if let Some(modality) = &a.modality {
-        match &mut cfg.method {
-            MethodConfig::Unimodal { modality: m } => *m = modality.clone(),
-            other => bail!(
+        if cfg.method.name() != "unimodal" {
+            bail!(
                 "--modality is only for --method unimodal (method is {})",
-                other.name()
-            ),
+                cfg.method.name()
+            );
         }
+        cfg.method
+            .options
+            .insert("modality".into(), modality.clone().into());
     }
     if let Some(e) = a.epochs {
         cfg.train.epochs = e;

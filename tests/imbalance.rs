@@ -20,17 +20,13 @@ fn concat_shows_the_imbalance_signature_on_synth_vec() {
         ])
         .unwrap();
     let mut joint = base.clone();
-    joint.method = MethodConfig::Concat {};
+    joint.method = MethodConfig::from_name("concat").unwrap();
     let joint = common::train(&joint).summary.unwrap();
     let mut vis = base.clone();
-    vis.method = MethodConfig::Unimodal {
-        modality: "visual".into(),
-    };
+    vis.method = MethodConfig::unimodal("visual");
     let vis = common::train(&vis).summary.unwrap();
     let mut aud = base.clone();
-    aud.method = MethodConfig::Unimodal {
-        modality: "audio".into(),
-    };
+    aud.method = MethodConfig::unimodal("audio");
     let aud = common::train(&aud).summary.unwrap();
 
     let slice = joint.val.modality_acc["visual"];
@@ -64,9 +60,7 @@ fn concat_shows_the_imbalance_signature_on_synth_av() {
         .unwrap();
     let joint = common::train(&base).summary.unwrap();
     let mut vis = base.clone();
-    vis.method = MethodConfig::Unimodal {
-        modality: "visual".into(),
-    };
+    vis.method = MethodConfig::unimodal("visual");
     let vis = common::train(&vis).summary.unwrap();
     let slice = joint.val.modality_acc["visual"];
     eprintln!(

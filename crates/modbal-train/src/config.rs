@@ -14,50 +14,55 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The method and its options (`[method] name = "concat"`).
+/// The method and its options (`[method] name = "concat"`, then the method's own keys).
+///
+/// The options are resolved by `modbal_methods::build`, which rejects unknown keys and fills
+/// the defaults that `config.toml` records.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name")]
-pub enum MethodConfig {
-    /// Joint training, concatenation fusion, CE on the fused logits.
-    #[serde(rename = "concat")]
-    Concat {},
-    /// Joint training, sum fusion (one fc per modality), CE on the fused logits.
-    #[serde(rename = "sum")]
-    Sum {},
-    /// One modality trained alone.
-    #[serde(rename = "unimodal")]
-    Unimodal {
-        /// The modality to train; empty means the dataset's first modality.
-        #[serde(default)]
-        modality: String,
-    },
+pub struct MethodConfig {
+    pub name: String,
+    #[serde(flatten)]
+    pub options: toml::Table,
 }
 
-/// Names accepted by `--method`.
-pub const METHOD_NAMES: &[&str] = &["concat", "sum", "unimodal"];
+pub use modbal_methods::METHOD_NAMES;
 
 impl MethodConfig {
+    /// The default configuration of a method by name (errors on unknown names).
     pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "concat" => Ok(MethodConfig::Concat {}),
-            "sum" => Ok(MethodConfig::Sum {}),
-            "unimodal" => Ok(MethodConfig::Unimodal {
-                modality: String::new(),
-            }),
-            _ => Err(ModbalError::Unknown {
-                kind: "method",
-                name: name.into(),
-                valid: METHOD_NAMES.join(", "),
-            }),
+        let built = modbal_methods::build(name, &toml::Table::new())?;
+        Ok(Self {
+            name: name.to_string(),
+            options: built.resolved,
+        })
+    }
+
+    /// A method with explicit options (validated when the run starts).
+    pub fn with_options(name: &str, options: &[(&str, toml::Value)]) -> Self {
+        Self {
+            name: name.to_string(),
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         }
     }
 
-    pub fn name(&self) -> &'static str {
-        match self {
-            MethodConfig::Concat {} => "concat",
-            MethodConfig::Sum {} => "sum",
-            MethodConfig::Unimodal { .. } => "unimodal",
-        }
+    /// `unimodal` on one modality.
+    pub fn unimodal(modality: &str) -> Self {
+        Self::with_options(
+            "unimodal",
+            &[("modality", toml::Value::String(modality.into()))],
+        )
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Instantiate the method (validates the options).
+    pub fn build(&self) -> Result<modbal_methods::Built> {
+        modbal_methods::build(&self.name, &self.options)
     }
 }
 
@@ -127,7 +132,10 @@ impl Default for RunConfig {
             seed: 0,
             out_dir: PathBuf::from("runs"),
             dataset: DatasetConfig::default(),
-            method: MethodConfig::Concat {},
+            method: MethodConfig {
+                name: "concat".into(),
+                options: toml::Table::new(),
+            },
             model: ModelConfig::default(),
             train: TrainConfig::default(),
         }
@@ -285,6 +293,7 @@ impl RunConfig {
                 )));
             }
         }
+        self.method.build()?;
         t.optimizer
             .validate()
             .map_err(|e| ModbalError::Config(format!("train.optimizer: {e}")))?;
@@ -351,12 +360,7 @@ mod tests {
             })
         );
         assert_eq!(c.train.optimizer.lr(), 0.05);
-        assert_eq!(
-            c.method,
-            MethodConfig::Unimodal {
-                modality: "visual".into()
-            }
-        );
+        assert_eq!(c.method, MethodConfig::unimodal("visual"));
         let text = c.to_toml_string().unwrap();
         let back = RunConfig::from_toml_value(toml::Value::Table(text.parse().unwrap())).unwrap();
         assert_eq!(back, c);

@@ -21,7 +21,6 @@
 //! `metrics.jsonl` is byte-identical to an uninterrupted one.
 
 pub mod config;
-pub mod methods;
 pub mod metrics;
 pub mod plot;
 pub mod trainer;

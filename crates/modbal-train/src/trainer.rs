@@ -1,7 +1,6 @@
 //! The training loop (see the crate docs for the run directory it writes).
 
-use crate::config::{MethodConfig, RunConfig};
-use crate::methods::{build_method, fusion_for};
+use crate::config::RunConfig;
 use crate::metrics::{MetricAccumulator, SplitMetrics};
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -117,24 +116,28 @@ fn default_encoder(dataset: &str, modality: &str, shape: &[usize]) -> EncoderCon
     }
 }
 
-/// The modalities a method trains on.
-fn method_modalities(cfg: &MethodConfig, splits: &Splits) -> Result<Vec<String>> {
+/// The modalities a method trains on (all of the dataset's unless the method names some;
+/// an empty name means the dataset's first modality).
+fn method_modalities(built: &modbal_methods::Built, splits: &Splits) -> Result<Vec<String>> {
     let all = splits.train.modalities().to_vec();
-    match cfg {
-        MethodConfig::Unimodal { modality } => {
-            if modality.is_empty() {
-                Ok(vec![all[0].clone()])
-            } else if all.contains(modality) {
-                Ok(vec![modality.clone()])
-            } else {
-                Err(ModbalError::Unknown {
-                    kind: "modality",
-                    name: modality.clone(),
-                    valid: all.join(", "),
-                })
-            }
-        }
-        _ => Ok(all),
+    match &built.modalities {
+        None => Ok(all),
+        Some(names) => names
+            .iter()
+            .map(|m| {
+                if m.is_empty() {
+                    Ok(all[0].clone())
+                } else if all.contains(m) {
+                    Ok(m.clone())
+                } else {
+                    Err(ModbalError::Unknown {
+                        kind: "modality",
+                        name: m.clone(),
+                        valid: all.join(", "),
+                    })
+                }
+            })
+            .collect(),
     }
 }
 
@@ -142,9 +145,13 @@ fn method_modalities(cfg: &MethodConfig, splits: &Splits) -> Result<Vec<String>>
 /// `config.toml` records, so that reloading it reproduces the run exactly.
 fn resolve(cfg: &RunConfig, splits: &Splits) -> Result<RunConfig> {
     let mut r = cfg.clone();
-    let mods = method_modalities(&r.method, splits)?;
-    if let MethodConfig::Unimodal { modality } = &mut r.method {
-        *modality = mods[0].clone();
+    let built = r.method.build()?;
+    let mods = method_modalities(&built, splits)?;
+    r.method.options = built.resolved;
+    if r.method.name == "unimodal" {
+        r.method
+            .options
+            .insert("modality".into(), toml::Value::String(mods[0].clone()));
     }
     for name in r.model.encoders.keys() {
         if !splits.train.modalities().contains(name) {
@@ -317,7 +324,8 @@ fn build_session(cfg: &RunConfig, opts: &TrainOptions, dir: Option<PathBuf>) -> 
     let all = cfg.dataset.load()?;
     all.validate()?;
     let cfg = resolve(cfg, &all)?;
-    let mods = method_modalities(&cfg.method, &all)?;
+    let built = cfg.method.build()?;
+    let mods = method_modalities(&built, &all)?;
     let splits = if mods.len() == all.train.modalities().len() {
         all
     } else {
@@ -333,13 +341,13 @@ fn build_session(cfg: &RunConfig, opts: &TrainOptions, dir: Option<PathBuf>) -> 
         .collect();
     let model = MultimodalNet::new(
         &specs,
-        &fusion_for(&cfg.method),
+        &built.fusion,
         splits.train.num_classes(),
         &mut init_rng,
         &device,
     )
     .map_err(|e| ModbalError::Config(format!("building the model: {e}")))?;
-    let method = build_method(&cfg.method);
+    let method = built.method;
     let mut ctx = RunContext::new(cfg.seed, device.clone(), cfg.train.epochs);
     ctx.rng = run_rng;
     let dir = match dir {
