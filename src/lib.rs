@@ -15,6 +15,9 @@
 pub use modbal_core as core;
 pub use modbal_data as data;
 pub use modbal_encoders as encoders;
+pub use modbal_contrib as contrib;
 pub use modbal_info as info;
+pub use modbal_methods as methods;
+pub use modbal_modulate as modulate;
 pub use modbal_tensors as tensors;
 pub use modbal_train as train;
