@@ -185,3 +185,25 @@ fn sum_fusion_with_a_third_modality_and_unimodal_runs() {
         written.contains("modality = \"visual\"") && !written.contains("[model.encoders.audio]")
     );
 }
+
+/// A method that lists the modalities in another order than the dataset gets its inputs in its
+/// own order (regression: the selection used to be skipped when only the order differed).
+#[test]
+fn a_reordered_modality_list_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::small_vec(dir.path(), 2, 3)
+        .with_overrides(&[
+            "method.name=udi".into(),
+            "method.modalities=[\"visual\", \"audio\"]".into(),
+        ])
+        .unwrap();
+    let out = common::train(&cfg);
+    let s = out.summary.unwrap();
+    // Both modalities end clearly above chance (1/6) with their own encoder; paired wrongly,
+    // the 16-d audio encoder would be handed the 32-d visual input and the run would fail.
+    assert!(
+        s.val.modality_acc["audio"] > 0.4 && s.val.modality_acc["visual"] > 0.22,
+        "{:?}",
+        s.val.modality_acc
+    );
+}

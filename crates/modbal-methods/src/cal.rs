@@ -1,10 +1,926 @@
-//! (being implemented in this session; not registered for users until complete)
+//! CAL: Contribution-Guided Asymmetric Learning (Xu, Kou, Liu, Wu; "Contribution-Guided
+//! Asymmetric Learning for Robust Multimodal Fusion under Imbalance and Noise"), on the
+//! [`Method`] hooks. No public code exists; every choice the paper leaves open is listed here and
+//! in `docs/methods/cal.md`.
+//!
+//! # The three mechanisms and where they live
+//!
+//! | paper | what | hook | building block |
+//! |---|---|---|---|
+//! | eq 1-5, 7 | `φ(m)` on the validation split, `P̂`, `T`, `R`, `W = φ×R`, `a = softmax(T·W)` | [`Method::on_validation`] (a is used from the next epoch on) | [`modbal_contrib::cal::CalContribution`], [`CalEpochStats::from_eval`] |
+//! | eq 8 | `g ← g + η·a^m·g` on `encoder.<m>` (Table 6 "Strong"; "Weak", "OGM", "None") | [`Method::modulate_grads`] | [`CalReinforcement`], [`OgmGe`] |
+//! | eq 9-14 | AIB: `Z_m = MLP_m(f_m)`, Gaussian `I(Z_m; F)`, `I(Z_m; X^(m))`, `β_m = exp(−λ_c a^m)`, `det_con` | [`Method::loss`], compressors stepped in [`Method::backward`] | [`gaussian_mi`] |
+//! | eq 15 | `CE(p^f) + Σ_m CE(p^m) + λ_m·L_AIB` | [`Method::loss`] | [`cross_entropy`] |
+//!
+//! # AIB (eq 13), with shapes
+//!
+//! For modality m with encoder feature `f_m: [B, D_m]` and raw input `X^(m): [B, …]`:
+//!
+//! ```text
+//! Z_m  = f_m + W2·relu(W1·f_m + b1) + b2                  [B, D_m]   (compressor, method-owned)
+//! s_m  = β_m·I(P_z Z_m; P_t F) − I(P_z Z_m; P_x X^(m))              (variant "beta", the paper)
+//! L_AIB = Σ_m softplus(−s_m) / det_con_m                   (−log σ(s) = softplus(−s))
+//! ```
+//!
+//! * `F` is the fused representation ("the fused features are used as the compression
+//!   target"): by default the fused logits `[B, C]` (the concat head's read-out of the
+//!   concatenated features); `fused_target = "features"` uses the concatenation `[B, Σ D_m]`.
+//! * `P_·` are fixed random projections (entries `N(0, 1/k)`, drawn once from the run's seeded
+//!   RNG) applied to any operand wider than `projection_dim = k` (default 16). A Gaussian MI on
+//!   `D_X + D_Y ≥ B` dimensions is singular (the batch is 64), and a projection is a
+//!   deterministic map, so `I(P Z; P' Y) ≤ I(Z; Y)` (data processing): the estimate is a lower
+//!   bound on the quantity the paper names, computed on `2k = 32 < B` dimensions. The raw input
+//!   `X^(m)` is flattened first (a 257×188 spectrogram becomes 48 316 columns, projected to k).
+//! * The Gaussian MI (eq 10-12) regularises the joint covariance with shrinkage 0.1 towards its
+//!   diagonal and a ridge of 1e-3 × each variance (`mi_shrinkage`, `mi_ridge`): differentiable,
+//!   finite and ≥ 0.
+//! * `det_con = φ(c_m)/φ(m)` (eq 14's simplification) is measured on the validation split after
+//!   each epoch, like φ: `φ(c_m)` is eq 2 with modality m's features replaced by `c_m = Z_m`
+//!   (the compressors keep the feature width so that the same fusion head accepts them). Guard:
+//!   `|φ(m)| < phi_floor` (default 1e-3) or a non-finite ratio gives `det_con = 1`; the ratio is
+//!   then clamped to `[det_con_min, det_con_max] = [0.1, 10]` (a negative ratio thus gives 0.1).
+//!   It is a per-modality weight (a constant in the graph), 1 before the first validation.
+//! * The compressors are a training-only branch (predictions use the encoder features); their
+//!   own AdamW (`compressor_lr` 1e-3, `compressor_weight_decay` 0.01; PyTorch defaults of the
+//!   field's AdamW) is stepped in `backward` with the same `GradStore` as the model, before eq 8
+//!   is applied. The AIB gradient reaches the encoders through `f_m` (and through `F`).
+//!
+//! # Gradient strategies (Table 6)
+//!
+//! * `strong` (default, eq 8): `g ← (1 + η a^m) g` on every tensor of `encoder.<m>`.
+//! * `weak` ("inverted weights to strengthen the low-contribution modalities"): the same with
+//!   `a_weak = softmax(−T·W)` (for two modalities exactly `a` with its entries swapped).
+//! * `ogm` ("gradient subtraction to suppress the strong modality"): OGM's
+//!   `k_m = 1 − tanh(α·relu(ρ_m − 1))` on every tensor of `encoder.<m>`, ρ from the batch's
+//!   per-modality true-class scores, no GE noise, every epoch (`ogm_alpha` = 0.8).
+//! * `none`: gradients untouched.
+//!
+//! # Logged per epoch (`metrics.jsonl`, train line, `method`)
+//! `phi`, `P`, `P_hat`, `T`, `R`, `W`, `a`, `beta`, `det_con`, `phi_compressed` (objects keyed by
+//! modality, from this epoch's validation; `a` is used from the next epoch on), `a_applied`
+//! (the `a` used during this epoch), `factor.<m>` (mean gradient factor applied), `mi_zf.<m>`,
+//! `mi_zx.<m>` (epoch means of the MI terms), and the loss parts `loss.ce_fused`,
+//! `loss.ce.<m>`, `loss.aib`, `loss.aib.<m>`.
 
-use crate::registry::Built;
-use modbal_core::{ModbalError, Result};
+use crate::registry::{parse_options, Built};
+use candle_core::{backprop::GradStore, DType, Tensor, Var};
+use modbal_contrib::cal::{
+    marginal_contribution, modulation_coefficients, CalConfig, CalContribution, CalEpochStats,
+    CalState, CalVariant, TemperatureForm,
+};
+use modbal_core::{
+    Batch, EvalOutputs, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
+    RunContext,
+};
+use modbal_encoders::FusionConfig;
+use modbal_info::gaussian::{gaussian_mi, GaussianConfig};
+use modbal_modulate::{
+    true_class_score, CalReinforcement, CalReinforcementConfig, ModulationWindow, OgmForm, OgmGe,
+    OgmGeConfig, OgmScope,
+};
+use modbal_tensors::{
+    cross_entropy, AdamW, AdamWConfig, Init, Linear, Optimizer, OptimizerState, ParamStore,
+    SeededRng,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
 
-pub fn build(_options: &toml::Table) -> Result<Built> {
-    Err(ModbalError::Config(
-        "method cal is not available yet".into(),
+/// A seed for the compressors' generator, drawn from the run's RNG: one fork (which advances
+/// the run's stream by one draw), whose first uniform gives 53 bits. Kept in the method's state
+/// so that a checkpoint can rebuild the same generator.
+fn next_seed(rng: &mut SeededRng) -> u64 {
+    let mut child = rng.fork();
+    (child.uniform() * 9_007_199_254_740_992.0) as u64
+}
+
+/// Gradient modulation strategy (CAL Table 6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GradientStrategy {
+    /// Eq 8: `g ← g + η a^m g`, favouring high-contribution modalities. The paper's method.
+    #[default]
+    Strong,
+    /// Eq 8 with the inverted coefficients `softmax(−T·W)` (strengthens low contribution).
+    Weak,
+    /// OGM's subtractive suppression of the strong modality (`k_m = 1 − tanh(α relu(ρ−1))`).
+    Ogm,
+    /// No gradient modulation.
+    None,
+}
+
+/// The AIB objective inside `−log σ(·)` (CAL Table 4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AibVariant {
+    /// "mi": `−I(Z; X)` only (minimal modality information).
+    Mi,
+    /// "mx": `I(Z; F)` only (maximal fused information).
+    Mx,
+    /// "mx&mi": `I(Z; F) − I(Z; X)`.
+    MxMi,
+    /// "β" (eq 13, the paper's): `β_m I(Z; F) − I(Z; X)`.
+    #[default]
+    Beta,
+    /// "1/β": `I(Z; F)/β_m − I(Z; X)`.
+    InvBeta,
+}
+
+/// What the compressed features are aligned with (the "fused representation" of eq 13).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FusedTarget {
+    /// The fused logits `[B, C]`.
+    #[default]
+    Logits,
+    /// The concatenated features `[B, Σ D_m]` (projected to `projection_dim`).
+    Features,
+}
+
+/// Options of `cal` (`[method]` keys). `Default` = the paper's values where it gives them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CalMethodConfig {
+    /// γ of eq 3, in (0, 1]. Default 0.2 (§4.1 "the smoothing coefficient γ was set to 0.2").
+    pub gamma: f64,
+    /// n of eq 4, ≥ 1. Default 5 (§3.1 "n is set to 5"; §4.1 "window size K was set to 5").
+    pub window: usize,
+    /// λ of eq 5, in [0, 1]. Default 0.5 (§4.1 "the dynamic potential parameter λ … 0.5").
+    pub lambda_potential: f64,
+    /// λ of eq 9 (`β_m = exp(−λ a^m)`), > 0. Default 2 (§4.1 "the compression ratio parameter λ
+    /// was set to 2").
+    pub lambda_compression: f64,
+    /// λ_m of eq 15 (weight of L_AIB), ≥ 0; 0 switches AIB off. Default 0.1 (§4.1 "the
+    /// compression parameter λ_m was set to 0.1").
+    pub lambda_m: f64,
+    /// Temperature T of eq 7, > 0. Default 1 (the paper gives none).
+    pub temperature: f64,
+    /// How T enters eq 7: `multiply` (eq 7 as printed, default) or `divide`.
+    pub temperature_form: TemperatureForm,
+    /// W formula (eq 1 or a Table 5 row): `phi_times_r` (default), `phi_only`, `r_only`,
+    /// `phi_plus_r`, `p_times_r`.
+    pub variant: CalVariant,
+    /// P_max of eq 5. Default 1 (accuracy; §3.1).
+    pub p_max: f64,
+    /// ε of eq 4. Default 1e-8 (§3.1).
+    pub epsilon: f64,
+    /// η of the reinforcement term (eq 8 prints η = 1 implicitly; the text names η). Default 1.
+    pub eta: f64,
+    /// Table 6 strategy: `strong` (default), `weak`, `ogm`, `none`.
+    pub gradient: GradientStrategy,
+    /// α of the `ogm` strategy, ≥ 0. Default 0.8 (OGM-GE's CREMA-D value).
+    pub ogm_alpha: f64,
+    /// Table 4 AIB variant: `mi`, `mx`, `mx_mi`, `beta` (default), `inv_beta`.
+    pub aib: AibVariant,
+    /// Compression target F: `logits` (default) or `features`.
+    pub fused_target: FusedTarget,
+    /// Hidden width of each compressor MLP `D_m → h → D_m`, ≥ 1. Default 64 (not in the paper).
+    pub compressor_hidden: usize,
+    /// k: operands of the Gaussian MI wider than k are randomly projected to k columns, ≥ 1.
+    /// Default 16 (see the module docs).
+    pub projection_dim: usize,
+    /// Ridge of the Gaussian covariance (multiple of each variance), ≥ 0. Default 1e-3.
+    pub mi_ridge: f64,
+    /// Shrinkage of the Gaussian covariance towards its diagonal, in [0, 1]. Default 0.1.
+    pub mi_shrinkage: f64,
+    /// `|φ(m)|` below this gives `det_con = 1`, ≥ 0. Default 1e-3.
+    pub phi_floor: f64,
+    /// Lower clamp of det_con, > 0. Default 0.1.
+    pub det_con_min: f64,
+    /// Upper clamp of det_con, ≥ det_con_min. Default 10.
+    pub det_con_max: f64,
+    /// Learning rate of the compressors' AdamW, > 0. Default 1e-3.
+    pub compressor_lr: f64,
+    /// Weight decay of the compressors' AdamW, ≥ 0. Default 0.01.
+    pub compressor_weight_decay: f64,
+}
+
+impl Default for CalMethodConfig {
+    fn default() -> Self {
+        Self {
+            gamma: 0.2,
+            window: 5,
+            lambda_potential: 0.5,
+            lambda_compression: 2.0,
+            lambda_m: 0.1,
+            temperature: 1.0,
+            temperature_form: TemperatureForm::Multiply,
+            variant: CalVariant::PhiTimesR,
+            p_max: 1.0,
+            epsilon: 1e-8,
+            eta: 1.0,
+            gradient: GradientStrategy::Strong,
+            ogm_alpha: 0.8,
+            aib: AibVariant::Beta,
+            fused_target: FusedTarget::Logits,
+            compressor_hidden: 64,
+            projection_dim: 16,
+            mi_ridge: 1e-3,
+            mi_shrinkage: 0.1,
+            phi_floor: 1e-3,
+            det_con_min: 0.1,
+            det_con_max: 10.0,
+            compressor_lr: 1e-3,
+            compressor_weight_decay: 0.01,
+        }
+    }
+}
+
+fn cfg_err<T>(msg: String) -> Result<T> {
+    Err(ModbalError::Config(format!("method cal: {msg}")))
+}
+
+impl CalMethodConfig {
+    /// The contribution tracker's configuration (eq 1-7).
+    pub fn contribution(&self) -> CalConfig {
+        CalConfig {
+            gamma: self.gamma,
+            window: self.window,
+            epsilon: self.epsilon,
+            lambda: self.lambda_potential,
+            p_max: self.p_max,
+            temperature: self.temperature,
+            temperature_form: self.temperature_form,
+            variant: self.variant,
+        }
+    }
+
+    fn gaussian(&self) -> GaussianConfig {
+        GaussianConfig {
+            ridge: self.mi_ridge,
+            shrinkage: self.mi_shrinkage,
+        }
+    }
+
+    fn ogm(&self) -> OgmGeConfig {
+        OgmGeConfig {
+            alpha: self.ogm_alpha,
+            form: OgmForm::Paper,
+            scope: OgmScope::AllEncoder,
+            ge: false,
+            window: ModulationWindow {
+                start: 0,
+                end: 1_000_000,
+            },
+        }
+    }
+
+    /// Checks every value; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        // γ, n, ε, λ_potential, P_max, T (messages name `cal.gamma`, …).
+        if let Err(e) = self.contribution().validate() {
+            let msg = e
+                .to_string()
+                .replace("cal.lambda", "lambda_potential")
+                .replace("cal.", "");
+            return cfg_err(msg);
+        }
+        let finite_pos = |v: f64| v.is_finite() && v > 0.0;
+        let finite_nonneg = |v: f64| v.is_finite() && v >= 0.0;
+        if !finite_pos(self.lambda_compression) {
+            return cfg_err(format!(
+                "lambda_compression must be finite and > 0, got {}",
+                self.lambda_compression
+            ));
+        }
+        for (k, v) in [
+            ("lambda_m", self.lambda_m),
+            ("eta", self.eta),
+            ("ogm_alpha", self.ogm_alpha),
+            ("mi_ridge", self.mi_ridge),
+            ("phi_floor", self.phi_floor),
+            ("compressor_weight_decay", self.compressor_weight_decay),
+        ] {
+            if !finite_nonneg(v) {
+                return cfg_err(format!("{k} must be finite and >= 0, got {v}"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.mi_shrinkage) {
+            return cfg_err(format!(
+                "mi_shrinkage must be in [0, 1], got {}",
+                self.mi_shrinkage
+            ));
+        }
+        if !finite_pos(self.compressor_lr) {
+            return cfg_err(format!(
+                "compressor_lr must be finite and > 0, got {}",
+                self.compressor_lr
+            ));
+        }
+        if self.compressor_hidden == 0 {
+            return cfg_err("compressor_hidden must be >= 1, got 0".into());
+        }
+        if self.projection_dim == 0 {
+            return cfg_err("projection_dim must be >= 1, got 0".into());
+        }
+        if !(finite_pos(self.det_con_min)
+            && self.det_con_max.is_finite()
+            && self.det_con_max >= self.det_con_min)
+        {
+            return cfg_err(format!(
+                "det_con_min must be > 0 and det_con_max >= det_con_min, got [{}, {}]",
+                self.det_con_min, self.det_con_max
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Per-modality compressors, the fixed projections and their optimizer.
+struct Compressors {
+    store: ParamStore,
+    /// `(fc1, fc2)` per modality.
+    mlps: Vec<(Linear, Linear)>,
+    /// Projection of Z_m (`[D_m, k]`) when `D_m > k`.
+    proj_z: Vec<Option<Tensor>>,
+    /// Projection of the flattened raw input X^(m) when wider than k.
+    proj_x: Vec<Option<Tensor>>,
+    /// Projection of the fused target when wider than k.
+    proj_t: Option<Tensor>,
+    opt: AdamW,
+}
+
+/// A fixed `[d, k]` Gaussian projection with entries `N(0, 1/k)` when `d > k`.
+fn projection(d: usize, k: usize, rng: &mut SeededRng, dtype: DType) -> Result<Option<Tensor>> {
+    if d <= k {
+        return Ok(None);
+    }
+    let v = rng.normal_vec(d * k, 0.0, 1.0 / (k as f64).sqrt());
+    Ok(Some(
+        Tensor::from_vec(v, (d, k), &candle_core::Device::Cpu)?.to_dtype(dtype)?,
     ))
+}
+
+fn project(x: &Tensor, p: &Option<Tensor>) -> Result<Tensor> {
+    Ok(match p {
+        Some(p) => x.matmul(&p.to_device(x.device())?)?,
+        None => x.clone(),
+    })
+}
+
+/// The compressed features `c_m = Z_m = f + fc2(relu(fc1 f))`, `[B, D_m] → [B, D_m]`.
+fn compress(mlp: &(Linear, Linear), f: &Tensor) -> Result<Tensor> {
+    let (fc1, fc2) = mlp;
+    Ok((f + fc2.forward(&fc1.forward(f)?.relu()?)?)?)
+}
+
+/// `−log σ(s) = softplus(−s) = relu(−s) + log(1 + exp(−|s|))`, stable for any s.
+fn neg_log_sigmoid(s: &Tensor) -> Result<Tensor> {
+    let ns = s.neg()?;
+    Ok((ns.relu()? + (s.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// A tensor as JSON `{shape, data}` (f64 values; f32 round-trips exactly).
+fn tensor_json(t: &Tensor) -> Result<serde_json::Value> {
+    Ok(json!({
+        "shape": t.dims(),
+        "data": t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+    }))
+}
+
+fn json_tensor(v: &serde_json::Value, dtype: DType, what: &str) -> Result<Tensor> {
+    let shape: Vec<usize> = serde_json::from_value(v["shape"].clone())
+        .map_err(|e| ModbalError::Data(format!("cal state {what}: shape: {e}")))?;
+    let data: Vec<f64> = serde_json::from_value(v["data"].clone())
+        .map_err(|e| ModbalError::Data(format!("cal state {what}: data: {e}")))?;
+    if shape.iter().product::<usize>() != data.len() {
+        return Err(ModbalError::Data(format!(
+            "cal state {what}: {} values for shape {shape:?}",
+            data.len()
+        )));
+    }
+    Ok(Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?.to_dtype(dtype)?)
+}
+
+/// The CAL method; see the [module docs](self).
+pub struct Cal {
+    cfg: CalMethodConfig,
+    reinforce: CalReinforcement,
+    ogm: OgmGe,
+    tracker: Option<CalContribution>,
+    /// Current `a` (eq 7), empty = uniform (before the first validation).
+    a: Vec<f64>,
+    /// Current `softmax(−T·W)` (the "weak" strategy's coefficients), empty = uniform.
+    a_weak: Vec<f64>,
+    /// det_con per modality (1 before the first validation).
+    det_con: Vec<f64>,
+    /// Seed of the compressors' initial weights and projections (drawn from the run's RNG).
+    init_seed: Option<u64>,
+    comp: Option<Compressors>,
+    /// Compressor weights / optimizer state from `load_state`, applied when they are built.
+    pending: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for Cal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cal")
+            .field("cfg", &self.cfg)
+            .field("a", &self.a)
+            .field("det_con", &self.det_con)
+            .finish()
+    }
+}
+
+impl Cal {
+    /// A CAL method with a validated configuration.
+    pub fn new(cfg: CalMethodConfig) -> Result<Self> {
+        cfg.validate()?;
+        let reinforce = CalReinforcement::new(CalReinforcementConfig { eta: cfg.eta })?;
+        let ogm = OgmGe::new(cfg.ogm())?;
+        Ok(Self {
+            cfg,
+            reinforce,
+            ogm,
+            tracker: None,
+            a: Vec::new(),
+            a_weak: Vec::new(),
+            det_con: Vec::new(),
+            init_seed: None,
+            comp: None,
+            pending: None,
+        })
+    }
+
+    pub fn config(&self) -> &CalMethodConfig {
+        &self.cfg
+    }
+
+    /// The current modulation coefficients `a` for `m` modalities (uniform before the first
+    /// validation).
+    pub fn modulation(&self, m: usize) -> Vec<f64> {
+        if self.a.len() == m {
+            self.a.clone()
+        } else {
+            vec![1.0 / m as f64; m]
+        }
+    }
+
+    /// Set `a` by hand (tests, analyses). The next validation overwrites it.
+    pub fn set_modulation(&mut self, a: Vec<f64>) {
+        self.a = a;
+    }
+
+    /// The compressors' trainable variables (empty before the first training batch).
+    pub fn compressor_params(&self) -> Vec<(String, Var)> {
+        self.comp
+            .as_ref()
+            .map(|c| c.store.trainable())
+            .unwrap_or_default()
+    }
+
+    fn tracker(&mut self, m: usize) -> Result<&mut CalContribution> {
+        if self.tracker.is_none() {
+            self.tracker = Some(CalContribution::new(self.cfg.contribution(), m)?);
+        }
+        Ok(self.tracker.as_mut().expect("just built"))
+    }
+
+    fn det_con(&self, m: usize) -> Vec<f64> {
+        if self.det_con.len() == m {
+            self.det_con.clone()
+        } else {
+            vec![1.0; m]
+        }
+    }
+
+    /// The fused target F of eq 13, `[B, d]`.
+    fn target(&self, out: &MultimodalOutput) -> Result<Tensor> {
+        Ok(match self.cfg.fused_target {
+            FusedTarget::Logits => out.fused_logits.clone(),
+            FusedTarget::Features => Tensor::cat(&out.features, 1)?,
+        })
+    }
+
+    /// Build the compressors (once) from the first batch's shapes.
+    fn ensure_compressors(
+        &mut self,
+        batch: &Batch,
+        out: &MultimodalOutput,
+        ctx: &mut RunContext,
+    ) -> Result<()> {
+        if self.comp.is_some() {
+            return Ok(());
+        }
+        let seed = match self.init_seed {
+            Some(s) => s,
+            None => {
+                let s = next_seed(&mut ctx.rng);
+                self.init_seed = Some(s);
+                s
+            }
+        };
+        let mut rng = SeededRng::new(seed);
+        let k = self.cfg.projection_dim;
+        let dtype = out.features[0].dtype();
+        let device = out.features[0].device().clone();
+        let store = ParamStore::new();
+        let root = store.root(dtype, &device).pp("compressor");
+        let mut mlps = Vec::new();
+        let mut proj_z = Vec::new();
+        let mut proj_x = Vec::new();
+        for (m, f) in out.features.iter().enumerate() {
+            let d = f.dim(1)?;
+            let pb = root.pp(format!("m{m}"));
+            let fc1 = Linear::new(&pb.pp("fc1"), d, self.cfg.compressor_hidden, &mut rng)?;
+            // Zero-initialised residual branch: c_m = f_m + fc2(relu(fc1 f_m)) starts as the
+            // identity on the features (det_con = 1, φ(c_m) = φ(m)) and learns what to remove.
+            let fc2 = Linear::with_init(
+                &pb.pp("fc2"),
+                self.cfg.compressor_hidden,
+                d,
+                Init::Const(0.0),
+                true,
+                &mut rng,
+            )?;
+            mlps.push((fc1, fc2));
+            proj_z.push(projection(d, k, &mut rng, dtype)?);
+            let dx = batch.inputs[m].elem_count() / batch.len().max(1);
+            proj_x.push(projection(dx, k, &mut rng, dtype)?);
+        }
+        let dt = self.target(out)?.dim(1)?;
+        let proj_t = projection(dt, k, &mut rng, dtype)?;
+        let opt = AdamW::new(
+            store.trainable(),
+            AdamWConfig {
+                lr: self.cfg.compressor_lr,
+                weight_decay: self.cfg.compressor_weight_decay,
+                ..Default::default()
+            },
+        );
+        let mut comp = Compressors {
+            store,
+            mlps,
+            proj_z,
+            proj_x,
+            proj_t,
+            opt,
+        };
+        if let Some(p) = self.pending.take() {
+            load_compressors(&mut comp, &p)?;
+        }
+        self.comp = Some(comp);
+        Ok(())
+    }
+
+    /// L_AIB of eq 13 (scalar), with the per-modality terms for logging.
+    fn aib(
+        &self,
+        batch: &Batch,
+        out: &MultimodalOutput,
+        ctx: &mut RunContext,
+        names: &[String],
+        parts: &mut BTreeMap<String, Tensor>,
+    ) -> Result<Tensor> {
+        let comp = self.comp.as_ref().expect("compressors built before aib");
+        let n_mod = out.features.len();
+        let a = self.modulation(n_mod);
+        let det = self.det_con(n_mod);
+        let g = self.cfg.gaussian();
+        let target = project(&self.target(out)?, &comp.proj_t)?;
+        let mut total: Option<Tensor> = None;
+        for m in 0..n_mod {
+            let z = compress(&comp.mlps[m], &out.features[m])?;
+            let zp = project(&z, &comp.proj_z[m])?;
+            let need_f = self.cfg.aib != AibVariant::Mi;
+            let need_x = self.cfg.aib != AibVariant::Mx;
+            let i_zf = if need_f {
+                Some(gaussian_mi(&zp, &target, &g)?)
+            } else {
+                None
+            };
+            let i_zx = if need_x {
+                let x = batch.inputs[m]
+                    .flatten_from(1)?
+                    .to_dtype(zp.dtype())?
+                    .detach();
+                Some(gaussian_mi(&zp, &project(&x, &comp.proj_x[m])?, &g)?)
+            } else {
+                None
+            };
+            let beta = (-self.cfg.lambda_compression * a[m]).exp();
+            let s = match (self.cfg.aib, &i_zf, &i_zx) {
+                (AibVariant::Mi, _, Some(x)) => x.neg()?,
+                (AibVariant::Mx, Some(f), _) => f.clone(),
+                (AibVariant::MxMi, Some(f), Some(x)) => (f - x)?,
+                (AibVariant::Beta, Some(f), Some(x)) => ((f * beta)? - x)?,
+                (AibVariant::InvBeta, Some(f), Some(x)) => ((f / beta)? - x)?,
+                _ => unreachable!("the needed MI terms are computed above"),
+            };
+            if let Some(f) = &i_zf {
+                ctx.log.add_mean(format!("mi_zf.{}", names[m]), scalar(f)?);
+            }
+            if let Some(x) = &i_zx {
+                ctx.log.add_mean(format!("mi_zx.{}", names[m]), scalar(x)?);
+            }
+            let l = (neg_log_sigmoid(&s)? / det[m])?;
+            parts.insert(format!("aib.{}", names[m]), l.detach());
+            total = Some(match total {
+                None => l,
+                Some(t) => (t + l)?,
+            });
+        }
+        Ok(total.expect("at least one modality"))
+    }
+
+    fn compressors_json(&self) -> Result<serde_json::Value> {
+        let Some(comp) = &self.comp else {
+            return Ok(self.pending.clone().unwrap_or(serde_json::Value::Null));
+        };
+        let mut weights = serde_json::Map::new();
+        for (n, v) in comp.store.all() {
+            weights.insert(n, tensor_json(v.as_tensor())?);
+        }
+        let st = comp.opt.state();
+        let mut moments = serde_json::Map::new();
+        for (n, t) in &st.tensors {
+            moments.insert(n.clone(), tensor_json(t)?);
+        }
+        Ok(json!({
+            "weights": weights,
+            "optimizer": {"kind": st.kind, "steps": st.steps, "tensors": moments},
+        }))
+    }
+}
+
+fn load_compressors(comp: &mut Compressors, v: &serde_json::Value) -> Result<()> {
+    if v.is_null() {
+        return Ok(());
+    }
+    let dtype = comp
+        .store
+        .all()
+        .first()
+        .map(|(_, v)| v.dtype())
+        .unwrap_or(DType::F32);
+    let mut map = std::collections::HashMap::new();
+    if let Some(w) = v["weights"].as_object() {
+        for (n, t) in w {
+            map.insert(n.clone(), json_tensor(t, dtype, n)?);
+        }
+    }
+    comp.store
+        .restore(&map)
+        .map_err(|e| ModbalError::Data(format!("cal state: compressors: {e}")))?;
+    let o = &v["optimizer"];
+    if !o.is_null() {
+        let steps: BTreeMap<String, u64> = serde_json::from_value(o["steps"].clone())?;
+        let mut tensors = BTreeMap::new();
+        if let Some(t) = o["tensors"].as_object() {
+            for (n, x) in t {
+                tensors.insert(n.clone(), json_tensor(x, dtype, n)?);
+            }
+        }
+        comp.opt.load_state(&OptimizerState {
+            kind: o["kind"].as_str().unwrap_or("adamw").to_string(),
+            steps,
+            tensors,
+        })?;
+    }
+    Ok(())
+}
+
+/// Values per modality as a JSON object keyed by modality name.
+fn by_name(names: &[String], v: &[f64]) -> serde_json::Value {
+    serde_json::Value::Object(
+        names
+            .iter()
+            .zip(v)
+            .map(|(n, x)| (n.clone(), json!(x)))
+            .collect(),
+    )
+}
+
+impl Method for Cal {
+    fn name(&self) -> &str {
+        "cal"
+    }
+
+    fn on_stage_start(&mut self, _model: &dyn MultimodalModel, ctx: &mut RunContext) -> Result<()> {
+        // The compressors' weights come from a fork of the run's RNG, drawn here (a fixed point
+        // of the run), and are built at the first batch, when the feature and input widths are
+        // known (the `MultimodalModel` trait does not expose them).
+        if self.init_seed.is_none() && self.cfg.lambda_m > 0.0 {
+            self.init_seed = Some(next_seed(&mut ctx.rng));
+        }
+        Ok(())
+    }
+
+    fn on_epoch_start(&mut self, model: &dyn MultimodalModel, ctx: &mut RunContext) -> Result<()> {
+        let names = model.modalities();
+        let a = self.modulation(names.len());
+        ctx.log.set("a_applied", by_name(names, &a));
+        Ok(())
+    }
+
+    fn loss(
+        &mut self,
+        model: &dyn MultimodalModel,
+        batch: &Batch,
+        out: &MultimodalOutput,
+        ctx: &mut RunContext,
+    ) -> Result<LossTerms> {
+        let names = model.modalities().to_vec();
+        let mut parts = BTreeMap::new();
+        let ce_f = cross_entropy(&out.fused_logits, &batch.labels)?;
+        parts.insert("ce_fused".to_string(), ce_f.detach());
+        let mut total = ce_f;
+        for (m, z) in out.per_modality_logits.iter().enumerate() {
+            let ce = cross_entropy(z, &batch.labels)?;
+            parts.insert(format!("ce.{}", names[m]), ce.detach());
+            total = (total + ce)?;
+        }
+        // A Gaussian MI needs at least 2 samples: a 1-sample batch gets no AIB term.
+        if self.cfg.lambda_m > 0.0 && batch.len() >= 2 {
+            self.ensure_compressors(batch, out, ctx)?;
+            let aib = self.aib(batch, out, ctx, &names, &mut parts)?;
+            parts.insert("aib".to_string(), aib.clone());
+            total = (total + (aib * self.cfg.lambda_m)?)?;
+        }
+        Ok(LossTerms { total, parts })
+    }
+
+    fn backward(
+        &mut self,
+        model: &dyn MultimodalModel,
+        batch: &Batch,
+        out: &MultimodalOutput,
+        loss: &LossTerms,
+        ctx: &mut RunContext,
+    ) -> Result<GradStore> {
+        let mut grads = loss.total.backward()?;
+        if let Some(c) = self.comp.as_mut() {
+            c.opt.step(&grads)?;
+            for (_, v) in c.store.trainable() {
+                grads.remove(v.as_tensor());
+            }
+        }
+        self.modulate_grads(&mut grads, model, batch, out, ctx)?;
+        Ok(grads)
+    }
+
+    fn modulate_grads(
+        &mut self,
+        grads: &mut GradStore,
+        model: &dyn MultimodalModel,
+        batch: &Batch,
+        out: &MultimodalOutput,
+        ctx: &mut RunContext,
+    ) -> Result<()> {
+        let names = model.modalities();
+        let n_mod = names.len();
+        let groups: Vec<String> = (0..n_mod).map(|m| model.encoder_prefix(m)).collect();
+        let factors = match self.cfg.gradient {
+            GradientStrategy::None => vec![1.0; n_mod],
+            GradientStrategy::Strong | GradientStrategy::Weak => {
+                let a = if self.cfg.gradient == GradientStrategy::Strong {
+                    self.modulation(n_mod)
+                } else if self.a_weak.len() == n_mod {
+                    self.a_weak.clone()
+                } else {
+                    vec![1.0 / n_mod as f64; n_mod]
+                };
+                let params = model.params().trainable();
+                self.reinforce.apply(grads, &params, &groups, &a)?.factors
+            }
+            GradientStrategy::Ogm => {
+                let scores = out
+                    .per_modality_logits
+                    .iter()
+                    .map(|z| true_class_score(z, &batch.labels))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let params = model.params().trainable();
+                self.ogm
+                    .apply(grads, &params, &groups, &scores, ctx.epoch, &mut ctx.rng)?
+                    .coefficients
+            }
+        };
+        for (n, f) in names.iter().zip(&factors) {
+            ctx.log.add_mean(format!("factor.{n}"), *f);
+        }
+        Ok(())
+    }
+
+    fn on_validation(
+        &mut self,
+        model: &dyn MultimodalModel,
+        val: &EvalOutputs,
+        ctx: &mut RunContext,
+    ) -> Result<()> {
+        let names = model.modalities().to_vec();
+        let n_mod = names.len();
+        let stats = CalEpochStats::from_eval(model, val)?;
+        let report = self.tracker(n_mod)?.update(&stats)?;
+        let neg_w: Vec<f64> = report.contribution.iter().map(|w| -w).collect();
+        self.a_weak =
+            modulation_coefficients(&neg_w, self.cfg.temperature, self.cfg.temperature_form)?;
+        self.a = report.modulation.clone();
+        // det_con = φ(c_m)/φ(m) on the validation split (eq 14), guarded (module docs).
+        let mut det = vec![1.0; n_mod];
+        let mut phi_c = vec![f64::NAN; n_mod];
+        if let Some(comp) = &self.comp {
+            for m in 0..n_mod {
+                let f = val.features[m].to_device(comp.mlps[m].0.weight.device())?;
+                let c = compress(&comp.mlps[m], &f.detach())?.detach();
+                let mut feats = val.features.clone();
+                feats[m] = c.to_device(val.features[m].device())?;
+                let pc = marginal_contribution(model, &feats, &val.labels)?.phi[m];
+                phi_c[m] = pc;
+                let p = stats.phi[m];
+                let r = pc / p;
+                det[m] = if p.abs() < self.cfg.phi_floor || !r.is_finite() {
+                    1.0
+                } else {
+                    r.clamp(self.cfg.det_con_min, self.cfg.det_con_max)
+                };
+            }
+            self.det_con = det.clone();
+        }
+        let beta: Vec<f64> = self
+            .a
+            .iter()
+            .map(|a| (-self.cfg.lambda_compression * a).exp())
+            .collect();
+        let log = &mut ctx.log;
+        log.set("phi", by_name(&names, &report.phi));
+        log.set("P", by_name(&names, &report.performance));
+        log.set("P_hat", by_name(&names, &report.smoothed));
+        log.set("T", by_name(&names, &report.trend));
+        log.set("R", by_name(&names, &report.potential));
+        log.set("W", by_name(&names, &report.contribution));
+        log.set("a", by_name(&names, &report.modulation));
+        log.set("beta", by_name(&names, &beta));
+        log.set("det_con", by_name(&names, &det));
+        if self.comp.is_some() {
+            log.set("phi_compressed", by_name(&names, &phi_c));
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> serde_json::Value {
+        json!({
+            "tracker": self.tracker.as_ref().map(|t| t.state().clone()),
+            "a": self.a,
+            "a_weak": self.a_weak,
+            "det_con": self.det_con,
+            "init_seed": self.init_seed,
+            "compressors": self.compressors_json().unwrap_or(serde_json::Value::Null),
+        })
+    }
+
+    fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
+        if state.is_null() {
+            return Ok(());
+        }
+        let vec = |k: &str| -> Result<Vec<f64>> {
+            match &state[k] {
+                serde_json::Value::Null => Ok(Vec::new()),
+                v => serde_json::from_value(v.clone())
+                    .map_err(|e| ModbalError::Data(format!("cal state {k}: {e}"))),
+            }
+        };
+        self.a = vec("a")?;
+        self.a_weak = vec("a_weak")?;
+        self.det_con = vec("det_con")?;
+        self.init_seed = state["init_seed"].as_u64();
+        match &state["tracker"] {
+            serde_json::Value::Null => self.tracker = None,
+            t => {
+                let st: CalState = serde_json::from_value(t.clone())
+                    .map_err(|e| ModbalError::Data(format!("cal state tracker: {e}")))?;
+                let m = match st.smoothed_history.first() {
+                    Some(h) => h.len(),
+                    None if !self.a.is_empty() => self.a.len(),
+                    None => {
+                        return Err(ModbalError::Data(
+                            "cal state tracker: no history and no coefficients to size it".into(),
+                        ))
+                    }
+                };
+                let mut tr = CalContribution::new(self.cfg.contribution(), m)?;
+                tr.load_state(st)?;
+                self.tracker = Some(tr);
+            }
+        }
+        let c = state["compressors"].clone();
+        match self.comp.as_mut() {
+            Some(comp) => load_compressors(comp, &c)?,
+            None => self.pending = if c.is_null() { None } else { Some(c) },
+        }
+        Ok(())
+    }
+}
+
+/// Registry entry: `cal` with its options (see [`CalMethodConfig`]); concat fusion.
+pub fn build(options: &toml::Table) -> Result<Built> {
+    let (cfg, resolved): (CalMethodConfig, _) = parse_options("cal", options)?;
+    Ok(Built {
+        method: Box::new(Cal::new(cfg)?),
+        fusion: FusionConfig::Concat,
+        resolved,
+        modalities: None,
+    })
 }

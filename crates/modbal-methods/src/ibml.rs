@@ -1,10 +1,539 @@
-//! (being implemented in this session; not registered for users until complete)
+//! `ibml`: Information-Balanced Multimodal Learning (Yang et al., TPAMI; official code
+//! QinYang79/IBML). See `docs/methods/ibml.md`.
+//!
+//! # Maths
+//! Every training step records each sample's per-modality softmax prediction (the head-slice
+//! logits `g^m(x^m)`, `[B, C]`) keyed by `Batch::sample_ids` ([`IbmlRecorder`]); the records
+//! roll over at the end of each epoch. For a batch of K samples, with the predictions recorded
+//! at the previous epoch (one-hot of the label in epoch 0):
+//!
+//! ```text
+//! ρ̃^m = Σ_k σ(g̃^m(x_k^m))_{y_k}                               (eq 13, recorded)
+//! ā_m = M ρ̃^m / Σ_j ρ̃^j                                       (mean 1)
+//! 𝕀_m = [ā_m < 1],  Î = max(1 − Σ_m 𝕀_m, 0)
+//! L_mib = Î·CE(z) + Σ_m 𝕀_m·(CE(z) + CE(g^m(x^m)))            (BIO, eq 12)
+//! x̂_k^m = x_k^m + ε^m  if ā_m > 1, y_k = argmax σ(g̃^m(x_k^m)), p_k^m < p^m,
+//!          p_k^m ~ U[0,1),  p^m = min(ā_m, λ)/λ,  ε^m ~ N(0, var(x^m_batch))   (TCM, eq 15-16)
+//! ```
+//!
+//! BIO and TCM act inside the [`ModulationWindow`] (default `[1, 90)`, the official
+//! `0 < epoch < 90`); outside it the loss is `CE(z)` and the inputs are untouched (the
+//! predictions are still recorded). The official warm-up schedule multiplies the loop's learning
+//! rate (see [`IbmlWarmup`]).
+//!
+//! # Hooks
+//! * `train_step`: the default composition, preceded by `opt.set_lr(loop lr × warm-up factor)`;
+//! * `modulate_inputs`: TCM via `modbal_modulate::Tcm` (randomness from `ctx.rng`);
+//! * `loss`: records the predictions, then BIO (eq 12);
+//! * `on_epoch_end`: rolls the recorder, writes the epoch's log;
+//! * `state` / `load_state`: the recorder (resumable runs keep the previous epoch's records).
+//!
+//! # Logged per epoch (`metrics.jsonl`, `method`)
+//! `lr` (effective), `warmup_factor`, `rho.<m>` (mean ρ̃ per batch), `abar.<m>`, `bio.<m>`
+//! (fraction of steps where modality m's unimodal CE was added), `noise_batches.<m>` (fraction
+//! of steps where m was over-optimised and TCM active), `noise_prob.<m>` (mean p^m),
+//! `perturbed.<m>` (samples perturbed in the epoch), `pair_ratio` (mean ρ̃^0/ρ̃^1, M = 2),
+//! `active` (fraction of steps inside the window), `loss.fused`, `loss.<m>`.
 
-use crate::registry::Built;
-use modbal_core::{ModbalError, Result};
+use crate::registry::{parse_options, Built};
+use candle_core::DType;
+use modbal_contrib::ibml::{IbmlConfig as IndicatorConfig, IbmlRecorder, IbmlReport};
+use modbal_core::{
+    Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
+    StepOutput,
+};
+use modbal_encoders::FusionConfig;
+use modbal_modulate::{ModulationWindow, Tcm, TcmConfig, TcmNoise};
+use modbal_tensors::{cross_entropy, Optimizer};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-pub fn build(_options: &toml::Table) -> Result<Built> {
-    Err(ModbalError::Config(
-        "method ibml is not available yet".into(),
-    ))
+/// The official warm-up learning-rate schedule (paper §4.2 mentions "a warmup strategy with a
+/// larger learning rate"; the numbers are the official `main_AV.py`). The official code sets
+/// the rate at the END of epoch `e` for the next epoch:
+///
+/// ```text
+/// lr(0) = lr
+/// lr(e) = f(e − 1) for e ≥ 1,   f(p) = min(lr·(slope·p + 1), max_factor·lr)   if p < ramp_end
+///                                     = lr                                      if p < decay_start
+///                                     = decay·lr                                otherwise
+/// ```
+///
+/// With `scale_to_run = true` (default) the epochs are measured on the official 100-epoch
+/// time-line: `e` above is replaced by `e · reference_epochs / num_epochs` (so a 12-epoch run
+/// ramps up over its first ~2 epochs, stays at 10× until ~35 %, and decays after ~70 %, as the
+/// official 100-epoch run does); `false` uses the run's epochs as they are. `lr` is the rate the
+/// training loop sets for the epoch (`train.optimizer.lr` under the `train.schedule`; use the
+/// default constant schedule, which the official code's warm-up replaces).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IbmlWarmup {
+    /// Growth per epoch of the factor during the ramp. Default 0.5 (official `epoch / 2`).
+    pub slope: f64,
+    /// Ceiling of the factor. Default 10 (official `args.learning_rate * 10`).
+    pub max_factor: f64,
+    /// End (exclusive, in reference epochs) of the ramp. Default 35 (official).
+    pub ramp_end: f64,
+    /// Start (in reference epochs) of the decayed rate. Default 70 (official `lr_decay_step`).
+    pub decay_start: f64,
+    /// Factor after `decay_start`. Default 0.1 (official `lr_decay_ratio`).
+    pub decay: f64,
+    /// Length of the official time-line. Default 100 (official `--epochs`).
+    pub reference_epochs: f64,
+    /// Measure the thresholds on the reference time-line. Default `true` (see above).
+    pub scale_to_run: bool,
+}
+
+impl Default for IbmlWarmup {
+    fn default() -> Self {
+        Self {
+            slope: 0.5,
+            max_factor: 10.0,
+            ramp_end: 35.0,
+            decay_start: 70.0,
+            decay: 0.1,
+            reference_epochs: 100.0,
+            scale_to_run: true,
+        }
+    }
+}
+
+impl IbmlWarmup {
+    fn validate(&self) -> Result<()> {
+        let finite_nonneg = |v: f64| v.is_finite() && v >= 0.0;
+        for (k, v) in [
+            ("slope", self.slope),
+            ("ramp_end", self.ramp_end),
+            ("decay_start", self.decay_start),
+        ] {
+            if !finite_nonneg(v) {
+                return Err(ModbalError::Config(format!(
+                    "method ibml: warmup_schedule.{k} must be finite and >= 0, got {v}"
+                )));
+            }
+        }
+        for (k, v) in [
+            ("max_factor", self.max_factor),
+            ("decay", self.decay),
+            ("reference_epochs", self.reference_epochs),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ModbalError::Config(format!(
+                    "method ibml: warmup_schedule.{k} must be finite and > 0, got {v}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The factor multiplying the loop's learning rate at 0-based `epoch` of `num_epochs`.
+    pub fn factor(&self, epoch: usize, num_epochs: usize) -> f64 {
+        if epoch == 0 {
+            return 1.0;
+        }
+        let e = if self.scale_to_run && num_epochs > 0 {
+            epoch as f64 * self.reference_epochs / num_epochs as f64
+        } else {
+            epoch as f64
+        };
+        let p = e - 1.0;
+        if p < self.ramp_end {
+            (self.slope * p + 1.0).min(self.max_factor)
+        } else if p < self.decay_start {
+            1.0
+        } else {
+            self.decay
+        }
+    }
+}
+
+/// Options of `ibml` (`[method]` section). `bio`, `tcm` and `warmup` are the switches of the
+/// paper's ablation (Table 5).
+///
+/// ```toml
+/// [method]
+/// name = "ibml"
+/// lambda = 10.0
+/// window = { start = 1, end = 90 }
+/// bio = true
+/// tcm = true
+/// warmup = true
+/// noise = "shared_draw"
+/// [method.warmup_schedule]
+/// scale_to_run = true
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IbmlMethodConfig {
+    /// λ of eq 16, ≥ 1. Default 10 (paper §4.2, official `e = 10`).
+    pub lambda: f64,
+    /// 0-based epochs `[start, end)` with BIO and TCM. Default `[1, 90)`: the official
+    /// `modulation_starts < epoch < modulation_ends` with 0 and 90 (`train_AV_IBML.sh`).
+    pub window: ModulationWindow,
+    /// Balance Information Optimization (eq 12). Default `true`.
+    pub bio: bool,
+    /// Task Complexity Modulation (eq 16). Default `true` (official `--add_noise 1`).
+    pub tcm: bool,
+    /// The warm-up learning-rate schedule. Default `true` (official `--warmup 1`).
+    pub warmup: bool,
+    /// TCM noise: one draw shared by the selected samples (default; eq 15-16's ε^m has no sample
+    /// index, official code) or one draw per sample.
+    pub noise: TcmNoise,
+    /// Parameters of the warm-up schedule.
+    pub warmup_schedule: IbmlWarmup,
+}
+
+impl Default for IbmlMethodConfig {
+    fn default() -> Self {
+        Self {
+            lambda: 10.0,
+            window: ModulationWindow { start: 1, end: 90 },
+            bio: true,
+            tcm: true,
+            warmup: true,
+            noise: TcmNoise::SharedDraw,
+            warmup_schedule: IbmlWarmup::default(),
+        }
+    }
+}
+
+impl IbmlMethodConfig {
+    fn tcm_config(&self) -> TcmConfig {
+        TcmConfig {
+            lambda: self.lambda,
+            noise: self.noise,
+            window: self.window,
+        }
+    }
+}
+
+/// Running sums for the per-epoch log.
+#[derive(Clone, Debug, Default)]
+struct EpochSums {
+    steps: usize,
+    active: usize,
+    rho: Vec<f64>,
+    abar: Vec<f64>,
+    bio: Vec<f64>,
+    noise_batches: Vec<f64>,
+    noise_prob: Vec<f64>,
+    perturbed: Vec<usize>,
+    pair_ratio: f64,
+    pair_steps: usize,
+}
+
+impl EpochSums {
+    fn new(m: usize) -> Self {
+        Self {
+            rho: vec![0.0; m],
+            abar: vec![0.0; m],
+            bio: vec![0.0; m],
+            noise_batches: vec![0.0; m],
+            noise_prob: vec![0.0; m],
+            perturbed: vec![0; m],
+            ..Default::default()
+        }
+    }
+}
+
+/// Checkpoint state of [`Ibml`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct IbmlState {
+    recorder: IbmlRecorder,
+}
+
+/// The IBML method; see the [module docs](self).
+#[derive(Debug)]
+pub struct Ibml {
+    config: IbmlMethodConfig,
+    indicators: IndicatorConfig,
+    tcm: Tcm,
+    recorder: Option<IbmlRecorder>,
+    modalities: Vec<String>,
+    sums: EpochSums,
+    /// `(epoch, loop lr)`: the rate the loop set for the epoch, read at its first step.
+    base_lr: Option<(usize, f64)>,
+}
+
+impl Ibml {
+    /// A method with a validated configuration.
+    pub fn new(config: IbmlMethodConfig) -> Result<Self> {
+        let tcm = Tcm::new(config.tcm_config())?;
+        let indicators = IndicatorConfig {
+            lambda: config.lambda,
+        };
+        indicators.validate()?;
+        config.warmup_schedule.validate()?;
+        Ok(Self {
+            config,
+            indicators,
+            tcm,
+            recorder: None,
+            modalities: Vec::new(),
+            sums: EpochSums::default(),
+            base_lr: None,
+        })
+    }
+
+    pub fn config(&self) -> &IbmlMethodConfig {
+        &self.config
+    }
+
+    /// The recorder of per-sample predictions (`None` before the first step).
+    pub fn recorder(&self) -> Option<&IbmlRecorder> {
+        self.recorder.as_ref()
+    }
+
+    /// The warm-up factor at `epoch` of `num_epochs` (1 when `warmup = false`).
+    pub fn lr_factor(&self, epoch: usize, num_epochs: usize) -> f64 {
+        if self.config.warmup {
+            self.config.warmup_schedule.factor(epoch, num_epochs)
+        } else {
+            1.0
+        }
+    }
+
+    fn ensure(&mut self, model: &dyn MultimodalModel) -> Result<()> {
+        let m = model.modalities().len();
+        if self.modalities.is_empty() {
+            self.modalities = model.modalities().to_vec();
+        }
+        match &self.recorder {
+            Some(r) if r.num_modalities() != m => {
+                return Err(ModbalError::Data(format!(
+                    "ibml: recorder has {} modalities, the model {m}",
+                    r.num_modalities()
+                )))
+            }
+            Some(_) => {}
+            None => self.recorder = Some(IbmlRecorder::new(m)?),
+        }
+        if self.sums.rho.len() != m {
+            self.sums = EpochSums::new(m);
+        }
+        Ok(())
+    }
+
+    fn recorder_ref(&self) -> &IbmlRecorder {
+        self.recorder
+            .as_ref()
+            .expect("recorder created by ensure()")
+    }
+
+    /// ρ̃, ā and the indicators of a batch from the previous epoch's records.
+    pub fn balance(&self, sample_ids: &[usize]) -> Result<IbmlReport> {
+        match &self.recorder {
+            Some(r) => Ok(r.balance(sample_ids, &self.indicators)?),
+            None => Err(ModbalError::Data(
+                "ibml: no recorder yet (no step has run)".into(),
+            )),
+        }
+    }
+}
+
+impl Method for Ibml {
+    fn name(&self) -> &str {
+        "ibml"
+    }
+
+    fn modulate_inputs(&mut self, batch: &mut Batch, ctx: &mut RunContext) -> Result<()> {
+        // The recorder needs M: the batch has one input per modality.
+        if self.recorder.is_none() {
+            self.recorder = Some(IbmlRecorder::new(batch.inputs.len())?);
+        }
+        if self.sums.rho.len() != batch.inputs.len() {
+            self.sums = EpochSums::new(batch.inputs.len());
+        }
+        if !self.config.tcm || !self.config.window.contains(ctx.epoch) || batch.is_empty() {
+            return Ok(());
+        }
+        let rec = self.recorder_ref();
+        let m = rec.num_modalities();
+        let rho_tilde = rec.strengths(&batch.sample_ids);
+        let correct = (0..m)
+            .map(|k| {
+                batch
+                    .sample_ids
+                    .iter()
+                    .map(|&id| rec.previous_correct(k, id))
+                    .collect::<std::result::Result<Vec<bool>, _>>()
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let report = self
+            .tcm
+            .apply(batch, &rho_tilde, &correct, ctx.epoch, &mut ctx.rng)?;
+        for k in 0..m {
+            if report.probabilities[k] > 0.0 {
+                self.sums.noise_batches[k] += 1.0;
+            }
+            self.sums.noise_prob[k] += report.probabilities[k];
+            self.sums.perturbed[k] += report.perturbed[k].len();
+        }
+        Ok(())
+    }
+
+    fn loss(
+        &mut self,
+        model: &dyn MultimodalModel,
+        batch: &Batch,
+        out: &MultimodalOutput,
+        ctx: &mut RunContext,
+    ) -> Result<LossTerms> {
+        self.ensure(model)?;
+        let labels: Vec<u32> = batch.labels.to_dtype(DType::U32)?.to_vec1()?;
+        // Indicators from the PREVIOUS epoch's records, before this batch is recorded.
+        let report = self.balance(&batch.sample_ids)?;
+        self.recorder.as_mut().expect("ensured").record(
+            &batch.sample_ids,
+            &labels,
+            &out.per_modality_logits,
+        )?;
+        let fused = cross_entropy(&out.fused_logits, &batch.labels)?;
+        let unimodal = out
+            .per_modality_logits
+            .iter()
+            .map(|z| cross_entropy(z, &batch.labels))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let active = self.config.window.contains(ctx.epoch);
+        let s = &mut self.sums;
+        s.steps += 1;
+        s.active += usize::from(active);
+        for k in 0..report.strengths.len() {
+            s.rho[k] += report.strengths[k];
+            s.abar[k] += report.normalized[k];
+        }
+        if let Some(r) = report.pair_ratio {
+            s.pair_ratio += r;
+            s.pair_steps += 1;
+        }
+        let total = if self.config.bio && active && report.under_optimized.iter().any(|&u| u) {
+            // eq 12: Î·CE(z) + Σ_m 𝕀_m (CE(z) + CE_m).
+            let mut total = (&fused * report.fused_weight)?;
+            for (k, &under) in report.under_optimized.iter().enumerate() {
+                if under {
+                    total = ((total + &fused)? + &unimodal[k])?;
+                    s.bio[k] += 1.0;
+                }
+            }
+            total
+        } else {
+            fused.clone()
+        };
+        let mut parts = BTreeMap::new();
+        parts.insert("fused".to_string(), fused.detach());
+        for (name, l) in self.modalities.iter().zip(&unimodal) {
+            parts.insert(name.clone(), l.detach());
+        }
+        Ok(LossTerms { total, parts })
+    }
+
+    fn train_step(
+        &mut self,
+        model: &dyn MultimodalModel,
+        mut batch: Batch,
+        opt: &mut dyn Optimizer,
+        ctx: &mut RunContext,
+    ) -> Result<StepOutput> {
+        // The loop sets the epoch's rate before the first step; read it once per epoch.
+        let base = match self.base_lr {
+            Some((e, lr)) if e == ctx.epoch => lr,
+            _ => {
+                let lr = opt.lr();
+                self.base_lr = Some((ctx.epoch, lr));
+                lr
+            }
+        };
+        let factor = self.lr_factor(ctx.epoch, ctx.num_epochs);
+        opt.set_lr(base * factor);
+        ctx.log.set("lr", base * factor);
+        ctx.log.set("warmup_factor", factor);
+        // The default composition of the hooks (modbal_core::Method::train_step).
+        self.modulate_inputs(&mut batch, ctx)?;
+        let out = self.forward(model, &batch, ctx)?;
+        let loss = self.loss(model, &batch, &out, ctx)?;
+        let value = loss.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !value.is_finite() {
+            return Err(ModbalError::NonFinite {
+                what: format!("loss ({value})"),
+                epoch: ctx.epoch,
+                step: ctx.step,
+            });
+        }
+        for (k, t) in &loss.parts {
+            let v = t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            ctx.log.add_mean(format!("loss.{k}"), v);
+        }
+        let grads = self.backward(model, &batch, &out, &loss, ctx)?;
+        opt.step(&grads)?;
+        self.after_step(model, &batch, &out, ctx)?;
+        Ok(StepOutput {
+            loss: value,
+            output: out.detach(),
+        })
+    }
+
+    fn on_epoch_end(&mut self, model: &dyn MultimodalModel, ctx: &mut RunContext) -> Result<()> {
+        if self.modalities.is_empty() {
+            self.modalities = model.modalities().to_vec();
+        }
+        if let Some(r) = self.recorder.as_mut() {
+            r.end_epoch();
+        }
+        let m = self.modalities.len();
+        let s = std::mem::replace(&mut self.sums, EpochSums::new(m));
+        // Steps are counted in `loss`; `max(1)` keeps a log of a lone `modulate_inputs` call.
+        let n = s.steps.max(1) as f64;
+        let per_mod = |v: &[f64], div: f64| -> serde_json::Value {
+            self.modalities
+                .iter()
+                .zip(v)
+                .map(|(name, x)| (name.clone(), serde_json::json!(x / div)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        ctx.log.set("rho", per_mod(&s.rho, n));
+        ctx.log.set("abar", per_mod(&s.abar, n));
+        ctx.log.set("bio", per_mod(&s.bio, n));
+        ctx.log.set("noise_batches", per_mod(&s.noise_batches, n));
+        ctx.log.set("noise_prob", per_mod(&s.noise_prob, n));
+        let perturbed: Vec<f64> = s.perturbed.iter().map(|&c| c as f64).collect();
+        ctx.log.set("perturbed", per_mod(&perturbed, 1.0));
+        if s.pair_steps > 0 {
+            ctx.log
+                .set("pair_ratio", s.pair_ratio / s.pair_steps as f64);
+        }
+        ctx.log.set("active", s.active as f64 / n);
+        Ok(())
+    }
+
+    fn state(&self) -> serde_json::Value {
+        match &self.recorder {
+            Some(r) => serde_json::to_value(IbmlState {
+                recorder: r.clone(),
+            })
+            .unwrap_or(serde_json::Value::Null),
+            None => serde_json::Value::Null,
+        }
+    }
+
+    fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
+        if state.is_null() {
+            self.recorder = None;
+            return Ok(());
+        }
+        let st: IbmlState = serde_json::from_value(state.clone())?;
+        self.recorder = Some(st.recorder);
+        Ok(())
+    }
+}
+
+/// Registry entry: `[method] name = "ibml"` with [`IbmlMethodConfig`]'s keys.
+pub fn build(options: &toml::Table) -> Result<Built> {
+    let (cfg, resolved): (IbmlMethodConfig, _) = parse_options("ibml", options)?;
+    Ok(Built {
+        method: Box::new(Ibml::new(cfg)?),
+        fusion: FusionConfig::Concat,
+        resolved,
+        modalities: None,
+    })
 }

@@ -326,7 +326,7 @@ fn build_session(cfg: &RunConfig, opts: &TrainOptions, dir: Option<PathBuf>) -> 
     let cfg = resolve(cfg, &all)?;
     let built = cfg.method.build()?;
     let mods = method_modalities(&built, &all)?;
-    let splits = if mods.len() == all.train.modalities().len() {
+    let splits = if mods.as_slice() == all.train.modalities() {
         all
     } else {
         all.select(&mods)?
@@ -607,6 +607,8 @@ fn run_loop(
             pb.set_message(format!("loss {:.4}", step.loss));
         }
         pb.finish_and_clear();
+        // The rate the optimizer ended the epoch with (a method may set it per step).
+        let lr = opt.lr();
         let train_m = acc.finish(&names);
         let (val_m, val_out) = evaluate(
             &s.model,

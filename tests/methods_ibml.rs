@@ -1,0 +1,462 @@
+//! `ibml` through the registry and the training loop, plus direct checks of its hooks.
+//!
+//! Reference values are closed forms: eq 12 (`Î·CE(z) + Σ 𝕀_m (CE(z) + CE_m)`, `𝕀_m = [ā_m < 1]`,
+//! `ā_m = M ρ̃^m / Σ ρ̃`), eq 16 (`p^m = min(ā_m, λ)/λ`), and the official warm-up
+//! (`lr(e) = min(lr·((e−1)/2 + 1), 10·lr)` for `e − 1 < 35`, `lr` below 70, `0.1·lr` after).
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use modbal::contrib::IbmlRecorder;
+use modbal::core::{Batch, Method, MultimodalModel, RunContext};
+use modbal::encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet};
+use modbal::methods::ibml::{Ibml, IbmlMethodConfig, IbmlWarmup};
+use modbal::tensors::{cross_entropy, SeededRng};
+
+fn ibml_run(out: &std::path::Path, seed: u64, extra: &[&str]) -> modbal::train::RunConfig {
+    let mut sets = vec!["method.name=ibml".to_string()];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    common::small_vec(out, seed, 3)
+        .with_overrides(&sets)
+        .unwrap()
+}
+
+fn get(rec: &modbal::train::EpochRecord, key: &str, m: &str) -> f64 {
+    rec.method[key][m]
+        .as_f64()
+        .unwrap_or_else(|| panic!("method.{key}.{m} missing in {:?}", rec.method))
+}
+
+fn train_records(extra: &[&str]) -> Vec<modbal::train::EpochRecord> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::train(&ibml_run(dir.path(), 0, extra));
+    common::read_metrics(&out.run_dir)
+        .into_iter()
+        .filter(|r| r.split == "train")
+        .collect()
+}
+
+#[test]
+fn full_run_perturbs_only_the_over_optimised_modality() {
+    let recs = train_records(&[]);
+    assert_eq!(recs.len(), 3);
+    for r in &recs {
+        eprintln!(
+            "epoch {}: lr {:?} rho {:?} abar {:?} bio {:?} noise_batches {:?} perturbed {:?} pair {:?}",
+            r.epoch,
+            r.method["lr"],
+            r.method["rho"],
+            r.method["abar"],
+            r.method["bio"],
+            r.method["noise_batches"],
+            r.method["perturbed"],
+            r.method.get("pair_ratio")
+        );
+        for m in ["audio", "visual"] {
+            // Noise only where the modality was over-optimised in some batch, BIO only where it
+            // was under-optimised in some batch.
+            if get(r, "perturbed", m) > 0.0 {
+                assert!(get(r, "noise_batches", m) > 0.0);
+            }
+            if get(r, "noise_batches", m) > 0.0 || get(r, "bio", m) > 0.0 {
+                assert_eq!(r.method["active"].as_f64(), Some(1.0));
+            }
+        }
+    }
+    // Epoch 0: outside the window [1, 90) and no records yet (ā = 1): nothing happens.
+    let e0 = &recs[0];
+    assert_eq!(e0.method["active"].as_f64(), Some(0.0));
+    for m in ["audio", "visual"] {
+        assert_eq!(get(e0, "perturbed", m), 0.0);
+        assert_eq!(get(e0, "bio", m), 0.0);
+        assert!((get(e0, "abar", m) - 1.0).abs() < 1e-12);
+    }
+    // With two modalities every active batch has exactly one over-optimised modality (noise)
+    // and one under-optimised (BIO), unless tied.
+    for r in &recs[1..] {
+        for (a, b) in [("audio", "visual"), ("visual", "audio")] {
+            assert!((get(r, "noise_batches", a) - get(r, "bio", b)).abs() < 1e-12);
+        }
+    }
+    // By the last epoch synth-vec's audio dominates in every batch: it alone gets the noise,
+    // visual alone the BIO term.
+    let last = &recs[2];
+    assert!(get(last, "abar", "audio") > 1.0);
+    assert!(get(last, "perturbed", "audio") > 0.0);
+    assert_eq!(get(last, "perturbed", "visual"), 0.0);
+    assert_eq!(get(last, "bio", "visual"), 1.0);
+    assert_eq!(get(last, "bio", "audio"), 0.0);
+    // Warm-up (3 epochs on the 100-epoch time-line): factors 1, 10, 1 on the loop's 0.01.
+    let lrs: Vec<f64> = recs
+        .iter()
+        .map(|r| r.method["lr"].as_f64().unwrap())
+        .collect();
+    for (got, want) in lrs.iter().zip([0.01, 0.1, 0.01]) {
+        assert!((got - want).abs() < 1e-12, "{lrs:?}");
+    }
+}
+
+#[test]
+fn ablation_switches_turn_each_part_off() {
+    let no_tcm = train_records(&["method.tcm=false"]);
+    let no_bio = train_records(&["method.bio=false"]);
+    let no_warm = train_records(&["method.warmup=false"]);
+    for r in &no_tcm {
+        assert_eq!(
+            get(r, "perturbed", "audio") + get(r, "perturbed", "visual"),
+            0.0
+        );
+    }
+    assert!(no_tcm[1..].iter().any(|r| get(r, "bio", "visual") > 0.0));
+    for r in &no_bio {
+        assert_eq!(get(r, "bio", "audio") + get(r, "bio", "visual"), 0.0);
+    }
+    assert!(no_bio[1..]
+        .iter()
+        .any(|r| get(r, "perturbed", "audio") > 0.0));
+    for r in &no_warm {
+        assert_eq!(r.method["lr"].as_f64(), Some(0.01));
+        assert_eq!(r.method["warmup_factor"].as_f64(), Some(1.0));
+    }
+    let none = train_records(&[
+        "method.tcm=false",
+        "method.bio=false",
+        "method.warmup=false",
+    ]);
+    for r in &none {
+        for m in ["audio", "visual"] {
+            assert_eq!(get(r, "perturbed", m) + get(r, "bio", m), 0.0);
+        }
+    }
+    // With all three switched off IBML is concat training, step for step (same seed).
+    let dir = tempfile::tempdir().unwrap();
+    let concat = common::train(&common::small_vec(dir.path(), 0, 3));
+    let concat: Vec<_> = common::read_metrics(&concat.run_dir)
+        .into_iter()
+        .filter(|r| r.split == "train")
+        .collect();
+    assert_eq!(none.len(), concat.len());
+    for (a, b) in none.iter().zip(&concat) {
+        assert_eq!((a.loss, a.fusion_acc), (b.loss, b.fusion_acc));
+        assert_eq!(a.modality_acc, b.modality_acc);
+    }
+}
+
+#[test]
+fn same_seed_gives_identical_metrics() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ra = common::train(&ibml_run(a.path(), 5, &[]));
+    let rb = common::train(&ibml_run(b.path(), 5, &[]));
+    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+    assert_eq!(read(&ra.run_dir), read(&rb.run_dir));
+}
+
+#[test]
+fn bad_options_are_named() {
+    let err = |opts: &str| {
+        let t: toml::Table = toml::from_str(opts).unwrap();
+        modbal::methods::build("ibml", &t).unwrap_err().to_string()
+    };
+    let e = err("lamda = 10.0");
+    assert!(e.contains("lamda"), "{e}");
+    let e = err("lambda = 0.5");
+    assert!(e.contains("lambda"), "{e}");
+    let e = err("window = { start = 9, end = 3 }");
+    assert!(e.contains("window"), "{e}");
+    let e = err("[warmup_schedule]\nsloap = 1.0");
+    assert!(e.contains("sloap"), "{e}");
+    let e = err("[warmup_schedule]\nmax_factor = 0.0");
+    assert!(e.contains("max_factor"), "{e}");
+    let e = err("noise = \"pink\"");
+    assert!(e.contains("pink"), "{e}");
+    let b = modbal::methods::build("ibml", &toml::Table::new()).unwrap();
+    assert_eq!(b.resolved["lambda"].as_float(), Some(10.0));
+    assert_eq!(b.resolved["window"]["start"].as_integer(), Some(1));
+    assert_eq!(b.resolved["window"]["end"].as_integer(), Some(90));
+    for k in ["bio", "tcm", "warmup"] {
+        assert_eq!(b.resolved[k].as_bool(), Some(true), "{k}");
+    }
+}
+
+#[test]
+fn warmup_factor_matches_the_official_schedule() {
+    // Official main_AV.py, lr set at the end of epoch p for epoch p + 1 (100 epochs):
+    // p < 35: min(p/2 + 1, 10); p < 70: 1; else 0.1.
+    let w = IbmlWarmup {
+        scale_to_run: false,
+        ..Default::default()
+    };
+    for (e, want) in [
+        (0, 1.0),
+        (1, 1.0),
+        (2, 1.5),
+        (10, 5.5),
+        (19, 10.0),
+        (35, 10.0),
+        (36, 1.0),
+        (70, 1.0),
+        (71, 0.1),
+        (99, 0.1),
+    ] {
+        assert!((w.factor(e, 100) - want).abs() < 1e-12, "epoch {e}");
+    }
+    // Scaled (default) on 100 epochs is the same; on 10 epochs epoch e is reference epoch 10e.
+    let s = IbmlWarmup::default();
+    assert_eq!(s.factor(19, 100), 10.0);
+    assert!((s.factor(1, 10) - 5.5).abs() < 1e-12); // p = 9: 9/2 + 1
+    assert_eq!(s.factor(3, 10), 10.0); // p = 29: min(15.5, 10)
+    assert_eq!(s.factor(4, 10), 1.0); // p = 39 ≥ 35
+    assert_eq!(s.factor(8, 10), 0.1); // p = 79 ≥ 70
+}
+
+/// Two MLP modalities, a batch of 12 whose labels cycle 0, 1, 2, and a recorder in which audio
+/// predicted samples 0-9 confidently right and 10-11 wrong, visual uniformly (1/3 each).
+fn setup() -> (MultimodalNet, Batch, IbmlRecorder) {
+    let dev = Device::Cpu;
+    let mut rng = SeededRng::new(11);
+    let specs = [
+        ModalitySpec::new("audio", EncoderConfig::Mlp { hidden: vec![8] }, &[4]),
+        ModalitySpec::new("visual", EncoderConfig::Mlp { hidden: vec![8] }, &[4]),
+    ];
+    let net = MultimodalNet::new(&specs, &FusionConfig::Concat, 3, &mut rng, &dev).unwrap();
+    let b = 12;
+    let labels: Vec<u32> = (0..b as u32).map(|i| i % 3).collect();
+    let batch = Batch {
+        inputs: vec![
+            rng.randn((b, 4), 0.0, 1.0, DType::F32, &dev).unwrap(),
+            rng.randn((b, 4), 0.0, 1.0, DType::F32, &dev).unwrap(),
+        ],
+        labels: Tensor::from_vec(labels.clone(), b, &dev).unwrap(),
+        sample_ids: (100..100 + b).collect(),
+    };
+    let za: Vec<f32> = labels
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &y)| {
+            let target = if i < 10 { y } else { (y + 1) % 3 };
+            (0..3u32).map(move |c| if c == target { 4.0 } else { 0.0 })
+        })
+        .collect();
+    let mut rec = IbmlRecorder::new(2).unwrap();
+    rec.record(
+        &batch.sample_ids,
+        &labels,
+        &[
+            Tensor::from_vec(za, (b, 3), &dev).unwrap(),
+            Tensor::zeros((b, 3), DType::F32, &dev).unwrap(),
+        ],
+    )
+    .unwrap();
+    rec.end_epoch();
+    (net, batch, rec)
+}
+
+fn with_recorder(cfg: IbmlMethodConfig, rec: &IbmlRecorder) -> Ibml {
+    let mut m = Ibml::new(cfg).unwrap();
+    m.load_state(&serde_json::json!({ "recorder": rec }))
+        .unwrap();
+    m
+}
+
+fn rows(t: &Tensor) -> Vec<Vec<f32>> {
+    t.to_vec2().unwrap()
+}
+
+#[test]
+fn tcm_perturbs_only_previously_correct_samples_of_the_over_optimised_modality() {
+    let (net, batch, rec) = setup();
+    // λ = 1: p^audio = min(ā, 1)/1 = 1, so every previously-correct audio sample is perturbed.
+    let mut method = with_recorder(
+        IbmlMethodConfig {
+            lambda: 1.0,
+            ..Default::default()
+        },
+        &rec,
+    );
+    let report = method.balance(&batch.sample_ids).unwrap();
+    // ρ̃_audio = 10·e⁴/(e⁴+2) + 2·1/(e⁴+2), ρ̃_visual = 12/3 = 4.
+    let e4 = 4f64.exp();
+    let rho_a = (10.0 * e4 + 2.0) / (e4 + 2.0);
+    assert!((report.strengths[0] - rho_a).abs() < 1e-5);
+    assert!((report.strengths[1] - 4.0).abs() < 1e-5);
+    assert!(report.normalized[0] > 1.0 && report.normalized[1] < 1.0);
+
+    let mut ctx = RunContext::new(0, Device::Cpu, 3);
+    ctx.epoch = 1;
+    let mut noisy = batch.clone();
+    method.modulate_inputs(&mut noisy, &mut ctx).unwrap();
+    // Visual (under-optimised) untouched, bit for bit; labels and ids too.
+    assert_eq!(rows(&noisy.inputs[1]), rows(&batch.inputs[1]));
+    assert_eq!(noisy.sample_ids, batch.sample_ids);
+    let (before, after) = (rows(&batch.inputs[0]), rows(&noisy.inputs[0]));
+    for i in 0..12 {
+        // Samples 10 and 11 were predicted wrongly by audio: never perturbed.
+        assert_eq!(before[i] != after[i], i < 10, "sample {i}");
+    }
+    // Shared draw (official): the same noise vector on every perturbed sample.
+    let d0: Vec<f32> = after[0]
+        .iter()
+        .zip(&before[0])
+        .map(|(a, b)| a - b)
+        .collect();
+    let d5: Vec<f32> = after[5]
+        .iter()
+        .zip(&before[5])
+        .map(|(a, b)| a - b)
+        .collect();
+    for (x, y) in d0.iter().zip(&d5) {
+        assert!((x - y).abs() < 1e-5);
+    }
+    method.on_epoch_end(&net, &mut ctx).unwrap();
+    let log = ctx.log.take();
+    assert_eq!(log["perturbed"]["audio"].as_f64(), Some(10.0));
+    assert_eq!(log["perturbed"]["visual"].as_f64(), Some(0.0));
+
+    // Default λ = 10: p = ā/10 < 1, a subset of the previously-correct samples.
+    let mut method = with_recorder(IbmlMethodConfig::default(), &rec);
+    let mut noisy = batch.clone();
+    method.modulate_inputs(&mut noisy, &mut ctx).unwrap();
+    assert_eq!(rows(&noisy.inputs[1]), rows(&batch.inputs[1]));
+    let after = rows(&noisy.inputs[0]);
+    assert_eq!(after[10], before[10]);
+    assert_eq!(after[11], before[11]);
+    // Outside the window (epoch 0) and with tcm = false: untouched.
+    ctx.epoch = 0;
+    let mut same = batch.clone();
+    method.modulate_inputs(&mut same, &mut ctx).unwrap();
+    assert_eq!(rows(&same.inputs[0]), before);
+    ctx.epoch = 1;
+    let mut off = with_recorder(
+        IbmlMethodConfig {
+            tcm: false,
+            lambda: 1.0,
+            ..Default::default()
+        },
+        &rec,
+    );
+    let mut same = batch.clone();
+    off.modulate_inputs(&mut same, &mut ctx).unwrap();
+    assert_eq!(rows(&same.inputs[0]), before);
+}
+
+fn scalar(t: &Tensor) -> f64 {
+    t.to_dtype(DType::F64).unwrap().to_scalar().unwrap()
+}
+
+#[test]
+fn bio_adds_the_unimodal_ce_of_the_under_optimised_modality_only() {
+    let (net, batch, rec) = setup();
+    let mut ctx = RunContext::new(0, Device::Cpu, 3);
+    ctx.epoch = 1;
+    let mut method = with_recorder(IbmlMethodConfig::default(), &rec);
+    let out = method.forward(&net, &batch, &mut ctx).unwrap();
+    let ce_f = scalar(&cross_entropy(&out.fused_logits, &batch.labels).unwrap());
+    let ce_a = scalar(&cross_entropy(&out.per_modality_logits[0], &batch.labels).unwrap());
+    let ce_v = scalar(&cross_entropy(&out.per_modality_logits[1], &batch.labels).unwrap());
+    // ā_visual < 1 ⇒ 𝕀_visual = 1, Î = 0: L = CE(z) + CE_visual (eq 12).
+    let l = scalar(&method.loss(&net, &batch, &out, &mut ctx).unwrap().total);
+    assert!((l - (ce_f + ce_v)).abs() < 1e-6, "{l} vs {ce_f} + {ce_v}");
+    assert!((l - (ce_f + ce_a)).abs() > 1e-6);
+    // bio = false: only the fused CE.
+    let mut off = with_recorder(
+        IbmlMethodConfig {
+            bio: false,
+            ..Default::default()
+        },
+        &rec,
+    );
+    let l = scalar(&off.loss(&net, &batch, &out, &mut ctx).unwrap().total);
+    assert!((l - ce_f).abs() < 1e-6);
+    // Outside the window: only the fused CE.
+    ctx.epoch = 0;
+    let mut m0 = with_recorder(IbmlMethodConfig::default(), &rec);
+    let l = scalar(&m0.loss(&net, &batch, &out, &mut ctx).unwrap().total);
+    assert!((l - ce_f).abs() < 1e-6);
+    // No records (balanced, ā = 1 for both): only the fused CE.
+    ctx.epoch = 1;
+    let mut fresh = Ibml::new(IbmlMethodConfig::default()).unwrap();
+    let l = scalar(&fresh.loss(&net, &batch, &out, &mut ctx).unwrap().total);
+    assert!((l - ce_f).abs() < 1e-6);
+    // The loss recorded this batch's predictions for the next epoch (state round trip).
+    let st = fresh.state();
+    let mut back = Ibml::new(IbmlMethodConfig::default()).unwrap();
+    back.load_state(&st).unwrap();
+    assert_eq!(back.recorder(), fresh.recorder());
+    fresh.on_epoch_end(&net, &mut ctx).unwrap();
+    assert!(fresh.recorder().unwrap().previous(100).is_some());
+    let _ = net.modalities();
+}
+
+/// The recorder is the method's checkpoint state: a run stopped after 2 epochs and resumed writes
+/// the same `metrics.jsonl` as an uninterrupted one (ā and the noise depend on the records).
+#[test]
+fn resumed_run_matches_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ibml_run(dir.path(), 3, &["train.epochs=4"]);
+    let full = common::train(&cfg);
+    let part = modbal::train::train(
+        &cfg,
+        &modbal::train::TrainOptions {
+            quiet: true,
+            stop_after: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(part.summary.is_none());
+    let resumed = modbal::train::resume(&part.run_dir, &common::quiet()).unwrap();
+    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+    assert_eq!(read(&full.run_dir), read(&resumed.run_dir));
+}
+
+/// eq 12 with M = 3 and two under-optimised modalities: `Î = max(1 − 2, 0) = 0`, so
+/// `L = (CE(z) + CE_1) + (CE(z) + CE_2)` — the paper's sum taken literally.
+#[test]
+fn bio_with_three_modalities_follows_eq_12_literally() {
+    let dev = Device::Cpu;
+    let mut rng = SeededRng::new(5);
+    let specs: Vec<ModalitySpec> = ["a", "b", "c"]
+        .iter()
+        .map(|n| ModalitySpec::new(*n, EncoderConfig::Mlp { hidden: vec![8] }, &[4]))
+        .collect();
+    let net = MultimodalNet::new(&specs, &FusionConfig::Concat, 3, &mut rng, &dev).unwrap();
+    let b = 6;
+    let labels: Vec<u32> = (0..b as u32).map(|i| i % 3).collect();
+    let batch = Batch {
+        inputs: (0..3)
+            .map(|_| rng.randn((b, 4), 0.0, 1.0, DType::F32, &dev).unwrap())
+            .collect(),
+        labels: Tensor::from_vec(labels.clone(), b, &dev).unwrap(),
+        sample_ids: (0..b).collect(),
+    };
+    let peaked: Vec<f32> = labels
+        .iter()
+        .flat_map(|&y| (0..3u32).map(move |c| if c == y { 4.0 } else { 0.0 }))
+        .collect();
+    let flat = Tensor::zeros((b, 3), DType::F32, &dev).unwrap();
+    let mut rec = IbmlRecorder::new(3).unwrap();
+    rec.record(
+        &batch.sample_ids,
+        &labels,
+        &[
+            Tensor::from_vec(peaked, (b, 3), &dev).unwrap(),
+            flat.clone(),
+            flat,
+        ],
+    )
+    .unwrap();
+    rec.end_epoch();
+    let mut method = with_recorder(IbmlMethodConfig::default(), &rec);
+    let report = method.balance(&batch.sample_ids).unwrap();
+    assert_eq!(report.under_optimized, vec![false, true, true]);
+    assert_eq!(report.fused_weight, 0.0);
+    let mut ctx = RunContext::new(0, Device::Cpu, 3);
+    ctx.epoch = 1;
+    let out = method.forward(&net, &batch, &mut ctx).unwrap();
+    let ce = |z: &Tensor| scalar(&cross_entropy(z, &batch.labels).unwrap());
+    let want = 2.0 * ce(&out.fused_logits)
+        + ce(&out.per_modality_logits[1])
+        + ce(&out.per_modality_logits[2]);
+    let l = scalar(&method.loss(&net, &batch, &out, &mut ctx).unwrap().total);
+    assert!((l - want).abs() < 1e-5, "{l} vs {want}");
+}
