@@ -12,10 +12,10 @@
 //! | [`train`] | the one training loop, metrics, run directory, checkpoints |
 //! | [`info`] | estimators: Gaussian MI/entropy, CLUB, discrete NMI/CMI/NCMI, KL/JS, softmax bound |
 
+pub use modbal_contrib as contrib;
 pub use modbal_core as core;
 pub use modbal_data as data;
 pub use modbal_encoders as encoders;
-pub use modbal_contrib as contrib;
 pub use modbal_info as info;
 pub use modbal_methods as methods;
 pub use modbal_modulate as modulate;
