@@ -30,3 +30,24 @@ baselines SEED="0":
     cargo run --release -- train --method sum --seed {{SEED}} --no-progress
     cargo run --release -- train --method unimodal --modality audio --seed {{SEED}} --no-progress
     cargo run --release -- train --method unimodal --modality visual --seed {{SEED}} --no-progress
+
+# Criterion benches of every modbal-info estimator (N in {64, 512, 4096}, D in {16, 128, 512}),
+# side by side with NumPy equivalents (bench/numpy_estimators.py) when python3 has numpy.
+# Both sides use 2 threads. Results: docs/benchmarks.md.
+bench-estimators:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export RAYON_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
+    cargo bench -p modbal-info --bench estimators
+    out="${CARGO_TARGET_DIR:-target}/criterion"
+    if ! command -v python3 >/dev/null; then
+        echo "python3 not found: no NumPy comparison (modbal timings are in criterion's output above and under $out)"
+    elif python3 -c 'import numpy' 2>/dev/null; then
+        echo "timing the NumPy equivalents (bench/numpy_estimators.py, numpy $(python3 -c 'import numpy; print(numpy.__version__)'))..."
+        python3 bench/numpy_estimators.py > "$out/numpy-estimators.jsonl"
+        python3 bench/numpy_estimators.py --check "$out/numeric-check.json" || echo "warning: modbal and NumPy disagree (see above)"
+        python3 bench/compare.py --criterion "$out" --numpy "$out/numpy-estimators.jsonl"
+    else
+        echo "python3 cannot import numpy: no NumPy comparison, modbal timings only (pip install numpy to compare)"
+        python3 bench/compare.py --criterion "$out"
+    fi

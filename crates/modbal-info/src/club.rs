@@ -354,14 +354,10 @@ impl Club {
     /// The CLUB estimate (official `CLUB.forward`), O(N·D), scalar. Needs N ≥ 2.
     pub fn club(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         self.check_pair(x, y, 2, "club")?;
-        let (mu, logvar) = self.mu_logvar_unchecked(x)?;
-        let w = inv_two_var(&logvar)?;
-        let positive = (&mu - y)?.sqr()?;
-        let y_mean = y.mean_keepdim(0)?;
-        let y_var = y.broadcast_sub(&y_mean)?.sqr()?.mean_keepdim(0)?;
-        // (1/N) Σ_j (y_jd − μ_id)² = var_d(y) + (ȳ_d − μ_id)²
-        let negative = mu.broadcast_sub(&y_mean)?.sqr()?.broadcast_add(&y_var)?;
-        Ok(((negative - positive)? * w)?.sum(1)?.mean(0)?)
+        if let Some(v) = self.fused(x, y, None) {
+            return v;
+        }
+        Ok(club_formula(&self.mu, &self.logvar, x, y)?)
     }
 
     /// CLUBSample (official `CLUBSample.forward`): the negative pairs are `(x_i, y_π(i))` for one
@@ -370,13 +366,77 @@ impl Club {
     pub fn club_sample(&self, x: &Tensor, y: &Tensor, rng: &mut SeededRng) -> Result<Tensor> {
         let n = self.check_pair(x, y, 2, "club_sample")?;
         let perm: Vec<u32> = rng.permutation(n).into_iter().map(|i| i as u32).collect();
+        if let Some(v) = self.fused(x, y, Some(&perm)) {
+            return v;
+        }
         let perm = Tensor::from_vec(perm, n, y.device())?;
-        let y_perm = y.index_select(&perm, 0)?;
-        let (mu, logvar) = self.mu_logvar_unchecked(x)?;
-        let w = inv_two_var(&logvar)?;
-        let positive = (&mu - y)?.sqr()?;
-        let negative = (&mu - &y_perm)?.sqr()?;
-        Ok(((negative - positive)? * w)?.sum(1)?.mean(0)?)
+        Ok(club_sample_formula(&self.mu, &self.logvar, x, y, &perm)?)
+    }
+
+    /// q's parameters in packing order: per network (μ, logvar), fc1 weight and bias, fc2
+    /// weight and bias.
+    fn param_tensors(&self) -> Option<[&Tensor; 8]> {
+        Some([
+            &self.mu.fc1.weight,
+            self.mu.fc1.bias.as_ref()?,
+            &self.mu.fc2.weight,
+            self.mu.fc2.bias.as_ref()?,
+            &self.logvar.fc1.weight,
+            self.logvar.fc1.bias.as_ref()?,
+            &self.logvar.fc2.weight,
+            self.logvar.fc2.bias.as_ref()?,
+        ])
+    }
+
+    /// The fused f64 path of [`Club::club`] (`perm = None`) and [`Club::club_sample`]: when x and
+    /// y (validated) do not track gradients and everything is f64 on the CPU, the estimate is
+    /// computed in one pass over the rows (see `fused` below) and attached to q's parameters, so
+    /// that it stays differentiable in φ (its backward rebuilds the tensor formula).
+    fn fused(&self, x: &Tensor, y: &Tensor, perm: Option<&[u32]>) -> Option<Result<Tensor>> {
+        if x.track_op() || y.track_op() {
+            return None;
+        }
+        let params = self.param_tensors()?;
+        let (n, dx) = x.dims2().ok()?;
+        let dy = y.dim(1).ok()?;
+        let h = self.cfg.hidden / 2;
+        // Both first layers at once by a matrix product: `[N, dx] × [dx, 2h]`.
+        let hidden = (|| {
+            let w1 = Tensor::cat(&[params[0].detach(), params[4].detach()], 0)?;
+            x.matmul(&w1.t()?)
+        })();
+        let hidden = match hidden {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let mut ts: Vec<&Tensor> = vec![y, &hidden];
+        ts.extend(params);
+        let value = crate::kernels::cpu_f64(&ts, |s| {
+            let mu = fused::Net::new(s[3], s[4], s[5], h, dy);
+            let lv = fused::Net::new(s[7], s[8], s[9], h, dy);
+            fused::club_value(s[1], s[0], n, dy, &mu, &lv, perm)
+        })?;
+        let (x, y) = (x.clone(), y.clone());
+        let perm = perm.map(|p| p.to_vec());
+        let dims = (dx, h, dy);
+        let attached = (|| {
+            let flat: Vec<Tensor> = params
+                .iter()
+                .map(|t| t.flatten_all())
+                .collect::<candle_core::Result<_>>()?;
+            let packed = Tensor::cat(&flat, 0)?;
+            crate::kernels::attach(value, &packed, move |packed: &Tensor| {
+                let (mu, logvar) = fused::unpack(packed, dims)?;
+                match &perm {
+                    None => club_formula(&mu, &logvar, &x, &y),
+                    Some(p) => {
+                        let p = Tensor::from_slice(p, p.len(), y.device())?;
+                        club_sample_formula(&mu, &logvar, &x, &y, &p)
+                    }
+                }
+            })
+        })();
+        Some(attached.map_err(InfoError::from))
     }
 
     /// UDI's vCLUB (eq 8), the complementary loss `L^m_com` (eq 11), computed literally from the
@@ -526,7 +586,303 @@ impl Club {
     }
 }
 
+/// `(μ(x), logvar(x))` of the two networks.
+fn mu_logvar(mu: &Mlp, logvar: &Mlp, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    Ok((mu.forward(x)?, logvar.forward(x)?.tanh()?))
+}
+
+/// The CLUB estimate as a differentiable tensor formula (module docs).
+fn club_formula(mu: &Mlp, logvar: &Mlp, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    let (mu, logvar) = mu_logvar(mu, logvar, x)?;
+    let w = inv_two_var(&logvar)?;
+    let positive = (&mu - y)?.sqr()?;
+    let y_mean = y.mean_keepdim(0)?;
+    let y_var = y.broadcast_sub(&y_mean)?.sqr()?.mean_keepdim(0)?;
+    // (1/N) Σ_j (y_jd − μ_id)² = var_d(y) + (ȳ_d − μ_id)²
+    let negative = mu.broadcast_sub(&y_mean)?.sqr()?.broadcast_add(&y_var)?;
+    ((negative - positive)? * w)?.sum(1)?.mean(0)
+}
+
+/// CLUBSample for the permutation `perm` (`[N]`, u32) as a differentiable tensor formula.
+fn club_sample_formula(
+    mu: &Mlp,
+    logvar: &Mlp,
+    x: &Tensor,
+    y: &Tensor,
+    perm: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let y_perm = y.index_select(perm, 0)?;
+    let (mu, logvar) = mu_logvar(mu, logvar, x)?;
+    let w = inv_two_var(&logvar)?;
+    let positive = (&mu - y)?.sqr()?;
+    let negative = (&mu - &y_perm)?.sqr()?;
+    ((negative - positive)? * w)?.sum(1)?.mean(0)
+}
+
+/// The fused f64 kernel of CLUB / CLUBSample: per row, q's two hidden layers (7 units each by
+/// default), μ and logvar for every output dimension, and the row's term, without `[N, D]`
+/// intermediates; rows split over threads.
+mod fused {
+    use super::Mlp;
+    use crate::kernels::{par_ranges, simd_fn, sum_lanes, vm};
+    use candle_core::Tensor;
+    use modbal_tensors::Linear;
+
+    /// One network `Linear(dx → h) → ReLU → Linear(h → dy)` after its first matrix product
+    /// (`W1 x`, computed for all rows at once), its second weight transposed (`[h, dy]`) so
+    /// that the output dimensions are the contiguous inner loop.
+    pub(super) struct Net<'a> {
+        b1: &'a [f64],
+        w2t: Vec<f64>,
+        b2: &'a [f64],
+    }
+
+    impl<'a> Net<'a> {
+        pub(super) fn new(
+            b1: &'a [f64],
+            w2: &'a [f64],
+            b2: &'a [f64],
+            h: usize,
+            dy: usize,
+        ) -> Self {
+            let mut w2t = vec![0.0; h * dy];
+            for d in 0..dy {
+                for k in 0..h {
+                    w2t[k * dy + d] = w2[d * h + k];
+                }
+            }
+            Self { b1, w2t, b2 }
+        }
+
+        /// `out = W2 relu(w1x + b1) + b2` for one row, `w1x` its first-layer product.
+        #[inline(always)]
+        fn forward(&self, w1x: &[f64], hidden: &mut [f64], out: &mut [f64]) {
+            for ((hk, &a), &b) in hidden.iter_mut().zip(w1x).zip(self.b1) {
+                *hk = (a + b).max(0.0);
+            }
+            let dy = out.len();
+            // Eight outputs at a time, their sums kept in registers across the hidden units.
+            let mut d0 = 0;
+            while d0 + 8 <= dy {
+                let mut acc = [0.0f64; 8];
+                for (k, &hk) in hidden.iter().enumerate() {
+                    let w = &self.w2t[k * dy + d0..k * dy + d0 + 8];
+                    for l in 0..8 {
+                        acc[l] += hk * w[l];
+                    }
+                }
+                for l in 0..8 {
+                    out[d0 + l] = acc[l] + self.b2[d0 + l];
+                }
+                d0 += 8;
+            }
+            for d in d0..dy {
+                let mut acc = 0.0;
+                for (k, &hk) in hidden.iter().enumerate() {
+                    acc += hk * self.w2t[k * dy + d];
+                }
+                out[d] = acc + self.b2[d];
+            }
+        }
+    }
+
+    /// Scratch buffers of one thread.
+    struct Scratch {
+        hidden: Vec<f64>,
+        mu: Vec<f64>,
+        a: Vec<f64>,
+        e: Vec<f64>,
+    }
+
+    simd_fn! {
+        /// The row's term `Σ_d w_d [neg_d − (μ_d − y_d)²]` with `w = ½ e^{−tanh(a)}` and `neg_d`
+        /// `= var_d + (ȳ_d − μ_d)²` (CLUB) or `(μ_d − y'_d)²` (CLUBSample, `y'` the permuted
+        /// row; `ybar` then holds y', `var` is empty).
+        fn row_term(w1x: &[f64], y: &[f64], ybar: &[f64], var: &[f64], mu_net: &Net<'_>, lv_net: &Net<'_>, sc: &mut Scratch) -> f64 {
+            let h = sc.hidden.len();
+            mu_net.forward(&w1x[..h], &mut sc.hidden, &mut sc.mu);
+            lv_net.forward(&w1x[h..], &mut sc.hidden, &mut sc.a);
+            // logvar = tanh(a) = sign(a)·(1 − e)/(1 + e) with e = exp(−2|a|): accurate to a few
+            // units of 1e-16 in absolute terms, which is what 1/(2σ²) = ½ e^{−logvar} needs.
+            for (e, &a) in sc.e.iter_mut().zip(&sc.a) {
+                *e = -2.0 * a.abs();
+            }
+            vm::exp_in_place(&mut sc.e);
+            for (e, &a) in sc.e.iter_mut().zip(&sc.a) {
+                let t = (1.0 - *e) / (1.0 + *e);
+                *e = -t.copysign(a);
+            }
+            vm::exp_in_place(&mut sc.e);
+            if var.is_empty() {
+                for (((e, &m), &yy), &yp) in sc.e.iter_mut().zip(&sc.mu).zip(y).zip(ybar) {
+                    let neg = (m - yp) * (m - yp);
+                    let pos = (m - yy) * (m - yy);
+                    *e = (neg - pos) * (*e * 0.5);
+                }
+            } else {
+                for ((((e, &m), &yy), &yb), &v) in sc.e.iter_mut().zip(&sc.mu).zip(y).zip(ybar).zip(var) {
+                    let neg = (m - yb) * (m - yb) + v;
+                    let pos = (m - yy) * (m - yy);
+                    *e = (neg - pos) * (*e * 0.5);
+                }
+            }
+            sum_lanes(&sc.e)
+        }
+    }
+
+    /// CLUB (`perm = None`) or CLUBSample of `y: [n, dy]` row-major, with `w1x: [n, 2h]` the
+    /// first-layer products of x by the two networks.
+    pub(super) fn club_value(
+        w1x: &[f64],
+        y: &[f64],
+        n: usize,
+        dy: usize,
+        mu: &Net<'_>,
+        lv: &Net<'_>,
+        perm: Option<&[u32]>,
+    ) -> f64 {
+        let (ybar, var) = if perm.is_some() {
+            (Vec::new(), Vec::new())
+        } else {
+            // Population mean and variance of each column of y, as the tensor path.
+            let mut mean = vec![0.0; dy];
+            for row in y.chunks_exact(dy) {
+                for (m, &v) in mean.iter_mut().zip(row) {
+                    *m += v;
+                }
+            }
+            mean.iter_mut().for_each(|m| *m /= n as f64);
+            let mut var = vec![0.0; dy];
+            for row in y.chunks_exact(dy) {
+                for ((s, &v), &m) in var.iter_mut().zip(row).zip(&mean) {
+                    *s += (v - m) * (v - m);
+                }
+            }
+            var.iter_mut().for_each(|s| *s /= n as f64);
+            (mean, var)
+        };
+        let h = mu.b1.len();
+        let cost = 6 * dy;
+        let rows: Vec<f64> = par_ranges(n, cost, |rows| {
+            let mut sc = Scratch {
+                hidden: vec![0.0; h],
+                mu: vec![0.0; dy],
+                a: vec![0.0; dy],
+                e: vec![0.0; dy],
+            };
+            rows.map(|i| {
+                let (xr, yr) = (&w1x[i * 2 * h..(i + 1) * 2 * h], &y[i * dy..(i + 1) * dy]);
+                let yb = match perm {
+                    Some(p) => &y[p[i] as usize * dy..(p[i] as usize + 1) * dy],
+                    None => &ybar[..],
+                };
+                row_term(xr, yr, yb, &var, mu, lv, &mut sc)
+            })
+            .collect::<Vec<f64>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+        rows.iter().sum::<f64>() / n as f64
+    }
+
+    /// The two networks from the packed parameters (see `Club::param_tensors`), as views of
+    /// `packed` (so that gradients flow back to it).
+    pub(super) fn unpack(
+        packed: &Tensor,
+        (dx, h, dy): (usize, usize, usize),
+    ) -> candle_core::Result<(Mlp, Mlp)> {
+        let mut off = 0;
+        let mut take = |len: usize, shape: &[usize]| {
+            let t = packed.narrow(0, off, len)?.reshape(shape);
+            off += len;
+            t
+        };
+        let mut net = || -> candle_core::Result<Mlp> {
+            Ok(Mlp {
+                fc1: Linear {
+                    weight: take(h * dx, &[h, dx])?,
+                    bias: Some(take(h, &[h])?),
+                },
+                fc2: Linear {
+                    weight: take(dy * h, &[dy, h])?,
+                    bias: Some(take(dy, &[dy])?),
+                },
+            })
+        };
+        let mu = net()?;
+        let logvar = net()?;
+        Ok((mu, logvar))
+    }
+}
+
 /// `1/(2σ²) = ½·exp(−logvar)`.
 fn inv_two_var(logvar: &Tensor) -> candle_core::Result<Tensor> {
     logvar.neg()?.exp()? * 0.5
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn vals(t: &Tensor) -> Vec<f64> {
+        t.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+    }
+
+    /// The fused path (untracked f64 x, y) against the tensor formula (the same x, y as tracked
+    /// variables): same estimate, same gradients for q's parameters.
+    #[test]
+    fn fused_path_matches_the_tensor_formula() {
+        for &(n, dx, dy, hidden) in &[
+            (2, 1, 1, 2),
+            (9, 3, 5, 15),
+            (64, 33, 17, 15),
+            (300, 20, 40, 8),
+        ] {
+            let mut rng = SeededRng::new(n as u64);
+            let mut cfg = ClubConfig::new(dx, dy);
+            cfg.hidden = hidden;
+            let club = Club::with_dtype(cfg, &mut rng, &Device::Cpu, DType::F64).unwrap();
+            let x = rng
+                .randn((n, dx), 0.0, 1.5, DType::F64, &Device::Cpu)
+                .unwrap();
+            let y = rng
+                .randn((n, dy), 0.3, 1.0, DType::F64, &Device::Cpu)
+                .unwrap();
+            let (xv, yv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&y).unwrap());
+            let estimates = [
+                (
+                    club.club(&x, &y).unwrap(),
+                    club.club(xv.as_tensor(), yv.as_tensor()).unwrap(),
+                ),
+                (
+                    club.club_sample(&x, &y, &mut SeededRng::new(4)).unwrap(),
+                    club.club_sample(xv.as_tensor(), yv.as_tensor(), &mut SeededRng::new(4))
+                        .unwrap(),
+                ),
+            ];
+            for (fast, slow) in &estimates {
+                let (a, b) = (
+                    fast.to_scalar::<f64>().unwrap(),
+                    slow.to_scalar::<f64>().unwrap(),
+                );
+                assert!(
+                    (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                    "n={n}: {a} vs {b}"
+                );
+                let (gf, gs) = (fast.backward().unwrap(), slow.backward().unwrap());
+                for (name, v) in club.params().trainable() {
+                    let a = vals(gf.get(v.as_tensor()).unwrap());
+                    let b = vals(gs.get(v.as_tensor()).unwrap());
+                    for (p, q) in a.iter().zip(&b) {
+                        assert!(
+                            (p - q).abs() <= 1e-10 * q.abs().max(1.0),
+                            "{name}: {p} vs {q}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

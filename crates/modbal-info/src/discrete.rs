@@ -839,7 +839,18 @@ fn check_probs(p: &Tensor, what: &str) -> Result<(usize, usize)> {
             "{what}: empty probability matrix of shape [{n}, {c}]"
         )));
     }
+    // Contiguous f64 CPU data is checked in place, anything else through a host copy.
+    if let Some(r) = crate::kernels::cpu_f64(&[p], |s| validate_probs(s[0], c, what)) {
+        r?;
+        return Ok((n, c));
+    }
     let v = p.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    validate_probs(&v, c, what)?;
+    Ok((n, c))
+}
+
+/// The entry checks of [`check_probs`] on row-major values with rows of `c` entries.
+fn validate_probs(v: &[f64], c: usize, what: &str) -> Result<()> {
     for (i, row) in v.chunks_exact(c).enumerate() {
         let mut s = 0.0;
         for (j, &x) in row.iter().enumerate() {
@@ -861,7 +872,7 @@ fn check_probs(p: &Tensor, what: &str) -> Result<(usize, usize)> {
             )));
         }
     }
-    Ok((n, c))
+    Ok(())
 }
 
 fn check_same_n(what: &str, n: usize, m: usize) -> Result<()> {
@@ -876,6 +887,17 @@ fn check_same_n(what: &str, n: usize, m: usize) -> Result<()> {
 /// Labels compacted to `0..K` (K = number of distinct labels) as a one-hot `[N, K]` matrix of
 /// `p`'s dtype and device, together with the compact labels.
 fn one_hot_like(y: &[u32], p: &Tensor) -> Result<(Tensor, Vec<u32>)> {
+    let (ids, k) = compact_labels(y);
+    let mut oh = vec![0f64; y.len() * k];
+    for (i, &c) in ids.iter().enumerate() {
+        oh[i * k + c as usize] = 1.0;
+    }
+    let t = Tensor::from_vec(oh, (y.len(), k), p.device())?.to_dtype(p.dtype())?;
+    Ok((t, ids))
+}
+
+/// Labels compacted to `0..K` in order of first appearance, and K.
+fn compact_labels(y: &[u32]) -> (Vec<u32>, usize) {
     let s = symbols(y);
     // Compact the (possibly sparse) alphabet to the labels that occur.
     let mut map = vec![u32::MAX; s.k];
@@ -892,13 +914,7 @@ fn one_hot_like(y: &[u32], p: &Tensor) -> Result<(Tensor, Vec<u32>)> {
             *m
         })
         .collect();
-    let k = k as usize;
-    let mut oh = vec![0f64; y.len() * k];
-    for (i, &c) in ids.iter().enumerate() {
-        oh[i * k + c as usize] = 1.0;
-    }
-    let t = Tensor::from_vec(oh, (y.len(), k), p.device())?.to_dtype(p.dtype())?;
-    Ok((t, ids))
+    (ids, k as usize)
 }
 
 /// `log(u + ε)`.
@@ -953,10 +969,80 @@ pub fn soft_mutual_information(p: &Tensor, q: &Tensor) -> Result<Tensor> {
     mi_of_joint(&soft_joint(p, q, n)?)
 }
 
+/// The fused f64 path of [`soft_mutual_information_labels`] (see `kernels`): the soft joint
+/// `J = pᵀ onehot(y) / N` accumulated directly (row `i` of p added to the column of label `y_i`,
+/// O(N·C) instead of the O(N·C·K) product with the one-hot matrix; the same sums), then
+/// `max(0, Σ J (ln(J + ε) − ln(P(a) + ε) − ln(P(b) + ε)))` as `mi_of_joint`.
+fn soft_mi_labels_fused(p: &[f64], n: usize, c: usize, y: &[u32]) -> f64 {
+    use crate::kernels::{par_ranges, simd_fn, sum_lanes, vm};
+    let (ids, k) = compact_labels(y);
+    // S[b][a] = Σ_{i: y_i = b} p_i(a), threads split the columns a (so that the sums, in row
+    // order, do not depend on the number of threads).
+    let parts = par_ranges(c, n, |cols| {
+        let w = cols.len();
+        let mut part = vec![0.0; k * w];
+        for (row, &b) in p.chunks_exact(c).zip(&ids) {
+            let dst = &mut part[b as usize * w..(b as usize + 1) * w];
+            for (d, &v) in dst.iter_mut().zip(&row[cols.clone()]) {
+                *d += v;
+            }
+        }
+        (cols, part)
+    });
+    let inv_n = 1.0 / n as f64;
+    let mut j = vec![0.0; k * c]; // J[b][a], row b
+    for (cols, part) in parts {
+        let w = cols.len();
+        for b in 0..k {
+            for (d, &v) in j[b * c + cols.start..b * c + cols.end]
+                .iter_mut()
+                .zip(&part[b * w..(b + 1) * w])
+            {
+                *d = v * inv_n;
+            }
+        }
+    }
+    let mut pa = vec![0.0; c];
+    let mut lb = vec![0.0; k];
+    for (b, row) in j.chunks_exact(c).enumerate() {
+        for (s, &v) in pa.iter_mut().zip(row) {
+            *s += v;
+        }
+        lb[b] = (row.iter().sum::<f64>() + SOFT_EPS).ln();
+    }
+    let la: Vec<f64> = pa.iter().map(|&v| (v + SOFT_EPS).ln()).collect();
+    simd_fn! {
+        /// `Σ_a J_ab ((ln(J_ab + ε) − la_a) − lb)` for one label b; `buf` is scratch.
+        fn label_term(row: &[f64], la: &[f64], lb: f64, buf: &mut [f64]) -> f64 {
+            for (o, &v) in buf.iter_mut().zip(row) {
+                *o = v + SOFT_EPS;
+            }
+            vm::ln_in_place(buf);
+            for ((o, &v), &l) in buf.iter_mut().zip(row).zip(la) {
+                *o = v * ((*o - l) - lb);
+            }
+            sum_lanes(buf)
+        }
+    }
+    let terms: Vec<f64> = par_ranges(k, c * 4, |labels| {
+        let mut buf = vec![0.0; c];
+        labels
+            .map(|b| label_term(&j[b * c..(b + 1) * c], &la, lb[b], &mut buf))
+            .collect::<Vec<f64>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    terms.iter().sum::<f64>().max(0.0)
+}
+
 /// [`soft_mutual_information`] with one-hot labels as `q` (`y: &[u32]` of length N, any values).
 pub fn soft_mutual_information_labels(p: &Tensor, y: &[u32]) -> Result<Tensor> {
-    let (n, _) = check_probs(p, "soft_mutual_information_labels: p")?;
+    let (n, c) = check_probs(p, "soft_mutual_information_labels: p")?;
     check_same_n("soft_mutual_information_labels", n, y.len())?;
+    if let Some(mi) = crate::kernels::untracked_f64(&[p], |s| soft_mi_labels_fused(s[0], n, c, y)) {
+        return Ok(crate::kernels::scalar(mi)?);
+    }
     let (q, _) = one_hot_like(y, p)?;
     mi_of_joint(&soft_joint(p, &q, n)?)
 }
@@ -1070,4 +1156,49 @@ pub fn soft_ncmi(p: &Tensor, q: &Tensor, r: &Tensor) -> Result<Tensor> {
     let (cmi, ha, hb) = cmi_parts(&soft_joint3(p, q, r, n)?)?;
     let d = (ha * hb)?.affine(1.0, SOFT_EPS)?.sqrt()?;
     Ok((cmi / d)?.clamp(0.0, 1.0)?)
+}
+
+#[cfg(test)]
+mod fused_tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// The fused soft MI (untracked f64 p) against the tensor graph (p as a tracked variable),
+    /// including sparse alphabets, one-hot rows (exact zeros in J) and a single label.
+    #[test]
+    fn fused_soft_mi_matches_the_tensor_graph() {
+        let mut rng = modbal_tensors::SeededRng::new(2);
+        for &(n, c, labels) in &[(1, 1, 1), (5, 3, 2), (40, 7, 5), (300, 64, 40), (200, 9, 1)] {
+            for one_hot in [false, true] {
+                let mut v = Vec::with_capacity(n * c);
+                for _ in 0..n {
+                    let row: Vec<f64> = if one_hot {
+                        let k = rng.below(c);
+                        (0..c).map(|j| if j == k { 1.0 } else { 0.0 }).collect()
+                    } else {
+                        (0..c).map(|_| (1.5 * rng.normal()).exp()).collect()
+                    };
+                    let s: f64 = row.iter().sum();
+                    v.extend(row.iter().map(|x| x / s));
+                }
+                let p = Tensor::from_vec(v, (n, c), &Device::Cpu).unwrap();
+                let y: Vec<u32> = (0..n)
+                    .map(|_| 1000 * rng.below(labels) as u32 + 7)
+                    .collect();
+                let pv = Var::from_tensor(&p).unwrap();
+                let a = soft_mutual_information_labels(&p, &y)
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap();
+                let b = soft_mutual_information_labels(pv.as_tensor(), &y)
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap();
+                assert!(
+                    (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                    "n={n} c={c}: {a} vs {b}"
+                );
+            }
+        }
+    }
 }

@@ -28,12 +28,17 @@ impl From<InfoError> for modbal_core::ModbalError {
 
 /// Error if `t` holds a NaN or infinite value; `what` names the argument.
 pub fn check_finite(t: &candle_core::Tensor, what: &str) -> Result<()> {
-    let s = t
-        .to_dtype(candle_core::DType::F64)?
-        .abs()?
-        .sum_all()?
-        .to_scalar::<f64>()?;
-    if !s.is_finite() {
+    // Contiguous f32/f64 CPU tensors: one read-only pass, no copy.
+    let finite = match crate::kernels::tensor_all_finite(t) {
+        Some(ok) => ok,
+        None => t
+            .to_dtype(candle_core::DType::F64)?
+            .abs()?
+            .sum_all()?
+            .to_scalar::<f64>()?
+            .is_finite(),
+    };
+    if !finite {
         return Err(InfoError::Input(format!(
             "{what} contains NaN or infinite values"
         )));

@@ -19,5 +19,6 @@ pub mod discrete;
 pub mod divergence;
 pub mod error;
 pub mod gaussian;
+mod kernels;
 
 pub use error::{InfoError, Result};
