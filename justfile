@@ -32,8 +32,10 @@ baselines SEED="0":
     cargo run --release -- train --method unimodal --modality visual --seed {{SEED}} --no-progress
 
 # Criterion benches of every modbal-info estimator (N in {64, 512, 4096}, D in {16, 128, 512}),
-# side by side with NumPy equivalents (bench/numpy_estimators.py) when python3 has numpy.
-# Both sides use 2 threads. Results: docs/benchmarks.md.
+# side by side with NumPy equivalents (bench/numpy_estimators.py) when python3 has numpy; both
+# sides use 2 threads. Results and the plain commands: docs/benchmarks.md.
+#
+# Time every modbal-info estimator next to NumPy (modbal/NumPy ratio per row).
 bench-estimators:
     #!/usr/bin/env bash
     set -euo pipefail

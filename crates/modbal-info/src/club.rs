@@ -393,7 +393,12 @@ impl Club {
     /// computed in one pass over the rows (see `fused` below) and attached to q's parameters, so
     /// that it stays differentiable in φ (its backward rebuilds the tensor formula).
     fn fused(&self, x: &Tensor, y: &Tensor, perm: Option<&[u32]>) -> Option<Result<Tensor>> {
-        if x.track_op() || y.track_op() {
+        if x.track_op()
+            || y.track_op()
+            || self.dtype != DType::F64
+            || !self.device.is_cpu()
+            || !y.is_contiguous()
+        {
             return None;
         }
         let params = self.param_tensors()?;

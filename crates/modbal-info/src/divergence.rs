@@ -338,7 +338,7 @@ mod fast {
         r: Reduction,
     ) -> Option<Result<Tensor>> {
         let (n, c) = logits.dims2().ok()?;
-        if n == 0 || c == 0 {
+        if n == 0 || c == 0 || logits.track_op() {
             return None;
         }
         // Finite logits and valid labels only: otherwise the tensor path gives its errors.

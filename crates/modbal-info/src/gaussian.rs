@@ -23,7 +23,10 @@
 //! diagonal blocks: Σ_Z is then positive definite and Fischer's inequality gives
 //! `det Σ_Z ≤ det Σ_X det Σ_Y`, so **I ≥ 0** (up to floating-point rounding, ~1e-6 in f32).
 //! Everything is built from differentiable tensor ops and `modbal_tensors::ops::logdet`, so the
-//! estimates can sit inside a loss (CAL's AIB, eq 13).
+//! estimates can sit inside a loss (CAL's AIB, eq 13). When no input tracks gradients (f64 on the
+//! CPU), the same value is computed without the graph (`fast` below): centring, the covariance's
+//! lower triangle and Cholesky factorisations in place, or, when N is small next to D, the
+//! equivalent N × N determinant (matrix determinant lemma).
 //!
 //! Bias: with N samples the plug-in Gaussian MI of independent variables is ≈ D_X·D_Y/(2N) > 0.
 //!
@@ -206,10 +209,12 @@ pub fn gaussian_mi(x: &Tensor, y: &Tensor, cfg: &GaussianConfig) -> Result<Tenso
 /// determinants by Cholesky, no tensor graph.
 ///
 /// Two equivalent routes, chosen by flop count:
-/// * **direct**: the lower triangle of the `D × D` covariance (block-column matrix products,
-///   about half the flops of a full `XᵀX`), regularised, then Cholesky. For MI, `log det Σ_X` is
-///   read off the leading block of the Cholesky factor of `Σ_Z` (the factor of a leading block
-///   is the leading block of the factor), so only `Σ_Z` and `Σ_Y` are factorised.
+/// * **direct**: the data centred and transposed in one pass (`[D, N]`), the lower triangle of
+///   the `D × D` covariance ([`modbal_tensors::ops::gram_lower`]: about half the flops of a full
+///   `XᵀX`), regularised, then Cholesky. For MI, `log det Σ_X` is read off the leading block of
+///   the Cholesky factor of `Σ_Z` (the factor of a leading block is the leading block of the
+///   factor), so only `Σ_Z` and `Σ_Y` are factorised. The large buffers are kept per thread
+///   between calls (up to 64 MiB each, see `SCRATCH`).
 /// * **Gram** (N small next to D, ridge > 0): the regularised covariance is
 ///   `Σ_reg = Λ + (1 − λ)·XcᵀXc/(N − 1)` with the diagonal `Λ = λ·var + ridge·max(var, τ) > 0`,
 ///   so by the matrix determinant lemma
@@ -267,17 +272,6 @@ mod fast {
     }
 
     crate::kernels::simd_fn! {
-        /// Centres `row` in place; returns its mean and its sum of squared deviations.
-        fn centre_in_place(row: &mut [f64]) -> (f64, f64) {
-            let mean = crate::kernels::sum_lanes(row) / row.len() as f64;
-            for v in row.iter_mut() {
-                *v -= mean;
-            }
-            (mean, crate::kernels::sum_squares(row))
-        }
-    }
-
-    crate::kernels::simd_fn! {
         /// `out[j] = (row_j − mean_j)·scale_j` for one row of one part.
         fn centre_row(src: &[f64], means: &[f64], scale: &[f64], out: &mut [f64]) -> () {
             for (((o, &a), &m), &g) in out.iter_mut().zip(src).zip(means).zip(scale) {
@@ -287,9 +281,11 @@ mod fast {
     }
 
     crate::kernels::simd_fn! {
-        /// Transposes rows `i0..i1` of one part (`v`, width `d`, first z-column `off`) into
-        /// columns `i0..i1` of `zt` (rows `ld` apart): 8 × 8 tiles, 8-value loads and stores.
-        fn transpose_block(v: &[f64], d: usize, off: usize, i0: usize, i1: usize, zt: SharedOut, ld: usize) -> () {
+        /// Transposes rows `i0..i1` of one part (`v`, width `d`, first z-column `off`),
+        /// centred by `means` (the part's), into columns `i0..i1` of `zt` (rows `ld` apart):
+        /// 8 × 8 tiles, 8-value loads and stores. Adds the squared deviations of each column,
+        /// row by row, to `ss` (the part's).
+        fn transpose_block(v: &[f64], d: usize, off: usize, means: &[f64], i0: usize, i1: usize, zt: SharedOut, ld: usize, ss: &mut [f64]) -> () {
             let mut i = i0;
             while i < i1 {
                 let h = (i1 - i).min(8);
@@ -297,10 +293,13 @@ mod fast {
                 while j < d {
                     let w = (d - j).min(8);
                     let mut tile = [[0.0f64; 8]; 8];
+                    let (m, acc) = (&means[j..j + w], &mut ss[j..j + w]);
                     for r in 0..h {
                         let src = &v[(i + r) * d + j..(i + r) * d + j + w];
-                        for (k, &a) in src.iter().enumerate() {
-                            tile[k][r] = a;
+                        for (k, ((&a, &mk), s)) in src.iter().zip(m).zip(acc.iter_mut()).enumerate() {
+                            let z = a - mk;
+                            tile[k][r] = z;
+                            *s += z * z;
                         }
                     }
                     for (k, t) in tile.iter().enumerate().take(w) {
@@ -354,7 +353,10 @@ mod fast {
     /// read later is written first).
     fn take_scratch(slot: usize, len: usize) -> Vec<f64> {
         let mut v = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut()[slot]));
-        if v.len() < len {
+        if v.capacity() < len {
+            // Growing would copy the old contents, which are never needed.
+            v = vec![0.0; len];
+        } else if v.len() < len {
             v.resize(len, 0.0);
         }
         v
@@ -461,37 +463,45 @@ mod fast {
 
         /// `x_ij − mean_j` transposed, `[dz, n]` (row j = centred column j), with rows `ld`
         /// apart (`n` padded by 8 when it is a multiple of 64, so that rows written together
-        /// do not map to the same cache sets), with the column means and unbiased variances.
-        /// One pass over the data: a tiled transpose, then per row (in cache) its mean, the
-        /// centring and its sum of squares.
+        /// do not map to the same cache sets), and the unbiased column variances: the means,
+        /// then one tiled transposing pass that centres and sums the squares.
         fn centred_transposed(&self) -> CentredT {
             let (n, dz) = (self.n, self.dz);
             let ld = if n % 64 == 0 { n + 8 } else { n };
+            let means = self.means();
             let mut zt = take_scratch(SLOT_ZT, dz * ld);
             let out = SharedOut(zt.as_mut_ptr());
-            par_ranges(self.blocks(), ROW_BLOCK * dz, |blocks| {
-                for b in blocks {
-                    let (r0, r1) = (b * ROW_BLOCK, ((b + 1) * ROW_BLOCK).min(n));
-                    for (v, d, off) in self.each_part() {
-                        transpose_block(v, d, off, r0, r1, out, ld);
-                    }
-                }
+            // Blocks of rows in parallel; each returns its columns' sums of squared deviations,
+            // added below in block order.
+            let partials = par_ranges(self.blocks(), ROW_BLOCK * dz, |blocks| {
+                blocks
+                    .map(|b| {
+                        let (r0, r1) = (b * ROW_BLOCK, ((b + 1) * ROW_BLOCK).min(n));
+                        let mut ss = vec![0.0; dz];
+                        for (v, d, off) in self.each_part() {
+                            transpose_block(
+                                v,
+                                d,
+                                off,
+                                &means[off..off + d],
+                                r0,
+                                r1,
+                                out,
+                                ld,
+                                &mut ss[off..off + d],
+                            );
+                        }
+                        ss
+                    })
+                    .collect::<Vec<_>>()
             });
-            // Per row (in cache): mean, centring, sum of squares.
-            let mut moments = vec![0.0; 2 * dz];
-            let mo = SharedOut(moments.as_mut_ptr());
-            par_rows_mut(&mut zt[..dz * ld], ld, 3 * n, |first, rows| {
-                for (r, row) in rows.chunks_exact_mut(ld).enumerate() {
-                    let (m, ss) = centre_in_place(&mut row[..n]);
-                    // SAFETY: entries j and dz + j of `moments` (inside it) belong to row j,
-                    // which only this thread handles.
-                    unsafe {
-                        *mo.ptr().add(first + r) = m;
-                        *mo.ptr().add(dz + first + r) = ss / (n as f64 - 1.0);
-                    }
+            let mut var = vec![0.0; dz];
+            for ss in partials.into_iter().flatten() {
+                for (v, s) in var.iter_mut().zip(ss) {
+                    *v += s;
                 }
-            });
-            let var = moments.split_off(dz);
+            }
+            var.iter_mut().for_each(|v| *v /= n as f64 - 1.0);
             CentredT { zt, ld, var }
         }
     }

@@ -5,14 +5,16 @@
 //! full pass over memory, an allocation and often a single-threaded loop per op. So each tensor
 //! estimator first tries a fused path: when **no input tracks gradients** and every input is a
 //! contiguous **f64** tensor on the **CPU**, the value is computed by the loops here (one or two
-//! passes, split over candle's thread count, `RAYON_NUM_THREADS`), in f64 like the tensor path.
+//! passes, split over candle's thread pool, `RAYON_NUM_THREADS`), in f64 like the tensor path.
 //! Otherwise (a tracked input, f32, another device) the differentiable graph is built as before,
 //! so gradients are exactly those of the documented formulas.
 //!
 //! The fused paths compute the same quantities with the same conventions (floors, clamps, the
-//! regularisation); only the floating-point summation order differs (relative differences of
-//! order 1e-15). Work split over threads is reduced per row and the rows are then summed in order,
-//! so the result does not depend on the number of threads.
+//! regularisation, validation and error messages); what differs is rounding: the summation
+//! order, and `exp`/`ln` from [`vm`] (fdlibm's algorithms, < 1 ulp) instead of the C library's.
+//! The tests of each estimator compare both paths (relative differences of order 1e-15). Work
+//! split over threads is reduced per row (or per fixed block) and then summed in order, so the
+//! kernels' results do not depend on the number of threads.
 
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 use std::ops::Range;
@@ -58,8 +60,7 @@ macro_rules! simd_fn {
 pub(crate) use simd_fn;
 
 /// Below this much work (the callers' costs are rough nanosecond estimates, so ≈ 0.2 ms) a
-/// kernel runs on the calling thread: spawning a thread costs tens of microseconds, more on a
-/// busy machine.
+/// kernel runs on the calling thread: handing work to the pool costs tens of microseconds.
 const PAR_MIN_WORK: usize = 200_000;
 
 /// Threads to use: candle's count (`RAYON_NUM_THREADS`, else the number of CPUs).
@@ -85,6 +86,7 @@ pub(crate) fn cpu_f64<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f64]]) -> R) -> Opti
     {
         return None;
     }
+    // Read locks on the storages, held while `f` runs (as candle's own CPU ops do).
     let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
     let mut slices: Vec<&[f64]> = Vec::with_capacity(ts.len());
     for (g, l) in &guards {
@@ -119,8 +121,8 @@ fn all_finite_f32(v: &[f32]) -> bool {
     go(v)
 }
 
-/// `(finite, all_finite)` check of a CPU tensor of any float dtype without copying it; `None`
-/// when the tensor is not a contiguous f32/f64 CPU tensor.
+/// Whether every value of a contiguous f32/f64 CPU tensor is finite, read in place (no copy);
+/// `None` for any other tensor.
 pub(crate) fn tensor_all_finite(t: &Tensor) -> Option<bool> {
     let (g, l) = t.storage_and_layout();
     let (a, b) = l.contiguous_offsets()?;
@@ -132,7 +134,7 @@ pub(crate) fn tensor_all_finite(t: &Tensor) -> Option<bool> {
 }
 
 /// Splits `0..n` into contiguous ranges, one per thread when `n · cost` is large enough, runs
-/// `f` on each (in parallel) and returns the results in range order.
+/// `f` on each (in parallel, on candle's rayon pool) and returns the results in range order.
 pub(crate) fn par_ranges<R: Send>(
     n: usize,
     cost_per_item: usize,
@@ -147,18 +149,20 @@ pub(crate) fn par_ranges<R: Send>(
         return vec![f(0..n)];
     }
     let chunk = n.div_ceil(parts);
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (1..parts)
-            .map(|p| s.spawn(move || f(p * chunk..((p + 1) * chunk).min(n))))
-            .collect();
-        let mut out = Vec::with_capacity(parts);
-        out.push(f(0..chunk.min(n)));
-        for h in handles {
-            out.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-        }
-        out
-    })
+    let slots: Vec<std::sync::Mutex<Option<R>>> =
+        (0..parts).map(|_| std::sync::Mutex::new(None)).collect();
+    candle_core::cpu::kernels::par_for_each(parts, |p| {
+        let r = f((p * chunk).min(n)..((p + 1) * chunk).min(n));
+        *slots[p].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every part ran")
+        })
+        .collect()
 }
 
 /// `f(first_row, rows)` over row blocks of the row-major `out` (rows of `row_len` values), in
@@ -180,16 +184,15 @@ pub(crate) fn par_rows_mut(
         return;
     }
     let chunk = n.div_ceil(parts);
-    let f = &f;
-    std::thread::scope(|s| {
-        let mut blocks = out.chunks_mut(chunk * row_len).enumerate();
-        let first = blocks.next();
-        for (p, blk) in blocks {
-            s.spawn(move || f(p * chunk, blk));
-        }
-        if let Some((_, blk)) = first {
-            f(0, blk);
-        }
+    let blocks: Vec<std::sync::Mutex<(usize, &mut [f64])>> = out
+        .chunks_mut(chunk * row_len)
+        .enumerate()
+        .map(|(p, b)| std::sync::Mutex::new((p * chunk, b)))
+        .collect();
+    candle_core::cpu::kernels::par_for_each(blocks.len(), |p| {
+        let mut g = blocks[p].lock().unwrap_or_else(|e| e.into_inner());
+        let (first, ref mut rows) = *g;
+        f(first, rows);
     });
 }
 
@@ -208,9 +211,10 @@ pub(crate) fn scalar(v: f64) -> candle_core::Result<Tensor> {
 /// (NumPy uses SIMD implementations too).
 ///
 /// The algorithms are fdlibm's (`e_exp.c`, `e_log.c`, as in musl and glibc's reference code):
-/// Cody–Waite argument reduction and the same minimax polynomials, error below 1 ulp (tested
-/// against the C library). The AVX2 build evaluates the polynomials with fused multiply-adds,
-/// the baseline build with separate products; results may differ in the last bit.
+/// Cody–Waite argument reduction and the same minimax polynomials (fdlibm bounds their error
+/// below 1 ulp; the tests check every result within 1 ulp of the C library's). The AVX2 build
+/// evaluates the polynomials with fused multiply-adds, the baseline build with separate products;
+/// results may differ in the last bit.
 // The constants are fdlibm's, digit for digit.
 #[allow(clippy::excessive_precision)]
 pub(crate) mod vm {
@@ -514,22 +518,4 @@ pub(crate) fn max_lanes(v: &[f64]) -> f64 {
         max = max.max(x);
     }
     max
-}
-
-/// `Σ a_i²` with eight independent partial sums.
-#[inline(always)]
-pub(crate) fn sum_squares(a: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let ca = a.chunks_exact(8);
-    let ra = ca.remainder();
-    for x in ca {
-        for k in 0..8 {
-            acc[k] += x[k] * x[k];
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for x in ra {
-        s += x * x;
-    }
-    s
 }

@@ -13,6 +13,12 @@
 //! All logarithms are natural (nats). Every estimator either returns a well-defined value on
 //! degenerate input (documented on the function) or an [`InfoError`] naming the problem; none
 //! returns a silent NaN.
+//!
+//! Performance: the tensor estimators are differentiable compositions of candle ops. When an
+//! estimate is only read (its tensor inputs do not track gradients, are f64 and on the CPU), the
+//! Gaussian estimators, CLUB / CLUBSample, KL / JS (probability forms), the softmax bound and the
+//! soft MI with labels compute the same value with fused, multi-threaded loops instead (see
+//! `docs/benchmarks.md`); CLUB's fused estimate stays differentiable in q's parameters.
 
 pub mod club;
 pub mod discrete;

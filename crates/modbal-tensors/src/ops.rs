@@ -9,7 +9,10 @@
 //!   routes each output's gradient to the first arg-max of its window, as PyTorch does (candle
 //!   only has a backward when kernel == stride).
 //! * [`logdet`]: log det A for symmetric positive-definite A (Cholesky), with backward
-//!   ∂ log det A / ∂A = A⁻¹ (A symmetric). Needed by the Gaussian MI of CAL eq 10-12.
+//!   ∂ log det A / ∂A = A⁻¹ (A symmetric). Needed by the Gaussian MI of CAL eq 10-12. Its
+//!   building blocks are public for callers that assemble the matrix themselves (the Gaussian
+//!   estimators' graph-free path): [`cholesky_in_place`] (blocked, multi-threaded, reports the
+//!   first failing pivot) and [`gram_lower`] (the lower triangle of `A Aᵀ`).
 //! * [`softmax`], [`log_softmax`]: numerically stable compositions of differentiable ops
 //!   (`candle_nn::ops::softmax_last_dim` has no backward).
 //!
@@ -523,7 +526,13 @@ fn panel_rows(rows: &mut [f64], d: usize, k0: usize, lt: &[f64], b: usize) {
 /// matrix-product speed.
 pub fn cholesky_in_place(a: &mut [f64], d: usize) -> std::result::Result<(), usize> {
     assert_eq!(a.len(), d * d, "cholesky_in_place: buffer is not {d}x{d}");
-    let threads = rayon::current_num_threads();
+    // Small factorisations (≲ 1M multiply-adds) run on one thread: splitting them costs more
+    // than it saves.
+    let threads = if d < 160 {
+        1
+    } else {
+        rayon::current_num_threads()
+    };
     let mut lt = vec![0.0; CHOL_BLOCK * CHOL_BLOCK];
     let mut k0 = 0;
     while k0 < d {
@@ -541,8 +550,8 @@ pub fn cholesky_in_place(a: &mut [f64], d: usize) -> std::result::Result<(), usi
         }
         let lt = &lt[..b * b];
         let (_, bottom) = a.split_at_mut((k0 + b) * d);
-        // Enough rows per task to amortise the task overhead.
-        let rows_per_task = rest.div_ceil(threads).max(16);
+        // Enough rows per task to amortise the task overhead (≳ 64 rows of b²/2 each).
+        let rows_per_task = rest.div_ceil(threads).max(64);
         if rest <= rows_per_task {
             panel_rows(bottom, d, k0, lt, b);
         } else {
@@ -554,7 +563,8 @@ pub fn cholesky_in_place(a: &mut [f64], d: usize) -> std::result::Result<(), usi
         // column blocks: block [c0, c0+w) updates rows c0.. of those columns.
         let n_blocks = rest.div_ceil(256).clamp(1, 8).min(rest.div_ceil(32));
         let w_blk = rest.div_ceil(n_blocks);
-        let parallelism = if threads > 1 {
+        // The last, small updates (≲ 1M multiply-adds) on one thread.
+        let parallelism = if threads > 1 && rest * rest * b / 2 >= 1 << 20 {
             gemm::Parallelism::Rayon(threads)
         } else {
             gemm::Parallelism::None
@@ -638,8 +648,17 @@ pub fn gram_lower_into(a: &[f64], rows: usize, k: usize, ld: usize, c: &mut [f64
         c.len() >= rows * rows,
         "gram_lower: output buffer too small"
     );
-    let threads = rayon::current_num_threads().max(1);
-    let n_panels = (rows / 32).clamp(1, 16);
+    // Below ~16M multiply-adds (≈ 0.7 ms) one thread is faster than splitting the work.
+    let work = rows * rows * k / 2;
+    let threads = if work < 16 << 20 {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    };
+    // Panels of about 32 columns (at most 32 panels): narrow panels waste little of the upper
+    // triangle, and were measured faster than wider ones even though the rows below each panel
+    // are packed once per panel.
+    let n_panels = rows.div_ceil(32).clamp(1, 32);
     let w_pan = rows.div_ceil(n_panels).max(1);
     let panels: Vec<(usize, usize)> = (0..rows)
         .step_by(w_pan)
@@ -674,11 +693,25 @@ pub fn gram_lower_into(a: &[f64], rows: usize, k: usize, ld: usize, c: &mut [f64
             );
         }
     };
-    if threads > 1 && panels.len() >= 2 * threads {
-        // Largest panels first, so that the work-stealing balances.
-        panels
-            .par_iter()
-            .for_each(|&p| panel(p, gemm::Parallelism::None));
+    if threads > 1 && panels.len() >= threads {
+        // One group of panels per thread, balanced by work (≈ rows below × width), each panel
+        // by a single-threaded gemm call; largest first, to the least loaded group.
+        let mut groups: Vec<(usize, Vec<(usize, usize)>)> = vec![(0, Vec::new()); threads];
+        let mut order = panels.clone();
+        order.sort_by_key(|&(i0, w)| std::cmp::Reverse((rows - i0) * w));
+        for p in order {
+            let g = groups
+                .iter_mut()
+                .min_by_key(|g| g.0)
+                .expect("at least one group");
+            g.0 += (rows - p.0) * p.1;
+            g.1.push(p);
+        }
+        groups.par_iter().for_each(|(_, ps)| {
+            for &p in ps {
+                panel(p, gemm::Parallelism::None);
+            }
+        });
     } else {
         let par = if threads > 1 {
             gemm::Parallelism::Rayon(threads)
