@@ -53,3 +53,71 @@ bench-estimators:
         echo "python3 cannot import numpy: no NumPy comparison, modbal timings only (pip install numpy to compare)"
         python3 bench/compare.py --criterion "$out"
     fi
+
+# Loader throughput on CREMA-D-shaped data (257×188 spectrogram + 3 JPEG frames 224×224 per
+# clip, training transform) against the time of one ResNet18 audio-visual training step at the
+# same batch size; says whether the loader is the bottleneck. Source: examples/bench_loader.rs.
+bench-loader *ARGS:
+    cargo run --release --example bench_loader -- {{ARGS}}
+
+# GPU-sized (days on 2 CPU cores); e.g. `just table-real crema-d /data/crema-d-prepared concat 58.83`.
+# Every run is a normal run directory under runs/table-<dataset>-<method>-<time>/.
+# Seeds' table of one method on a real dataset: our test accuracy next to the paper's number.
+table-real DATASET ROOT METHOD="concat" PAPER="-" SEEDS="0 1 2" *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out="runs/table-{{DATASET}}-{{METHOD}}-$(date +%Y%m%d-%H%M%S)"
+    for s in {{SEEDS}}; do
+        cargo run --release -- train --dataset {{DATASET}} --method {{METHOD}} --seed "$s" \
+            --set "dataset.root=\"{{ROOT}}\"" --out "$out" --no-progress {{ARGS}}
+    done
+    echo
+    echo "{{METHOD}} on {{DATASET}}: test fusion accuracy (model selected on validation)"
+    printf '%-28s %10s\n' run test_acc
+    accs=()
+    for d in "$out"/*/; do
+        a=$(sed -n '/"test"/,$p' "$d/summary.json" | grep -m1 '"fusion_acc"' | tr -dc '0-9.')
+        accs+=("$a")
+        printf '%-28s %10.4f\n' "$(basename "$d")" "$a"
+    done
+    printf '%s\n' "${accs[@]}" | awk -v paper="{{PAPER}}" '{s+=$1; q+=$1*$1; n++} END {m=s/n; sd=(n>1)?sqrt((q-n*m*m)/(n-1)):0; printf "ours: %.2f ± %.2f %% (%d seeds)   paper: %s %%\n", 100*m, 100*sd, n, paper}'
+
+# Results table: every method of modbal::methods::METHOD_NAMES (unimodal once per modality) ×
+# seeds on DATASET → docs/results/<dataset>.md: test fusion accuracy selected on validation
+# (mean ± std over seeds), per-modality accuracy, macro F1, discrepancy ratio, wall time, and the
+# runs' learning-curve and mechanism plots (copied to docs/results/plots/). Hours on 2 CPU cores.
+# Finished runs in OUT are reused, interrupted ones resumed. Each parameter also reads the
+# environment: EPOCHS=1 SEEDS=0 METHODS=concat,cal DOC=/tmp/t.md just table-synth
+table-synth EPOCHS=env_var_or_default("EPOCHS", "12") SEEDS=env_var_or_default("SEEDS", "0,1,2") METHODS=env_var_or_default("METHODS", "all") DATASET=env_var_or_default("DATASET", "synth-av") OUT=env_var_or_default("OUT", "runs/tables") DOC=env_var_or_default("DOC", ""):
+    cargo run --release --example table_synth -- synth --epochs {{EPOCHS}} --seeds {{SEEDS}} --methods {{METHODS}} --dataset {{DATASET}} --out {{OUT}} {{ if DOC != "" { "--doc " + DOC } else { "" } }}
+
+# Robustness table (CAL §4.3): METHODS (default concat,cal) × seeds, salt-pepper and Gaussian
+# noise at several ε, on the test split only (the clean runs' selected models re-evaluated) and on
+# train+test (one run per setting) → docs/results/<dataset>-robust.md. ε conventions:
+# crates/modbal-data/src/noise.rs. E.g. EPOCHS=1 SEEDS=0 SP=0.1 GAUSS=1 DOC=/tmp/r.md just table-robust
+table-robust EPOCHS=env_var_or_default("EPOCHS", "12") SEEDS=env_var_or_default("SEEDS", "0,1,2") METHODS=env_var_or_default("METHODS", "concat,cal") SP=env_var_or_default("SP", "0.05,0.1,0.2") GAUSS=env_var_or_default("GAUSS", "0.5,1.5,3") PROTOCOLS=env_var_or_default("PROTOCOLS", "test,train+test") DATASET=env_var_or_default("DATASET", "synth-av") OUT=env_var_or_default("OUT", "runs/tables") DOC=env_var_or_default("DOC", ""):
+    cargo run --release --example table_synth -- robust --epochs {{EPOCHS}} --seeds {{SEEDS}} --methods {{METHODS}} --salt-pepper {{SP}} --gaussian {{GAUSS}} --protocols {{PROTOCOLS}} --dataset {{DATASET}} --out {{OUT}} {{ if DOC != "" { "--doc " + DOC } else { "" } }}
+
+# Prepare a raw audio-visual dataset (crema-d, kinetics-sounds, ave, vggsound) for training:
+# spectrogram .npy files, 1 fps frames, split lists, manifest.json. Layouts: datasets/<name>/README.md.
+# Exit status 3 = finished, but some clips were skipped (listed in OUT/manifest.json).
+prepare DATASET RAW OUT *ARGS:
+    cargo run --release -- prepare {{DATASET}} --raw {{RAW}} --out {{OUT}} {{ARGS}}
+
+# Training-step time of the reference workloads (small-cnn, conv4-pair, resnet18-av, mlp-pair)
+# for modbal and PyTorch eager, both at THREADS threads, run interleaved (A B A B), with the
+# modbal/PyTorch ratio table. Results and method: docs/benchmarks.md. PyTorch is optional; the
+# CPU-only wheel avoids several GB of CUDA libraries:
+#   pip install torch --index-url https://download.pytorch.org/whl/cpu
+bench-vs-torch THREADS="2" ROUNDS="2":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release --bin modbal
+    bin="${CARGO_TARGET_DIR:-target}/release/modbal"
+    if python3 -c 'import torch' 2>/dev/null; then
+        echo "PyTorch $(python3 -c 'import torch; print(torch.__version__)'): timing both sides..."
+        python3 bench/step_compare.py --modbal "$bin" --threads {{THREADS}} --rounds {{ROUNDS}}
+    else
+        echo "python3 cannot import torch: modbal timings only (CPU wheel: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
+        python3 bench/step_compare.py --modbal "$bin" --threads {{THREADS}} --rounds 1 --no-torch
+    fi

@@ -56,10 +56,10 @@ fn udi_runs_stages_logs_and_chooses_the_stronger_anchor() {
     assert_eq!(
         stages,
         [
-            "unimodal:0",
-            "unimodal:0",
-            "unimodal:1",
-            "unimodal:1",
+            "unimodal:audio",
+            "unimodal:audio",
+            "unimodal:visual",
+            "unimodal:visual",
             "follower",
             "follower"
         ]
@@ -314,14 +314,50 @@ fn bad_options_are_named() {
 #[test]
 fn stage_plan() {
     let c = UdiConfig::default();
-    assert_eq!(c.plan(6), [2, 2, 2]);
-    assert_eq!(c.plan(7), [2, 2, 3]);
-    assert_eq!(c.plan(8), [2, 3, 3]);
+    assert_eq!(c.plan(6, 2), [2, 2, 2]);
+    assert_eq!(c.plan(7, 2), [2, 2, 3]);
+    assert_eq!(c.plan(8, 2), [2, 3, 3]);
+    // Three modalities: 5 stages (3 unimodal, 2 follower).
+    assert_eq!(c.plan(7, 3), [1, 1, 1, 2, 2]);
+    assert_eq!(c.plan(10, 3), [2, 2, 2, 2, 2]);
     let c = UdiConfig {
         stage_epochs: vec![5, 3, 4],
         ..Default::default()
     };
-    assert_eq!(c.plan(12), [5, 3, 4]);
+    assert_eq!(c.plan(12, 2), [5, 3, 4]);
+    assert!(c.check_plan(2).is_ok());
+    let e = c.check_plan(3).unwrap_err().to_string();
+    assert!(e.contains("stage_epochs") && e.contains("5 entries"), "{e}");
+    // The stage names come from the model's modalities (Method::stages sees them).
+    let udi = Udi::new(UdiConfig::default()).unwrap();
+    let names = |mods: &[&str]| -> Vec<(String, usize)> {
+        let mods: Vec<String> = mods.iter().map(|m| m.to_string()).collect();
+        udi.stages(7, &mods)
+            .into_iter()
+            .map(|s| (s.name, s.epochs))
+            .collect()
+    };
+    let want = |v: &[(&str, usize)]| -> Vec<(String, usize)> {
+        v.iter().map(|(n, e)| (n.to_string(), *e)).collect()
+    };
+    assert_eq!(
+        names(&["audio", "visual"]),
+        want(&[
+            ("unimodal:audio", 2),
+            ("unimodal:visual", 2),
+            ("follower", 3)
+        ])
+    );
+    assert_eq!(
+        names(&["visual", "text", "audio"]),
+        want(&[
+            ("unimodal:visual", 1),
+            ("unimodal:text", 1),
+            ("unimodal:audio", 1),
+            ("follower:1", 2),
+            ("follower:2", 2)
+        ])
+    );
 }
 
 // predict: mean of the modalities' probabilities, returned as its log (closed form).
@@ -371,20 +407,16 @@ fn tiny_model() -> modbal::encoders::MultimodalNet {
 }
 
 // Appendix A.2, eq 26-27: three modalities, ordered a, b, c; follower stage 2 trains c guided by
-// a and b, which stay bit-identical; the plan needs the modalities listed.
+// a and b, which stay bit-identical. The plan is made for the model's three modalities without
+// listing them; a resume inside the last follower stage is exact.
 #[test]
 fn three_modalities_follow_the_sequential_extension() {
     let dir = tempfile::tempdir().unwrap();
-    let base = common::small_vec(dir.path(), 0, 5)
+    let cfg = common::small_vec(dir.path(), 0, 5)
         .with_overrides(&[
             "dataset.third_modality=true".into(),
             "method.name=udi".into(),
         ])
-        .unwrap();
-    let e = train(&base, &common::quiet()).unwrap_err().to_string();
-    assert!(e.contains("method.modalities"), "{e}");
-    let cfg = base
-        .with_overrides(&["method.modalities=[\"audio\", \"visual\", \"text\"]".into()])
         .unwrap();
     let step = |n| TrainOptions {
         quiet: true,
@@ -504,4 +536,99 @@ fn resume_at_the_stage_boundary_is_exact() {
     let b = std::fs::read_to_string(cut.run_dir.join("metrics.jsonl")).unwrap();
     assert!(a.contains("\"follower\""));
     assert_eq!(a, b);
+}
+
+// The CLUB q-network (parameters and Adam moments) travels in checkpoints/last/method.safetensors:
+// a run stopped inside the follower stage and resumed is byte-identical to an uninterrupted one.
+// Control: the same resume with the q-network dropped from the checkpoint (a fresh q, as before
+// q was checkpointed) gives different metrics, so the equality is not vacuous.
+#[test]
+fn resume_inside_the_follower_stage_is_exact() {
+    for q_update in ["before_estimate", "after_step"] {
+        let opt = format!("q_update=\"{q_update}\"");
+        let (d1, d2, d3) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        // plan 2/2/2: epochs 4 and 5 are the follower stage; stop after epoch 4 (its first).
+        let full = common::train(&udi_cfg(d1.path(), 3, 6, &[&opt]));
+        let stop = |dir: &Path| {
+            train(
+                &udi_cfg(dir, 3, 6, &[&opt]),
+                &TrainOptions {
+                    quiet: true,
+                    stop_after: Some(5),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let cut = stop(d2.path());
+        assert!(cut.summary.is_none());
+        let last = cut.run_dir.join("checkpoints/last");
+        let saved = candle_core::safetensors::load(last.join("method.safetensors"), &Device::Cpu)
+            .expect("the follower stage's q-network is checkpointed");
+        let mut keys: Vec<&String> = saved.keys().collect();
+        keys.sort();
+        eprintln!("{q_update}: method.safetensors holds {keys:?}");
+        assert!(keys.iter().any(|k| k.starts_with("q0.param.club.mu")));
+        assert!(keys.iter().any(|k| k.starts_with("q0.opt.")));
+        resume(&cut.run_dir, &common::quiet()).unwrap();
+        let a = std::fs::read_to_string(full.run_dir.join("metrics.jsonl")).unwrap();
+        let b = std::fs::read_to_string(cut.run_dir.join("metrics.jsonl")).unwrap();
+        assert_eq!(a.lines().count(), 12);
+        assert_eq!(
+            a, b,
+            "{q_update}: resumed run differs from the uninterrupted one"
+        );
+        let sa = std::fs::read_to_string(full.run_dir.join("summary.json")).unwrap();
+        let sb = std::fs::read_to_string(cut.run_dir.join("summary.json")).unwrap();
+        let test = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["test"].clone();
+        assert_eq!(test(&sa), test(&sb));
+
+        // Control: drop q from the checkpoint; the resumed follower epoch must differ.
+        let ctl = stop(d3.path());
+        let last = ctl.run_dir.join("checkpoints/last");
+        std::fs::remove_file(last.join("method.safetensors")).unwrap();
+        let sp = last.join("state.json");
+        let mut st: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&sp).unwrap()).unwrap();
+        st["method"]["q_networks"] = serde_json::json!([]);
+        std::fs::write(&sp, st.to_string()).unwrap();
+        resume(&ctl.run_dir, &common::quiet()).unwrap();
+        let c = std::fs::read_to_string(ctl.run_dir.join("metrics.jsonl")).unwrap();
+        assert_eq!(
+            a.lines().take(10).collect::<Vec<_>>(),
+            c.lines().take(10).collect::<Vec<_>>()
+        );
+        assert_ne!(
+            a, c,
+            "{q_update}: a fresh q-network should change the last follower epoch"
+        );
+    }
+}
+
+// A checkpoint that names a q-network but lacks its tensors is a clear error, not a silent
+// fresh q.
+#[test]
+fn missing_q_network_tensors_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cut = train(
+        &udi_cfg(dir.path(), 1, 4, &[]), // plan 1/1/2
+        &TrainOptions {
+            quiet: true,
+            stop_after: Some(3),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    std::fs::remove_file(cut.run_dir.join("checkpoints/last/method.safetensors")).unwrap();
+    let e = resume(&cut.run_dir, &common::quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("q-network") && e.contains("method.safetensors"),
+        "{e}"
+    );
 }

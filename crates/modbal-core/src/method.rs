@@ -131,8 +131,12 @@ pub trait Method: Send {
 
     // ---- schedule -----------------------------------------------------------------------
 
-    /// The stages of the run; their epochs must add up to `epochs`. Default: one stage.
-    fn stages(&self, epochs: usize) -> Vec<StageSpec> {
+    /// The stages of the run; their epochs must add up to `epochs` (the trainer checks). Called
+    /// once the model is built, with the model's modalities in input order (after a method's own
+    /// selection, e.g. `method.modalities`), so a per-modality schedule (UDI: one unimodal stage
+    /// per modality, then M − 1 follower stages) can be planned for the real modality count.
+    /// Default: one stage `train`.
+    fn stages(&self, epochs: usize, _modalities: &[String]) -> Vec<StageSpec> {
         vec![StageSpec {
             name: "train".into(),
             epochs,
@@ -313,6 +317,23 @@ pub trait Method: Send {
         serde_json::Value::Null
     }
     fn load_state(&mut self, _state: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+
+    /// Method-owned tensors that the JSON [`Method::state`] should not carry: the parameters and
+    /// optimizer moments of auxiliary networks (UDI's CLUB q-networks), by unique name. The
+    /// trainer writes them to `checkpoints/last/method.safetensors` (only when there are any)
+    /// and, on resume, passes them to [`Method::load_state_tensors`] right after
+    /// [`Method::load_state`], so the auxiliary networks continue exactly where they were. They
+    /// are not part of the best-model snapshot (`predict` must not depend on them). Default:
+    /// none.
+    fn state_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
+        Ok(BTreeMap::new())
+    }
+
+    /// Restore what [`Method::state_tensors`] returned (already on the run's device). Called on
+    /// resume, after [`Method::load_state`], with an empty map when the checkpoint has none.
+    fn load_state_tensors(&mut self, _tensors: &BTreeMap<String, Tensor>) -> Result<()> {
         Ok(())
     }
 }

@@ -23,6 +23,17 @@ pub trait Dataset: Send + Sync {
     fn num_classes(&self) -> usize;
     /// Sample `i` (`i < len()`), or an error naming the sample and the problem.
     fn get(&self, i: usize) -> Result<Sample>;
+    /// Samples `ids`, in order. The default calls [`Dataset::get`] one after the other; loaders
+    /// that decode files override it to decode on several threads (the result must not depend
+    /// on the number of threads).
+    fn get_many(&self, ids: &[usize]) -> Result<Vec<Sample>> {
+        ids.iter().map(|&i| self.get(i)).collect()
+    }
+    /// Called by the trainer before each training epoch with the run seed: datasets with
+    /// random augmentation derive each sample's generator from `(seed, epoch, index)`, so an
+    /// epoch's batches do not depend on thread timing and a resumed run sees the same
+    /// augmentations as an uninterrupted one. Default: nothing (no augmentation).
+    fn set_epoch(&self, _seed: u64, _epoch: usize) {}
 }
 
 /// The three splits of a benchmark.
@@ -221,14 +232,30 @@ impl Dataset for ModalitySelect {
         self.inner.num_classes()
     }
     fn get(&self, i: usize) -> Result<Sample> {
-        let mut s = self.inner.get(i)?;
+        Ok(self.pick(self.inner.get(i)?))
+    }
+    fn get_many(&self, ids: &[usize]) -> Result<Vec<Sample>> {
+        Ok(self
+            .inner
+            .get_many(ids)?
+            .into_iter()
+            .map(|s| self.pick(s))
+            .collect())
+    }
+    fn set_epoch(&self, seed: u64, epoch: usize) {
+        self.inner.set_epoch(seed, epoch)
+    }
+}
+
+impl ModalitySelect {
+    fn pick(&self, mut s: Sample) -> Sample {
         let mut inputs = Vec::with_capacity(self.keep.len());
         for &k in &self.keep {
             inputs.push(std::mem::take(&mut s.inputs[k]));
         }
-        Ok(Sample {
+        Sample {
             inputs,
             label: s.label,
-        })
+        }
     }
 }

@@ -9,8 +9,11 @@
 
 pub mod dataset;
 pub mod loader;
+pub mod noise;
 pub mod npy;
+pub mod real;
 pub mod synth;
+pub mod vision;
 
 pub use dataset::{Dataset, InMemoryDataset, ModalitySelect, Sample, Splits};
 pub use loader::DataLoader;

@@ -20,8 +20,14 @@ pub fn make_batch(ds: &dyn Dataset, ids: &[usize]) -> Result<Batch> {
         .map(|s| Vec::with_capacity(ids.len() * s.iter().product::<usize>()))
         .collect();
     let mut labels = Vec::with_capacity(ids.len());
-    for &i in ids {
-        let s = ds.get(i)?;
+    if let Some(&bad) = ids.iter().find(|&&i| i >= ds.len()) {
+        return Err(ModbalError::Data(format!(
+            "sample index {bad} out of range (len {})",
+            ds.len()
+        )));
+    }
+    let samples = ds.get_many(ids)?;
+    for (&i, s) in ids.iter().zip(samples) {
         if s.inputs.len() != shapes.len() {
             return Err(ModbalError::Data(format!(
                 "sample {i} has {} modalities, dataset declares {}",

@@ -163,6 +163,56 @@ fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
     })
 }
 
+/// The dtype (`descr`, e.g. `"<f4"`) and shape of a `.npy` file, reading only its header
+/// (used to check thousands of spectrogram files without loading them).
+pub fn read_npy_header(path: &Path) -> Result<(String, Vec<usize>)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| ModbalError::io("opening", path, e))?;
+    let mut head = vec![0u8; 12];
+    let n = f
+        .read(&mut head)
+        .map_err(|e| ModbalError::io("reading", path, e))?;
+    if n < 10 || &head[..6] != b"\x93NUMPY" {
+        return Err(bad(path, "not a .npy file (bad magic)"));
+    }
+    let (hlen, off) = match head[6] {
+        1 => (u16::from_le_bytes([head[8], head[9]]) as usize, 10),
+        2 | 3 if n >= 12 => (
+            u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
+            12,
+        ),
+        v => return Err(bad(path, format!("unsupported .npy version {v}"))),
+    };
+    let mut buf = head[..n].to_vec();
+    buf.resize(off + hlen, 0);
+    f.read_exact(&mut buf[n..])
+        .map_err(|_| bad(path, "truncated header"))?;
+    let header = std::str::from_utf8(&buf[off..]).map_err(|_| bad(path, "header is not UTF-8"))?;
+    let descr = header_field(header, "descr")
+        .ok_or_else(|| bad(path, format!("header without 'descr': {header}")))?
+        .trim_matches(|c| c == '\'' || c == '"')
+        .to_string();
+    if header_field(header, "fortran_order").is_some_and(|v| v.starts_with("True")) {
+        return Err(bad(
+            path,
+            "Fortran-order arrays are not supported (save with np.ascontiguousarray)",
+        ));
+    }
+    let shape_txt =
+        header_field(header, "shape").ok_or_else(|| bad(path, "header without 'shape'"))?;
+    let shape = shape_txt
+        .trim_matches(|c| c == '(' || c == ')')
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| bad(path, format!("bad shape {shape_txt}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((descr, shape))
+}
+
 /// Element types [`write_npy`] can store.
 pub trait NpyElement: Copy {
     const DESCR: &'static str;

@@ -40,4 +40,9 @@ impl ConvBn {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.bn.forward_t(&self.conv.forward(x)?, train)
     }
+
+    /// `ReLU(BN(conv(x)))` (batch norm and ReLU fused in training mode).
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_relu_t(&self.conv.forward(x)?, train)
+    }
 }

@@ -70,7 +70,7 @@ impl Encoder for Conv4Encoder {
         }
         let mut h = x.clone();
         for (i, block) in self.blocks.iter().enumerate() {
-            h = block.forward_t(&h, train)?.relu()?;
+            h = block.forward_relu_t(&h, train)?;
             if i < 3 {
                 h = ops::max_pool2d(&h, 2, 2, 0)?;
             }

@@ -12,20 +12,29 @@
 //! | [`EncoderConfig::SmallCnn`] | `[C, H, W]` | `[B, C, H', W']` | `[B, channels.last()]` |
 //! | [`EncoderConfig::ResNet18`], `frames_pooling = false` | `[C, H, W]` | `[B, C, H', W']` | `[B, 512]` |
 //! | [`EncoderConfig::ResNet18`], `frames_pooling = true` | `[C, T, H, W]` | `[B, C, T', H', W']` | `[B, 512]` |
+//! | [`EncoderConfig::ResNet18Pretrained`] | as `ResNet18` | as `ResNet18` | `[B, 512]` |
+//! | [`EncoderConfig::Bert`] | `[L]` token ids (floats, `[PAD]` = 0) | `[B, L]` | `[B, hidden_size]` |
+//! | [`EncoderConfig::BiGru`] | `[L]` GloVe ids (with `glove`) or `[L, D]` vectors | `[B, L]` / `[B, L, D]` | `[B, H]` (mean) or `[B, 2H]` (last) |
+//! | [`EncoderConfig::SeqTransformer`] | `[T, F]` | `[B, T', F]` | `[B, d_model]` |
 //!
 //! The convolutional encoders end in a global average pool, so the spatial size (and the number
 //! of frames) at forward time may differ from the build shape; the rank and the channel count
 //! may not. Every shape error names the expected and the actual shape.
 
+use crate::bert::BertPooling;
 use crate::conv4::Conv4Encoder;
 use crate::error::{config_err, Result};
+use crate::gru::GruPooling;
 use crate::mlp::MlpEncoder;
+use crate::pretrained::WeightsSource;
 use crate::resnet::ResNet18Encoder;
+use crate::seq_transformer::SeqTransformerConfig;
 use crate::small_cnn::SmallCnnEncoder;
 use candle_core::{DType, Tensor};
 use modbal_tensors::{ParamBuilder, SeededRng};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::PathBuf;
 
 /// A modality encoder: `[B, ...] -> [B, out_dim]`. Object safe.
 pub trait Encoder: Send + Sync + fmt::Debug {
@@ -47,8 +56,9 @@ pub trait Encoder: Send + Sync + fmt::Debug {
 /// kind = "conv4"
 /// channels = [32, 64, 128, 256]   # default
 /// ```
-/// `kind` is one of `"mlp"`, `"conv4"`, `"resnet18"`, `"small_cnn"`; every other field has the
-/// default documented on it and may be left out.
+/// `kind` is one of `"mlp"`, `"conv4"`, `"resnet18"`, `"small_cnn"`, `"bert"`,
+/// `"resnet18_pretrained"`, `"bigru"`, `"seq_transformer"`; every other field has the default
+/// documented on it and may be left out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EncoderConfig {
@@ -83,6 +93,90 @@ pub enum EncoderConfig {
         #[serde(default = "default_small_cnn_channels")]
         channels: Vec<usize>,
     },
+    /// A trainable BERT ([`crate::bert`]) on token ids `[L]` (padding id from `config.json`),
+    /// `config.json` and `model.safetensors` resolved from `weights` or the local Hugging Face
+    /// cache ([`crate::pretrained`]). Output `[B, hidden_size]`.
+    Bert {
+        /// Hub repository. Default `bert-base-uncased`.
+        #[serde(default = "default_bert_repo")]
+        repo: String,
+        /// Revision in the local cache. Default `main`.
+        #[serde(default = "crate::pretrained::default_revision")]
+        revision: String,
+        /// Directory with `config.json` and `model.safetensors` (searched before the cache).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weights: Option<PathBuf>,
+        /// Load the weights (`true`, default) or keep the random initialisation.
+        #[serde(default = "default_true")]
+        pretrained: bool,
+        /// Feature pooling. Default `pooler`.
+        #[serde(default)]
+        pooling: BertPooling,
+    },
+    /// [`EncoderConfig::ResNet18`] with ImageNet weights ([`crate::resnet_pretrained`]): stem
+    /// adapted to 1 channel (sum of the RGB filters) or 2+ (mean, replicated).
+    #[serde(rename = "resnet18_pretrained")]
+    ResNet18Pretrained {
+        /// As in [`EncoderConfig::ResNet18`]. Default `false`.
+        #[serde(default)]
+        frames_pooling: bool,
+        /// Hub repository. Default `timm/resnet18.tv_in1k` (torchvision's weights).
+        #[serde(default = "default_resnet18_repo")]
+        repo: String,
+        /// Revision in the local cache. Default `main`.
+        #[serde(default = "crate::pretrained::default_revision")]
+        revision: String,
+        /// Directory with `model.safetensors` (searched before the cache).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weights: Option<PathBuf>,
+    },
+    /// IBML's text encoder: (GloVe embeddings +) bidirectional GRU ([`crate::gru`]). With
+    /// `glove`, input token ids `[L]` (ids of [`crate::glove::GloveTable`]); without, embedded
+    /// vectors `[L, D]`.
+    #[serde(rename = "bigru")]
+    BiGru {
+        /// A `glove.*.txt` file. Default none (embedded input).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        glove: Option<PathBuf>,
+        /// Keep the first `max_words` GloVe words (0 = all). Default 0.
+        #[serde(default)]
+        max_words: usize,
+        /// Train the embedding table (default `false`: frozen, as IBML intends).
+        #[serde(default)]
+        trainable_embeddings: bool,
+        /// GRU width per direction. Default 512 (IBML).
+        #[serde(default = "default_gru_hidden")]
+        hidden: usize,
+        /// Default `mean` (IBML).
+        #[serde(default)]
+        pooling: GruPooling,
+    },
+    /// The MulT-style sequence Transformer of CMU-MOSEI ([`crate::seq_transformer`]) on
+    /// `[T, F]` sequences; output `[B, d_model]` (last time step).
+    SeqTransformer {
+        /// Hyper-parameters; every field defaults to MulT's value.
+        #[serde(default)]
+        transformer: SeqTransformerConfig,
+    },
+}
+
+/// Default hub repository of [`EncoderConfig::Bert`]: `bert-base-uncased`.
+pub fn default_bert_repo() -> String {
+    "bert-base-uncased".into()
+}
+
+/// Default hub repository of [`EncoderConfig::ResNet18Pretrained`].
+pub fn default_resnet18_repo() -> String {
+    crate::resnet_pretrained::DEFAULT_RESNET18_REPO.into()
+}
+
+/// Default GRU width of [`EncoderConfig::BiGru`]: 512 (IBML's `embed_size`).
+pub fn default_gru_hidden() -> usize {
+    512
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Default hidden widths of [`EncoderConfig::Mlp`]: `[256]`.
@@ -131,6 +225,10 @@ impl EncoderConfig {
             EncoderConfig::Conv4 { .. } => "conv4",
             EncoderConfig::ResNet18 { .. } => "resnet18",
             EncoderConfig::SmallCnn { .. } => "small_cnn",
+            EncoderConfig::Bert { .. } => "bert",
+            EncoderConfig::ResNet18Pretrained { .. } => "resnet18_pretrained",
+            EncoderConfig::BiGru { .. } => "bigru",
+            EncoderConfig::SeqTransformer { .. } => "seq_transformer",
         }
     }
 
@@ -195,6 +293,53 @@ impl EncoderConfig {
                     "resnet18 encoder with frames_pooling = true expects a per-sample input shape [C, T, H, W], got {input_shape:?}"
                 )),
             },
+            EncoderConfig::ResNet18Pretrained { frames_pooling, .. } => EncoderConfig::ResNet18 {
+                frames_pooling: *frames_pooling,
+            }
+            .validate(input_shape),
+            EncoderConfig::Bert {
+                repo,
+                revision,
+                weights,
+                ..
+            } => {
+                let source = WeightsSource {
+                    repo: repo.clone(),
+                    revision: revision.clone(),
+                    weights: weights.clone(),
+                };
+                let cfg = crate::bert::BertConfig::from_file(&source.resolve("config.json")?)?;
+                crate::bert::check_text_shape(input_shape, cfg.max_position_embeddings)?;
+                Ok(cfg.hidden_size)
+            }
+            EncoderConfig::BiGru {
+                glove,
+                hidden,
+                pooling,
+                ..
+            } => {
+                if *hidden == 0 {
+                    return config_err("bigru encoder: hidden is 0");
+                }
+                match (glove.is_some(), input_shape.len()) {
+                    (true, 1) | (false, 2) => {}
+                    (true, _) => {
+                        return config_err(format!(
+                            "bigru encoder with a GloVe file expects token ids [L], got {input_shape:?}"
+                        ))
+                    }
+                    (false, _) => {
+                        return config_err(format!(
+                            "bigru encoder without a GloVe file expects embedded input [L, D], got {input_shape:?}"
+                        ))
+                    }
+                }
+                Ok(match pooling {
+                    GruPooling::Mean => *hidden,
+                    GruPooling::Last => 2 * hidden,
+                })
+            }
+            EncoderConfig::SeqTransformer { transformer } => transformer.validate(input_shape),
         }
     }
 
@@ -223,6 +368,76 @@ impl EncoderConfig {
             }
             EncoderConfig::SmallCnn { channels } => {
                 Box::new(SmallCnnEncoder::new(pb, input_shape, channels, rng)?)
+            }
+            EncoderConfig::Bert {
+                repo,
+                revision,
+                weights,
+                pretrained,
+                pooling,
+            } => {
+                let source = WeightsSource {
+                    repo: repo.clone(),
+                    revision: revision.clone(),
+                    weights: weights.clone(),
+                };
+                Box::new(crate::bert::BertEncoder::from_source(
+                    pb,
+                    &source,
+                    *pretrained,
+                    *pooling,
+                    input_shape,
+                    rng,
+                )?)
+            }
+            EncoderConfig::ResNet18Pretrained {
+                frames_pooling,
+                repo,
+                revision,
+                weights,
+            } => {
+                let source = WeightsSource {
+                    repo: repo.clone(),
+                    revision: revision.clone(),
+                    weights: weights.clone(),
+                };
+                Box::new(crate::resnet_pretrained::pretrained_resnet18(
+                    pb,
+                    input_shape,
+                    *frames_pooling,
+                    &source,
+                    rng,
+                )?)
+            }
+            EncoderConfig::BiGru {
+                glove,
+                max_words,
+                trainable_embeddings,
+                hidden,
+                pooling,
+            } => {
+                self.validate(input_shape)?;
+                let table = match glove {
+                    Some(p) => Some(crate::glove::GloveTable::from_file(p, *max_words)?),
+                    None => None,
+                };
+                Box::new(crate::gru::BiGruEncoder::new(
+                    pb,
+                    input_shape,
+                    table.as_ref(),
+                    *trainable_embeddings,
+                    *hidden,
+                    *pooling,
+                    rng,
+                )?)
+            }
+            EncoderConfig::SeqTransformer { transformer } => {
+                Box::new(crate::seq_transformer::SeqTransformerEncoder::new(
+                    pb,
+                    input_shape,
+                    transformer,
+                    rng,
+                )?)
             }
         })
     }

@@ -7,6 +7,11 @@
 //! | [`Conv4Encoder`] | the Colored-and-Gray-MNIST 4-conv encoder |
 //! | [`ResNet18Encoder`] | torchvision-layout ResNet18, any input channels and H×W, optional `T`-frame pooling (OGM-GE) |
 //! | [`SmallCnnEncoder`] | light CNN for the synthetic benchmark |
+//! | [`BertEncoder`], [`WordPieceTokenizer`] | trainable BERT loading Hugging Face safetensors; WordPiece from `tokenizer.json` / `vocab.txt` |
+//! | [`resnet_pretrained`] | ImageNet ResNet18 weights (torchvision / timm names), stem adapted to 1 or 2 channels |
+//! | [`BiGruEncoder`], [`GloveTable`] | IBML's GloVe + bidirectional GRU text encoder |
+//! | [`SeqTransformerEncoder`] | MulT-style 1-D conv + Transformer sequence encoder (CMU-MOSEI) |
+//! | [`WeightsSource`] | pretrained files from `--weights DIR` or the local Hugging Face cache (offline) |
 //! | [`FusionHead`], [`FusionConfig`] | concat head (weight-slice per-modality logits) and sum head |
 //! | [`MultimodalNet`], [`ModalitySpec`], [`ModelConfig`] | encoders + head as a [`modbal_core::MultimodalModel`] |
 //!
@@ -56,14 +61,29 @@ pub mod mlp;
 pub mod net;
 pub mod resnet;
 pub mod small_cnn;
+// Text, sequence and pretrained encoders (issue 8).
+pub mod bert;
+pub mod glove;
+pub mod gru;
+pub mod pretrained;
+pub mod resnet_pretrained;
+pub mod seq_transformer;
+pub mod seqnn;
+pub mod wordpiece;
 
+pub use bert::{BertConfig, BertEncoder, BertModel, BertPooling};
 pub use conv4::Conv4Encoder;
 pub use encoder::{
     default_conv4_channels, default_mlp_hidden, default_small_cnn_channels, Encoder, EncoderConfig,
 };
 pub use error::{EncoderError, Result};
 pub use fusion::{ConcatHead, FusionConfig, FusionHead, SumHead};
+pub use glove::GloveTable;
+pub use gru::{BiGruEncoder, GruPooling};
 pub use mlp::MlpEncoder;
 pub use net::{ModalitySpec, ModelConfig, MultimodalNet};
+pub use pretrained::{hf_cache_dir, WeightsSource};
 pub use resnet::{ResNet18Encoder, RESNET18_OUT_DIM};
+pub use seq_transformer::{SeqTransformerConfig, SeqTransformerEncoder};
 pub use small_cnn::SmallCnnEncoder;
+pub use wordpiece::WordPieceTokenizer;

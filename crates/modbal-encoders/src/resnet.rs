@@ -82,13 +82,13 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let h = self.c1.forward_t(x, train)?.relu()?;
+        let h = self.c1.forward_relu_t(x, train)?;
         let h = self.c2.forward_t(&h, train)?;
         let identity = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        (h + identity)?.relu()
+        ops::add_relu(&h, &identity)
     }
 }
 
@@ -155,7 +155,7 @@ impl ResNet18Encoder {
                 x.dims()
             );
         }
-        let mut h = self.stem.forward_t(x, train)?.relu()?;
+        let mut h = self.stem.forward_relu_t(x, train)?;
         h = ops::max_pool2d(&h, 3, 2, 1)?;
         for layer in &self.layers {
             for block in layer {

@@ -67,7 +67,7 @@ impl Encoder for SmallCnnEncoder {
         check_channels_input("small_cnn", x, &self.input_shape, "H, W", self.dtype)?;
         let mut h = x.clone();
         for block in &self.blocks {
-            h = block.forward_t(&h, train)?.relu()?;
+            h = block.forward_relu_t(&h, train)?;
             if h.dim(2)? >= 2 && h.dim(3)? >= 2 {
                 h = ops::max_pool2d(&h, 2, 2, 0)?;
             }

@@ -9,12 +9,84 @@
 //! rejecting unknown keys, and returns the method, the fusion head its model needs, and the
 //! fully resolved options (defaults filled in) that `config.toml` records.
 
+pub mod arl;
 pub mod arm;
 pub mod baselines;
 pub mod cal;
 pub mod ibml;
+pub mod mla;
+pub mod mmpareto;
 pub mod ogm_ge;
+pub mod pmr;
 pub mod registry;
 pub mod udi;
 
 pub use registry::{build, Built, METHOD_NAMES};
+
+/// Small helpers shared by the baseline methods.
+pub(crate) mod util {
+    use candle_core::{DType, Tensor};
+    use modbal_core::Result;
+
+    /// Values per modality as a JSON object keyed by modality name.
+    pub fn by_name(names: &[String], v: &[f64]) -> serde_json::Value {
+        serde_json::Value::Object(
+            names
+                .iter()
+                .zip(v)
+                .map(|(n, x)| (n.clone(), serde_json::json!(x)))
+                .collect(),
+        )
+    }
+
+    /// A `[B, C]` tensor as f64 rows.
+    pub fn rows(t: &Tensor) -> Result<Vec<Vec<f64>>> {
+        Ok(t.to_dtype(DType::F64)?.to_vec2::<f64>()?)
+    }
+
+    /// Labels as indices.
+    pub fn labels(t: &Tensor) -> Result<Vec<usize>> {
+        Ok(t.to_dtype(DType::I64)?
+            .to_vec1::<i64>()?
+            .into_iter()
+            .map(|y| y.max(0) as usize)
+            .collect())
+    }
+
+    /// Numerically stable softmax of one row.
+    pub fn softmax_row(z: &[f64]) -> Vec<f64> {
+        let mx = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = z.iter().map(|v| (v - mx).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.into_iter().map(|v| v / s).collect()
+    }
+
+    /// Shannon entropy (nats) of a probability row, `0·log 0 = 0`.
+    pub fn entropy(p: &[f64]) -> f64 {
+        -p.iter()
+            .filter(|&&x| x > 0.0)
+            .map(|&x| x * x.ln())
+            .sum::<f64>()
+    }
+
+    /// Fraction of rows whose arg-max equals the label.
+    pub fn accuracy(z: &[Vec<f64>], y: &[usize]) -> f64 {
+        if z.is_empty() {
+            return 0.0;
+        }
+        let hits = z
+            .iter()
+            .zip(y)
+            .filter(|(row, &yi)| {
+                let mut best = 0;
+                for (j, v) in row.iter().enumerate() {
+                    if *v > row[best] {
+                        best = j;
+                    }
+                }
+                best == yi
+            })
+            .count();
+        hits as f64 / z.len() as f64
+    }
+}

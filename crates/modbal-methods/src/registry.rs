@@ -45,7 +45,8 @@ pub fn parse_options<C: DeserializeOwned + Serialize>(
 
 /// Names accepted by [`build`].
 pub const METHOD_NAMES: &[&str] = &[
-    "concat", "sum", "unimodal", "cal", "arm", "ibml", "udi", "ogm-ge",
+    "concat", "sum", "unimodal", "cal", "arm", "ibml", "udi", "ogm-ge", "mmpareto", "pmr", "mla",
+    "arl",
 ];
 
 /// Build the method `name` from its options.
@@ -57,6 +58,10 @@ pub fn build(name: &str, options: &toml::Table) -> Result<Built> {
         "ibml" => crate::ibml::build(options),
         "udi" => crate::udi::build(options),
         "ogm-ge" => crate::ogm_ge::build(options),
+        "arl" => crate::arl::build(options),
+        "pmr" => crate::pmr::build(options),
+        "mmpareto" => crate::mmpareto::build(options),
+        "mla" => crate::mla::build(options),
         _ => Err(ModbalError::Unknown {
             kind: "method",
             name: name.to_string(),

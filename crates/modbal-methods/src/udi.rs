@@ -40,10 +40,12 @@
 //! (the fused output, as `predict`), `L_com = mean_p Î_v(f^p; f^c)` with one q-network per guiding
 //! modality (eq 26; ½(·+·) for three modalities), total as eq 27.
 //!
-//! # Limits
-//! `stages(epochs)` does not see the model, so the stage plan assumes two modalities unless
-//! `modalities` lists them (a model with another count gives a `Config` error at the first stage).
-//! The CLUB q-networks are not checkpointed (a resumed follower stage starts fresh ones).
+//! # Checkpoints
+//! The JSON [`Method::state`] holds the anchor, the order, α and the unimodal statistics, plus the
+//! shape and optimizer step counts of the live q-networks; their parameters and optimizer moments
+//! are [`Method::state_tensors`] (`checkpoints/last/method.safetensors`, names `q<k>.param.<name>`
+//! and `q<k>.opt.<name>`). A run resumed inside a follower stage continues with the same q, so it
+//! is bit-identical to an uninterrupted one.
 //!
 //! # Shapes
 //! `features[m]: [B, D_m]`, `per_modality_logits[m]: [B, C]`; the controller's inner products are
@@ -98,7 +100,7 @@ pub enum PredictFusion {
 /// Options of `udi` (TOML `[method]` section). Defaults and their sources:
 ///
 /// ```toml
-/// modalities = []            # [] = the dataset's (must be two)
+/// modalities = []            # [] = the dataset's (all of them, any count >= 2)
 /// stage_epochs = []          # [] = train.epochs split equally over the 2M-1 stages
 /// anchor = ""                # "" = selected by §3.1's rule; a name forces it (Table 4)
 /// tie_tolerance = 0.0
@@ -117,13 +119,14 @@ pub enum PredictFusion {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UdiConfig {
-    /// The modalities to train, in the dataset's order (a subset selects them). Empty: all of the
-    /// dataset's, which must then be two (the stage plan is made before the model exists); list
-    /// three or more for the sequential extension (A.2, eq 26-27).
+    /// The modalities to train, as a subset and order of the dataset's (the model gets them in
+    /// this order; at least two). Empty: all of the dataset's. The stage plan is made for the
+    /// model's modality count M; M ≥ 3 gives the sequential extension (A.2, eq 26-27).
     pub modalities: Vec<String>,
     /// Epochs of each stage: one per modality's unimodal stage (model order), then one per
-    /// follower stage (M − 1 of them); must add up to `train.epochs`. Empty: equal split, the remainder going to the last
-    /// stages (Algorithm 1 has per-modality epochs E^m, values not given).
+    /// follower stage (M − 1 of them), 2M − 1 entries; must add up to `train.epochs`. Empty:
+    /// equal split, the remainder going to the last stages (Algorithm 1 has per-modality epochs
+    /// E^m, values not given).
     pub stage_epochs: Vec<usize>,
     /// Force the anchor (Table 4's "different anchor"); empty: best validation accuracy of the
     /// unimodal stages, ties → lower predictive entropy (§3.1).
@@ -184,19 +187,10 @@ fn cfg_err<T>(msg: impl Into<String>) -> Result<T> {
 }
 
 impl UdiConfig {
-    /// Number of modalities the stage plan is made for.
-    pub fn planned_modalities(&self) -> usize {
-        if self.modalities.is_empty() {
-            2
-        } else {
-            self.modalities.len()
-        }
-    }
-
-    /// Checks every option; errors name the key.
+    /// Checks every option; errors name the key. The number of `stage_epochs` entries is checked
+    /// here when `modalities` lists the modalities, else against the model ([`Self::check_plan`]).
     pub fn validate(&self) -> Result<()> {
-        let m = self.planned_modalities();
-        if m < 2 {
+        if self.modalities.len() == 1 {
             return cfg_err(format!(
                 "modalities must list at least two modalities, got {:?}",
                 self.modalities
@@ -220,22 +214,14 @@ impl UdiConfig {
                 self.anchor, self.modalities
             ));
         }
-        let stages = 2 * m - 1;
-        if !self.stage_epochs.is_empty() {
-            if self.stage_epochs.len() != stages {
-                return cfg_err(format!(
-                    "stage_epochs = {:?} must have {stages} entries ({m} unimodal stages, then {} \
-                     follower stage(s))",
-                    self.stage_epochs,
-                    m - 1
-                ));
-            }
-            if self.stage_epochs.contains(&0) {
-                return cfg_err(format!(
-                    "stage_epochs = {:?}: every stage needs at least one epoch",
-                    self.stage_epochs
-                ));
-            }
+        if !self.modalities.is_empty() {
+            self.check_plan(self.modalities.len())?;
+        }
+        if self.stage_epochs.contains(&0) {
+            return cfg_err(format!(
+                "stage_epochs = {:?}: every stage needs at least one epoch",
+                self.stage_epochs
+            ));
         }
         if !(self.tie_tolerance.is_finite() && self.tie_tolerance >= 0.0) {
             return cfg_err(format!(
@@ -266,13 +252,34 @@ impl UdiConfig {
         Ok(())
     }
 
-    /// Epochs per stage for a run of `epochs` epochs (the trainer checks the sum: an equal split
-    /// of fewer epochs than stages plans one epoch per stage and is rejected there).
-    pub fn plan(&self, epochs: usize) -> Vec<usize> {
+    /// Checks the plan against a model of `m` modalities: UDI needs at least two, and explicit
+    /// `stage_epochs` need 2m − 1 entries.
+    pub fn check_plan(&self, m: usize) -> Result<()> {
+        if m < 2 {
+            return cfg_err(format!(
+                "UDI needs at least two modalities, the model has {m}"
+            ));
+        }
+        let stages = 2 * m - 1;
+        if !self.stage_epochs.is_empty() && self.stage_epochs.len() != stages {
+            return cfg_err(format!(
+                "stage_epochs = {:?} must have {stages} entries ({m} unimodal stages, then {} \
+                 follower stage(s))",
+                self.stage_epochs,
+                m - 1
+            ));
+        }
+        Ok(())
+    }
+
+    /// Epochs per stage for a run of `epochs` epochs on `m` modalities (the trainer checks the
+    /// sum: an equal split of fewer epochs than stages plans one epoch per stage and is rejected
+    /// there).
+    pub fn plan(&self, epochs: usize, m: usize) -> Vec<usize> {
         if !self.stage_epochs.is_empty() {
             return self.stage_epochs.clone();
         }
-        let s = 2 * self.planned_modalities() - 1;
+        let s = 2 * m.max(1) - 1;
         let base = epochs / s;
         if base == 0 {
             return vec![1; s];
@@ -303,6 +310,19 @@ struct UdiState {
     xi_com: Option<f64>,
     unimodal: BTreeMap<String, UnimodalStat>,
     controller_updates: usize,
+    /// The live q-networks when the state was taken (their tensors are in `state_tensors`).
+    q_networks: Vec<QNetMeta>,
+}
+
+/// What rebuilds one q-network before its tensors are loaded: its shape and its optimizer's
+/// per-parameter step counts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct QNetMeta {
+    x_dim: usize,
+    y_dim: usize,
+    hidden: usize,
+    optimizer_kind: String,
+    optimizer_steps: BTreeMap<String, u64>,
 }
 
 /// The UDI method; see the [module docs](self).
@@ -365,12 +385,10 @@ impl Udi {
         (self.st.alpha_con, self.st.alpha_com)
     }
 
-    fn num_unimodal(&self) -> usize {
-        self.cfg.planned_modalities()
-    }
-
-    fn is_follower_stage(&self, stage: usize) -> bool {
-        stage >= self.num_unimodal()
+    /// Stages `0..M` are the unimodal ones (M = the model's modality count), the rest follower
+    /// stages.
+    fn is_follower_stage(model: &dyn MultimodalModel, stage: usize) -> bool {
+        stage >= model.modalities().len()
     }
 
     /// For follower stage `stage`: (the guiding modalities — anchor first —, the follower), as
@@ -393,7 +411,7 @@ impl Udi {
                     valid: names.join(", "),
                 })
         };
-        let j = stage - self.num_unimodal();
+        let j = stage - names.len();
         if j + 1 >= names.len() {
             return cfg_err(format!("follower stage {j} of {} modalities", names.len()));
         }
@@ -435,7 +453,16 @@ impl Udi {
         } else {
             self.cfg.club_hidden
         };
-        let cfg = ClubConfig {
+        Ok(Club::with_dtype(
+            self.club_config(x_dim, y_dim, hidden),
+            &mut ctx.rng,
+            f_a.device(),
+            f_a.dtype(),
+        )?)
+    }
+
+    fn club_config(&self, x_dim: usize, y_dim: usize, hidden: usize) -> ClubConfig {
+        ClubConfig {
             x_dim,
             y_dim,
             hidden,
@@ -445,13 +472,7 @@ impl Udi {
                 ..AdamWConfig::default()
             }),
             q_steps: self.cfg.club_q_steps,
-        };
-        Ok(Club::with_dtype(
-            cfg,
-            &mut ctx.rng,
-            f_a.device(),
-            f_a.dtype(),
-        )?)
+        }
     }
 
     /// §3.1 applied repeatedly (A.2's order a, b, c…): the forced anchor first if any, then
@@ -523,17 +544,14 @@ impl Method for Udi {
         "udi"
     }
 
-    fn stages(&self, epochs: usize) -> Vec<StageSpec> {
-        let plan = self.cfg.plan(epochs);
-        let m = self.num_unimodal();
+    fn stages(&self, epochs: usize, modalities: &[String]) -> Vec<StageSpec> {
+        let m = modalities.len();
+        let plan = self.cfg.plan(epochs, m);
         plan.iter()
             .enumerate()
             .map(|(i, &e)| StageSpec {
                 name: if i < m {
-                    match self.cfg.modalities.get(i) {
-                        Some(n) => format!("unimodal:{n}"),
-                        None => format!("unimodal:{i}"),
-                    }
+                    format!("unimodal:{}", modalities[i])
                 } else if m == 2 {
                     "follower".into()
                 } else {
@@ -552,11 +570,8 @@ impl Method for Udi {
                 format!("{}.{}", model.head_prefix(), names[m]),
             ]
         };
-        if !self.is_follower_stage(stage) {
-            if stage < names.len() {
-                return group(stage);
-            }
-            return Vec::new();
+        if !Self::is_follower_stage(model, stage) {
+            return group(stage);
         }
         match self.guide(model, stage) {
             Ok((_, f)) => group(f),
@@ -567,21 +582,8 @@ impl Method for Udi {
     }
 
     fn on_stage_start(&mut self, model: &dyn MultimodalModel, ctx: &mut RunContext) -> Result<()> {
-        let names = model.modalities();
-        if names.len() != self.num_unimodal() {
-            return cfg_err(format!(
-                "the model has {} modalities ({}) but the stage plan was made for {}: {}",
-                names.len(),
-                names.join(", "),
-                self.num_unimodal(),
-                if names.len() > 2 {
-                    "list them in method.modalities (the plan is made before the model exists)"
-                } else {
-                    "UDI needs at least two modalities"
-                }
-            ));
-        }
-        if self.is_follower_stage(ctx.stage) {
+        self.cfg.check_plan(model.modalities().len())?;
+        if Self::is_follower_stage(model, ctx.stage) {
             self.guide(model, ctx.stage)?;
             // Fresh q-networks for each follower stage (built at its first batch).
             self.clubs.clear();
@@ -589,9 +591,9 @@ impl Method for Udi {
         Ok(())
     }
 
-    fn on_epoch_start(&mut self, _model: &dyn MultimodalModel, ctx: &mut RunContext) -> Result<()> {
+    fn on_epoch_start(&mut self, model: &dyn MultimodalModel, ctx: &mut RunContext) -> Result<()> {
         self.updated_this_epoch = false;
-        if self.is_follower_stage(ctx.stage)
+        if Self::is_follower_stage(model, ctx.stage)
             && self.cfg.controller
             && self.cfg.controller_batch >= ctx.batches_per_epoch
         {
@@ -611,7 +613,7 @@ impl Method for Udi {
     ) -> Result<MultimodalOutput> {
         let n = model.modalities().len();
         // The one modality trained in this stage; every other one runs in eval mode, detached.
-        let trained = if self.is_follower_stage(ctx.stage) {
+        let trained = if Self::is_follower_stage(model, ctx.stage) {
             self.guide(model, ctx.stage)?.1
         } else {
             ctx.stage
@@ -645,7 +647,7 @@ impl Method for Udi {
         out: &MultimodalOutput,
         ctx: &mut RunContext,
     ) -> Result<LossTerms> {
-        if !self.is_follower_stage(ctx.stage) {
+        if !Self::is_follower_stage(model, ctx.stage) {
             // eq 3 for the modality of this stage.
             let l = cross_entropy(&out.per_modality_logits[ctx.stage], &batch.labels)?;
             let mut parts = BTreeMap::new();
@@ -724,7 +726,7 @@ impl Method for Udi {
         out: &MultimodalOutput,
         ctx: &mut RunContext,
     ) -> Result<()> {
-        if self.is_follower_stage(ctx.stage) && self.cfg.q_update == QUpdate::AfterStep {
+        if Self::is_follower_stage(model, ctx.stage) && self.cfg.q_update == QUpdate::AfterStep {
             let (prev, m) = self.guide(model, ctx.stage)?;
             // eq 10 on the batch's detached features, after the model step.
             for (club, &p) in self.clubs.iter_mut().zip(&prev) {
@@ -750,7 +752,7 @@ impl Method for Udi {
         ctx: &mut RunContext,
     ) -> Result<()> {
         let names = model.modalities();
-        if self.is_follower_stage(ctx.stage) || ctx.stage >= names.len() {
+        if Self::is_follower_stage(model, ctx.stage) {
             return Ok(());
         }
         let s = ctx.stage;
@@ -758,8 +760,8 @@ impl Method for Udi {
         self.st
             .unimodal
             .insert(names[s].clone(), UnimodalStat { acc, entropy });
-        let plan = self.cfg.plan(ctx.num_epochs);
-        let last_unimodal = s + 1 == self.num_unimodal();
+        let plan = self.cfg.plan(ctx.num_epochs, names.len());
+        let last_unimodal = s + 1 == names.len();
         if last_unimodal && ctx.stage_epoch + 1 == plan[s] {
             let order = self.select_order(names)?;
             self.st.anchor = Some(order[0].clone());
@@ -770,7 +772,7 @@ impl Method for Udi {
 
     fn on_epoch_end(&mut self, model: &dyn MultimodalModel, ctx: &mut RunContext) -> Result<()> {
         let names = model.modalities();
-        let stage = if self.is_follower_stage(ctx.stage) {
+        let stage = if Self::is_follower_stage(model, ctx.stage) {
             let (_, m) = self.guide(model, ctx.stage)?;
             ctx.log.set("follower", names[m].clone());
             "follower".to_string()
@@ -789,7 +791,7 @@ impl Method for Udi {
             ctx.log.set("anchor", a.clone());
             ctx.log.set("order", self.st.order.clone());
         }
-        if self.is_follower_stage(ctx.stage) {
+        if Self::is_follower_stage(model, ctx.stage) {
             ctx.log.set("alpha_con", self.st.alpha_con);
             ctx.log.set("alpha_com", self.st.alpha_com);
             ctx.log.set("controller", self.cfg.controller);
@@ -804,7 +806,22 @@ impl Method for Udi {
     }
 
     fn state(&self) -> serde_json::Value {
-        serde_json::to_value(&self.st).unwrap_or(serde_json::Value::Null)
+        let mut st = self.st.clone();
+        st.q_networks = self
+            .clubs
+            .iter()
+            .map(|c| {
+                let o = c.optimizer().state();
+                QNetMeta {
+                    x_dim: c.config().x_dim,
+                    y_dim: c.config().y_dim,
+                    hidden: c.config().hidden,
+                    optimizer_kind: o.kind,
+                    optimizer_steps: o.steps,
+                }
+            })
+            .collect();
+        serde_json::to_value(&st).unwrap_or(serde_json::Value::Null)
     }
 
     fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
@@ -813,6 +830,66 @@ impl Method for Udi {
         }
         self.st = serde_json::from_value(state.clone())
             .map_err(|e| ModbalError::Serde(format!("method udi state: {e}")))?;
+        Ok(())
+    }
+
+    /// The q-networks' parameters (`q<k>.param.<name>`) and optimizer moments (`q<k>.opt.<name>`).
+    fn state_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
+        let mut out = BTreeMap::new();
+        for (k, c) in self.clubs.iter().enumerate() {
+            for (n, t) in c.params().snapshot()? {
+                out.insert(format!("q{k}.param.{n}"), t);
+            }
+            for (n, t) in c.optimizer().state().tensors {
+                out.insert(format!("q{k}.opt.{n}"), t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds the q-networks recorded by the last [`Method::load_state`] and sets their
+    /// parameters and optimizer state. Their initial weights are drawn from a throw-away
+    /// generator and overwritten, so the run's RNG stream is not touched.
+    fn load_state_tensors(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        self.clubs.clear();
+        let metas = std::mem::take(&mut self.st.q_networks);
+        for (k, meta) in metas.iter().enumerate() {
+            let params: std::collections::HashMap<String, Tensor> = tensors
+                .iter()
+                .filter_map(|(n, t)| {
+                    n.strip_prefix(&format!("q{k}.param."))
+                        .map(|n| (n.to_string(), t.clone()))
+                })
+                .collect();
+            let Some(first) = params.values().next() else {
+                return Err(ModbalError::Data(format!(
+                    "method udi: the checkpoint has q-network {k} in its state but no tensors \
+                     q{k}.param.* (method.safetensors missing?)"
+                )));
+            };
+            let mut club = Club::with_dtype(
+                self.club_config(meta.x_dim, meta.y_dim, meta.hidden),
+                &mut modbal_tensors::SeededRng::new(0),
+                first.device(),
+                first.dtype(),
+            )?;
+            club.params()
+                .restore(&params)
+                .map_err(|e| ModbalError::Data(format!("method udi q-network {k}: {e}")))?;
+            let opt = modbal_tensors::OptimizerState {
+                kind: meta.optimizer_kind.clone(),
+                steps: meta.optimizer_steps.clone(),
+                tensors: tensors
+                    .iter()
+                    .filter_map(|(n, t)| {
+                        n.strip_prefix(&format!("q{k}.opt."))
+                            .map(|n| (n.to_string(), t.clone()))
+                    })
+                    .collect(),
+            };
+            club.optimizer_mut().load_state(&opt)?;
+            self.clubs.push(club);
+        }
         Ok(())
     }
 }

@@ -138,10 +138,9 @@ impl Conv2d {
             padding: (self.cfg.padding, self.cfg.padding),
             dilation: (self.cfg.dilation, self.cfg.dilation),
         };
-        let y = ops::conv2d(x, &self.weight, g)?;
         match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
-            None => Ok(y),
+            Some(b) => ops::conv2d_bias(x, &self.weight, b, g),
+            None => ops::conv2d(x, &self.weight, g),
         }
     }
 }
@@ -172,6 +171,16 @@ impl BatchNorm2d {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_impl(x, train, false)
+    }
+
+    /// `relu(self.forward_t(x, train))`; in training mode on CPU one fused op (normalisation,
+    /// affine map and ReLU forward, and their backward, in one pass each).
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_impl(x, train, true)
+    }
+
+    fn forward_impl(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
         let rank = x.rank();
         if (rank != 4 && rank != 2) || x.dim(1)? != c {
@@ -185,6 +194,18 @@ impl BatchNorm2d {
         } else {
             vec![1, c]
         };
+        if train && ops::batch_norm_train_supported(x) {
+            let (y, mean, var) =
+                ops::batch_norm_train(x, &self.weight, &self.bias, self.eps, relu)?;
+            let n = (x.elem_count() / c) as f64;
+            let m = self.momentum;
+            let unbiased = (var * (n / (n - 1.0)))?;
+            let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
+            let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+            self.running_mean.set(&rm)?;
+            self.running_var.set(&rv)?;
+            return Ok(y);
+        }
         // Move channels first and flatten the rest: [C, N].
         let xc = if rank == 4 {
             x.transpose(0, 1)?.flatten_from(1)?
@@ -218,8 +239,14 @@ impl BatchNorm2d {
         let inv = (var + self.eps)?.sqrt()?.recip()?;
         let scale = (inv * &self.weight)?; // [C]
         let shift = (self.bias.clone() - (mean * &scale)?)?;
-        x.broadcast_mul(&scale.reshape(bshape.as_slice())?)?
-            .broadcast_add(&shift.reshape(bshape.as_slice())?)
+        let y = x
+            .broadcast_mul(&scale.reshape(bshape.as_slice())?)?
+            .broadcast_add(&shift.reshape(bshape.as_slice())?)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
     }
 }
 

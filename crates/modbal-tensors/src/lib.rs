@@ -15,12 +15,14 @@
 //! | [`optim`] | SGD (momentum, dampening, Nesterov, weight decay) and AdamW with saveable state |
 //! | [`schedule`] | step, multi-step, cosine LR schedules with linear warm-up |
 //! | [`clip`] | global-norm gradient clipping over a `GradStore` |
+//! | [`threads`] | one switch for the CPU thread count of candle's and modbal's kernels |
 //!
 //! Everything works on any candle device for which the underlying tensor ops exist; the custom
 //! ops (`ops::conv2d`, `ops::max_pool2d`, `ops::logdet`) have CPU kernels.
 
 pub mod clip;
 pub mod init;
+mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod ops;
@@ -28,6 +30,7 @@ pub mod optim;
 pub mod params;
 pub mod rng;
 pub mod schedule;
+pub mod threads;
 
 pub use clip::{clip_grad_norm, global_grad_norm};
 pub use init::Init;
@@ -37,3 +40,4 @@ pub use optim::{AdamW, AdamWConfig, Optimizer, OptimizerConfig, OptimizerState, 
 pub use params::{ParamBuilder, ParamStore};
 pub use rng::{RngState, SeededRng};
 pub use schedule::{LrSchedule, ScheduleConfig};
+pub use threads::set_num_threads;

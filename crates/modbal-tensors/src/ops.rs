@@ -1,10 +1,13 @@
 //! Differentiable operations candle 0.11 lacks or gets wrong for training.
 //!
-//! * [`conv2d`]: 2-D convolution for any input H×W, stride, padding and dilation. candle's own
-//!   conv2d backward derives the output padding from the height only and fails on inputs such as
-//!   257×188 spectrograms. Here the convolution is `im2col` (a custom op whose backward is
-//!   `col2im`) followed by a matrix product (candle's gemm, multi-threaded), so both backward
-//!   passes (input and weight gradients) come from the matmul's autodiff plus `col2im`.
+//! * [`conv2d`] / [`conv2d_bias`]: 2-D convolution for any input H×W, stride, padding and
+//!   dilation. candle's own conv2d backward derives the output padding from the height only and
+//!   fails on inputs such as 257×188 spectrograms. Here forward and both backward passes are
+//!   im2col / col2im + direct `gemm` calls (the `kernels` module), and the backward computes only
+//!   the gradients of tracked operands.
+//! * [`batch_norm_train`] (training-mode batch norm, optionally fused with ReLU), [`add_relu`]
+//!   (ResNet's residual connection) and [`global_avg_pool`]: single fused ops with closed-form
+//!   backward passes instead of chains of candle element-wise ops (CPU f32/f64).
 //! * [`max_pool2d`]: max-pooling with any kernel, stride and padding and a backward pass that
 //!   routes each output's gradient to the first arg-max of its window, as PyTorch does (candle
 //!   only has a backward when kernel == stride).
@@ -23,8 +26,14 @@
 //!   count as −∞.
 //! * `logdet(a: [D, D] or [N, D, D]) -> [] or [N]`.
 
+use crate::kernels::{
+    add_relu_fwd, bn_bwd_input, bn_bwd_sums, channel_affine, channel_stats, channel_sums_as,
+    conv_bwd_input, conv_bwd_weight, conv_fwd, plane_means, plane_spread, relu_mask, ConvShape,
+};
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
+};
 use rayon::prelude::*;
 
 /// Geometry of a 2-D convolution or pooling window.
@@ -83,134 +92,246 @@ fn contiguous_slice<'a, T: candle_core::WithDType>(v: &'a [T], l: &Layout) -> Re
 }
 
 // ---------------------------------------------------------------------------------------------
-// im2col / col2im
+// convolution (gemm kernels in `crate::kernels`)
 // ---------------------------------------------------------------------------------------------
 
-/// `x [B,C,H,W] -> cols [B·Ho·Wo, C·kh·kw]`; row `(b, oy, ox)`, column `(c, ky, kx)`.
-struct Im2Col {
-    win: Window,
-}
-
-fn im2col<T: Elem>(x: &[T], dims: &[usize], win: &Window) -> Result<(Vec<T>, Shape)> {
-    let (b, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
-    let (ho, wo) = win.out_hw(h, w)?;
-    let k = c * win.kh * win.kw;
-    let zero = T::from_f64(0.0);
-    let mut cols = vec![zero; b * ho * wo * k];
-    cols.par_chunks_mut(wo * k)
-        .enumerate()
-        .for_each(|(row_block, out)| {
-            let bi = row_block / ho;
-            let oy = row_block % ho;
-            let xb = &x[bi * c * h * w..(bi + 1) * c * h * w];
-            for ox in 0..wo {
-                let dst = &mut out[ox * k..(ox + 1) * k];
-                let mut idx = 0;
-                for ci in 0..c {
-                    let xc = &xb[ci * h * w..(ci + 1) * h * w];
-                    for ky in 0..win.kh {
-                        let iy = (oy * win.sh + ky * win.dh) as isize - win.ph as isize;
-                        for kx in 0..win.kw {
-                            let ix = (ox * win.sw + kx * win.dw) as isize - win.pw as isize;
-                            if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
-                                dst[idx] = xc[iy as usize * w + ix as usize];
-                            }
-                            idx += 1;
-                        }
-                    }
-                }
-            }
-        });
-    Ok((cols, Shape::from((b * ho * wo, k))))
-}
-
-fn col2im<T: Elem>(cols: &[T], xdims: &[usize], win: &Window) -> Result<Vec<T>> {
-    let (b, c, h, w) = (xdims[0], xdims[1], xdims[2], xdims[3]);
-    let (ho, wo) = win.out_hw(h, w)?;
-    let k = c * win.kh * win.kw;
-    if cols.len() != b * ho * wo * k {
-        candle_core::bail!("col2im: {} values for a {xdims:?} input", cols.len());
-    }
-    let mut x = vec![T::from_f64(0.0); b * c * h * w];
-    // Parallel over (batch, channel): each task owns one H×W plane of the result.
-    x.par_chunks_mut(h * w).enumerate().for_each(|(bc, plane)| {
-        let bi = bc / c;
-        let ci = bc % c;
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let row = &cols[((bi * ho + oy) * wo + ox) * k..][..k];
-                let base = ci * win.kh * win.kw;
-                for ky in 0..win.kh {
-                    let iy = (oy * win.sh + ky * win.dh) as isize - win.ph as isize;
-                    if iy < 0 || iy as usize >= h {
-                        continue;
-                    }
-                    for kx in 0..win.kw {
-                        let ix = (ox * win.sw + kx * win.dw) as isize - win.pw as isize;
-                        if ix < 0 || ix as usize >= w {
-                            continue;
-                        }
-                        plane[iy as usize * w + ix as usize] += row[base + ky * win.kw + kx];
-                    }
-                }
-            }
-        }
-    });
-    Ok(x)
-}
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "modbal-im2col"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims = l.dims();
-        if dims.len() != 4 {
-            candle_core::bail!("im2col expects [B, C, H, W], got {dims:?}");
-        }
-        match s {
+/// Runs `$body` with `$v` bound to the f32 or f64 slice of a contiguous CPU storage and wraps
+/// the resulting `Vec` back into a storage of the same type.
+macro_rules! float_dispatch {
+    ($op:expr, $s:expr, $l:expr, |$v:ident| $body:expr) => {
+        match $s {
             CpuStorage::F32(v) => {
-                let (c, sh) = im2col(contiguous_slice(v, l)?, dims, &self.win)?;
-                Ok((CpuStorage::F32(c), sh))
+                let $v = contiguous_slice(v, $l)?;
+                CpuStorage::F32($body)
             }
             CpuStorage::F64(v) => {
-                let (c, sh) = im2col(contiguous_slice(v, l)?, dims, &self.win)?;
-                Ok((CpuStorage::F64(c), sh))
+                let $v = contiguous_slice(v, $l)?;
+                CpuStorage::F64($body)
             }
-            _ => candle_core::bail!("im2col supports f32 and f64, got {:?}", s.dtype()),
+            other => candle_core::bail!("{} supports f32 and f64, got {:?}", $op, other.dtype()),
         }
+    };
+}
+
+/// The f32/f64 slices of two (or three) storages of the same dtype.
+macro_rules! float_dispatch2 {
+    ($op:expr, ($s1:expr, $l1:expr), ($s2:expr, $l2:expr), |$a:ident, $b:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                let ($a, $b) = (contiguous_slice(a, $l1)?, contiguous_slice(b, $l2)?);
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                let ($a, $b) = (contiguous_slice(a, $l1)?, contiguous_slice(b, $l2)?);
+                CpuStorage::F64($body)
+            }
+            (a, b) => candle_core::bail!(
+                "{}: f32 or f64 operands of one dtype expected, got {:?} and {:?}",
+                $op,
+                a.dtype(),
+                b.dtype()
+            ),
+        }
+    };
+}
+
+/// Convolution forward as a custom op over `(x, w)` or `(x, w, bias)`. The backward computes
+/// only the gradients of operands that are tracked (a network's input needs none).
+#[derive(Clone)]
+struct ConvOp {
+    shape: ConvShape,
+}
+
+impl ConvOp {
+    fn out_shape(&self) -> Shape {
+        let s = &self.shape;
+        Shape::from((s.b, s.o, s.ho, s.wo))
     }
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let g = grad_res.contiguous()?.apply_op1_no_bwd(&Col2Im {
-            win: self.win,
-            xdims: arg.dims().to_vec(),
-        })?;
-        Ok(Some(g))
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let gx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(&w.contiguous()?, &ConvBwdInput { shape: self.shape })?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            Some(
+                x.contiguous()?
+                    .apply_op2_no_bwd(&grad, &ConvBwdWeight { shape: self.shape })?
+                    .reshape(w.shape())?,
+            )
+        } else {
+            None
+        };
+        Ok((gx, gw))
     }
 }
 
-struct Col2Im {
-    win: Window,
-    xdims: Vec<usize>,
-}
-
-impl CustomOp1 for Col2Im {
+impl CustomOp2 for ConvOp {
     fn name(&self) -> &'static str {
-        "modbal-col2im"
+        "modbal-conv2d"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let st = float_dispatch2!("conv2d", (s1, l1), (s2, l2), |x, w| conv_fwd(
+            x,
+            w,
+            None,
+            &self.shape
+        ));
+        Ok((st, self.out_shape()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        self.grads(x, w, grad)
+    }
+}
+
+impl CustomOp3 for ConvOp {
+    fn name(&self) -> &'static str {
+        "modbal-conv2d-bias"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let st = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                CpuStorage::F32(conv_fwd(
+                    contiguous_slice(x, l1)?,
+                    contiguous_slice(w, l2)?,
+                    Some(contiguous_slice(b, l3)?),
+                    &self.shape,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                CpuStorage::F64(conv_fwd(
+                    contiguous_slice(x, l1)?,
+                    contiguous_slice(w, l2)?,
+                    Some(contiguous_slice(b, l3)?),
+                    &self.shape,
+                ))
+            }
+            _ => candle_core::bail!(
+                "conv2d: input, kernel and bias must all be f32 or all f64, got {:?}, {:?}, {:?}",
+                s1.dtype(),
+                s2.dtype(),
+                s3.dtype()
+            ),
+        };
+        Ok((st, self.out_shape()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (gx, gw) = self.grads(x, w, grad)?;
+        let gb = if b.track_op() {
+            let s = &self.shape;
+            Some(
+                grad.contiguous()?
+                    .apply_op1_no_bwd(&ChannelSum {
+                        b: s.b,
+                        c: s.o,
+                        hw: s.ho * s.wo,
+                    })?
+                    .reshape(b.shape())?,
+            )
+        } else {
+            None
+        };
+        Ok((gx, gw, gb))
+    }
+}
+
+/// `(gy, w) → ∂L/∂x`.
+struct ConvBwdInput {
+    shape: ConvShape,
+}
+
+impl CustomOp2 for ConvBwdInput {
+    fn name(&self) -> &'static str {
+        "modbal-conv2d-bwd-input"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let s = &self.shape;
+        let st = float_dispatch2!("conv2d backward", (s1, l1), (s2, l2), |gy, w| {
+            conv_bwd_input(gy, w, s)
+        });
+        Ok((st, Shape::from((s.b, s.c, s.h, s.w))))
+    }
+}
+
+/// `(x, gy) → ∂L/∂w` as `[O, C·kh·kw]`.
+struct ConvBwdWeight {
+    shape: ConvShape,
+}
+
+impl CustomOp2 for ConvBwdWeight {
+    fn name(&self) -> &'static str {
+        "modbal-conv2d-bwd-weight"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let s = &self.shape;
+        let st = float_dispatch2!("conv2d backward", (s1, l1), (s2, l2), |x, gy| {
+            conv_bwd_weight(x, gy, s)
+        });
+        Ok((st, Shape::from((s.o, s.c * s.win.kh * s.win.kw))))
+    }
+}
+
+/// `[B, C, HW] → [C]`: per-channel sums (no gradient).
+struct ChannelSum {
+    b: usize,
+    c: usize,
+    hw: usize,
+}
+
+impl CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "modbal-channel-sum"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let shape = Shape::from(self.xdims.clone());
-        match s {
-            CpuStorage::F32(v) => Ok((
-                CpuStorage::F32(col2im(contiguous_slice(v, l)?, &self.xdims, &self.win)?),
-                shape,
-            )),
-            CpuStorage::F64(v) => Ok((
-                CpuStorage::F64(col2im(contiguous_slice(v, l)?, &self.xdims, &self.win)?),
-                shape,
-            )),
-            _ => candle_core::bail!("col2im supports f32 and f64, got {:?}", s.dtype()),
-        }
+        let st = float_dispatch!("channel sum", s, l, |v| channel_sums_as(
+            v, self.b, self.c, self.hw
+        ));
+        Ok((st, Shape::from(self.c)))
     }
 }
 
@@ -232,17 +353,19 @@ impl Default for ConvGeometry {
     }
 }
 
-/// 2-D convolution (cross-correlation, as PyTorch), differentiable in `x` and `w`.
-///
-/// `x: [B, C, H, W]`, `w: [O, C, kh, kw]` → `[B, O, Ho, Wo]`. No bias (add it outside).
-pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<Tensor> {
+fn conv_shape(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<ConvShape> {
     let (b, c, h, wd) = x.dims4().map_err(|_| {
         candle_core::Error::Msg(format!(
             "conv2d input must be [B, C, H, W], got {:?}",
             x.dims()
         ))
     })?;
-    let (o, wc, kh, kw) = w.dims4()?;
+    let (o, wc, kh, kw) = w.dims4().map_err(|_| {
+        candle_core::Error::Msg(format!(
+            "conv2d kernel must be [O, C, kh, kw], got {:?}",
+            w.dims()
+        ))
+    })?;
     if c == 0 {
         candle_core::bail!("conv2d: input {:?} has no channels", x.dims());
     }
@@ -251,6 +374,13 @@ pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<Tensor> {
             "conv2d: input has {c} channels but the kernel expects {wc} (input {:?}, kernel {:?})",
             x.dims(),
             w.dims()
+        );
+    }
+    if x.dtype() != w.dtype() {
+        candle_core::bail!(
+            "conv2d: input is {:?} but the kernel is {:?}",
+            x.dtype(),
+            w.dtype()
         );
     }
     let win = Window {
@@ -264,26 +394,109 @@ pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<Tensor> {
         dw: g.dilation.1,
     };
     let (ho, wo) = win.out_hw(h, wd)?;
-    let cols = x.contiguous()?.apply_op1(Im2Col { win })?; // [B·Ho·Wo, C·kh·kw]
-    let wm = w.reshape((o, c * kh * kw))?.t()?; // [K, O]
-    let y = cols.matmul(&wm)?; // [B·Ho·Wo, O]
-    y.reshape((b, ho, wo, o))?
-        .permute((0, 3, 1, 2))?
-        .contiguous()
+    Ok(ConvShape {
+        b,
+        c,
+        h,
+        w: wd,
+        o,
+        ho,
+        wo,
+        win,
+    })
 }
 
+/// 2-D convolution (cross-correlation, as PyTorch), differentiable in `x` and `w`.
+///
+/// `x: [B, C, H, W]`, `w: [O, C, kh, kw]` → `[B, O, Ho, Wo]`. No bias (see [`conv2d_bias`]).
+/// Forward and both backward passes are im2col / col2im + gemm (see the `kernels` module); the
+/// backward computes only the gradients that are needed (none for an untracked input).
+pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<Tensor> {
+    let shape = conv_shape(x, w, g)?;
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, ConvOp { shape })
+}
+
+/// [`conv2d`] plus a per-output-channel `bias: [O]`, fused (the bias is the initial value of
+/// the output; its gradient is the per-channel sum of the output gradient).
+pub fn conv2d_bias(x: &Tensor, w: &Tensor, bias: &Tensor, g: ConvGeometry) -> Result<Tensor> {
+    let shape = conv_shape(x, w, g)?;
+    if bias.dims() != [shape.o] || bias.dtype() != w.dtype() {
+        candle_core::bail!(
+            "conv2d: bias must be [{}] {:?}, got {:?} {:?}",
+            shape.o,
+            w.dtype(),
+            bias.dims(),
+            bias.dtype()
+        );
+    }
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &bias.contiguous()?, ConvOp { shape })
+}
 // ---------------------------------------------------------------------------------------------
 // max-pool
 // ---------------------------------------------------------------------------------------------
 
 struct MaxPool {
     win: Window,
+    /// Arg-max indices of the forward pass, kept for the backward (filled by `cpu_fwd`).
+    arg: std::sync::Arc<std::sync::Mutex<Option<Vec<u32>>>>,
+}
+
+/// Whether `v` wins over the current best `bv` (NaN propagates, as in PyTorch: a NaN beats
+/// everything, the first NaN stays).
+#[inline(always)]
+fn pool_better<T: Elem>(v: T, bv: T) -> bool {
+    #[allow(clippy::eq_op)]
+    let (v_nan, b_nan) = (v != v, bv != bv);
+    v > bv || (v_nan && !b_nan)
+}
+
+/// [`max_pool_fwd`] for windows that never leave the input (no padding, dilation 1).
+fn max_pool_fwd_unpadded<T: Elem>(
+    x: &[T],
+    dims: &[usize],
+    win: &Window,
+    ho: usize,
+    wo: usize,
+) -> (Vec<T>, Vec<u32>) {
+    let (b, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
+    let mut out = vec![T::from_f64(0.0); b * c * ho * wo];
+    let mut arg = vec![0u32; b * c * ho * wo];
+    out.par_chunks_mut(ho * wo)
+        .zip(arg.par_chunks_mut(ho * wo))
+        .enumerate()
+        .for_each(|(bc, (o, a))| {
+            let plane = &x[bc * h * w..(bc + 1) * h * w];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let (y0, x0) = (oy * win.sh, ox * win.sw);
+                    let mut bi = y0 * w + x0;
+                    let mut bv = plane[bi];
+                    for ky in 0..win.kh {
+                        let row = (y0 + ky) * w + x0;
+                        for (kx, &v) in plane[row..row + win.kw].iter().enumerate() {
+                            if pool_better(v, bv) {
+                                bv = v;
+                                bi = row + kx;
+                            }
+                        }
+                    }
+                    o[oy * wo + ox] = bv;
+                    a[oy * wo + ox] = bi as u32;
+                }
+            }
+        });
+    (out, arg)
 }
 
 /// Returns (values, argmax flat index into the input plane) for each output cell.
 fn max_pool_fwd<T: Elem>(x: &[T], dims: &[usize], win: &Window) -> Result<(Vec<T>, Vec<u32>)> {
     let (b, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
     let (ho, wo) = win.out_hw(h, w)?;
+    if win.ph == 0 && win.pw == 0 && win.dh == 1 && win.dw == 1 {
+        return Ok(max_pool_fwd_unpadded(x, dims, win, ho, wo));
+    }
     let mut out = vec![T::from_f64(0.0); b * c * ho * wo];
     let mut arg = vec![0u32; b * c * ho * wo];
     out.par_chunks_mut(ho * wo)
@@ -335,32 +548,61 @@ impl CustomOp1 for MaxPool {
         let dims = l.dims();
         let (ho, wo) = self.win.out_hw(dims[2], dims[3])?;
         let shape = Shape::from((dims[0], dims[1], ho, wo));
-        match s {
-            CpuStorage::F32(v) => Ok((
-                CpuStorage::F32(max_pool_fwd(contiguous_slice(v, l)?, dims, &self.win)?.0),
-                shape,
-            )),
-            CpuStorage::F64(v) => Ok((
-                CpuStorage::F64(max_pool_fwd(contiguous_slice(v, l)?, dims, &self.win)?.0),
-                shape,
-            )),
+        let (st, arg) = match s {
+            CpuStorage::F32(v) => {
+                let (o, a) = max_pool_fwd(contiguous_slice(v, l)?, dims, &self.win)?;
+                (CpuStorage::F32(o), a)
+            }
+            CpuStorage::F64(v) => {
+                let (o, a) = max_pool_fwd(contiguous_slice(v, l)?, dims, &self.win)?;
+                (CpuStorage::F64(o), a)
+            }
             _ => candle_core::bail!("max_pool2d supports f32 and f64, got {:?}", s.dtype()),
+        };
+        if let Ok(mut slot) = self.arg.lock() {
+            *slot = Some(arg);
         }
+        Ok((st, shape))
     }
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let g = arg.apply_op2_no_bwd(&grad_res.contiguous()?, &MaxPoolBwd { win: self.win })?;
+        // The forward's arg-max indices (lent to the backward op and put back afterwards, so a
+        // second backward over the same graph finds them too; recomputed if missing).
+        let cached = self.arg.lock().ok().and_then(|mut a| a.take());
+        let op = MaxPoolBwd {
+            win: self.win,
+            arg: std::sync::Mutex::new(cached),
+        };
+        let g = arg.apply_op2_no_bwd(&grad_res.contiguous()?, &op)?;
+        if let Ok(mut back) = op.arg.lock() {
+            if let (Ok(mut slot), Some(a)) = (self.arg.lock(), back.take()) {
+                *slot = Some(a);
+            }
+        }
         Ok(Some(g))
     }
 }
 
 struct MaxPoolBwd {
     win: Window,
+    arg: std::sync::Mutex<Option<Vec<u32>>>,
 }
 
-fn max_pool_bwd<T: Elem>(x: &[T], dims: &[usize], g: &[T], win: &Window) -> Result<Vec<T>> {
+fn max_pool_bwd<T: Elem>(
+    x: &[T],
+    dims: &[usize],
+    g: &[T],
+    win: &Window,
+    cached: &std::sync::Mutex<Option<Vec<u32>>>,
+) -> Result<Vec<T>> {
     let (b, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
     let (ho, wo) = win.out_hw(h, w)?;
-    let (_, arg) = max_pool_fwd(x, dims, win)?;
+    let mut slot = cached
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("max_pool2d: poisoned arg-max cache".into()))?;
+    let arg = match slot.take() {
+        Some(a) if a.len() == b * c * ho * wo => a,
+        _ => max_pool_fwd(x, dims, win)?.1,
+    };
     let mut gx = vec![T::from_f64(0.0); b * c * h * w];
     gx.par_chunks_mut(h * w)
         .enumerate()
@@ -371,6 +613,7 @@ fn max_pool_bwd<T: Elem>(x: &[T], dims: &[usize], g: &[T], win: &Window) -> Resu
                 plane[idx as usize] += gg[i];
             }
         });
+    *slot = Some(arg);
     Ok(gx)
 }
 
@@ -394,6 +637,7 @@ impl CustomOp2 for MaxPoolBwd {
                     dims,
                     contiguous_slice(g, l2)?,
                     &self.win,
+                    &self.arg,
                 )?),
                 shape,
             )),
@@ -403,6 +647,7 @@ impl CustomOp2 for MaxPoolBwd {
                     dims,
                     contiguous_slice(g, l2)?,
                     &self.win,
+                    &self.arg,
                 )?),
                 shape,
             )),
@@ -421,6 +666,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         candle_core::bail!("max_pool2d: padding {padding} exceeds half the kernel {kernel}");
     }
     x.contiguous()?.apply_op1(MaxPool {
+        arg: Default::default(),
         win: Window {
             kh: kernel,
             kw: kernel,
@@ -434,9 +680,357 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     })
 }
 
-/// Mean over the spatial axes: `[B, C, H, W] -> [B, C]`.
+/// Mean over the spatial axes: `[B, C, H, W] -> [B, C]` (one fused op on CPU f32/f64).
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
-    x.mean(D::Minus1)?.mean(D::Minus1)
+    match x.dims() {
+        &[_, _, h, w] if h * w > 0 && batch_norm_train_supported(x) => {
+            x.contiguous()?.apply_op1(Gap { hw: h * w })
+        }
+        _ => x.mean(D::Minus1)?.mean(D::Minus1),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// batch normalisation (training mode) and global average pooling
+// ---------------------------------------------------------------------------------------------
+
+/// `[B, C, H, W]` or `[B, C]` as `(B, C, H·W)`.
+fn bn_dims(x: &Tensor) -> Result<(usize, usize, usize)> {
+    match x.dims() {
+        &[b, c, h, w] => Ok((b, c, h * w)),
+        &[b, c] => Ok((b, c, 1)),
+        d => candle_core::bail!("batch norm expects [B, C, H, W] or [B, C], got {d:?}"),
+    }
+}
+
+/// `x → [2, C]` f64: per-channel mean and biased variance.
+struct BnStats {
+    dims: (usize, usize, usize),
+}
+
+impl CustomOp1 for BnStats {
+    fn name(&self) -> &'static str {
+        "modbal-bn-stats"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, hw) = self.dims;
+        let st = match s {
+            CpuStorage::F32(v) => channel_stats(contiguous_slice(v, l)?, b, c, hw),
+            CpuStorage::F64(v) => channel_stats(contiguous_slice(v, l)?, b, c, hw),
+            other => candle_core::bail!("batch norm supports f32 and f64, got {:?}", other.dtype()),
+        };
+        let mut out: Vec<f64> = st.iter().map(|p| p.0).collect();
+        out.extend(st.iter().map(|p| p.1));
+        Ok((CpuStorage::F64(out), Shape::from((2, c))))
+    }
+}
+
+/// `(x, weight, bias) → (x − mean)·invstd·weight + bias` (then ReLU), with the batch statistics
+/// fixed in the op; the backward differentiates through them (full batch-norm backward).
+struct BnTrain {
+    dims: (usize, usize, usize),
+    /// (mean, 1/√(var + eps)) per channel.
+    stats: Vec<(f64, f64)>,
+    relu: bool,
+}
+
+impl CustomOp3 for BnTrain {
+    fn name(&self) -> &'static str {
+        "modbal-batch-norm-train"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c, hw) = self.dims;
+        macro_rules! go {
+            ($x:expr, $w:expr, $b:expr, $t:ty) => {{
+                let (x, w, b) = (
+                    contiguous_slice($x, l1)?,
+                    contiguous_slice($w, l2)?,
+                    contiguous_slice($b, l3)?,
+                );
+                let mut a = Vec::with_capacity(c);
+                let mut sh = Vec::with_capacity(c);
+                for ci in 0..c {
+                    let (mean, invstd) = self.stats[ci];
+                    let ac = w[ci] as f64 * invstd;
+                    a.push(ac as $t);
+                    sh.push((b[ci] as f64 - mean * ac) as $t);
+                }
+                channel_affine(x, c, hw, &a, &sh, self.relu)
+            }};
+        }
+        let st = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                CpuStorage::F32(go!(x, w, b, f32))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                CpuStorage::F64(go!(x, w, b, f64))
+            }
+            _ => candle_core::bail!("batch norm: input, weight and bias must share f32 or f64"),
+        };
+        Ok((st, l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let x = x.contiguous()?;
+        let op = BnBwd {
+            dims: self.dims,
+            stats: self.stats.clone(),
+            relu: self.relu,
+            sums: Vec::new(),
+            weight: Vec::new(),
+        };
+        // (Σg, Σg·x̂) per channel, f64 [2, C].
+        let sums = x.apply_op3_no_bwd(&grad, res, &op)?;
+        let sv = sums.to_vec2::<f64>()?;
+        let gx = if x.track_op() {
+            let op = BnBwd {
+                sums: sv[0].iter().copied().zip(sv[1].iter().copied()).collect(),
+                weight: w.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+                ..op
+            };
+            Some(x.apply_op3_no_bwd(&grad, res, &op)?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            Some(sums.get(1)?.to_dtype(w.dtype())?)
+        } else {
+            None
+        };
+        let gb = if b.track_op() {
+            Some(sums.get(0)?.to_dtype(b.dtype())?)
+        } else {
+            None
+        };
+        Ok((gx, gw, gb))
+    }
+}
+
+/// Batch-norm backward, `(x, gy, y)`: with empty `sums` the per-channel sums `[2, C]` (f64),
+/// else the input gradient.
+struct BnBwd {
+    dims: (usize, usize, usize),
+    stats: Vec<(f64, f64)>,
+    relu: bool,
+    sums: Vec<(f64, f64)>,
+    weight: Vec<f64>,
+}
+
+impl CustomOp3 for BnBwd {
+    fn name(&self) -> &'static str {
+        "modbal-batch-norm-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let c = self.dims.1;
+        macro_rules! go {
+            ($x:expr, $g:expr, $y:expr, $t:ty, $variant:ident) => {{
+                let (x, g, y) = (
+                    contiguous_slice($x, l1)?,
+                    contiguous_slice($g, l2)?,
+                    contiguous_slice($y, l3)?,
+                );
+                let y = if self.relu { Some(y) } else { None };
+                if self.sums.is_empty() {
+                    let s = bn_bwd_sums(x, g, y, self.dims, &self.stats);
+                    let mut out: Vec<f64> = s.iter().map(|p| p.0).collect();
+                    out.extend(s.iter().map(|p| p.1));
+                    (CpuStorage::F64(out), Shape::from((2, c)))
+                } else {
+                    let w: Vec<$t> = self.weight.iter().map(|&v| v as $t).collect();
+                    let gx = bn_bwd_input(x, g, y, self.dims, &self.stats, &w, &self.sums);
+                    (CpuStorage::$variant(gx), l1.shape().clone())
+                }
+            }};
+        }
+        Ok(match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(y)) => go!(x, g, y, f32, F32),
+            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(y)) => go!(x, g, y, f64, F64),
+            _ => candle_core::bail!("batch norm backward: f32 or f64 operands of one dtype"),
+        })
+    }
+}
+
+/// Training-mode batch normalisation over `x: [B, C, H, W]` or `[B, C]`, fused into one op
+/// (optionally followed by ReLU): `y = (x − μ_c)/√(σ²_c + eps)·weight_c + bias_c` with the batch
+/// mean `μ_c` and biased variance `σ²_c` of channel `c`. Differentiable in `x`, `weight` and
+/// `bias` (the backward includes the dependence of μ and σ² on `x`:
+/// `∂L/∂x = weight·invstd·(g − mean(g) − x̂·mean(g·x̂))`, `g` the output gradient masked by
+/// `y > 0` with `relu`). Returns `(y, μ [C], σ² [C])`, the statistics in `x`'s dtype for the
+/// running-statistics update. CPU, f32/f64 only (see [`batch_norm_train_supported`]).
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let dims = bn_dims(x)?;
+    let (b, c, hw) = dims;
+    if weight.dims() != [c] || bias.dims() != [c] {
+        candle_core::bail!(
+            "batch norm over {c} channels: weight {:?} and bias {:?} must be [{c}]",
+            weight.dims(),
+            bias.dims()
+        );
+    }
+    if b * hw < 2 {
+        candle_core::bail!(
+            "batch norm in training mode needs more than one value per channel, got input {:?}",
+            x.dims()
+        );
+    }
+    let x = x.contiguous()?;
+    let st = x.apply_op1_no_bwd(&BnStats { dims })?; // [2, C] f64
+    let sv = st.to_vec2::<f64>()?;
+    let stats: Vec<(f64, f64)> = sv[0]
+        .iter()
+        .zip(&sv[1])
+        .map(|(&m, &v)| (m, 1.0 / (v + eps).sqrt()))
+        .collect();
+    let y = x.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        BnTrain { dims, stats, relu },
+    )?;
+    let mean = st.get(0)?.to_dtype(x.dtype())?;
+    let var = st.get(1)?.to_dtype(x.dtype())?;
+    Ok((y, mean, var))
+}
+
+/// Whether [`batch_norm_train`] (and the other fused CPU ops) can take `x`: a CPU f32/f64 tensor.
+pub fn batch_norm_train_supported(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// `[B, C, H, W] → [B, C]` plane means; backward spreads `g/(H·W)` over each plane.
+struct Gap {
+    hw: usize,
+}
+
+impl CustomOp1 for Gap {
+    fn name(&self) -> &'static str {
+        "modbal-global-avg-pool"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = l.dims();
+        let st = float_dispatch!("global_avg_pool", s, l, |v| plane_means(v, self.hw));
+        Ok((st, Shape::from((d[0], d[1]))))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = grad.contiguous()?.apply_op1_no_bwd(&GapBwd {
+            hw: self.hw,
+            shape: arg.shape().clone(),
+        })?;
+        Ok(Some(g))
+    }
+}
+
+struct GapBwd {
+    hw: usize,
+    shape: Shape,
+}
+
+impl CustomOp1 for GapBwd {
+    fn name(&self) -> &'static str {
+        "modbal-global-avg-pool-bwd"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let st = float_dispatch!("global_avg_pool backward", s, l, |v| plane_spread(
+            v, self.hw
+        ));
+        Ok((st, self.shape.clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fused residual add + ReLU
+// ---------------------------------------------------------------------------------------------
+
+/// `(a, b) → max(a + b, 0)`; backward `g·[y > 0]` to both operands.
+struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "modbal-add-relu"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let st = float_dispatch2!("add_relu", (s1, l1), (s2, l2), |a, b| add_relu_fwd(a, b));
+        Ok((st, l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        if !a.track_op() && !b.track_op() {
+            return Ok((None, None));
+        }
+        let g = grad.contiguous()?.apply_op2_no_bwd(res, &ReluMask)?;
+        Ok((a.track_op().then(|| g.clone()), b.track_op().then_some(g)))
+    }
+}
+
+/// `(g, y) → g·[y > 0]`.
+struct ReluMask;
+
+impl CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "modbal-relu-mask"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let st = float_dispatch2!("relu backward", (s1, l1), (s2, l2), |g, y| relu_mask(g, y));
+        Ok((st, l1.shape().clone()))
+    }
+}
+
+/// `relu(a + b)` for two tensors of one shape, one fused op on CPU f32/f64 (a ResNet block's
+/// residual connection); elsewhere the composition of candle ops. Gradient: `g·[y > 0]` to both.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dims() != b.dims() {
+        candle_core::bail!("add_relu: shapes {:?} and {:?} differ", a.dims(), b.dims());
+    }
+    if batch_norm_train_supported(a) && a.dtype() == b.dtype() && b.device().is_cpu() {
+        a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+    } else {
+        (a + b)?.relu()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

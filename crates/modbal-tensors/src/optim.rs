@@ -14,7 +14,9 @@
 //! A parameter that has no gradient in the `GradStore` is skipped entirely (its state and step
 //! count do not advance), as PyTorch skips parameters whose `.grad` is `None`.
 
-use candle_core::{backprop::GradStore, DType, Device, Result, Tensor, Var};
+use candle_core::{
+    backprop::GradStore, CpuStorage, DType, Device, InplaceOp3, Layout, Result, Tensor, Var,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -206,7 +208,28 @@ pub trait Optimizer: Send {
     fn load_state(&mut self, state: &OptimizerState) -> Result<()>;
 }
 
+/// `Some(all finite)` for a contiguous CPU f32/f64 tensor (one pass, no copy), else `None`.
+fn cpu_all_finite(g: &Tensor) -> Option<bool> {
+    let (st, l) = g.storage_and_layout();
+    let (a, b) = l.contiguous_offsets()?;
+    match &*st {
+        candle_core::Storage::Cpu(CpuStorage::F32(v)) => {
+            Some(v[a..b].iter().all(|x| x.is_finite()))
+        }
+        candle_core::Storage::Cpu(CpuStorage::F64(v)) => {
+            Some(v[a..b].iter().all(|x| x.is_finite()))
+        }
+        _ => None,
+    }
+}
+
 fn check_grad(name: &str, g: &Tensor) -> Result<()> {
+    if let Some(ok) = cpu_all_finite(g) {
+        if !ok {
+            candle_core::bail!("non-finite gradient for parameter {name:?}: refusing the update");
+        }
+        return Ok(());
+    }
     let s = g
         .to_dtype(DType::F64)?
         .abs()?
@@ -251,6 +274,46 @@ impl Optimizer for Sgd {
                 continue;
             };
             let g = &g.detach();
+            if fused_sgd_ok(v.as_tensor(), g) {
+                let g = &g.contiguous()?;
+                let p = v.as_tensor();
+                let buf = if c.momentum != 0.0 {
+                    let (b, first) = match self.buf.get(name) {
+                        Some(b) if b.is_contiguous() && b.dtype() == p.dtype() => {
+                            (b.clone(), false)
+                        }
+                        _ => (g.copy()?, true),
+                    };
+                    b.inplace_op3(
+                        g,
+                        p,
+                        &SgdBufUpdate {
+                            momentum: c.momentum,
+                            dampening: c.dampening,
+                            weight_decay: c.weight_decay,
+                            first,
+                        },
+                    )?;
+                    self.buf.insert(name.clone(), b.clone());
+                    Some(b)
+                } else {
+                    None
+                };
+                let b = buf.as_ref().unwrap_or(g);
+                p.inplace_op3(
+                    g,
+                    b,
+                    &SgdParamUpdate {
+                        lr: c.lr,
+                        momentum: c.momentum,
+                        weight_decay: c.weight_decay,
+                        nesterov: c.nesterov,
+                        has_buf: buf.is_some(),
+                    },
+                )?;
+                *self.steps.entry(name.clone()).or_insert(0) += 1;
+                continue;
+            }
             // Detached: `p` is a Var, and ops on it are tracked; a momentum buffer built from a tracked
             // tensor would keep a graph reference to every earlier buffer (unbounded memory).
             let p = &v.as_tensor().detach();
@@ -292,7 +355,11 @@ impl Optimizer for Sgd {
             tensors: self
                 .buf
                 .iter()
-                .map(|(n, t)| (format!("{n}.momentum_buffer"), t.clone()))
+                // Deep copies: the buffers are updated in place by later steps.
+                .map(|(n, t)| {
+                    let t = t.copy().unwrap_or_else(|_| t.clone());
+                    (format!("{n}.momentum_buffer"), t)
+                })
                 .collect(),
         }
     }
@@ -310,12 +377,142 @@ impl Optimizer for Sgd {
                         v.dims()
                     );
                 }
-                self.buf
-                    .insert(name.clone(), t.to_dtype(v.dtype())?.to_device(v.device())?);
+                // A copy: the buffer is updated in place, the caller's state must not change.
+                self.buf.insert(
+                    name.clone(),
+                    t.to_dtype(v.dtype())?.to_device(v.device())?.copy()?,
+                );
             }
         }
         self.steps = st.steps.clone();
         Ok(())
+    }
+}
+
+/// Whether the fused in-place SGD update applies: a contiguous CPU f32/f64 parameter and a
+/// gradient of the same dtype and shape.
+fn fused_sgd_ok(p: &Tensor, g: &Tensor) -> bool {
+    p.device().is_cpu()
+        && g.device().is_cpu()
+        && p.is_contiguous()
+        && p.dtype() == g.dtype()
+        && p.dims() == g.dims()
+        && matches!(p.dtype(), DType::F32 | DType::F64)
+}
+
+/// Momentum buffer update in place, sources `(g, p)`: `d = g + wd·p`;
+/// `b ← d` on the first step, else `b ← μ·b + (1−τ)·d` (the same element-wise operations, in
+/// the same order and precision, as the tensor formulation).
+struct SgdBufUpdate {
+    momentum: f64,
+    dampening: f64,
+    weight_decay: f64,
+    first: bool,
+}
+
+/// Parameter update in place, sources `(g, b)`: `d = g + wd·p`;
+/// `p ← p − lr·(d + μ·b)` (Nesterov), `p − lr·b` (momentum) or `p − lr·d`.
+struct SgdParamUpdate {
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+    nesterov: bool,
+    has_buf: bool,
+}
+
+fn slices_of<'a, T: candle_core::WithDType>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("sgd: non-contiguous operand"),
+    }
+}
+
+macro_rules! sgd_inplace {
+    ($self:ident, $s1:ident, $l1:ident, $s2:ident, $l2:ident, $s3:ident, $l3:ident, |$d:ident, $a:ident, $b:ident, $t:ident| $body:block) => {{
+        let (o1, e1) = match $l1.contiguous_offsets() {
+            Some(r) => r,
+            None => candle_core::bail!("{}: non-contiguous destination", $self.name()),
+        };
+        match ($s1, $s2, $s3) {
+            (CpuStorage::F32(d), CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                type $t = f32;
+                let ($d, $a, $b) = (&mut d[o1..e1], slices_of(a, $l2)?, slices_of(b, $l3)?);
+                $body
+            }
+            (CpuStorage::F64(d), CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                type $t = f64;
+                let ($d, $a, $b) = (&mut d[o1..e1], slices_of(a, $l2)?, slices_of(b, $l3)?);
+                $body
+            }
+            _ => candle_core::bail!("{}: f32 or f64 operands of one dtype", $self.name()),
+        }
+        Ok(())
+    }};
+}
+
+impl InplaceOp3 for SgdBufUpdate {
+    fn name(&self) -> &'static str {
+        "modbal-sgd-momentum"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        sgd_inplace!(self, s1, l1, s2, l2, s3, l3, |buf, g, p, T| {
+            let wd = self.weight_decay as T;
+            let (m, damp) = (self.momentum as T, (1.0 - self.dampening) as T);
+            for ((b, &gv), &pv) in buf.iter_mut().zip(g).zip(p) {
+                let d = if self.weight_decay != 0.0 {
+                    gv + pv * wd
+                } else {
+                    gv
+                };
+                *b = if self.first { d } else { *b * m + d * damp };
+            }
+        })
+    }
+}
+
+impl InplaceOp3 for SgdParamUpdate {
+    fn name(&self) -> &'static str {
+        "modbal-sgd-step"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        sgd_inplace!(self, s1, l1, s2, l2, s3, l3, |p, g, buf, T| {
+            let (wd, m, lr) = (self.weight_decay as T, self.momentum as T, self.lr as T);
+            for ((pv, &gv), &bv) in p.iter_mut().zip(g).zip(buf) {
+                let upd = if !self.has_buf {
+                    if self.weight_decay != 0.0 {
+                        gv + *pv * wd
+                    } else {
+                        gv
+                    }
+                } else if self.nesterov {
+                    let d = if self.weight_decay != 0.0 {
+                        gv + *pv * wd
+                    } else {
+                        gv
+                    };
+                    d + bv * m
+                } else {
+                    bv
+                };
+                *pv -= upd * lr;
+            }
+        })
     }
 }
 

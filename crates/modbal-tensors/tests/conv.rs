@@ -361,3 +361,107 @@ fn matches_pytorch_conv2d() -> Result<()> {
     assert_tensor_close("torch gw", gw, &gw_ref, 1e-10, 1e-11);
     Ok(())
 }
+
+/// The gemm kernels' other paths: planes of at least 256 outputs (one sample per product,
+/// groups in parallel), a 1×1 stride-1 convolution (the input is its own im2col matrix),
+/// a strided 1×1 convolution, and groups of several samples with a smaller last group
+/// (7 samples of 9×9 → groups of 4 and 3). Reference: the direct loop (every entry) and
+/// finite differences.
+#[test]
+fn gemm_paths_match_direct_loop() -> Result<()> {
+    check_case(
+        [5, 3, 17, 18],
+        [4, 3, 3, 3],
+        geom((1, 1), (1, 1), (1, 1)),
+        97,
+    )?;
+    check_case([5, 3, 17, 18], [4, 3, 1, 1], ConvGeometry::default(), 97)?;
+    check_case(
+        [3, 4, 16, 16],
+        [6, 4, 1, 1],
+        geom((2, 2), (0, 0), (1, 1)),
+        31,
+    )?;
+    check_case([7, 2, 9, 9], [3, 2, 3, 3], geom((1, 1), (1, 1), (1, 1)), 29)?;
+    check_case(
+        [2, 2, 20, 20],
+        [3, 2, 3, 3],
+        geom((1, 1), (2, 2), (2, 2)),
+        41,
+    )?;
+    Ok(())
+}
+
+/// `conv2d_bias` = `conv2d` + bias; the bias gradient is the closed form `Σ_{b,y,x} r`, and the
+/// input and kernel gradients are those of the bias-free convolution.
+#[test]
+fn fused_bias_matches_separate_bias() -> Result<()> {
+    use modbal_tensors::ops::conv2d_bias;
+    let g = geom((1, 1), (1, 1), (1, 1));
+    for xdims in [[2usize, 3, 5, 6], [3, 2, 16, 17]] {
+        let x = Var::from_tensor(&formula(&xdims, DType::F64, |i| (0.37 * i as f64).sin()))?;
+        let w = Var::from_tensor(&formula(&[4, xdims[1], 3, 3], DType::F64, |i| {
+            0.5 * (0.53 * i as f64).cos()
+        }))?;
+        let b = Var::from_tensor(&formula(&[4], DType::F64, |i| 0.1 * i as f64 - 0.2))?;
+        let y = conv2d_bias(x.as_tensor(), w.as_tensor(), b.as_tensor(), g)?;
+        let y0 = conv2d(x.as_tensor(), w.as_tensor(), g)?;
+        let want = y0.broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1))?)?;
+        assert_close("bias forward", &values(&y), &values(&want), 1e-14, 1e-14);
+        let r = formula(y.dims(), DType::F64, |i| (0.11 * i as f64).cos());
+        let grads = (&y * &r)?.sum_all()?.backward()?;
+        let grads0 = (&y0 * &r)?.sum_all()?.backward()?;
+        let gb = values(grads.get(b.as_tensor()).expect("bias gradient"));
+        let want_gb = values(&r.sum((0, 2, 3))?);
+        assert_close("bias grad", &gb, &want_gb, 1e-12, 1e-12);
+        for (what, v) in [("x", &x), ("w", &w)] {
+            assert_close(
+                what,
+                &values(grads.get(v.as_tensor()).expect("grad")),
+                &values(grads0.get(v.as_tensor()).expect("grad")),
+                1e-14,
+                1e-14,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An input that is not tracked (a network's input) gets no gradient, and the kernel's gradient
+/// is unchanged (reference: the direct loop).
+#[test]
+fn untracked_input_gets_no_gradient() -> Result<()> {
+    let g = geom((2, 2), (1, 1), (1, 1));
+    let (xdims, wdims) = ([2usize, 3, 9, 6], [4usize, 3, 3, 3]);
+    let xt = formula(&xdims, DType::F64, |i| (0.37 * i as f64 + 0.1).sin());
+    let w = Var::from_tensor(&formula(&wdims, DType::F64, |i| {
+        0.5 * (0.53 * i as f64).cos()
+    }))?;
+    let y = conv2d(&xt, w.as_tensor(), g)?;
+    let r = formula(y.dims(), DType::F64, |i| (0.11 * i as f64).cos());
+    let grads = (&y * &r)?.sum_all()?.backward()?;
+    assert!(grads.get(&xt).is_none());
+    let (_, gw_ref) = direct_conv_grads(
+        &Arr {
+            v: values(&xt),
+            d: xdims,
+        },
+        &Arr {
+            v: values(w.as_tensor()),
+            d: wdims,
+        },
+        &Arr {
+            v: values(&r),
+            d: dims4(&y),
+        },
+        g,
+    );
+    assert_tensor_close(
+        "weight grad",
+        grads.get(w.as_tensor()).unwrap(),
+        &gw_ref,
+        1e-12,
+        1e-12,
+    );
+    Ok(())
+}

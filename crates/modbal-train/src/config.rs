@@ -7,7 +7,8 @@
 //! naming the key, wherever they occur.
 
 use modbal_core::{ModbalError, Result};
-use modbal_data::DatasetConfig;
+use modbal_data::noise::NoiseConfig;
+use modbal_data::{DatasetConfig, Splits};
 use modbal_encoders::EncoderConfig;
 use modbal_tensors::{OptimizerConfig, ScheduleConfig};
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,111 @@ impl MethodConfig {
     pub fn build(&self) -> Result<modbal_methods::Built> {
         modbal_methods::build(&self.name, &self.options)
     }
+}
+
+/// A dataset of `modbal-text` (`food101`, `mvsa`, `cmu-mosei`), parsed from the opaque options
+/// table that [`DatasetConfig`] keeps for it (modbal-data cannot name these types).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TextDatasetConfig {
+    Food101(modbal_text::Food101Config),
+    Mvsa(modbal_text::MvsaConfig),
+    CmuMosei(modbal_text::CmuMoseiConfig),
+}
+
+const TEXT_HINT: &str = "e.g. --set dataset.text.kind=glove_vectors --set dataset.text.glove=FILE \
+     (or kind = \"wordpiece\" with tokenizer = FILE, or \"glove_ids\"); see datasets/<name>/README.md";
+
+impl TextDatasetConfig {
+    /// The typed options of `d`, `None` for the datasets of modbal-data. Errors name the
+    /// offending key (`dataset.<key>`), including unknown keys and missing required ones.
+    pub fn parse(d: &DatasetConfig) -> Result<Option<Self>> {
+        let Some(t) = d.external_options() else {
+            return Ok(None);
+        };
+        let name = d.name();
+        let err = |e: toml::de::Error| {
+            ModbalError::Config(format!("dataset ({name}): {}", e.message().trim()))
+        };
+        let required = |keys: &[(&str, &str)]| -> Result<()> {
+            for (k, hint) in keys {
+                if !t.contains_key(*k) {
+                    return Err(ModbalError::Config(format!(
+                        "dataset.{k} is required for dataset {name:?}: {hint}"
+                    )));
+                }
+            }
+            Ok(())
+        };
+        let v = toml::Value::Table(t.clone());
+        let root = "--set dataset.root=DIR (see datasets/<name>/README.md for the layout)";
+        Ok(Some(match d {
+            DatasetConfig::Food101(_) => {
+                required(&[("root", root), ("text", TEXT_HINT)])?;
+                TextDatasetConfig::Food101(v.try_into().map_err(err)?)
+            }
+            DatasetConfig::Mvsa(_) => {
+                required(&[("root", root), ("text", TEXT_HINT)])?;
+                TextDatasetConfig::Mvsa(v.try_into().map_err(err)?)
+            }
+            DatasetConfig::CmuMosei(_) => {
+                required(&[(
+                    "path",
+                    "--set dataset.path=FILE (a MulT-style pickle, e.g. mosei_senti_data.pkl, or its directory)",
+                )])?;
+                TextDatasetConfig::CmuMosei(v.try_into().map_err(err)?)
+            }
+            _ => unreachable!("external_options is Some only for modbal-text datasets"),
+        }))
+    }
+
+    /// The options with every default filled in (what `config.toml` records).
+    pub fn to_table(&self) -> Result<toml::Table> {
+        let r = match self {
+            TextDatasetConfig::Food101(c) => toml::Table::try_from(c),
+            TextDatasetConfig::Mvsa(c) => toml::Table::try_from(c),
+            TextDatasetConfig::CmuMosei(c) => toml::Table::try_from(c),
+        };
+        r.map_err(|e| ModbalError::Serde(e.to_string()))
+    }
+
+    /// How the dataset encodes its `text` modality (`None` for CMU-MOSEI's GloVe sequences).
+    pub fn text_encoding(&self) -> Option<&modbal_text::TextEncoding> {
+        match self {
+            TextDatasetConfig::Food101(c) => Some(&c.text),
+            TextDatasetConfig::Mvsa(c) => Some(&c.text),
+            TextDatasetConfig::CmuMosei(_) => None,
+        }
+    }
+
+    /// Build the three splits.
+    pub fn load(&self) -> Result<Splits> {
+        match self {
+            TextDatasetConfig::Food101(c) => modbal_text::Food101::splits(c),
+            TextDatasetConfig::Mvsa(c) => modbal_text::MvsaSingle::splits(c),
+            TextDatasetConfig::CmuMosei(c) => modbal_text::CmuMosei::splits(c),
+        }
+    }
+}
+
+/// Build the splits of any dataset of the run config (modbal-data's and modbal-text's).
+pub fn load_dataset(d: &DatasetConfig) -> Result<Splits> {
+    match TextDatasetConfig::parse(d)? {
+        Some(t) => t.load(),
+        None => d.load(),
+    }
+}
+
+/// `d` with the defaults of a modbal-text dataset's options filled in (others unchanged).
+fn resolve_dataset(d: &DatasetConfig) -> Result<DatasetConfig> {
+    let Some(t) = TextDatasetConfig::parse(d)? else {
+        return Ok(d.clone());
+    };
+    let table = t.to_table()?;
+    Ok(match d {
+        DatasetConfig::Food101(_) => DatasetConfig::Food101(table),
+        DatasetConfig::Mvsa(_) => DatasetConfig::Mvsa(table),
+        _ => DatasetConfig::CmuMosei(table),
+    })
 }
 
 /// Training-loop options.
@@ -123,6 +229,10 @@ pub struct RunConfig {
     pub method: MethodConfig,
     pub model: ModelConfig,
     pub train: TrainConfig,
+    /// Robustness protocol (`[noise]`, `modbal_data::noise`): corruption of the test split (and
+    /// the training / validation splits if asked). Absent: clean data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<NoiseConfig>,
 }
 
 impl Default for RunConfig {
@@ -138,6 +248,7 @@ impl Default for RunConfig {
             },
             model: ModelConfig::default(),
             train: TrainConfig::default(),
+            noise: None,
         }
     }
 }
@@ -196,10 +307,12 @@ fn set_path(v: &mut toml::Value, parts: &[&str], value: toml::Value, key: &str) 
 impl RunConfig {
     /// Deserialize from a TOML value, rejecting unknown keys (named).
     pub fn from_toml_value(v: toml::Value) -> Result<Self> {
-        let cfg: RunConfig = v
+        let mut cfg: RunConfig = v
             .clone()
             .try_into()
             .map_err(|e: toml::de::Error| ModbalError::Config(e.to_string().trim().to_string()))?;
+        // modbal-text datasets: typed parse (unknown / missing keys named), defaults filled.
+        cfg.dataset = resolve_dataset(&cfg.dataset)?;
         // serde cannot deny unknown keys inside tagged enums / flattened structs: compare the
         // user's keys with the keys of the resolved config instead.
         let resolved =
@@ -294,6 +407,10 @@ impl RunConfig {
             }
         }
         self.method.build()?;
+        TextDatasetConfig::parse(&self.dataset)?;
+        if let Some(n) = &self.noise {
+            n.validate()?;
+        }
         t.optimizer
             .validate()
             .map_err(|e| ModbalError::Config(format!("train.optimizer: {e}")))?;
@@ -309,15 +426,20 @@ impl RunConfig {
         Ok(())
     }
 
-    /// The run directory name.
+    /// The run directory name (`<dataset>-<method>-s<seed>`, then `-<noise tag>` with noise).
     pub fn run_name(&self) -> String {
         if self.name.is_empty() {
-            format!(
+            let mut n = format!(
                 "{}-{}-s{}",
                 self.dataset.name(),
                 self.method.name(),
                 self.seed
-            )
+            );
+            if let Some(noise) = &self.noise {
+                n.push('-');
+                n.push_str(&noise.tag());
+            }
+            n
         } else {
             self.name.clone()
         }

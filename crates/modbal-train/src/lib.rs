@@ -13,7 +13,8 @@
 //!   summary.json       best-val epoch, its val and test metrics
 //!   meta.json          modbal version, git revision, command-independent facts
 //!   plots/*.svg        accuracy and loss curves
-//!   checkpoints/last/  model.safetensors, optimizer.{safetensors,json}, state.json (epoch, RNG, method)
+//!   checkpoints/last/  model.safetensors, optimizer.{safetensors,json}, state.json (epoch, RNG, method),
+//!                      method.safetensors (method-owned tensors, e.g. UDI's q-networks; if any)
 //!   checkpoints/best/  model.safetensors, state.json
 //! ```
 //!
@@ -27,4 +28,6 @@ pub mod trainer;
 
 pub use config::{MethodConfig, ModelConfig, RunConfig, TrainConfig, METHOD_NAMES};
 pub use metrics::{MetricAccumulator, SplitMetrics};
-pub use trainer::{resume, train, EpochRecord, RunOutcome, Summary, TrainOptions};
+pub use trainer::{
+    evaluate_test, load_splits, resume, train, EpochRecord, RunOutcome, Summary, TrainOptions,
+};

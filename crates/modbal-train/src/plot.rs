@@ -1,5 +1,9 @@
 //! Learning curves as standalone SVG files (`plots/accuracy.svg`, `plots/loss.svg`), written
 //! after every run: fusion and per-modality accuracy on train and val per epoch, and the loss.
+//! `plots/method.svg` shows the method's own per-epoch quantities (the numbers under `method` in
+//! `metrics.jsonl`: CAL's φ, R, W, a; OGM-GE's k; UDI's α…), one panel per key group (the key up
+//! to its first `.`, so `phi.audio` and `phi.visual` share a panel); absent when a method logs
+//! no numbers.
 
 use crate::trainer::EpochRecord;
 use modbal_core::{ModbalError, Result};
@@ -88,8 +92,10 @@ fn svg_chart(title: &str, y_label: &str, series: &[Series]) -> String {
         h / 2.0,
         h / 2.0
     );
+    // Train (dashed) / val (solid) pairs share a colour; otherwise one colour per series.
+    let paired = series.iter().any(|se| se.dashed);
     for (i, se) in series.iter().enumerate() {
-        let color = COLORS[(i / 2) % COLORS.len()];
+        let color = COLORS[if paired { i / 2 } else { i } % COLORS.len()];
         let d: Vec<String> = se
             .points
             .iter()
@@ -106,6 +112,13 @@ fn svg_chart(title: &str, y_label: &str, series: &[Series]) -> String {
             r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
             d.join(" ")
         );
+        // Markers, so that short runs (one or two epochs) still show their values.
+        for p in &d {
+            if let Some((x, y)) = p.split_once(',') {
+                let _ = write!(s, r#"<circle cx="{x}" cy="{y}" r="2.5" fill="{color}"/>"#);
+            }
+        }
+        s.push('\n');
         let ly = t + 16.0 * i as f64;
         let _ = writeln!(
             s,
@@ -121,7 +134,66 @@ fn svg_chart(title: &str, y_label: &str, series: &[Series]) -> String {
     s
 }
 
-/// Write `plots/accuracy.svg` and `plots/loss.svg` for a run's history.
+/// Panels of [`svg_chart`]s, two per row, in one SVG.
+fn svg_panels(panels: &[(String, Vec<Series>)]) -> String {
+    let (w, h) = (720.0, 420.0);
+    let cols = 2usize.min(panels.len()).max(1);
+    let rows = panels.len().div_ceil(cols);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="12">"#,
+        w * cols as f64,
+        h * rows as f64
+    );
+    for (i, (title, series)) in panels.iter().enumerate() {
+        let (x, y) = ((i % cols) as f64 * w, (i / cols) as f64 * h);
+        let chart = svg_chart(title, title, series);
+        let chart = chart.replacen(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" "#,
+            &format!(r#"<svg x="{x}" y="{y}" "#),
+            1,
+        );
+        s.push_str(&chart);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The numeric scalars of the train records' `method` objects, grouped by key prefix.
+fn method_panels(history: &[EpochRecord]) -> Vec<(String, Vec<Series>)> {
+    let mut groups: BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>> = BTreeMap::new();
+    for r in history.iter().filter(|r| r.split == "train") {
+        for (k, v) in &r.method {
+            if let Some(y) = v.as_f64() {
+                let g = k.split('.').next().unwrap_or(k).to_string();
+                groups
+                    .entry(g)
+                    .or_default()
+                    .entry(k.clone())
+                    .or_default()
+                    .push(((r.epoch + 1) as f64, y));
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(g, keys)| {
+            let series = keys
+                .into_iter()
+                .map(|(k, points)| Series {
+                    name: k,
+                    points,
+                    dashed: false,
+                })
+                .collect();
+            (g, series)
+        })
+        .collect()
+}
+
+/// Write `plots/accuracy.svg`, `plots/loss.svg` and (if the method logs numbers)
+/// `plots/method.svg` for a run's history.
 pub fn write_plots(dir: &Path, history: &[EpochRecord]) -> Result<()> {
     if history.is_empty() {
         return Ok(());
@@ -176,5 +248,62 @@ pub fn write_plots(dir: &Path, history: &[EpochRecord]) -> Result<()> {
         let p = pdir.join(file);
         std::fs::write(&p, body).map_err(|e| ModbalError::io("writing", &p, e))?;
     }
+    let panels = method_panels(history);
+    if !panels.is_empty() {
+        let p = pdir.join("method.svg");
+        std::fs::write(&p, svg_panels(&panels)).map_err(|e| ModbalError::io("writing", &p, e))?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(epoch: usize, split: &str, method: serde_json::Value) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            stage: "train".into(),
+            split: split.into(),
+            loss: 1.0,
+            fusion_acc: 0.5,
+            modality_acc: BTreeMap::new(),
+            macro_f1: 0.5,
+            discrepancy_ratio: None,
+            lr: 0.1,
+            method: method.as_object().unwrap().clone(),
+            noise: None,
+        }
+    }
+
+    #[test]
+    fn method_quantities_are_grouped_by_key_prefix() {
+        let h = vec![
+            rec(
+                0,
+                "train",
+                serde_json::json!({"phi.audio": 0.7, "phi.visual": 0.2, "k": 1.0, "stage": "a"}),
+            ),
+            rec(0, "val", serde_json::json!({"ignored": 3.0})),
+            rec(
+                1,
+                "train",
+                serde_json::json!({"phi.audio": 0.6, "phi.visual": 0.3, "k": 0.9, "flag": true}),
+            ),
+        ];
+        let p = method_panels(&h);
+        let names: Vec<(&str, Vec<&str>)> = p
+            .iter()
+            .map(|(g, s)| (g.as_str(), s.iter().map(|x| x.name.as_str()).collect()))
+            .collect();
+        // Strings, booleans and the val records' keys are not plotted.
+        assert_eq!(
+            names,
+            [("k", vec!["k"]), ("phi", vec!["phi.audio", "phi.visual"])]
+        );
+        assert_eq!(p[1].1[0].points, [(1.0, 0.7), (2.0, 0.6)]);
+        let svg = svg_panels(&p);
+        assert_eq!(svg.matches("<svg").count(), 3);
+        assert!(svg.contains(r#"<svg x="720" y="0" "#));
+    }
 }

@@ -1,13 +1,15 @@
 //! The training loop (see the crate docs for the run directory it writes).
 
-use crate::config::RunConfig;
+use crate::config::{RunConfig, TextDatasetConfig};
 use crate::metrics::{MetricAccumulator, SplitMetrics};
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use indicatif::{ProgressBar, ProgressStyle};
 use modbal_core::{EvalOutputs, Method, ModbalError, MultimodalModel, Result, RunContext};
-use modbal_data::{DataLoader, Dataset, Splits};
+use modbal_data::noise::{NoiseConfig, NoiseOn};
+use modbal_data::{DataLoader, Dataset, DatasetConfig, Splits};
 use modbal_encoders::{EncoderConfig, ModalitySpec, MultimodalNet};
 use modbal_tensors::{global_grad_norm, Optimizer, OptimizerState, RngState, SeededRng};
+use modbal_text::TextEncoding;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -42,6 +44,9 @@ pub struct EpochRecord {
     pub discrepancy_ratio: Option<f64>,
     pub lr: f64,
     pub method: serde_json::Map<String, serde_json::Value>,
+    /// The corruption applied to this split's inputs (robustness protocol); absent when clean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<NoiseConfig>,
 }
 
 impl EpochRecord {
@@ -57,6 +62,7 @@ impl EpochRecord {
             discrepancy_ratio: m.discrepancy_ratio,
             lr,
             method: Default::default(),
+            noise: None,
         }
     }
 }
@@ -73,6 +79,9 @@ pub struct Summary {
     pub selected_on: String,
     pub val: SplitMetrics,
     pub test: SplitMetrics,
+    /// The robustness protocol's corruption (`noise.on` says which splits); absent when clean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<NoiseConfig>,
 }
 
 /// What [`train`] returns.
@@ -82,6 +91,9 @@ pub struct RunOutcome {
     pub summary: Option<Summary>,
     pub history: Vec<EpochRecord>,
 }
+
+/// File of `checkpoints/last` holding [`Method::state_tensors`] (absent when a method has none).
+const METHOD_TENSORS: &str = "method.safetensors";
 
 #[derive(Serialize, Deserialize)]
 struct CheckpointState {
@@ -101,19 +113,90 @@ struct BestState {
 }
 
 /// Default encoder of a modality of a built-in dataset.
-fn default_encoder(dataset: &str, modality: &str, shape: &[usize]) -> EncoderConfig {
-    match (dataset, shape.len()) {
+fn default_encoder(dataset: &DatasetConfig, modality: &str, shape: &[usize]) -> EncoderConfig {
+    // modbal-text datasets: the text encoder follows the text encoding.
+    if let Ok(Some(t)) = TextDatasetConfig::parse(dataset) {
+        if let (Some(enc), "text") = (t.text_encoding(), modality) {
+            return match enc {
+                // WordPiece ids only make sense to BERT (pretrained weights required).
+                TextEncoding::Wordpiece { .. } => EncoderConfig::Bert {
+                    repo: modbal_encoders::encoder::default_bert_repo(),
+                    revision: modbal_encoders::pretrained::default_revision(),
+                    weights: None,
+                    pretrained: true,
+                    pooling: Default::default(),
+                },
+                // IBML's text encoder: GloVe (same file and vocabulary) + BiGRU.
+                TextEncoding::GloveIds {
+                    glove, max_words, ..
+                } => EncoderConfig::BiGru {
+                    glove: Some(glove.clone()),
+                    max_words: *max_words,
+                    trainable_embeddings: false,
+                    hidden: modbal_encoders::encoder::default_gru_hidden(),
+                    pooling: Default::default(),
+                },
+                TextEncoding::GloveVectors { .. } => EncoderConfig::BiGru {
+                    glove: None,
+                    max_words: 0,
+                    trainable_embeddings: false,
+                    hidden: modbal_encoders::encoder::default_gru_hidden(),
+                    pooling: Default::default(),
+                },
+            };
+        }
+    }
+    match (dataset.name(), shape.len()) {
         ("synth-av", 3) => EncoderConfig::SmallCnn {
             channels: vec![16, 32, 64],
         },
         ("synth-vec", _) => EncoderConfig::Mlp {
             hidden: vec![64, 64],
         },
+        // PMR / AGM's 4-conv digit encoder for both CGMNIST views.
+        ("cgmnist", 3) => EncoderConfig::conv4(),
+        // CMU-MOSEI's [T, F] sequences: MulT's Transformer per modality.
+        (_, 2) => EncoderConfig::SeqTransformer {
+            transformer: Default::default(),
+        },
+        // Real audio-visual / RGB-flow / RGB-depth data: ResNet18 (OGM-GE family), with
+        // T-frame pooling for clips [C, T, H, W] (the generic rules below). Food-101 / MVSA
+        // images: ResNet18 from scratch (`resnet18_pretrained` must be asked for: it needs
+        // weights).
         (_, 1) => EncoderConfig::Mlp { hidden: vec![64] },
         (_, 3) if modality == "audio" => EncoderConfig::resnet18(false),
         (_, 4) => EncoderConfig::resnet18(true),
         _ => EncoderConfig::resnet18(false),
     }
+}
+
+/// A default BERT text encoder whose weights cannot be found: a clear error with the ways out
+/// (asked-for encoders report missing weights when they are built).
+fn check_default_weights(dataset: &DatasetConfig, modality: &str, e: &EncoderConfig) -> Result<()> {
+    if let EncoderConfig::Bert {
+        repo,
+        revision,
+        weights,
+        pretrained: true,
+        ..
+    } = e
+    {
+        let src = modbal_encoders::pretrained::WeightsSource {
+            repo: repo.clone(),
+            revision: revision.clone(),
+            weights: weights.clone(),
+        };
+        if let Err(err) = src
+            .resolve("config.json")
+            .and_then(|_| src.resolve("model.safetensors"))
+        {
+            return Err(ModbalError::Config(format!(
+                "model.encoders.{modality}: dataset {:?} with dataset.text.kind = \"wordpiece\" defaults to kind = \"bert\" ({repo}), whose pretrained weights are missing. Set model.encoders.{modality}.weights=DIR (config.json + model.safetensors), or model.encoders.{modality}.pretrained=false, or use dataset.text.kind=glove_vectors (default encoder bigru). {err}",
+                dataset.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The modalities a method trains on (all of the dataset's unless the method names some;
@@ -168,10 +251,11 @@ fn resolve(cfg: &RunConfig, splits: &Splits) -> Result<RunConfig> {
         .zip(splits.train.input_shapes())
     {
         if mods.contains(name) {
-            r.model
-                .encoders
-                .entry(name.clone())
-                .or_insert_with(|| default_encoder(cfg.dataset.name(), name, shape));
+            if !r.model.encoders.contains_key(name) {
+                let e = default_encoder(&cfg.dataset, name, shape);
+                check_default_weights(&cfg.dataset, name, &e)?;
+                r.model.encoders.insert(name.clone(), e);
+            }
         } else {
             r.model.encoders.remove(name);
         }
@@ -318,11 +402,18 @@ fn evaluate(
     Ok((acc.finish(&names), outputs))
 }
 
-fn build_session(cfg: &RunConfig, opts: &TrainOptions, dir: Option<PathBuf>) -> Result<Session> {
+/// The resolved config, the data of the run (noise applied, the method's modalities selected in
+/// its order), the built method and its modalities.
+fn prepare(cfg: &RunConfig) -> Result<(RunConfig, Splits, modbal_methods::Built, Vec<String>)> {
     cfg.validate()?;
-    let device = Device::Cpu;
-    let all = cfg.dataset.load()?;
+    let all = crate::config::load_dataset(&cfg.dataset)?;
     all.validate()?;
+    // Robustness protocol: corrupt the chosen splits before any modality selection, so every
+    // method sees the same corrupted samples of a modality.
+    let all = match &cfg.noise {
+        Some(n) => n.apply(&all)?,
+        None => all,
+    };
     let cfg = resolve(cfg, &all)?;
     let built = cfg.method.build()?;
     let mods = method_modalities(&built, &all)?;
@@ -331,6 +422,18 @@ fn build_session(cfg: &RunConfig, opts: &TrainOptions, dir: Option<PathBuf>) -> 
     } else {
         all.select(&mods)?
     };
+    Ok((cfg, splits, built, mods))
+}
+
+/// The splits a run of `cfg` trains, validates and tests on: the dataset's, corrupted as
+/// `cfg.noise` says, restricted to (and ordered as) the method's modalities.
+pub fn load_splits(cfg: &RunConfig) -> Result<Splits> {
+    Ok(prepare(cfg)?.1)
+}
+
+fn build_session(cfg: &RunConfig, opts: &TrainOptions, dir: Option<PathBuf>) -> Result<Session> {
+    let device = Device::Cpu;
+    let (cfg, splits, built, mods) = prepare(cfg)?;
     let mut root = SeededRng::new(cfg.seed);
     let mut init_rng = root.fork();
     let run_rng = root.fork();
@@ -390,6 +493,48 @@ pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<RunOutcome> {
     run_loop(&mut s, None)
 }
 
+/// Evaluate the selected (best-validation) model of a finished run, `run_dir/checkpoints/best`,
+/// on the run's test split corrupted as `noise` says (`None`: clean).
+///
+/// This is the robustness protocol's "noise on the test set only" (CAL Table 2) without
+/// retraining: with `noise.on = "test"` training and validation see clean data, so a run trained
+/// with that noise selects the same model and reports these test metrics (tested). `noise.on`
+/// must therefore be `"test"`; corrupting the training split needs a new run.
+pub fn evaluate_test(run_dir: &Path, noise: Option<&NoiseConfig>) -> Result<SplitMetrics> {
+    let mut cfg = RunConfig::from_file(&run_dir.join("config.toml"))?;
+    if let Some(n) = noise {
+        if n.on != NoiseOn::Test {
+            return Err(ModbalError::Config(format!(
+                "evaluate_test corrupts the test split only (noise.on = \"test\"), got noise.on \
+                 = {:?}: noise on other splits changes training and needs a new run",
+                n.on.name()
+            )));
+        }
+    }
+    cfg.noise = noise.cloned();
+    let opts = TrainOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let mut s = build_session(&cfg, &opts, Some(run_dir.to_path_buf()))?;
+    let best = run_dir.join("checkpoints").join("best");
+    s.model
+        .params()
+        .load(best.join("model.safetensors"))
+        .map_err(|e| ModbalError::Data(format!("{}: {e}", best.display())))?;
+    let bs: BestState = read_json(&best.join("state.json"))?;
+    s.method.load_state(&bs.method)?;
+    Ok(evaluate(
+        &s.model,
+        s.method.as_ref(),
+        s.splits.test.clone(),
+        s.cfg.train.eval_batch_size,
+        s.cfg.train.prefetch,
+        &s.device,
+    )?
+    .0)
+}
+
 /// Continue an interrupted run from `run_dir/checkpoints/last`.
 pub fn resume(run_dir: &Path, opts: &TrainOptions) -> Result<RunOutcome> {
     let cfg = RunConfig::from_file(&run_dir.join("config.toml"))?;
@@ -401,6 +546,16 @@ pub fn resume(run_dir: &Path, opts: &TrainOptions) -> Result<RunOutcome> {
         .load(last.join("model.safetensors"))
         .map_err(|e| ModbalError::Data(format!("{}: {e}", last.display())))?;
     s.method.load_state(&st.method)?;
+    let mt = last.join(METHOD_TENSORS);
+    let method_tensors: BTreeMap<String, Tensor> = if mt.exists() {
+        candle_core::safetensors::load(&mt, &s.device)
+            .map_err(|e| ModbalError::Data(format!("{}: {e}", mt.display())))?
+            .into_iter()
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    s.method.load_state_tensors(&method_tensors)?;
     s.ctx.rng = SeededRng::from_state(&st.rng).map_err(ModbalError::Data)?;
     s.ctx.step = st.step;
     // Keep only the metrics of completed epochs.
@@ -472,6 +627,10 @@ fn save_checkpoint(s: &Session, opt: &dyn Optimizer, st: &CheckpointState) -> Re
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| ModbalError::io("creating", &tmp, e))?;
     s.model.params().save(tmp.join("model.safetensors"))?;
+    let method_tensors: HashMap<String, Tensor> = s.method.state_tensors()?.into_iter().collect();
+    if !method_tensors.is_empty() {
+        candle_core::safetensors::save(&method_tensors, tmp.join(METHOD_TENSORS))?;
+    }
     opt.state().save(&tmp, "optimizer")?;
     write_json(&tmp.join("state.json"), st)?;
     let last = ck.join("last");
@@ -484,12 +643,17 @@ fn run_loop(
     resumed: Option<(CheckpointState, OptimizerState)>,
 ) -> Result<RunOutcome> {
     let epochs = s.cfg.train.epochs;
-    let stages = s.method.stages(epochs);
+    let stages = s.method.stages(epochs, s.model.modalities());
     let total: usize = stages.iter().map(|x| x.epochs).sum();
     if total != epochs {
+        let plan: Vec<String> = stages
+            .iter()
+            .map(|x| format!("{} {}", x.name, x.epochs))
+            .collect();
         return Err(ModbalError::Config(format!(
-            "method {} plans {total} epochs over its stages, train.epochs is {epochs}",
-            s.method.name()
+            "method {} plans {total} epochs over its stages ({}), train.epochs is {epochs}",
+            s.method.name(),
+            plan.join(", ")
         )));
     }
     let names = s.model.modalities().to_vec();
@@ -563,6 +727,8 @@ fn run_loop(
             None => (0..n).collect(),
         };
         s.ctx.rng.shuffle(&mut order);
+        // Augmentation of the real datasets is seeded by (run seed, epoch, sample).
+        s.splits.train.set_epoch(s.cfg.seed, epoch);
         let loader = DataLoader::new(
             s.splits.train.clone(),
             order,
@@ -623,7 +789,11 @@ fn run_loop(
         let stage_name = stages[stage].name.clone();
         let mut tr = EpochRecord::new(epoch, &stage_name, "train", &train_m, lr);
         tr.method = s.ctx.log.take();
-        let va = EpochRecord::new(epoch, &stage_name, "val", &val_m, lr);
+        let mut va = EpochRecord::new(epoch, &stage_name, "val", &val_m, lr);
+        if let Some(n) = &s.cfg.noise {
+            tr.noise = n.on.covers("train").then(|| n.clone());
+            va.noise = n.on.covers("val").then(|| n.clone());
+        }
         for r in [&tr, &va] {
             append_line(&metrics_path, &serde_json::to_string(r)?)?;
         }
@@ -724,6 +894,7 @@ fn run_loop(
         selected_on: "val.fusion_acc".into(),
         val,
         test,
+        noise: s.cfg.noise.clone(),
     };
     write_json(&s.dir.join("summary.json"), &summary)?;
     if !s.opts.quiet {
@@ -748,6 +919,20 @@ pub fn format_table(summary: &Summary) -> String {
         summary.best_epoch + 1,
         summary.epochs
     ));
+    if let Some(n) = &summary.noise {
+        out.push_str(&format!(
+            "noise: {} eps {} on {} (modalities: {}; noise seed {})\n",
+            n.kind.name(),
+            n.eps,
+            n.on.name(),
+            if n.modalities.is_empty() {
+                "all".to_string()
+            } else {
+                n.modalities.join(", ")
+            },
+            n.seed
+        ));
+    }
     let mut header = format!("{:<6} {:>10} {:>9}", "split", "fusion_acc", "macro_f1");
     for m in &mods {
         header.push_str(&format!(" {:>10}", format!("{m}_acc")));
@@ -775,4 +960,43 @@ fn print_table(summary: &Summary, dir: &Path) {
     println!();
     print!("{}", format_table(summary));
     println!("run directory: {}", dir.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_text_encoders_follow_the_encoding() {
+        let mut t = toml::Table::new();
+        t.insert("root".into(), "/data/mvsa".into());
+        let mut text = toml::Table::new();
+        text.insert("kind".into(), "glove_ids".into());
+        text.insert("glove".into(), "g.txt".into());
+        t.insert("text".into(), text.into());
+        let d = DatasetConfig::Mvsa(t.clone());
+        match default_encoder(&d, "text", &[64]) {
+            EncoderConfig::BiGru { glove, .. } => assert_eq!(glove, Some("g.txt".into())),
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(
+            default_encoder(&d, "image", &[3, 224, 224]),
+            EncoderConfig::resnet18(false)
+        );
+        // A default BERT without weights: a clear error naming the way out.
+        let bert = EncoderConfig::Bert {
+            repo: "modbal-test/no-such-repo".into(),
+            revision: "main".into(),
+            weights: Some(std::env::temp_dir().join("modbal-no-weights-here")),
+            pretrained: true,
+            pooling: Default::default(),
+        };
+        let e = check_default_weights(&d, "text", &bert)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.encoders.text.weights") && e.contains("glove_vectors"),
+            "{e}"
+        );
+    }
 }

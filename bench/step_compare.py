@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Runs `modbal bench step` and `bench/torch_reference.py` side by side, interleaved
+(modbal, PyTorch, modbal, PyTorch, ... per workload: A B A B), and prints the ratio table.
+
+    python3 bench/step_compare.py --modbal target/release/modbal [--threads 2] [--rounds 2]
+        [--steps N] [--workloads small-cnn,conv4-pair,...] [--no-torch]
+
+The ratio is modbal / PyTorch of the median ms per step (< 1: modbal faster); with several
+rounds, each side's reported value is the median over the rounds' medians. Peak RSS: the
+largest of the rounds. Each JSON line is also written to stdout's end with `--json`.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+DEFAULT = ["small-cnn", "conv4-pair", "resnet18-av", "mlp-pair"]
+
+
+def run(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--modbal", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--workloads", default=",".join(DEFAULT))
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    here = __file__.rsplit("/", 1)[0]
+    rows, lines = [], []
+    for w in a.workloads.split(","):
+        extra = ["--threads", str(a.threads)] + (["--steps", str(a.steps)] if a.steps else [])
+        mb, pt = [], []
+        for _ in range(a.rounds):
+            mb.append(run([a.modbal, "bench", "step", "--workload", w] + extra))
+            if not a.no_torch:
+                pt.append(run([sys.executable, f"{here}/torch_reference.py", "--workload", w] + extra))
+        lines += mb + pt
+        m_ms = statistics.median(r["ms_per_step_median"] for r in mb)
+        m_rss = max(r["peak_rss_mb"] or 0 for r in mb)
+        if pt and "skipped" not in pt[0]:
+            p_ms = statistics.median(r["ms_per_step_median"] for r in pt)
+            p_rss = max(r["peak_rss_mb"] for r in pt)
+            rows.append((w, m_ms, p_ms, m_ms / p_ms, m_rss, p_rss))
+        else:
+            rows.append((w, m_ms, None, None, m_rss, None))
+    f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
+    print(f"{'workload':<16}{'modbal ms':>11}{'torch ms':>11}{'ratio':>8}{'modbal MB':>11}{'torch MB':>10}")
+    for w, m, p, r, mr, pr in rows:
+        print(f"{w:<16}{f(m):>11}{f(p):>11}{f(r, 3):>8}{f(mr):>11}{f(pr):>10}")
+    print(f"(ms: median per step, median over {a.rounds} interleaved rounds; "
+          f"{a.threads} threads; ratio = modbal / PyTorch, below 1 means modbal is faster)")
+    if a.json:
+        for l in lines:
+            print(json.dumps(l))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+//! # modbal-audio: audio decoding, resampling and the field's spectrogram recipes
+//!
+//! Everything `modbal prepare` needs to turn raw audio into the arrays the imbalanced-multimodal
+//! papers train on, in Rust (no Python, no ffmpeg for audio files):
+//!
+//! * [`decode`]: WAV (hound: PCM 8/16/24/32-bit, float 32) and FLAC/MP3/AAC-in-MP4/Vorbis/MKV
+//!   (symphonia) → mono `f32`; corrupt or truncated files are errors naming the file.
+//! * [`resample`]: Kaiser-windowed sinc resampler (resampy `kaiser_best` design; librosa ≥ 0.10
+//!   uses soxr — the difference is documented there).
+//! * [`stft`] (librosa conventions), [`fbank`] (Kaldi / `torchaudio.compliance.kaldi.fbank`),
+//!   [`spectrogram`] (`scipy.signal.spectrogram`), [`window`], [`fft`].
+//! * [`recipe`]: `ogm-ge` (257×188 log-STFT), `fbank` (1024×128), `ave` (257×1004) with the
+//!   papers' parameters; [`npy`] writes them.
+//!
+//! Every numeric building block is tested against an independent implementation (numpy / scipy /
+//! librosa / torchaudio; the snippets are quoted in `tests/reference.rs`).
+
+pub mod decode;
+pub mod error;
+pub mod fbank;
+pub mod fft;
+pub mod npy;
+pub mod recipe;
+pub mod resample;
+pub mod spectrogram;
+pub mod stft;
+pub mod window;
+
+pub use decode::{decode_file, Audio};
+pub use error::{AudioError, Result};
+pub use recipe::{Feature, Recipe, RECIPE_NAMES};
+pub use resample::{resample, ResampleConfig};
+
+/// Versions of the decoders compiled in (for manifests).
+pub fn decoder_versions() -> serde_json::Value {
+    serde_json::json!({
+        "modbal-audio": env!("CARGO_PKG_VERSION"),
+        "hound": "3.5",
+        "symphonia": "0.5",
+    })
+}

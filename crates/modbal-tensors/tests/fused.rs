@@ -1,0 +1,252 @@
+//! The fused training ops against closed forms and central finite differences: batch norm in
+//! training mode followed by ReLU, the global average pool, the residual `relu(a + b)`, the
+//! max-pool backward reusing its forward's arg-max, and the in-place SGD state.
+
+mod common;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use common::{assert_close, formula, values};
+use modbal_tensors::ops::{add_relu, global_avg_pool, max_pool2d};
+use modbal_tensors::{BatchNorm2d, Optimizer, Sgd, SgdConfig};
+
+/// Central differences of `loss` at `v` for every `every`-th entry.
+fn finite_diff(
+    v: &[f64],
+    dims: &[usize],
+    every: usize,
+    loss: impl Fn(&Tensor) -> Result<f64>,
+) -> Result<Vec<(usize, f64)>> {
+    let h = 1e-6;
+    let mut out = Vec::new();
+    for i in (0..v.len()).step_by(every) {
+        let (mut p, mut m) = (v.to_vec(), v.to_vec());
+        p[i] += h;
+        m[i] -= h;
+        let lp = loss(&Tensor::from_slice(&p, dims, &Device::Cpu)?)?;
+        let lm = loss(&Tensor::from_slice(&m, dims, &Device::Cpu)?)?;
+        out.push((i, (lp - lm) / (2.0 * h)));
+    }
+    Ok(out)
+}
+
+/// BN (training mode) + ReLU: forward equals `relu(forward_t)`, the gradients of
+/// `L = Σ relu(BN(x))·r` for x, weight and bias equal central finite differences (the batch
+/// statistics depend on x), and the running statistics are updated as by `forward_t`.
+#[test]
+fn batch_norm_relu_matches_finite_differences() -> Result<()> {
+    let dev = Device::Cpu;
+    for xdims in [vec![3usize, 2, 4, 5], vec![6, 3]] {
+        let c = xdims[1];
+        let make = || -> Result<(BatchNorm2d, Var, Var)> {
+            let w = Var::from_tensor(&formula(&[c], DType::F64, |i| 0.5 + 0.5 * i as f64))?;
+            let b = Var::from_tensor(&formula(&[c], DType::F64, |i| 0.1 - 0.2 * i as f64))?;
+            let bn = BatchNorm2d {
+                weight: w.as_tensor().clone(),
+                bias: b.as_tensor().clone(),
+                running_mean: Var::zeros(c, DType::F64, &dev)?,
+                running_var: Var::ones(c, DType::F64, &dev)?,
+                momentum: 0.1,
+                eps: 1e-5,
+            };
+            Ok((bn, w, b))
+        };
+        let xv: Vec<f64> = (0..xdims.iter().product::<usize>())
+            .map(|i| (0.7 * i as f64).sin() + 0.05 * i as f64)
+            .collect();
+        let x = Var::from_tensor(&Tensor::from_slice(&xv, xdims.as_slice(), &dev)?)?;
+        let (bn, w, b) = make()?;
+        let y = bn.forward_relu_t(x.as_tensor(), true)?;
+        let (bn2, _, _) = make()?;
+        let y_plain = bn2.forward_t(x.as_tensor(), true)?.relu()?;
+        assert_close(
+            "bn relu forward",
+            &values(&y),
+            &values(&y_plain),
+            1e-14,
+            1e-14,
+        );
+        assert_close(
+            "running mean",
+            &values(bn.running_mean.as_tensor()),
+            &values(bn2.running_mean.as_tensor()),
+            1e-15,
+            1e-15,
+        );
+        assert!(values(&y).contains(&0.0), "some units inactive");
+        let r = formula(y.dims(), DType::F64, |i| (0.3 * i as f64).cos());
+        let grads = (&y * &r)?.sum_all()?.backward()?;
+        let loss_x = |xt: &Tensor| -> Result<f64> {
+            let (bn, _, _) = make()?;
+            (bn.forward_relu_t(xt, true)? * &r)?
+                .sum_all()?
+                .to_scalar::<f64>()
+        };
+        let gx = values(grads.get(x.as_tensor()).expect("x grad"));
+        for (i, fd) in finite_diff(&xv, &xdims, 1, loss_x)? {
+            assert_close(&format!("bn relu dx[{i}]"), &[gx[i]], &[fd], 1e-6, 1e-7);
+        }
+        for (what, var, is_weight) in [("weight", &w, true), ("bias", &b, false)] {
+            let g = values(grads.get(var.as_tensor()).expect("param grad"));
+            let pv = values(var.as_tensor());
+            let loss_p = |pt: &Tensor| -> Result<f64> {
+                let (mut bn, _, _) = make()?;
+                if is_weight {
+                    bn.weight = pt.clone();
+                } else {
+                    bn.bias = pt.clone();
+                }
+                (bn.forward_relu_t(x.as_tensor(), true)? * &r)?
+                    .sum_all()?
+                    .to_scalar::<f64>()
+            };
+            for (i, fd) in finite_diff(&pv, &[c], 1, loss_p)? {
+                assert_close(&format!("bn relu d{what}[{i}]"), &[g[i]], &[fd], 1e-6, 1e-7);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Global average pool: plane means (closed form) and gradient `r/(H·W)` everywhere.
+#[test]
+fn global_avg_pool_forward_and_gradient() -> Result<()> {
+    let xdims = [2usize, 3, 4, 5];
+    let x = Var::from_tensor(&formula(&xdims, DType::F64, |i| (0.37 * i as f64).sin()))?;
+    let y = global_avg_pool(x.as_tensor())?;
+    assert_eq!(y.dims(), [2, 3]);
+    let xv = values(x.as_tensor());
+    let want: Vec<f64> = xv
+        .chunks(20)
+        .map(|p| p.iter().sum::<f64>() / 20.0)
+        .collect();
+    assert_close("gap forward", &values(&y), &want, 1e-14, 1e-14);
+    let r = formula(&[2, 3], DType::F64, |i| i as f64 - 2.5);
+    let grads = (&y * &r)?.sum_all()?.backward()?;
+    let rv = values(&r);
+    let want_g: Vec<f64> = (0..120).map(|i| rv[i / 20] / 20.0).collect();
+    assert_close(
+        "gap grad",
+        &values(grads.get(x.as_tensor()).unwrap()),
+        &want_g,
+        1e-15,
+        1e-15,
+    );
+    Ok(())
+}
+
+/// `relu(a + b)`: forward closed form, gradient `r·[a + b > 0]` to both operands; an untracked
+/// operand gets none.
+#[test]
+fn add_relu_forward_and_gradients() -> Result<()> {
+    let d = [2usize, 3, 4, 4];
+    let a = Var::from_tensor(&formula(&d, DType::F64, |i| (0.37 * i as f64).sin()))?;
+    let bt = formula(&d, DType::F64, |i| 0.6 * (0.21 * i as f64).cos());
+    let y = add_relu(a.as_tensor(), &bt)?;
+    let s: Vec<f64> = values(a.as_tensor())
+        .iter()
+        .zip(values(&bt))
+        .map(|(u, v)| u + v)
+        .collect();
+    let want: Vec<f64> = s.iter().map(|&v| v.max(0.0)).collect();
+    assert_close("add_relu forward", &values(&y), &want, 0.0, 0.0);
+    let r = formula(&d, DType::F64, |i| (0.11 * i as f64).cos());
+    let grads = (&y * &r)?.sum_all()?.backward()?;
+    let want_g: Vec<f64> = s
+        .iter()
+        .zip(values(&r))
+        .map(|(&v, rv)| if v > 0.0 { rv } else { 0.0 })
+        .collect();
+    assert_close(
+        "add_relu grad",
+        &values(grads.get(a.as_tensor()).unwrap()),
+        &want_g,
+        0.0,
+        0.0,
+    );
+    assert!(grads.get(&bt).is_none());
+    assert!(add_relu(a.as_tensor(), &bt.narrow(3, 0, 2)?).is_err());
+    Ok(())
+}
+
+/// Two backward passes over one max-pool graph give the same gradient (the second finds the
+/// forward's arg-max again), equal to the direct routing of r to each window's maximum.
+#[test]
+fn max_pool_backward_twice() -> Result<()> {
+    let x = Var::from_tensor(&formula(&[1, 2, 4, 6], DType::F64, |i| {
+        ((i * 7) % 11) as f64
+    }))?;
+    let y = max_pool2d(x.as_tensor(), 2, 2, 0)?;
+    let r = formula(y.dims(), DType::F64, |i| 1.0 + i as f64);
+    let g1 = values(
+        (&y * &r)?
+            .sum_all()?
+            .backward()?
+            .get(x.as_tensor())
+            .unwrap(),
+    );
+    let g2 = values(
+        (&y * &r)?
+            .sum_all()?
+            .backward()?
+            .get(x.as_tensor())
+            .unwrap(),
+    );
+    assert_close("second backward", &g2, &g1, 0.0, 0.0);
+    // Direct: each 2×2 window sends its r to its first maximum.
+    let xv = values(x.as_tensor());
+    let rv = values(&r);
+    let mut want = vec![0.0; xv.len()];
+    for c in 0..2 {
+        for oy in 0..2 {
+            for ox in 0..3 {
+                let mut best = (f64::NEG_INFINITY, 0);
+                for ky in 0..2 {
+                    for kx in 0..2 {
+                        let i = c * 24 + (2 * oy + ky) * 6 + 2 * ox + kx;
+                        if xv[i] > best.0 {
+                            best = (xv[i], i);
+                        }
+                    }
+                }
+                want[best.1] += rv[c * 6 + oy * 3 + ox];
+            }
+        }
+    }
+    assert_close("max-pool grad", &g1, &want, 0.0, 0.0);
+    Ok(())
+}
+
+/// The SGD momentum buffers are updated in place: a state taken earlier must not change with
+/// later steps, and a loaded state must not be changed by the optimizer.
+#[test]
+fn sgd_state_snapshots_are_independent() -> Result<()> {
+    let dev = Device::Cpu;
+    let w = Var::from_tensor(&Tensor::new(&[1.0f32, -2.0, 3.0], &dev)?)?;
+    let mut opt = Sgd::new(vec![("w".into(), w.clone())], SgdConfig::default());
+    let step = |opt: &mut Sgd| -> Result<()> {
+        let loss = w.as_tensor().sqr()?.sum_all()?;
+        opt.step(&loss.backward()?)
+    };
+    step(&mut opt)?;
+    let st = opt.state();
+    let before = values(&st.tensors["w.momentum_buffer"]);
+    step(&mut opt)?;
+    assert_close(
+        "state after a later step",
+        &values(&st.tensors["w.momentum_buffer"]),
+        &before,
+        0.0,
+        0.0,
+    );
+    let mut opt2 = Sgd::new(vec![("w".into(), w.clone())], SgdConfig::default());
+    opt2.load_state(&st)?;
+    step(&mut opt2)?;
+    assert_close(
+        "loaded state after a step",
+        &values(&st.tensors["w.momentum_buffer"]),
+        &before,
+        0.0,
+        0.0,
+    );
+    Ok(())
+}

@@ -1,0 +1,770 @@
+//! A small pickle virtual machine (protocols 0-5, in-band data only) that understands the
+//! numpy arrays inside MulT-style data files.
+//!
+//! The opcodes follow Python's `pickletools` documentation. Objects are built as [`Value`]s;
+//! calls (`REDUCE`, `NEWOBJ`) of unknown callables become [`Value::Object`] without running
+//! anything. Recognised callables:
+//! * `numpy.core.multiarray._reconstruct` / `numpy._core.multiarray._reconstruct` followed by
+//!   `BUILD` with numpy's `__setstate__` state `(version, shape, dtype, is_fortran, data)`
+//!   (protocols 0-4; `data` is bytes, a latin-1 string in Python-2 pickles, or a list for
+//!   object arrays);
+//! * `numpy.core.numeric._frombuffer` / `numpy._core.numeric._frombuffer` `(buffer, dtype,
+//!   shape, order)` (protocol 5, in-band buffers);
+//! * `numpy.dtype(descr, align, copy)` with its `BUILD` state `(version, byteorder, …)`;
+//! * `_codecs.encode(text, "latin1")` (how Python 3 stores bytes at protocol ≤ 2);
+//! * `collections.OrderedDict` and `builtins.set/frozenset/list/dict/bytearray`.
+//!
+//! Out-of-band buffers (`NEXT_BUFFER`) are rejected with a clear error.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+
+/// A decoded pickle object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Rc<Vec<u8>>),
+    List(Vec<Value>),
+    Tuple(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+    /// A reference to `module.name`.
+    Global(String, String),
+    Array(Rc<NdArray>),
+    Dtype(Dtype),
+    /// An object built by an unknown callable: callable, arguments, `BUILD` state.
+    Object(Box<Value>, Box<Value>, Option<Box<Value>>),
+    /// A numpy array between `_reconstruct` and its `BUILD`.
+    PendingArray,
+}
+
+/// A numpy dtype: kind (`f`, `i`, `u`, `b`, `U`, `S`, `O`, …), item size, byte order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dtype {
+    pub kind: char,
+    pub size: usize,
+    pub big_endian: bool,
+}
+
+impl Dtype {
+    fn parse(descr: &str) -> Result<Self, String> {
+        let (order, rest) = match descr.chars().next() {
+            Some(c @ ('<' | '>' | '|' | '=')) => (Some(c), &descr[1..]),
+            _ => (None, descr),
+        };
+        let mut chars = rest.chars();
+        let kind = chars
+            .next()
+            .ok_or_else(|| format!("empty dtype {descr:?}"))?;
+        let num: String = chars.collect();
+        let size = match (kind, num.as_str()) {
+            ('O', "") => 8,
+            ('b', "") | ('?', "") => 1,
+            (_, "") => return Err(format!("dtype {descr:?} has no item size")),
+            (_, n) => n
+                .parse::<usize>()
+                .map_err(|_| format!("unsupported dtype {descr:?}"))?,
+        };
+        let size = if kind == 'U' { size * 4 } else { size };
+        Ok(Self {
+            kind: if kind == '?' { 'b' } else { kind },
+            size,
+            big_endian: order == Some('>'),
+        })
+    }
+}
+
+impl fmt::Display for Dtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{}{}",
+            if self.big_endian { '>' } else { '<' },
+            self.kind,
+            self.size
+        )
+    }
+}
+
+/// A numpy array: C-order shape and raw data (or objects for `dtype=object`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NdArray {
+    pub shape: Vec<usize>,
+    pub dtype: Dtype,
+    pub fortran: bool,
+    pub data: Rc<Vec<u8>>,
+    pub objects: Vec<Value>,
+}
+
+impl NdArray {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values as `f32` in C order (numeric and bool dtypes).
+    pub fn to_f32(&self) -> Result<Vec<f32>, String> {
+        let n = self.len();
+        let s = self.dtype.size;
+        if self.dtype.kind == 'O' || !matches!(self.dtype.kind, 'f' | 'i' | 'u' | 'b') {
+            return Err(format!("array of dtype {} is not numeric", self.dtype));
+        }
+        if self.data.len() != n * s {
+            return Err(format!(
+                "array {:?} of dtype {} needs {} bytes, has {}",
+                self.shape,
+                self.dtype,
+                n * s,
+                self.data.len()
+            ));
+        }
+        let be = self.dtype.big_endian;
+        let mut out = Vec::with_capacity(n);
+        for chunk in self.data.chunks_exact(s) {
+            let mut b = [0u8; 8];
+            b[..s].copy_from_slice(chunk);
+            if be {
+                b[..s].reverse();
+            }
+            let v = match (self.dtype.kind, s) {
+                ('f', 4) => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                ('f', 8) => f64::from_le_bytes(b) as f32,
+                ('f', 2) => half_to_f32(u16::from_le_bytes([b[0], b[1]])),
+                ('i', 1) => b[0] as i8 as f32,
+                ('i', 2) => i16::from_le_bytes([b[0], b[1]]) as f32,
+                ('i', 4) => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32,
+                ('i', 8) => i64::from_le_bytes(b) as f32,
+                ('u', 1) | ('b', 1) => b[0] as f32,
+                ('u', 2) => u16::from_le_bytes([b[0], b[1]]) as f32,
+                ('u', 4) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32,
+                ('u', 8) => u64::from_le_bytes(b) as f32,
+                _ => return Err(format!("unsupported dtype {}", self.dtype)),
+            };
+            out.push(v);
+        }
+        if self.fortran && self.shape.len() > 1 {
+            out = fortran_to_c(&out, &self.shape);
+        }
+        Ok(out)
+    }
+}
+
+fn half_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as f32;
+    sign * match exp {
+        0 => frac * 2f32.powi(-24),
+        31 => {
+            if frac == 0.0 {
+                f32::INFINITY
+            } else {
+                f32::NAN
+            }
+        }
+        e => (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
+    }
+}
+
+fn fortran_to_c(v: &[f32], shape: &[usize]) -> Vec<f32> {
+    let n = v.len();
+    let r = shape.len();
+    let mut out = vec![0f32; n];
+    let mut idx = vec![0usize; r];
+    for (c_pos, o) in out.iter_mut().enumerate() {
+        // C-order multi-index of c_pos.
+        let mut rem = c_pos;
+        for k in (0..r).rev() {
+            idx[k] = rem % shape[k];
+            rem /= shape[k];
+        }
+        let mut f_pos = 0;
+        let mut stride = 1;
+        for k in 0..r {
+            f_pos += idx[k] * stride;
+            stride *= shape[k];
+        }
+        *o = v[f_pos];
+    }
+    out
+}
+
+impl Value {
+    /// The string of a `Str` (or latin-1 `Bytes`, as Python 2 `str` arrive).
+    pub fn as_str(&self) -> Option<String> {
+        match self {
+            Value::Str(s) => Some(s.clone()),
+            Value::Bytes(b) => Some(b.iter().map(|&c| c as char).collect()),
+            _ => None,
+        }
+    }
+
+    /// `dict[key]` for a string key.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Dict(items) => items
+                .iter()
+                .find(|(k, _)| k.as_str().as_deref() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The string keys of a dict.
+    pub fn keys(&self) -> Vec<String> {
+        match self {
+            Value::Dict(items) => items.iter().filter_map(|(k, _)| k.as_str()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::List(_) => "list",
+            Value::Tuple(_) => "tuple",
+            Value::Dict(_) => "dict",
+            Value::Global(..) => "global",
+            Value::Array(_) => "ndarray",
+            Value::Dtype(_) => "dtype",
+            Value::Object(..) => "object",
+            Value::PendingArray => "ndarray (unbuilt)",
+        }
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.pos + n > self.b.len() {
+            return Err(format!(
+                "truncated pickle: need {n} bytes at offset {}, {} left",
+                self.pos,
+                self.b.len() - self.pos
+            ));
+        }
+        let s = &self.b[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<usize, String> {
+        let s = self.take(2)?;
+        Ok(u16::from_le_bytes([s[0], s[1]]) as usize)
+    }
+    fn u32(&mut self) -> Result<usize, String> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
+    }
+    fn u64(&mut self) -> Result<usize, String> {
+        let s = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        usize::try_from(u64::from_le_bytes(a)).map_err(|_| "length overflows usize".to_string())
+    }
+    fn line(&mut self) -> Result<&'a str, String> {
+        let start = self.pos;
+        while self.pos < self.b.len() && self.b[self.pos] != b'\n' {
+            self.pos += 1;
+        }
+        if self.pos >= self.b.len() {
+            return Err("truncated pickle: unterminated text line".into());
+        }
+        let s = &self.b[start..self.pos];
+        self.pos += 1;
+        std::str::from_utf8(s).map_err(|_| format!("non-UTF-8 text argument at offset {start}"))
+    }
+}
+
+fn int_from_le(bytes: &[u8]) -> Result<i64, String> {
+    if bytes.is_empty() {
+        return Ok(0);
+    }
+    if bytes.len() > 8 {
+        return Err(format!("integer of {} bytes is too large", bytes.len()));
+    }
+    let neg = bytes[bytes.len() - 1] & 0x80 != 0;
+    let mut a = if neg { [0xffu8; 8] } else { [0u8; 8] };
+    a[..bytes.len()].copy_from_slice(bytes);
+    Ok(i64::from_le_bytes(a))
+}
+
+/// Decode a pickle stream.
+pub fn loads(bytes: &[u8]) -> Result<Value, String> {
+    let mut r = Reader { b: bytes, pos: 0 };
+    let mut stack: Vec<Value> = Vec::new();
+    let mut marks: Vec<usize> = Vec::new();
+    let mut memo: HashMap<usize, Value> = HashMap::new();
+    macro_rules! pop {
+        () => {
+            stack
+                .pop()
+                .ok_or_else(|| format!("stack underflow at offset {}", r.pos))?
+        };
+    }
+    macro_rules! pop_mark {
+        () => {{
+            let m = marks
+                .pop()
+                .ok_or_else(|| format!("missing MARK at offset {}", r.pos))?;
+            stack.split_off(m)
+        }};
+    }
+    loop {
+        let at = r.pos;
+        let op = r.u8()?;
+        match op {
+            0x80 => {
+                let p = r.u8()?;
+                if p > 5 {
+                    return Err(format!("unsupported pickle protocol {p}"));
+                }
+            }
+            0x95 => {
+                r.u64()?;
+            }
+            b'.' => {
+                return stack
+                    .pop()
+                    .ok_or_else(|| "empty stack at STOP".to_string())
+            }
+            b'(' => marks.push(stack.len()),
+            b'0' => {
+                pop!();
+            }
+            b'1' => {
+                let _ = pop_mark!();
+            }
+            b'2' => {
+                let v = stack.last().cloned().ok_or("DUP on an empty stack")?;
+                stack.push(v);
+            }
+            b'N' => stack.push(Value::None),
+            0x88 => stack.push(Value::Bool(true)),
+            0x89 => stack.push(Value::Bool(false)),
+            b'J' => {
+                let s = r.take(4)?;
+                stack.push(Value::Int(i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i64));
+            }
+            b'K' => {
+                let v = r.u8()?;
+                stack.push(Value::Int(v as i64))
+            }
+            b'M' => {
+                let v = r.u16()?;
+                stack.push(Value::Int(v as i64))
+            }
+            0x8a => {
+                let n = r.u8()? as usize;
+                stack.push(Value::Int(int_from_le(r.take(n)?)?));
+            }
+            0x8b => {
+                let n = r.u32()?;
+                stack.push(Value::Int(int_from_le(r.take(n)?)?));
+            }
+            b'I' => {
+                let l = r.line()?;
+                stack.push(match l {
+                    "00" => Value::Bool(false),
+                    "01" => Value::Bool(true),
+                    _ => Value::Int(l.parse().map_err(|_| format!("bad INT {l:?}"))?),
+                });
+            }
+            b'L' => {
+                let l = r.line()?.trim_end_matches('L');
+                stack.push(Value::Int(l.parse().map_err(|_| format!("bad LONG {l:?}"))?));
+            }
+            b'G' => {
+                let s = r.take(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(s);
+                stack.push(Value::Float(f64::from_be_bytes(a)));
+            }
+            b'F' => {
+                let l = r.line()?;
+                stack.push(Value::Float(l.parse().map_err(|_| format!("bad FLOAT {l:?}"))?));
+            }
+            0x8c | b'X' | 0x8d => {
+                let n = match op {
+                    0x8c => r.u8()? as usize,
+                    b'X' => r.u32()?,
+                    _ => r.u64()?,
+                };
+                let s = std::str::from_utf8(r.take(n)?)
+                    .map_err(|_| format!("invalid UTF-8 string at offset {at}"))?;
+                stack.push(Value::Str(s.to_string()));
+            }
+            b'V' => {
+                let l = r.line()?;
+                stack.push(Value::Str(l.to_string()));
+            }
+            b'S' => {
+                let l = r.line()?;
+                let t = l.trim();
+                let t = t
+                    .strip_prefix('\'')
+                    .and_then(|t| t.strip_suffix('\''))
+                    .or_else(|| t.strip_prefix('"').and_then(|t| t.strip_suffix('"')))
+                    .unwrap_or(t);
+                stack.push(Value::Bytes(Rc::new(t.as_bytes().to_vec())));
+            }
+            b'C' | b'B' | 0x8e | 0x96 | b'U' | b'T' => {
+                let n = match op {
+                    b'C' | b'U' => r.u8()? as usize,
+                    b'B' | b'T' => r.u32()?,
+                    _ => r.u64()?,
+                };
+                stack.push(Value::Bytes(Rc::new(r.take(n)?.to_vec())));
+            }
+            0x97 | 0x98 => {
+                return Err(
+                    "out-of-band buffers (pickle protocol 5 NEXT_BUFFER) are not supported: re-save the file with protocol ≤ 4 or in-band buffers"
+                        .into(),
+                )
+            }
+            b'}' => stack.push(Value::Dict(Vec::new())),
+            b'd' => {
+                let items = pop_mark!();
+                stack.push(Value::Dict(pairs(items)?));
+            }
+            b']' => stack.push(Value::List(Vec::new())),
+            b'l' => {
+                let items = pop_mark!();
+                stack.push(Value::List(items));
+            }
+            b')' => stack.push(Value::Tuple(Vec::new())),
+            b't' => {
+                let items = pop_mark!();
+                stack.push(Value::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                if stack.len() < n {
+                    return Err(format!("stack underflow at offset {at}"));
+                }
+                let items = stack.split_off(stack.len() - n);
+                stack.push(Value::Tuple(items));
+            }
+            0x8f => stack.push(Value::List(Vec::new())),
+            0x90 => {
+                let items = pop_mark!();
+                match stack.last_mut() {
+                    Some(Value::List(l)) => l.extend(items),
+                    _ => return Err(format!("ADDITEMS on a non-set at offset {at}")),
+                }
+            }
+            0x91 => {
+                let items = pop_mark!();
+                stack.push(Value::List(items));
+            }
+            b'a' => {
+                let v = pop!();
+                match stack.last_mut() {
+                    Some(Value::List(l)) => l.push(v),
+                    other => {
+                        return Err(format!(
+                            "APPEND to {} at offset {at}",
+                            other.map_or("nothing", |o| o.kind())
+                        ))
+                    }
+                }
+            }
+            b'e' => {
+                let items = pop_mark!();
+                match stack.last_mut() {
+                    Some(Value::List(l)) => l.extend(items),
+                    other => {
+                        return Err(format!(
+                            "APPENDS to {} at offset {at}",
+                            other.map_or("nothing", |o| o.kind())
+                        ))
+                    }
+                }
+            }
+            b's' => {
+                let v = pop!();
+                let k = pop!();
+                dict_insert(stack.last_mut(), vec![(k, v)], at)?;
+            }
+            b'u' => {
+                let items = pop_mark!();
+                dict_insert(stack.last_mut(), pairs(items)?, at)?;
+            }
+            b'c' => {
+                let module = r.line()?.to_string();
+                let name = r.line()?.to_string();
+                stack.push(Value::Global(module, name));
+            }
+            0x93 => {
+                let name = pop!();
+                let module = pop!();
+                match (module.as_str(), name.as_str()) {
+                    (Some(m), Some(n)) => stack.push(Value::Global(m, n)),
+                    _ => return Err(format!("STACK_GLOBAL with non-string names at offset {at}")),
+                }
+            }
+            b'R' => {
+                let args = pop!();
+                let f = pop!();
+                stack.push(call(f, args)?);
+            }
+            0x81 => {
+                let args = pop!();
+                let cls = pop!();
+                stack.push(call(cls, args)?);
+            }
+            0x92 => {
+                let _kwargs = pop!();
+                let args = pop!();
+                let cls = pop!();
+                stack.push(call(cls, args)?);
+            }
+            b'b' => {
+                let state = pop!();
+                let obj = pop!();
+                stack.push(build(obj, state)?);
+            }
+            b'p' => {
+                let i: usize = r.line()?.parse().map_err(|_| "bad PUT index".to_string())?;
+                memo.insert(i, stack.last().cloned().ok_or("PUT on an empty stack")?);
+            }
+            b'q' | b'r' => {
+                let i = if op == b'q' { r.u8()? as usize } else { r.u32()? };
+                memo.insert(i, stack.last().cloned().ok_or("PUT on an empty stack")?);
+            }
+            0x94 => {
+                let i = memo.len();
+                memo.insert(i, stack.last().cloned().ok_or("MEMOIZE on an empty stack")?);
+            }
+            b'g' | b'h' | b'j' => {
+                let i = match op {
+                    b'g' => r.line()?.parse().map_err(|_| "bad GET index".to_string())?,
+                    b'h' => r.u8()? as usize,
+                    _ => r.u32()?,
+                };
+                stack.push(
+                    memo.get(&i)
+                        .cloned()
+                        .ok_or_else(|| format!("memo key {i} not found at offset {at}"))?,
+                );
+            }
+            other => {
+                return Err(format!(
+                    "unsupported pickle opcode 0x{other:02x} at offset {at}"
+                ))
+            }
+        }
+    }
+}
+
+fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
+    if items.len() % 2 != 0 {
+        return Err("odd number of items for a dict".into());
+    }
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut it = items.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn dict_insert(
+    target: Option<&mut Value>,
+    items: Vec<(Value, Value)>,
+    at: usize,
+) -> Result<(), String> {
+    match target {
+        Some(Value::Dict(d)) => {
+            for (k, v) in items {
+                if let Some(slot) = d.iter_mut().find(|(kk, _)| *kk == k) {
+                    slot.1 = v;
+                } else {
+                    d.push((k, v));
+                }
+            }
+            Ok(())
+        }
+        Some(Value::Object(_, _, state)) => {
+            // Attributes set on an opaque object: keep them as its state dict.
+            let mut d = match state.take().map(|b| *b) {
+                Some(Value::Dict(d)) => d,
+                _ => Vec::new(),
+            };
+            d.extend(items);
+            *state = Some(Box::new(Value::Dict(d)));
+            Ok(())
+        }
+        other => Err(format!(
+            "SETITEM(S) on {} at offset {at}",
+            other.map_or("nothing", |o| o.kind())
+        )),
+    }
+}
+
+fn tuple_items(args: &Value) -> &[Value] {
+    match args {
+        Value::Tuple(v) | Value::List(v) => v,
+        _ => &[],
+    }
+}
+
+fn call(f: Value, args: Value) -> Result<Value, String> {
+    let (m, n) = match &f {
+        Value::Global(m, n) => (m.as_str(), n.as_str()),
+        _ => return Ok(Value::Object(Box::new(f), Box::new(args), None)),
+    };
+    let a = tuple_items(&args);
+    let numpy = |mods: &[&str]| mods.contains(&m);
+    Ok(match n {
+        "_reconstruct" if numpy(&["numpy.core.multiarray", "numpy._core.multiarray"]) => {
+            Value::PendingArray
+        }
+        "dtype" if numpy(&["numpy", "numpy.core.multiarray", "numpy._core.multiarray"]) => {
+            let descr = a
+                .first()
+                .and_then(Value::as_str)
+                .ok_or("numpy.dtype without a descriptor")?;
+            Value::Dtype(Dtype::parse(&descr)?)
+        }
+        "_frombuffer" if numpy(&["numpy.core.numeric", "numpy._core.numeric"]) => {
+            let [buf, dtype, shape, order] = a else {
+                return Err("numpy _frombuffer expects (buffer, dtype, shape, order)".into());
+            };
+            let data = match buf {
+                Value::Bytes(b) => b.clone(),
+                other => return Err(format!("numpy _frombuffer buffer is a {}", other.kind())),
+            };
+            let Value::Dtype(dtype) = dtype else {
+                return Err("numpy _frombuffer without a dtype".into());
+            };
+            Value::Array(Rc::new(NdArray {
+                shape: shape_of(shape)?,
+                dtype: dtype.clone(),
+                fortran: order.as_str().as_deref() == Some("F"),
+                data,
+                objects: Vec::new(),
+            }))
+        }
+        "encode" if m == "_codecs" => {
+            let s = a
+                .first()
+                .and_then(Value::as_str)
+                .ok_or("_codecs.encode without text")?;
+            let enc = a
+                .get(1)
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| "utf-8".into());
+            let bytes: Vec<u8> =
+                if enc.eq_ignore_ascii_case("latin1") || enc.eq_ignore_ascii_case("latin-1") {
+                    s.chars().map(|c| c as u32 as u8).collect()
+                } else {
+                    s.into_bytes()
+                };
+            Value::Bytes(Rc::new(bytes))
+        }
+        "OrderedDict" if m == "collections" => Value::Dict(match a.first() {
+            Some(Value::List(items)) => items
+                .iter()
+                .filter_map(|p| match p {
+                    Value::Tuple(kv) | Value::List(kv) if kv.len() == 2 => {
+                        Some((kv[0].clone(), kv[1].clone()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }),
+        "set" | "frozenset" | "list" if matches!(m, "builtins" | "__builtin__") => Value::List(
+            a.first()
+                .map(|v| tuple_items(v).to_vec())
+                .unwrap_or_default(),
+        ),
+        "bytearray" if matches!(m, "builtins" | "__builtin__") => match a.first() {
+            Some(Value::Bytes(b)) => Value::Bytes(b.clone()),
+            _ => Value::Bytes(Rc::new(Vec::new())),
+        },
+        _ => Value::Object(Box::new(f), Box::new(args), None),
+    })
+}
+
+fn shape_of(v: &Value) -> Result<Vec<usize>, String> {
+    match v {
+        Value::Int(i) => Ok(vec![*i as usize]),
+        Value::Tuple(items) | Value::List(items) => items
+            .iter()
+            .map(|x| match x {
+                Value::Int(i) if *i >= 0 => Ok(*i as usize),
+                other => Err(format!("array shape entry is a {}", other.kind())),
+            })
+            .collect(),
+        other => Err(format!("array shape is a {}", other.kind())),
+    }
+}
+
+fn build(obj: Value, state: Value) -> Result<Value, String> {
+    match obj {
+        Value::PendingArray => {
+            let s = tuple_items(&state);
+            // (version, shape, dtype, is_fortran, data) or, from old numpy, without version.
+            let s = if s.len() == 5 { &s[1..] } else { s };
+            let [shape, dtype, fortran, data] = s else {
+                return Err(format!(
+                    "numpy array state has {} fields, expected 4 or 5",
+                    s.len()
+                ));
+            };
+            let Value::Dtype(dtype) = dtype else {
+                return Err(format!("numpy array state: dtype is a {}", dtype.kind()));
+            };
+            let fortran = matches!(fortran, Value::Bool(true) | Value::Int(1));
+            let (data, objects) = match data {
+                Value::Bytes(b) => (b.clone(), Vec::new()),
+                Value::Str(s) => (
+                    Rc::new(s.chars().map(|c| c as u32 as u8).collect()),
+                    Vec::new(),
+                ),
+                Value::List(items) => (Rc::new(Vec::new()), items.clone()),
+                other => return Err(format!("numpy array data is a {}", other.kind())),
+            };
+            Ok(Value::Array(Rc::new(NdArray {
+                shape: shape_of(shape)?,
+                dtype: dtype.clone(),
+                fortran,
+                data,
+                objects,
+            })))
+        }
+        Value::Dtype(mut d) => {
+            if let Some(order) = tuple_items(&state).get(1).and_then(Value::as_str) {
+                d.big_endian = order == ">";
+            }
+            Ok(Value::Dtype(d))
+        }
+        Value::Dict(mut d) => {
+            if let Value::Dict(items) = state {
+                d.extend(items);
+            }
+            Ok(Value::Dict(d))
+        }
+        Value::Object(f, a, _) => Ok(Value::Object(f, a, Some(Box::new(state)))),
+        other => Ok(other),
+    }
+}

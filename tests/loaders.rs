@@ -1,0 +1,139 @@
+//! Real-data loaders end to end: `modbal train` on tiny generated CGMNIST and CREMA-D trees.
+//! (The loaders themselves are tested in `crates/modbal-data/tests/loaders.rs`.)
+
+use modbal::data::real::fixtures::{self, AvFixture};
+use std::process::Command;
+
+fn modbal(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_modbal"))
+        .args(args)
+        .output()
+        .expect("run modbal");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn train_one_epoch_on_tiny_cgmnist() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mnist");
+    fixtures::write_mnist(&data, 300, 100, 1).unwrap();
+    let out = dir.path().join("runs");
+    let (code, stdout, stderr) = modbal(&[
+        "train",
+        "--dataset",
+        "cgmnist",
+        "--set",
+        &format!("dataset.root={:?}", data.display().to_string()),
+        "--set",
+        "model.encoders.gray.kind=conv4",
+        "--set",
+        "model.encoders.gray.channels=[8, 8, 16, 16]",
+        "--set",
+        "model.encoders.color.kind=conv4",
+        "--set",
+        "model.encoders.color.channels=[8, 8, 16, 16]",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let run = out.join("cgmnist-concat-s0");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["dataset"], "cgmnist");
+    let acc = summary["test"]["fusion_acc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert!(summary["test"]["modality_acc"]["color"].is_number());
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        cfg.contains("color_correlation = 1.0") && cfg.contains("kind = \"conv4\""),
+        "{cfg}"
+    );
+    // The default encoders for cgmnist are conv4 (resolved into config.toml).
+    let (code, _, stderr) = modbal(&[
+        "train",
+        "--set",
+        "dataset.name=cgmnist",
+        "--set",
+        &format!("dataset.root={:?}", data.display().to_string()),
+        "--set",
+        "dataset.limit_train=40",
+        "--set",
+        "dataset.limit_test=20",
+        "--set",
+        "dataset.val_fraction=0.25",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "defaults",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let cfg = std::fs::read_to_string(out.join("defaults/config.toml")).unwrap();
+    assert!(
+        cfg.contains("[model.encoders.gray]\nkind = \"conv4\""),
+        "{cfg}"
+    );
+}
+
+#[test]
+fn train_one_epoch_on_a_tiny_prepared_crema_d_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("crema");
+    AvFixture {
+        jpeg: true,
+        texture: true,
+        ..Default::default()
+    }
+    .write_prepared(&data)
+    .unwrap();
+    let out = dir.path().join("runs");
+    let (code, stdout, stderr) = modbal(&[
+        "train",
+        "--set",
+        "dataset.name=crema-d",
+        "--set",
+        &format!("dataset.root={:?}", data.display().to_string()),
+        "--set",
+        "dataset.image_size=32",
+        "--set",
+        "dataset.frames=2",
+        "--set",
+        "dataset.val_fraction=0.25",
+        "--set",
+        "train.batch_size=9",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let cfg = std::fs::read_to_string(out.join("crema-d-concat-s0/config.toml")).unwrap();
+    // Audio spectrogram → ResNet18 on [1, F, T]; T-frame clip → ResNet18 with frame pooling.
+    assert!(
+        cfg.contains("[model.encoders.audio]\nkind = \"resnet18\"\nframes_pooling = false")
+            && cfg.contains("[model.encoders.visual]\nkind = \"resnet18\"\nframes_pooling = true"),
+        "{cfg}"
+    );
+    // A missing root is an error naming it.
+    let (code, _, stderr) = modbal(&[
+        "train",
+        "--dataset",
+        "crema-d",
+        "--set",
+        "dataset.root=/nonexistent/crema",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("/nonexistent/crema"), "{stderr}");
+}
