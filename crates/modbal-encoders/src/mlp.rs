@@ -66,7 +66,7 @@ impl Encoder for MlpEncoder {
         check_dtype("mlp", x, self.dtype)?;
         let mut h = x.flatten_from(1)?;
         for layer in &self.layers {
-            h = layer.forward(&h)?.relu()?;
+            h = layer.forward_relu(&h)?;
         }
         Ok(h)
     }

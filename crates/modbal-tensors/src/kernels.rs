@@ -696,6 +696,181 @@ pub(crate) fn plane_spread<T: Float>(g: &[T], hw: usize) -> Vec<T> {
     out
 }
 
+// ---------------------------------------------------------------------------------------------
+// fully connected layer and softmax cross-entropy
+// ---------------------------------------------------------------------------------------------
+
+/// gemm parallelism for a product of `flops` multiply-adds: the gemm crate's own threads above
+/// a size where they pay off, one thread below.
+fn dense_par(flops: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && flops >= 1 << 17 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// `y [n, o] = x [n, k] · wᵀ + b` (`w [o, k]`, optional `b [o]`), then `max(y, 0)` with `relu`.
+/// The bias is written first and the product accumulated onto it, the ReLU applied in place.
+pub(crate) fn linear_fwd<T: Float>(
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    (n, k, o): (usize, usize, usize),
+    relu: bool,
+) -> Vec<T> {
+    let zero = T::from_f64(0.0);
+    let mut y = vec![zero; n * o];
+    if let Some(b) = b {
+        for row in y.chunks_exact_mut(o) {
+            row.copy_from_slice(b);
+        }
+    }
+    if n > 0 && o > 0 {
+        // SAFETY: x is [n, k] row-major (col stride 1, row stride k); wᵀ is read from w [o, k]
+        // (element (kk, j) at j·k + kk); y is a fresh [n, o] buffer.
+        unsafe {
+            mm(
+                n,
+                o,
+                k,
+                y.as_mut_ptr(),
+                o,
+                b.is_some(),
+                x.as_ptr(),
+                1,
+                k,
+                w.as_ptr(),
+                k,
+                1,
+                dense_par(n * k * o),
+            );
+        }
+    }
+    if relu {
+        for v in y.iter_mut() {
+            // NaN maps to 0, as candle's `relu`.
+            *v = if *v > zero { *v } else { zero };
+        }
+    }
+    y
+}
+
+/// Input gradient of a fully connected layer: `g [n, o] · w [o, k]` → `[n, k]`.
+pub(crate) fn linear_bwd_input<T: Float>(
+    g: &[T],
+    w: &[T],
+    (n, k, o): (usize, usize, usize),
+) -> Vec<T> {
+    let mut gx = vec![T::from_f64(0.0); n * k];
+    if n > 0 && k > 0 {
+        // SAFETY: g [n, o] and w [o, k] row-major, gx a fresh [n, k] buffer.
+        unsafe {
+            mm(
+                n,
+                k,
+                o,
+                gx.as_mut_ptr(),
+                k,
+                false,
+                g.as_ptr(),
+                1,
+                o,
+                w.as_ptr(),
+                1,
+                k,
+                dense_par(n * k * o),
+            );
+        }
+    }
+    gx
+}
+
+/// Weight gradient of a fully connected layer: `gᵀ [o, n] · x [n, k]` → `[o, k]`.
+pub(crate) fn linear_bwd_weight<T: Float>(
+    g: &[T],
+    x: &[T],
+    (n, k, o): (usize, usize, usize),
+) -> Vec<T> {
+    let mut gw = vec![T::from_f64(0.0); o * k];
+    if o > 0 && k > 0 {
+        // SAFETY: gᵀ is read from g [n, o] (element (j, i) at i·o + j), x is [n, k] row-major,
+        // gw a fresh [o, k] buffer.
+        unsafe {
+            mm(
+                o,
+                k,
+                n,
+                gw.as_mut_ptr(),
+                k,
+                false,
+                g.as_ptr(),
+                o,
+                1,
+                x.as_ptr(),
+                1,
+                k,
+                dense_par(n * k * o),
+            );
+        }
+    }
+    gw
+}
+
+/// Column sums of `g [n, o]` → `[o]` (bias gradient), rows added in order.
+pub(crate) fn col_sums<T: Float>(g: &[T], o: usize) -> Vec<T> {
+    let mut s = vec![T::from_f64(0.0); o];
+    if o > 0 {
+        for row in g.chunks_exact(o) {
+            for (d, &v) in s.iter_mut().zip(row) {
+                *d += v;
+            }
+        }
+    }
+    s
+}
+
+/// `(max, log Σ exp(z − max))` of one row, in f64.
+fn row_lse<T: Float>(z: &[T]) -> (f64, f64) {
+    let m = z
+        .iter()
+        .map(|v| v.to_f64())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let s: f64 = z.iter().map(|v| (v.to_f64() - m).exp()).sum();
+    (m, s.ln())
+}
+
+/// Mean over the rows of `z [n, c]` of `log Σ_j exp(z_ij) − z_{i, y_i}` (f64 accumulation).
+pub(crate) fn softmax_ce_fwd<T: Float>(z: &[T], labels: &[usize], c: usize) -> f64 {
+    let n = labels.len();
+    let total: f64 = z
+        .chunks_exact(c)
+        .zip(labels)
+        .map(|(row, &y)| {
+            let (m, lse) = row_lse(row);
+            m + lse - row[y].to_f64()
+        })
+        .sum();
+    total / n as f64
+}
+
+/// Gradient of [`softmax_ce_fwd`] times `g`: `g·(softmax(z_i) − onehot(y_i))/n` → `[n, c]`.
+pub(crate) fn softmax_ce_bwd<T: Float>(z: &[T], labels: &[usize], c: usize, g: f64) -> Vec<T> {
+    let n = labels.len();
+    let scale = g / n as f64;
+    let mut out = vec![T::from_f64(0.0); z.len()];
+    for ((orow, row), &y) in out.chunks_exact_mut(c).zip(z.chunks_exact(c)).zip(labels) {
+        let (m, lse) = row_lse(row);
+        for (j, (d, v)) in orow.iter_mut().zip(row).enumerate() {
+            let p = (v.to_f64() - m - lse).exp();
+            let t = if j == y { p - 1.0 } else { p };
+            *d = T::from_f64(scale * t);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::valid_range;

@@ -53,29 +53,39 @@ impl Linear {
         self.weight.dims()[0]
     }
 
+    /// `x Wᵀ + b` over the last axis (one fused op on CPU f32/f64, see [`ops::linear`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_impl(x, false)
+    }
+
+    /// `relu(self.forward(x))`; on CPU f32/f64 one fused op (product, bias and ReLU in one
+    /// output buffer; the backward masks the gradient once).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_impl(x, true)
+    }
+
+    fn forward_impl(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let d_in = self.in_dim();
-        if x.dim(D::Minus1)? != d_in {
+        if x.rank() == 0 || x.dim(D::Minus1)? != d_in {
             candle_core::bail!(
                 "linear layer expects last dimension {d_in}, got input {:?}",
                 x.dims()
             );
         }
-        let y = if x.rank() == 2 {
-            x.matmul(&self.weight.t()?)?
-        } else {
-            let lead: Vec<usize> = x.dims()[..x.rank() - 1].to_vec();
-            let n: usize = lead.iter().product();
-            let mut out_shape = lead;
-            out_shape.push(self.out_dim());
-            x.reshape((n, d_in))?
-                .matmul(&self.weight.t()?)?
-                .reshape(out_shape)?
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+        if x.rank() == 2 {
+            return ops::linear(x, &self.weight, self.bias.as_ref(), relu);
         }
+        let lead: Vec<usize> = x.dims()[..x.rank() - 1].to_vec();
+        let n: usize = lead.iter().product();
+        let mut out_shape = lead;
+        out_shape.push(self.out_dim());
+        ops::linear(
+            &x.reshape((n, d_in))?,
+            &self.weight,
+            self.bias.as_ref(),
+            relu,
+        )?
+        .reshape(out_shape)
     }
 }
 

@@ -9,9 +9,9 @@
 //! | [`rng`] | [`SeededRng`]: a seedable, checkpointable RNG (ChaCha8); candle's CPU RNG cannot be seeded |
 //! | [`init`] | Xavier-normal, Kaiming (fan-out) normal, PyTorch-default uniform, constants |
 //! | [`params`] | [`ParamStore`]: named parameters and buffers with groups, trainable flags, safetensors I/O |
-//! | [`ops`] | conv2d for any H×W / stride / padding / dilation (im2col + gemm), max-pool with backward for any kernel/stride, log-determinant (Cholesky) with backward, softmax / log-softmax with gradients |
+//! | [`ops`] | conv2d for any H×W / stride / padding / dilation (im2col + gemm), max-pool with backward for any kernel/stride, log-determinant (Cholesky) with backward, softmax / log-softmax with gradients, fused linear (+ReLU) and softmax cross-entropy |
 //! | [`layers`] | `Linear`, `Conv2d`, `BatchNorm2d`, `LayerNorm` whose gradients reach inputs and weights |
-//! | [`loss`] | per-sample and mean cross-entropy |
+//! | [`loss`] | per-sample and mean cross-entropy (the mean one fused op on CPU) |
 //! | [`optim`] | SGD (momentum, dampening, Nesterov, weight decay) and AdamW with saveable state |
 //! | [`schedule`] | step, multi-step, cosine LR schedules with linear warm-up |
 //! | [`clip`] | global-norm gradient clipping over a `GradStore` |
@@ -35,7 +35,7 @@ pub mod threads;
 pub use clip::{clip_grad_norm, global_grad_norm};
 pub use init::Init;
 pub use layers::{BatchNorm2d, Conv2d, Conv2dConfig, LayerNorm, Linear};
-pub use loss::{cross_entropy, cross_entropy_per_sample};
+pub use loss::{cross_entropy, cross_entropy_per_sample, cross_entropy_unfused};
 pub use optim::{AdamW, AdamWConfig, Optimizer, OptimizerConfig, OptimizerState, Sgd, SgdConfig};
 pub use params::{ParamBuilder, ParamStore};
 pub use rng::{RngState, SeededRng};

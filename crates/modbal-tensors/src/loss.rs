@@ -6,7 +6,7 @@
 //! # Shapes
 //! `logits: [B, C]` (float), `labels: [B]` (u32) → `[B]` (per sample) or `[]` (mean).
 
-use crate::ops::log_softmax;
+use crate::ops::{log_softmax, softmax_cross_entropy};
 use candle_core::{DType, Result, Tensor, D};
 
 /// Per-sample cross-entropy `[B]` (an empty batch gives an empty vector). Labels may be any
@@ -42,7 +42,21 @@ pub fn cross_entropy_per_sample(logits: &Tensor, labels: &Tensor) -> Result<Tens
     lp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?.neg()
 }
 
-/// Mean cross-entropy (scalar).
+/// Mean cross-entropy (scalar). On CPU f32/f64 logits one fused op
+/// ([`crate::ops::softmax_cross_entropy`]: log-sum-exp in f64, gradient
+/// `(softmax − onehot)/B`); elsewhere the mean of [`cross_entropy_per_sample`]. Both agree up to
+/// float rounding.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    if logits.rank() == 2 {
+        if let Some(l) = softmax_cross_entropy(logits, labels)? {
+            return Ok(l);
+        }
+    }
+    cross_entropy_unfused(logits, labels)
+}
+
+/// Mean cross-entropy as the composition of candle ops (`mean(cross_entropy_per_sample)`), the
+/// reference of the fused [`cross_entropy`].
+pub fn cross_entropy_unfused(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     cross_entropy_per_sample(logits, labels)?.mean_all()
 }

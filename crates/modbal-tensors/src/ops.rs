@@ -16,6 +16,11 @@
 //!   building blocks are public for callers that assemble the matrix themselves (the Gaussian
 //!   estimators' graph-free path): [`cholesky_in_place`] (blocked, multi-threaded, reports the
 //!   first failing pivot) and [`gram_lower`] (the lower triangle of `A Aᵀ`).
+//! * [`linear`]: `x Wᵀ + b`, optionally followed by ReLU, as one op (one gemm call with the bias
+//!   and the ReLU applied in the same output buffer) whose backward is two gemm calls and a
+//!   column sum (the input gradient only for a tracked input); [`softmax_cross_entropy`]: the
+//!   mean cross-entropy as one op with the closed-form gradient `(softmax − onehot)/N` (CPU
+//!   f32/f64; candle's composition elsewhere).
 //! * [`softmax`], [`log_softmax`]: numerically stable compositions of differentiable ops
 //!   (`candle_nn::ops::softmax_last_dim` has no backward).
 //!
@@ -28,7 +33,8 @@
 
 use crate::kernels::{
     add_relu_fwd, bn_bwd_input, bn_bwd_sums, channel_affine, channel_stats, channel_sums_as,
-    conv_bwd_input, conv_bwd_weight, conv_fwd, plane_means, plane_spread, relu_mask, ConvShape,
+    col_sums, conv_bwd_input, conv_bwd_weight, conv_fwd, linear_bwd_input, linear_bwd_weight,
+    linear_fwd, plane_means, plane_spread, relu_mask, softmax_ce_bwd, softmax_ce_fwd, ConvShape,
 };
 use candle_core::backend::BackendStorage;
 use candle_core::{
@@ -1031,6 +1037,407 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     } else {
         (a + b)?.relu()
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fully connected layer (+ ReLU)
+// ---------------------------------------------------------------------------------------------
+
+/// `(x [n, k], w [o, k] [, b [o]]) → x wᵀ + b`, optionally followed by ReLU.
+#[derive(Clone, Copy)]
+struct LinearOp {
+    dims: (usize, usize, usize),
+    relu: bool,
+}
+
+impl LinearOp {
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+        need_bias: bool,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if !x.track_op() && !w.track_op() && !need_bias {
+            return Ok((None, None, None));
+        }
+        let grad = grad.contiguous()?;
+        let g = if self.relu {
+            grad.apply_op2_no_bwd(res, &ReluMask)?
+        } else {
+            grad
+        };
+        let d = LinearBwd { dims: self.dims };
+        let gx = if x.track_op() {
+            Some(g.apply_op2_no_bwd(w, &LinearBwdInput(d))?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            Some(g.apply_op2_no_bwd(x, &LinearBwdWeight(d))?)
+        } else {
+            None
+        };
+        let gb = if need_bias {
+            Some(g.apply_op1_no_bwd(&ColSum { o: self.dims.2 })?)
+        } else {
+            None
+        };
+        Ok((gx, gw, gb))
+    }
+}
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        "modbal-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let st = float_dispatch2!("linear", (s1, l1), (s2, l2), |x, w| linear_fwd(
+            x, w, None, self.dims, self.relu
+        ));
+        Ok((st, Shape::from((self.dims.0, self.dims.2))))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gx, gw, _) = self.grads(x, w, res, grad, false)?;
+        Ok((gx, gw))
+    }
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "modbal-linear-bias"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let st = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                CpuStorage::F32(linear_fwd(
+                    contiguous_slice(x, l1)?,
+                    contiguous_slice(w, l2)?,
+                    Some(contiguous_slice(b, l3)?),
+                    self.dims,
+                    self.relu,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                CpuStorage::F64(linear_fwd(
+                    contiguous_slice(x, l1)?,
+                    contiguous_slice(w, l2)?,
+                    Some(contiguous_slice(b, l3)?),
+                    self.dims,
+                    self.relu,
+                ))
+            }
+            _ => candle_core::bail!(
+                "linear: input, weight and bias must all be f32 or all f64, got {:?}, {:?}, {:?}",
+                s1.dtype(),
+                s2.dtype(),
+                s3.dtype()
+            ),
+        };
+        Ok((st, Shape::from((self.dims.0, self.dims.2))))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        self.grads(x, w, res, grad, b.track_op())
+    }
+}
+
+/// Dimensions `(n, k, o)` of a fully connected layer's backward products.
+#[derive(Clone, Copy)]
+struct LinearBwd {
+    dims: (usize, usize, usize),
+}
+
+/// `(g [n, o], w [o, k]) → g w`.
+struct LinearBwdInput(LinearBwd);
+
+impl CustomOp2 for LinearBwdInput {
+    fn name(&self) -> &'static str {
+        "modbal-linear-bwd-input"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = self.0.dims;
+        let st = float_dispatch2!("linear backward", (s1, l1), (s2, l2), |g, w| {
+            linear_bwd_input(g, w, d)
+        });
+        Ok((st, Shape::from((d.0, d.1))))
+    }
+}
+
+/// `(g [n, o], x [n, k]) → gᵀ x`.
+struct LinearBwdWeight(LinearBwd);
+
+impl CustomOp2 for LinearBwdWeight {
+    fn name(&self) -> &'static str {
+        "modbal-linear-bwd-weight"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = self.0.dims;
+        let st = float_dispatch2!("linear backward", (s1, l1), (s2, l2), |g, x| {
+            linear_bwd_weight(g, x, d)
+        });
+        Ok((st, Shape::from((d.2, d.1))))
+    }
+}
+
+/// `[n, o] → [o]` column sums (no gradient).
+struct ColSum {
+    o: usize,
+}
+
+impl CustomOp1 for ColSum {
+    fn name(&self) -> &'static str {
+        "modbal-col-sum"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let st = float_dispatch!("column sum", s, l, |v| col_sums(v, self.o));
+        Ok((st, Shape::from(self.o)))
+    }
+}
+
+/// Whether [`linear`] runs as one fused op (CPU, f32/f64, operands of one dtype).
+fn linear_fused_supported(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
+    let dt = x.dtype();
+    matches!(dt, DType::F32 | DType::F64)
+        && x.device().is_cpu()
+        && w.device().is_cpu()
+        && w.dtype() == dt
+        && b.is_none_or(|b| b.dtype() == dt && b.device().is_cpu())
+}
+
+/// `x Wᵀ + b` (`x [N, K]`, `w [O, K]`, `b [O]`), followed by ReLU when `relu`; `[N, O]`.
+///
+/// On CPU with f32/f64 operands one op: the bias is written into the output, the product
+/// accumulated onto it by one gemm call and the ReLU applied in place; the backward masks the
+/// incoming gradient once (ReLU) and computes `∂x = g W` (only for a tracked `x`), `∂W = gᵀ x`
+/// (gemm) and `∂b = Σ_rows g`. Elsewhere the composition `relu(x.matmul(wᵀ) + b)` of candle ops.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+    let (n, k) = x.dims2()?;
+    let (o, kw) = w.dims2()?;
+    if kw != k {
+        candle_core::bail!(
+            "linear: input {:?} does not match weight {:?}",
+            x.dims(),
+            w.dims()
+        );
+    }
+    if let Some(b) = b {
+        if b.dims() != [o] {
+            candle_core::bail!(
+                "linear: bias {:?} does not match weight {:?}",
+                b.dims(),
+                w.dims()
+            );
+        }
+    }
+    if n > 0 && linear_fused_supported(x, w, b) {
+        let op = LinearOp {
+            dims: (n, k, o),
+            relu,
+        };
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        return match b {
+            Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+            None => x.apply_op2(&w, op),
+        };
+    }
+    let y = x.matmul(&w.t()?)?;
+    let y = match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// softmax cross-entropy
+// ---------------------------------------------------------------------------------------------
+
+/// Class indices of a label storage, checked against `0..c`.
+fn label_indices(s: &CpuStorage, l: &Layout, c: usize) -> Result<Vec<usize>> {
+    fn check(v: i128, c: usize) -> Result<usize> {
+        if v < 0 {
+            candle_core::bail!("cross-entropy: negative label {v}");
+        }
+        if v as u128 >= c as u128 {
+            candle_core::bail!("cross-entropy: label {v} out of range for {c} classes");
+        }
+        Ok(v as usize)
+    }
+    match s {
+        CpuStorage::U32(v) => contiguous_slice(v, l)?
+            .iter()
+            .map(|&y| check(y as i128, c))
+            .collect(),
+        CpuStorage::U8(v) => contiguous_slice(v, l)?
+            .iter()
+            .map(|&y| check(y as i128, c))
+            .collect(),
+        CpuStorage::I64(v) => contiguous_slice(v, l)?
+            .iter()
+            .map(|&y| check(y as i128, c))
+            .collect(),
+        other => candle_core::bail!(
+            "cross-entropy: labels must be an integer dtype, got {:?}",
+            other.dtype()
+        ),
+    }
+}
+
+/// `(logits [N, C], labels [N]) → mean_i (logsumexp(z_i) − z_{i, y_i})` (scalar).
+struct SoftmaxCe {
+    c: usize,
+}
+
+impl CustomOp2 for SoftmaxCe {
+    fn name(&self) -> &'static str {
+        "modbal-softmax-cross-entropy"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = label_indices(s2, l2, self.c)?;
+        let st = match s1 {
+            CpuStorage::F32(z) => {
+                CpuStorage::F32(vec![
+                    softmax_ce_fwd(contiguous_slice(z, l1)?, &y, self.c) as f32
+                ])
+            }
+            CpuStorage::F64(z) => {
+                CpuStorage::F64(vec![softmax_ce_fwd(contiguous_slice(z, l1)?, &y, self.c)])
+            }
+            other => candle_core::bail!(
+                "cross-entropy supports f32 and f64 logits, got {:?}",
+                other.dtype()
+            ),
+        };
+        Ok((st, Shape::from(())))
+    }
+    fn bwd(
+        &self,
+        z: &Tensor,
+        labels: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        if !z.track_op() {
+            return Ok((None, None));
+        }
+        let g = z.apply_op3_no_bwd(labels, &grad.contiguous()?, &SoftmaxCeBwd { c: self.c })?;
+        Ok((Some(g), None))
+    }
+}
+
+/// `(logits, labels, g) → g·(softmax(z) − onehot(y))/N`.
+struct SoftmaxCeBwd {
+    c: usize,
+}
+
+impl CustomOp3 for SoftmaxCeBwd {
+    fn name(&self) -> &'static str {
+        "modbal-softmax-cross-entropy-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = label_indices(s2, l2, self.c)?;
+        let st = match (s1, s3) {
+            (CpuStorage::F32(z), CpuStorage::F32(g)) => {
+                let g = contiguous_slice(g, l3)?[0] as f64;
+                CpuStorage::F32(softmax_ce_bwd(contiguous_slice(z, l1)?, &y, self.c, g))
+            }
+            (CpuStorage::F64(z), CpuStorage::F64(g)) => {
+                let g = contiguous_slice(g, l3)?[0];
+                CpuStorage::F64(softmax_ce_bwd(contiguous_slice(z, l1)?, &y, self.c, g))
+            }
+            (a, b) => candle_core::bail!(
+                "cross-entropy backward: logits {:?} and gradient {:?}",
+                a.dtype(),
+                b.dtype()
+            ),
+        };
+        Ok((st, l1.shape().clone()))
+    }
+}
+
+/// Mean softmax cross-entropy of `logits [N, C]` against integer `labels [N]` (scalar), as one
+/// op on CPU f32/f64 logits with the closed-form gradient `(softmax(z) − onehot(y))/N`
+/// (log-sum-exp and mean accumulated in f64). `None` when the fused op does not apply (another
+/// device or dtype, or an empty batch): the caller falls back to the composition.
+pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Option<Tensor>> {
+    let (n, c) = logits.dims2()?;
+    if labels.dims() != [n] {
+        candle_core::bail!(
+            "cross-entropy: labels have shape {:?}, expected [{n}]",
+            labels.dims()
+        );
+    }
+    let ok = n > 0
+        && c > 0
+        && matches!(logits.dtype(), DType::F32 | DType::F64)
+        && matches!(labels.dtype(), DType::U32 | DType::U8 | DType::I64)
+        && logits.device().is_cpu()
+        && labels.device().is_cpu();
+    if !ok {
+        return Ok(None);
+    }
+    logits
+        .contiguous()?
+        .apply_op2(&labels.contiguous()?, SoftmaxCe { c })
+        .map(Some)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 //! The fused training ops against closed forms and central finite differences: batch norm in
 //! training mode followed by ReLU, the global average pool, the residual `relu(a + b)`, the
-//! max-pool backward reusing its forward's arg-max, and the in-place SGD state.
+//! max-pool backward reusing its forward's arg-max, the in-place SGD state, the fused linear
+//! (+ ReLU) layer and the fused softmax cross-entropy.
 
 mod common;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use common::{assert_close, formula, values};
-use modbal_tensors::ops::{add_relu, global_avg_pool, max_pool2d};
-use modbal_tensors::{BatchNorm2d, Optimizer, Sgd, SgdConfig};
+use modbal_tensors::ops::{add_relu, global_avg_pool, linear, max_pool2d};
+use modbal_tensors::{
+    cross_entropy, cross_entropy_unfused, BatchNorm2d, Linear, Optimizer, Sgd, SgdConfig,
+};
 
 /// Central differences of `loss` at `v` for every `every`-th entry.
 fn finite_diff(
@@ -248,5 +251,204 @@ fn sgd_state_snapshots_are_independent() -> Result<()> {
         0.0,
         0.0,
     );
+    Ok(())
+}
+
+/// `relu?(x wᵀ + b)` from candle's own differentiable ops (the reference of the fused op).
+fn linear_unfused(x: &Tensor, w: &Tensor, b: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+    let y = x.matmul(&w.t()?)?;
+    let y = match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
+}
+
+/// Fused linear (with/without bias, with/without ReLU, f32 and f64, a small product and one
+/// large enough for the multi-threaded gemm path): the forward and the gradients of
+/// `L = Σ y·r` for x, w and b equal candle's composition `matmul + broadcast_add + relu`.
+#[test]
+fn linear_matches_the_unfused_composition() -> Result<()> {
+    for (dtype, tol) in [(DType::F32, 1e-6), (DType::F64, 1e-12)] {
+        for (n, k, o) in [(7usize, 5usize, 4usize), (96, 48, 40)] {
+            for relu in [false, true] {
+                for with_bias in [false, true] {
+                    let what = format!("{dtype:?} {n}x{k}x{o} relu={relu} bias={with_bias}");
+                    let x =
+                        Var::from_tensor(&formula(&[n, k], dtype, |i| (0.37 * i as f64).sin()))?;
+                    let w = Var::from_tensor(&formula(&[o, k], dtype, |i| {
+                        0.3 * (0.11 * i as f64 + 0.5).cos()
+                    }))?;
+                    let b = Var::from_tensor(&formula(&[o], dtype, |i| 0.05 * i as f64 - 0.1))?;
+                    let bias = with_bias.then(|| b.as_tensor());
+                    let r = formula(&[n, o], dtype, |i| (0.23 * i as f64).cos());
+                    let y = linear(x.as_tensor(), w.as_tensor(), bias, relu)?;
+                    let y_ref = linear_unfused(x.as_tensor(), w.as_tensor(), bias, relu)?;
+                    assert_eq!(y.dims(), &[n, o]);
+                    let scale = |v: &[f64]| v.iter().fold(1.0f64, |m, a| m.max(a.abs()));
+                    let want = values(&y_ref);
+                    let atol = tol * scale(&want);
+                    assert_close(&format!("{what} forward"), &values(&y), &want, tol, atol);
+                    if relu {
+                        assert!(values(&y).contains(&0.0), "{what}: some units inactive");
+                    }
+                    let g = (&y * &r)?.sum_all()?.backward()?;
+                    let g_ref = (&y_ref * &r)?.sum_all()?.backward()?;
+                    let mut vars = vec![("x", &x), ("w", &w)];
+                    if with_bias {
+                        vars.push(("b", &b));
+                    } else {
+                        assert!(g.get(b.as_tensor()).is_none(), "{what}: unused bias");
+                    }
+                    for (name, v) in vars {
+                        let got = values(g.get(v.as_tensor()).expect("fused gradient"));
+                        let want = values(g_ref.get(v.as_tensor()).expect("reference gradient"));
+                        let atol = tol * scale(&want);
+                        assert_close(&format!("{what} d{name}"), &got, &want, tol, atol);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fused linear + ReLU (f64): gradients for x, w and b equal central finite differences of
+/// `L = Σ relu(x wᵀ + b)·r`.
+#[test]
+fn linear_relu_matches_finite_differences() -> Result<()> {
+    let (n, k, o) = (6usize, 5usize, 4usize);
+    let xv: Vec<f64> = (0..n * k).map(|i| (0.37 * i as f64).sin()).collect();
+    let wv: Vec<f64> = (0..o * k)
+        .map(|i| 0.3 * (0.11 * i as f64 + 0.5).cos())
+        .collect();
+    let bv: Vec<f64> = (0..o).map(|i| 0.05 * i as f64 - 0.1).collect();
+    let dev = Device::Cpu;
+    let r = formula(&[n, o], DType::F64, |i| (0.23 * i as f64).cos());
+    let x = Var::from_tensor(&Tensor::from_slice(&xv, (n, k), &dev)?)?;
+    let w = Var::from_tensor(&Tensor::from_slice(&wv, (o, k), &dev)?)?;
+    let b = Var::from_tensor(&Tensor::from_slice(&bv, o, &dev)?)?;
+    let y = linear(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), true)?;
+    assert!(values(&y).contains(&0.0), "some units inactive");
+    let grads = (&y * &r)?.sum_all()?.backward()?;
+    let loss = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<f64> {
+        (linear(x, w, Some(b), true)? * &r)?
+            .sum_all()?
+            .to_scalar::<f64>()
+    };
+    let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+    let checks = [
+        ("x", &x, finite_diff(&xv, &[n, k], 1, |t| loss(t, wt, bt))?),
+        ("w", &w, finite_diff(&wv, &[o, k], 1, |t| loss(xt, t, bt))?),
+        ("b", &b, finite_diff(&bv, &[o], 1, |t| loss(xt, wt, t))?),
+    ];
+    for (name, v, fd) in checks {
+        let g = values(grads.get(v.as_tensor()).expect("gradient"));
+        for (i, want) in fd {
+            assert!(
+                (g[i] - want).abs() <= 1e-6,
+                "d{name}[{i}]: {} vs finite difference {want}",
+                g[i]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An untracked input (a network's input) gets no gradient; the weights still do. The layer's
+/// `forward_relu` equals `forward(..).relu()` also for inputs of rank 3.
+#[test]
+fn linear_layer_untracked_input_and_rank3() -> Result<()> {
+    let w = Var::from_tensor(&formula(&[3, 4], DType::F32, |i| 0.1 * i as f64 - 0.5))?;
+    let b = Var::from_tensor(&formula(&[3], DType::F32, |i| 0.2 * i as f64 - 0.2))?;
+    let layer = Linear {
+        weight: w.as_tensor().clone(),
+        bias: Some(b.as_tensor().clone()),
+    };
+    let x = formula(&[2, 5, 4], DType::F32, |i| (0.4 * i as f64).sin());
+    let y = layer.forward_relu(&x)?;
+    assert_eq!(y.dims(), &[2, 5, 3]);
+    let y_ref = layer.forward(&x)?.relu()?;
+    assert_close(
+        "rank-3 forward_relu",
+        &values(&y),
+        &values(&y_ref),
+        0.0,
+        0.0,
+    );
+    let grads = y.sum_all()?.backward()?;
+    assert!(grads.get(&x).is_none(), "untracked input got a gradient");
+    for v in [&w, &b] {
+        let g = values(grads.get(v.as_tensor()).expect("weight gradient"));
+        assert!(g.iter().any(|&a| a != 0.0), "non-zero weight gradient");
+    }
+    Ok(())
+}
+
+/// Fused mean cross-entropy (f32 and f64, u32 and i64 labels) equals the unfused composition,
+/// and its gradient equals the closed form `(softmax(z) − onehot(y))/N` and the composition's.
+#[test]
+fn softmax_cross_entropy_matches_composition_and_closed_form() -> Result<()> {
+    let (n, c) = (9usize, 5usize);
+    let yv: Vec<u32> = (0..n).map(|i| ((i * 3 + 1) % c) as u32).collect();
+    let zf = |i: usize| 3.0 * (0.71 * i as f64).sin() + 0.1 * i as f64;
+    // closed form in f64
+    let mut want_g = vec![0.0f64; n * c];
+    let mut want_l = 0.0;
+    for i in 0..n {
+        let row: Vec<f64> = (0..c).map(|j| zf(i * c + j)).collect();
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = row.iter().map(|v| (v - m).exp()).sum();
+        want_l += m + s.ln() - row[yv[i] as usize];
+        for j in 0..c {
+            let p = (row[j] - m).exp() / s;
+            want_g[i * c + j] = (p - if j == yv[i] as usize { 1.0 } else { 0.0 }) / n as f64;
+        }
+    }
+    want_l /= n as f64;
+    let labels_u32 = Tensor::from_slice(&yv, n, &Device::Cpu)?;
+    let labels_i64 = labels_u32.to_dtype(DType::I64)?;
+    for (dtype, tol) in [(DType::F32, 1e-6), (DType::F64, 1e-12)] {
+        for labels in [&labels_u32, &labels_i64] {
+            let what = format!("{dtype:?} labels {:?}", labels.dtype());
+            let z = Var::from_tensor(&formula(&[n, c], dtype, zf))?;
+            let l = cross_entropy(z.as_tensor(), labels)?;
+            let l_ref = cross_entropy_unfused(z.as_tensor(), labels)?;
+            assert_eq!(l.dims(), l_ref.dims(), "{what}: scalar");
+            assert_close(
+                &format!("{what} loss"),
+                &values(&l),
+                &values(&l_ref),
+                tol,
+                tol,
+            );
+            assert_close(
+                &format!("{what} loss closed"),
+                &values(&l),
+                &[want_l],
+                tol,
+                tol,
+            );
+            let g = values(l.backward()?.get(z.as_tensor()).expect("gradient"));
+            let g_ref = values(l_ref.backward()?.get(z.as_tensor()).expect("gradient"));
+            assert_close(&format!("{what} grad closed"), &g, &want_g, tol, tol);
+            assert_close(&format!("{what} grad unfused"), &g, &g_ref, tol, tol);
+            // a scaled loss scales the gradient
+            let g2 = values((l * 2.5)?.backward()?.get(z.as_tensor()).expect("gradient"));
+            let want2: Vec<f64> = want_g.iter().map(|v| 2.5 * v).collect();
+            assert_close(&format!("{what} grad scaled"), &g2, &want2, tol, tol);
+        }
+    }
+    let z = formula(&[2, 3], DType::F32, |i| i as f64);
+    let bad = Tensor::from_slice(&[0u32, 3], 2, &Device::Cpu)?;
+    let err = cross_entropy(&z, &bad).unwrap_err().to_string();
+    assert!(err.contains("out of range"), "{err}");
+    let neg = Tensor::from_slice(&[0i64, -1], 2, &Device::Cpu)?;
+    let err = cross_entropy(&z, &neg).unwrap_err().to_string();
+    assert!(err.contains("negative label"), "{err}");
     Ok(())
 }
