@@ -121,3 +121,25 @@ bench-vs-torch THREADS="2" ROUNDS="2":
         echo "python3 cannot import torch: modbal timings only (CPU wheel: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
         python3 bench/step_compare.py --modbal "$bin" --threads {{THREADS}} --rounds 1 --no-torch
     fi
+
+# nvcc, the NVVM backend, the CUDA headers and libcu++ (CCCL) come from PyPI's CUDA-13 wheels,
+# pinned together, in a venv under VENV (not in the repository); CUDA_COMPUTE_CAP=90 (H100) unless
+# set, since nvidia-smi cannot tell without a GPU. Separate target dir: the CPU build is untouched.
+# Libraries only: linking a binary or test needs the real CUDA libraries (libcuda from the driver,
+# cudart/cublas/curand/nvrtc). Details and what runs on a GPU: docs/cuda.md.
+#   just build-cuda                      # modbal-kernels
+#   just build-cuda "-p modbal"          # the whole workspace (the root forwards `cuda` to every crate)
+#
+# Build the libraries with --features cuda, without a CUDA install or a GPU.
+build-cuda WHAT="-p modbal-kernels" VENV="/tmp/modbal-cuda-venv" TARGET="/tmp/target-cuda":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x "{{VENV}}/bin/python" ]; then python3 -m venv "{{VENV}}"; fi
+    "{{VENV}}/bin/pip" install -q nvidia-cuda-nvcc==13.4.92 nvidia-nvvm==13.4.92 \
+        nvidia-cuda-crt==13.4.92 nvidia-cuda-runtime==13.4.92 nvidia-cuda-cccl==13.3.5.0.6
+    cu="$("{{VENV}}/bin/python" -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13"))')"
+    export PATH="$cu/bin:$PATH" CUDA_HOME="$cu" CUDA_PATH="$cu"
+    export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" CARGO_TARGET_DIR="{{TARGET}}"
+    nvcc --version | tail -2
+    cargo build --release --lib {{WHAT}} --features cuda
+    echo "built {{WHAT}} with --features cuda (compute capability $CUDA_COMPUTE_CAP) in {{TARGET}}"

@@ -17,7 +17,10 @@ pub use modbal_core as core;
 pub use modbal_data as data;
 pub use modbal_encoders as encoders;
 pub use modbal_info as info;
+pub use modbal_kernels as kernels;
 pub use modbal_methods as methods;
 pub use modbal_modulate as modulate;
 pub use modbal_tensors as tensors;
 pub use modbal_train as train;
+
+pub mod example_support;

@@ -1,0 +1,57 @@
+//! Custom candle ops of modbal, each with a CPU path (always compiled, tested in CI) and a CUDA
+//! path (feature `cuda`: CUDA C in `src/kernels.cu`, compiled at run time with nvrtc and launched
+//! with cudarc's builder API; no build-time nvcc is needed for these kernels).
+//!
+//! | op | function | used by (intended hook-up) |
+//! |---|---|---|
+//! | CLUB N×M Gaussian log-likelihood matrix | [`club_log_prob_matrix`] | `modbal_info::Club::log_prob_matrix` / `vclub` (UDI eq 8) |
+//! | fused `k·x + σ·z` | [`scale_add_noise`], [`standard_normal`] | OGM-GE's GE term on gradients, IBML TCM's input noise |
+//! | salt-and-pepper | [`salt_pepper`] | `modbal_data::noise` (CAL §4.3 robustness protocol) |
+//!
+//! Random numbers come from Philox4x32-10 keyed by `(seed, stream)` and indexed by the element
+//! ([`rng`]): the values of element `i` do not depend on the chunking, the number of threads or
+//! the device. See `docs/cuda.md` for the build and what remains to be verified on a GPU.
+//!
+//! Only f32 and f64 are supported; inputs are made contiguous by the wrapper functions.
+
+pub mod club;
+#[cfg(feature = "cuda")]
+mod cuda;
+pub mod noise;
+pub mod rng;
+
+pub use club::{club_log_prob_matrix, ClubLogProbMatrix};
+pub use noise::{salt_pepper, scale_add_noise, standard_normal, SaltPepper, ScaleAddNoise};
+
+use candle_core::{DType, Layout, Result};
+
+/// The CUDA C source of every kernel of this crate (compiled with nvrtc under `cuda`).
+pub const CUDA_SOURCE: &str = include_str!("kernels.cu");
+
+/// The elements of a contiguous layout (an error for strided storage: the wrappers call
+/// `.contiguous()` first).
+pub(crate) fn contiguous_slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("modbal-kernels: non-contiguous input {:?}", l),
+    }
+}
+
+pub(crate) fn unsupported_dtype(op: &str, dtype: DType) -> candle_core::Error {
+    candle_core::Error::Msg(format!(
+        "{op}: only f32 and f64 are supported, got {dtype:?}"
+    ))
+}
+
+/// Whether a CUDA device can be opened (always `false` without the `cuda` feature). Tests use
+/// it to skip the CUDA cases with a message on machines without a GPU.
+pub fn cuda_device() -> Option<candle_core::Device> {
+    #[cfg(feature = "cuda")]
+    {
+        candle_core::Device::new_cuda(0).ok()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        None
+    }
+}
