@@ -645,18 +645,17 @@ impl Dataset for AvDataset {
         self.classes.len()
     }
     fn get(&self, i: usize) -> Result<Sample> {
-        if i >= self.clips.len() {
-            return Err(ModbalError::Data(format!(
-                "sample index {i} out of range (len {})",
-                self.clips.len()
-            )));
-        }
-        self.load(i).map_err(|e| {
-            ModbalError::Data(format!(
-                "{} {} sample {i} (clip {:?}): {e}",
-                self.name, self.split, self.clips[i].id
-            ))
-        })
+        super::get_checked(
+            i,
+            self.clips.len(),
+            || self.load(i),
+            || {
+                format!(
+                    "{} {} sample {i} (clip {:?})",
+                    self.name, self.split, self.clips[i].id
+                )
+            },
+        )
     }
     fn get_many(&self, ids: &[usize]) -> Result<Vec<Sample>> {
         parallel_get(ids, self.workers, |i| self.get(i))

@@ -371,6 +371,22 @@ pub(crate) fn label_id(classes: &[String], label: &str) -> Option<u32> {
         })
 }
 
+/// Sample `i` of a file-backed split: an index check, then `load`, whose error is prefixed with
+/// `describe()` (dataset, split, sample and the clip or file it came from).
+pub(crate) fn get_checked(
+    i: usize,
+    len: usize,
+    load: impl FnOnce() -> Result<Sample>,
+    describe: impl FnOnce() -> String,
+) -> Result<Sample> {
+    if i >= len {
+        return Err(ModbalError::Data(format!(
+            "sample index {i} out of range (len {len})"
+        )));
+    }
+    load().map_err(|e| ModbalError::Data(format!("{}: {e}", describe())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -362,18 +362,12 @@ impl Dataset for NyuDataset {
         self.classes.len()
     }
     fn get(&self, i: usize) -> Result<Sample> {
-        if i >= self.pairs.len() {
-            return Err(ModbalError::Data(format!(
-                "sample index {i} out of range (len {})",
-                self.pairs.len()
-            )));
-        }
-        self.load(i).map_err(|e| {
-            ModbalError::Data(format!(
-                "nyu-depth {} sample {i} ({}): {e}",
-                self.split, self.pairs[i].id
-            ))
-        })
+        super::get_checked(
+            i,
+            self.pairs.len(),
+            || self.load(i),
+            || format!("nyu-depth {} sample {i} ({})", self.split, self.pairs[i].id),
+        )
     }
     fn get_many(&self, ids: &[usize]) -> Result<Vec<Sample>> {
         parallel_get(ids, self.workers, |i| self.get(i))

@@ -350,18 +350,17 @@ impl Dataset for Ucf101Dataset {
         self.classes.len()
     }
     fn get(&self, i: usize) -> Result<Sample> {
-        if i >= self.videos.len() {
-            return Err(ModbalError::Data(format!(
-                "sample index {i} out of range (len {})",
-                self.videos.len()
-            )));
-        }
-        self.load(i).map_err(|e| {
-            ModbalError::Data(format!(
-                "ucf101 {} sample {i} (video {}): {e}",
-                self.split, self.videos[i].name
-            ))
-        })
+        super::get_checked(
+            i,
+            self.videos.len(),
+            || self.load(i),
+            || {
+                format!(
+                    "ucf101 {} sample {i} (video {})",
+                    self.split, self.videos[i].name
+                )
+            },
+        )
     }
     fn get_many(&self, ids: &[usize]) -> Result<Vec<Sample>> {
         parallel_get(ids, self.workers, |i| self.get(i))
