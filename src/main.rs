@@ -210,6 +210,14 @@ fn apply_noise_args(a: &TrainArgs, cfg: &mut RunConfig) -> Result<()> {
 }
 
 fn main() {
+    // Reuse freed blocks instead of page-faulting fresh ones every step (see
+    // modbal_tensors::alloc); `MODBAL_MALLOC=system` keeps glibc's defaults.
+    if std::env::var("MODBAL_MALLOC").as_deref() != Ok("system") {
+        modbal_tensors::alloc::retain_freed_memory();
+    }
+    // candle's element-wise ops on the calling thread (its spinning pool competes with rayon's
+    // threads); an explicit CANDLE_NUM_THREADS wins.
+    modbal_tensors::threads::serial_candle_elementwise();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

@@ -22,6 +22,51 @@ use crate::ops::Window;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+/// Defines `fn name<T: Float>(args) -> ret` whose body is compiled three times: for AVX-512
+/// (`x86-64-v4`), for AVX2 + FMA (`x86-64-v3`) and for the build's baseline (SSE2 on x86-64),
+/// and picks the best one the running CPU has (`is_x86_feature_detected!`, cached by std).
+/// The release build targets the baseline so that the binaries run on any x86-64; without
+/// this, the element-wise loops below compile to SSE2 code (scalar for the f64 reductions).
+/// Use it for the sequential inner loop of a kernel (one plane, one chunk): closures handed to
+/// rayon are separate functions and would not inherit the features.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<$T:ident>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name<$T: Float>($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body<$T: Float>($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v4<$T: Float>($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v3<$T: Float>($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: the CPU has the features v4 is compiled for.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features v3 is compiled for.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
 /// Element types of the kernels (f32, f64).
 pub(crate) trait Float:
     candle_core::WithDType
@@ -127,8 +172,13 @@ fn im2col_group<T: Float>(x: &[T], s: &ConvShape, b0: usize, nbg: usize, dst: &m
                             continue;
                         }
                         let src = &plane[iy as usize * s.w..][..s.w];
-                        drow[..lo].fill(zero);
-                        drow[hi..].fill(zero);
+                        // the borders are 0-2 cells wide: no memset call for them
+                        for v in &mut drow[..lo] {
+                            *v = zero;
+                        }
+                        for v in &mut drow[hi..] {
+                            *v = zero;
+                        }
                         if win.sw == 1 {
                             let a = (lo as isize + off) as usize;
                             drow[lo..hi].copy_from_slice(&src[a..a + (hi - lo)]);
@@ -477,21 +527,139 @@ pub(crate) fn conv_bwd_weight<T: Float>(x: &[T], gy: &[T], s: &ConvShape) -> Vec
     out
 }
 
+/// Number of independent f64 accumulators of the reductions below: the sums of a plane are
+/// split over `LANES` partial sums (element `i` into lane `i % LANES`), which the compiler keeps
+/// in vector registers; a single running sum would be bound by the latency of one addition per
+/// element. The lanes are added up in a fixed order, so results do not depend on threads.
+const LANES: usize = 16;
+
+/// Sum of the lanes in a fixed pairwise order.
+#[inline(always)]
+fn fold_lanes(acc: &[f64; LANES]) -> f64 {
+    let mut a = *acc;
+    let mut n = LANES;
+    while n > 1 {
+        n /= 2;
+        for i in 0..n {
+            a[i] += a[i + n];
+        }
+    }
+    a[0]
+}
+
+/// `Σ x` in f64 lanes.
+#[inline(always)]
+fn lane_sum<T: Float>(x: &[T], acc: &mut [f64; LANES]) {
+    let mut it = x.chunks_exact(LANES);
+    for ch in &mut it {
+        for (a, v) in acc.iter_mut().zip(ch) {
+            *a += v.to_f64();
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(it.remainder()) {
+        *a += v.to_f64();
+    }
+}
+
+/// `Σ (x − m)²` in f64 lanes.
+#[inline(always)]
+fn lane_sq_dev<T: Float>(x: &[T], m: f64, acc: &mut [f64; LANES]) {
+    let mut it = x.chunks_exact(LANES);
+    for ch in &mut it {
+        for (a, v) in acc.iter_mut().zip(ch) {
+            let d = v.to_f64() - m;
+            *a += d * d;
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(it.remainder()) {
+        let d = v.to_f64() - m;
+        *a += d * d;
+    }
+}
+
+/// `(Σ g, Σ g·(x − m))` in f64 lanes, with `g = gy·[y > 0]` when `y` is given.
+#[inline(always)]
+fn lane_bn_sums<T: Float>(
+    x: &[T],
+    gy: &[T],
+    y: Option<&[T]>,
+    m: f64,
+    sg: &mut [f64; LANES],
+    sgx: &mut [f64; LANES],
+) {
+    let zero = T::from_f64(0.0);
+    let n = x.len();
+    let full = n - n % LANES;
+    match y {
+        Some(y) => {
+            let y = &y[..n];
+            for i in (0..full).step_by(LANES) {
+                let (xc, gc, yc) = (&x[i..i + LANES], &gy[i..i + LANES], &y[i..i + LANES]);
+                for l in 0..LANES {
+                    // branch-free mask: the ReLU pattern is unpredictable
+                    let g = if yc[l] > zero { gc[l].to_f64() } else { 0.0 };
+                    sg[l] += g;
+                    sgx[l] += g * (xc[l].to_f64() - m);
+                }
+            }
+            for i in full..n {
+                let g = if y[i] > zero { gy[i].to_f64() } else { 0.0 };
+                sg[i - full] += g;
+                sgx[i - full] += g * (x[i].to_f64() - m);
+            }
+        }
+        None => {
+            for i in (0..full).step_by(LANES) {
+                let (xc, gc) = (&x[i..i + LANES], &gy[i..i + LANES]);
+                for l in 0..LANES {
+                    let g = gc[l].to_f64();
+                    sg[l] += g;
+                    sgx[l] += g * (xc[l].to_f64() - m);
+                }
+            }
+            for i in full..n {
+                let g = gy[i].to_f64();
+                sg[i - full] += g;
+                sgx[i - full] += g * (x[i].to_f64() - m);
+            }
+        }
+    }
+}
+
 /// Per-channel sums of `x [B, C, HW]` (accumulated in f64).
 pub(crate) fn channel_sums<T: Float>(x: &[T], b: usize, c: usize, hw: usize) -> Vec<f64> {
     (0..c)
         .into_par_iter()
-        .map(|ci| {
-            let mut s = 0.0;
-            for bi in 0..b {
-                s += x[(bi * c + ci) * hw..][..hw]
-                    .iter()
-                    .map(|v| v.to_f64())
-                    .sum::<f64>();
-            }
-            s
-        })
+        .map(|ci| channel_sum(x, b, c, hw, ci))
         .collect()
+}
+
+simd_fn! {
+    /// `Σ x[:, ci, :]` of `x [B, C, HW]`.
+    fn channel_sum<T>(x: &[T], b: usize, c: usize, hw: usize, ci: usize) -> f64 {
+        let mut acc = [0.0; LANES];
+        for bi in 0..b {
+            lane_sum(&x[(bi * c + ci) * hw..][..hw], &mut acc);
+        }
+        fold_lanes(&acc)
+    }
+}
+
+simd_fn! {
+    /// Mean and biased variance of channel `ci` of `x [B, C, HW]` (two passes).
+    fn channel_stat<T>(x: &[T], b: usize, c: usize, hw: usize, ci: usize) -> (f64, f64) {
+        let n = (b * hw) as f64;
+        let mut acc = [0.0; LANES];
+        for bi in 0..b {
+            lane_sum(&x[(bi * c + ci) * hw..][..hw], &mut acc);
+        }
+        let mean = fold_lanes(&acc) / n;
+        let mut q = [0.0; LANES];
+        for bi in 0..b {
+            lane_sq_dev(&x[(bi * c + ci) * hw..][..hw], mean, &mut q);
+        }
+        (mean, fold_lanes(&q) / n)
+    }
 }
 
 /// [`channel_sums`] in the element type.
@@ -504,26 +672,9 @@ pub(crate) fn channel_sums_as<T: Float>(x: &[T], b: usize, c: usize, hw: usize) 
 
 /// Per-channel mean and biased variance of `x [B, C, HW]` (two passes, f64).
 pub(crate) fn channel_stats<T: Float>(x: &[T], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
-    let n = (b * hw) as f64;
     (0..c)
         .into_par_iter()
-        .map(|ci| {
-            let mut s = 0.0;
-            for bi in 0..b {
-                for v in &x[(bi * c + ci) * hw..][..hw] {
-                    s += v.to_f64();
-                }
-            }
-            let mean = s / n;
-            let mut q = 0.0;
-            for bi in 0..b {
-                for v in &x[(bi * c + ci) * hw..][..hw] {
-                    let d = v.to_f64() - mean;
-                    q += d * d;
-                }
-            }
-            (mean, q / n)
-        })
+        .map(|ci| channel_stat(x, b, c, hw, ci))
         .collect()
 }
 
@@ -544,20 +695,25 @@ pub(crate) fn channel_affine<T: Float>(
     y.par_chunks_mut(hw)
         .zip(x.par_chunks(hw))
         .enumerate()
-        .for_each(|(p, (yp, xp))| {
-            let (ac, sc) = (a[p % c], s[p % c]);
-            if relu {
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    let r = v * ac + sc;
-                    *o = if r > zero { r } else { zero };
-                }
-            } else {
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    *o = v * ac + sc;
-                }
-            }
-        });
+        .for_each(|(p, (yp, xp))| affine_plane(yp, xp, a[p % c], s[p % c], relu));
     y
+}
+
+simd_fn! {
+    /// `y = x·a + s` (then `max(y, 0)` with `relu`) over one plane.
+    fn affine_plane<T>(yp: &mut [T], xp: &[T], ac: T, sc: T, relu: bool) {
+        let zero = T::from_f64(0.0);
+        if relu {
+            for (o, &v) in yp.iter_mut().zip(xp) {
+                let r = v * ac + sc;
+                *o = if r > zero { r } else { zero };
+            }
+        } else {
+            for (o, &v) in yp.iter_mut().zip(xp) {
+                *o = v * ac + sc;
+            }
+        }
+    }
 }
 
 /// Batch-norm backward sums per channel: `(Σ g, Σ g·x̂)` with `x̂ = (x − mean)·invstd` and
@@ -569,38 +725,32 @@ pub(crate) fn bn_bwd_sums<T: Float>(
     dims: (usize, usize, usize),
     stats: &[(f64, f64)],
 ) -> Vec<(f64, f64)> {
-    let (b, c, hw) = dims;
-    let zero = T::from_f64(0.0);
-    (0..c)
+    (0..dims.1)
         .into_par_iter()
-        .map(|ci| {
-            let (mean, invstd) = stats[ci];
-            let (mut sg, mut sgx) = (0.0, 0.0);
-            for bi in 0..b {
-                let o = (bi * c + ci) * hw;
-                let (xp, gp) = (&x[o..o + hw], &gy[o..o + hw]);
-                match y {
-                    Some(y) => {
-                        for ((&xv, &gv), &yv) in xp.iter().zip(gp).zip(&y[o..o + hw]) {
-                            if yv > zero {
-                                let g = gv.to_f64();
-                                sg += g;
-                                sgx += g * (xv.to_f64() - mean);
-                            }
-                        }
-                    }
-                    None => {
-                        for (&xv, &gv) in xp.iter().zip(gp) {
-                            let g = gv.to_f64();
-                            sg += g;
-                            sgx += g * (xv.to_f64() - mean);
-                        }
-                    }
-                }
-            }
-            (sg, sgx * invstd)
-        })
+        .map(|ci| bn_channel_sums(x, gy, y, dims, ci, stats[ci]))
         .collect()
+}
+
+simd_fn! {
+    /// [`bn_bwd_sums`] of channel `ci`.
+    fn bn_channel_sums<T>(
+        x: &[T],
+        gy: &[T],
+        y: Option<&[T]>,
+        dims: (usize, usize, usize),
+        ci: usize,
+        stat: (f64, f64),
+    ) -> (f64, f64) {
+        let (b, c, hw) = dims;
+        let (mean, invstd) = stat;
+        let (mut sg, mut sgx) = ([0.0; LANES], [0.0; LANES]);
+        for bi in 0..b {
+            let o = (bi * c + ci) * hw;
+            let yp = y.map(|y| &y[o..o + hw]);
+            lane_bn_sums(&x[o..o + hw], &gy[o..o + hw], yp, mean, &mut sg, &mut sgx);
+        }
+        (fold_lanes(&sg), fold_lanes(&sgx) * invstd)
+    }
 }
 
 /// Batch-norm input gradient: `gx = w·invstd·(g − Σg/N − x̂·Σg·x̂/N)` per channel.
@@ -632,10 +782,20 @@ pub(crate) fn bn_bwd_input<T: Float>(
         let v = -kk * sg / n - mean * u;
         let (kt, ut, vt) = (T::from_f64(kk), T::from_f64(u), T::from_f64(v));
         let o = p * hw;
-        let (xp, gyp) = (&x[o..o + hw], &gy[o..o + hw]);
+        let yp = y.map(|y| &y[o..o + hw]);
+        bn_input_plane(gp, &x[o..o + hw], &gy[o..o + hw], yp, (kt, ut, vt));
+    });
+    gx
+}
+
+simd_fn! {
+    /// `gx = k·g + x·u + v` over one plane, `g = gy` or `gy·[y > 0]`.
+    fn bn_input_plane<T>(gp: &mut [T], xp: &[T], gyp: &[T], y: Option<&[T]>, kuv: (T, T, T)) {
+        let (kt, ut, vt) = kuv;
+        let zero = T::from_f64(0.0);
         match y {
             Some(y) => {
-                for (((d, &xv), &gv), &yv) in gp.iter_mut().zip(xp).zip(gyp).zip(&y[o..o + hw]) {
+                for (((d, &xv), &gv), &yv) in gp.iter_mut().zip(xp).zip(gyp).zip(y) {
                     let g = if yv > zero { gv } else { zero };
                     *d = kt * g + xv * ut + vt;
                 }
@@ -646,8 +806,7 @@ pub(crate) fn bn_bwd_input<T: Float>(
                 }
             }
         }
-    });
-    gx
+    }
 }
 
 /// `max(a + b, 0)` element-wise.
@@ -656,13 +815,19 @@ pub(crate) fn add_relu_fwd<T: Float>(a: &[T], b: &[T]) -> Vec<T> {
     let mut y = vec![zero; a.len()];
     y.par_chunks_mut(1 << 14)
         .zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14)))
-        .for_each(|(yc, (ac, bc))| {
-            for ((o, &u), &v) in yc.iter_mut().zip(ac).zip(bc) {
-                let r = u + v;
-                *o = if r > zero { r } else { zero };
-            }
-        });
+        .for_each(|(yc, (ac, bc))| add_relu_chunk(yc, ac, bc));
     y
+}
+
+simd_fn! {
+    /// `max(a + b, 0)` over one chunk.
+    fn add_relu_chunk<T>(yc: &mut [T], ac: &[T], bc: &[T]) {
+        let zero = T::from_f64(0.0);
+        for ((o, &u), &v) in yc.iter_mut().zip(ac).zip(bc) {
+            let r = u + v;
+            *o = if r > zero { r } else { zero };
+        }
+    }
 }
 
 /// `g·[y > 0]` element-wise (ReLU backward from the output, as PyTorch).
@@ -671,18 +836,55 @@ pub(crate) fn relu_mask<T: Float>(g: &[T], y: &[T]) -> Vec<T> {
     let mut out = vec![zero; g.len()];
     out.par_chunks_mut(1 << 14)
         .zip(g.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
-        .for_each(|(oc, (gc, yc))| {
-            for ((o, &gv), &yv) in oc.iter_mut().zip(gc).zip(yc) {
-                *o = if yv > zero { gv } else { zero };
-            }
-        });
+        .for_each(|(oc, (gc, yc))| relu_mask_chunk(oc, gc, yc));
     out
+}
+
+simd_fn! {
+    /// `g·[y > 0]` over one chunk.
+    fn relu_mask_chunk<T>(oc: &mut [T], gc: &[T], yc: &[T]) {
+        let zero = T::from_f64(0.0);
+        for ((o, &gv), &yv) in oc.iter_mut().zip(gc).zip(yc) {
+            *o = if yv > zero { gv } else { zero };
+        }
+    }
+}
+
+simd_fn! {
+    /// Max-pooling of one `[h, w]` plane with the 2×2 / stride-2 window into `o`, `a`
+    /// (`[ho, wo]`, arg-max as flat index into the plane), branch-free, with the scan order of
+    /// the general loop (row-major, first maximum wins, NaN wins).
+    pub(crate) fn max_pool_2x2_plane<T>(plane: &[T], w: usize, o: &mut [T], a: &mut [u32], wo: usize) {
+        #[allow(clippy::eq_op)]
+        let better = |v: T, bv: T| v > bv || (v != v && bv == bv);
+        for (oy, (orow, arow)) in o.chunks_exact_mut(wo).zip(a.chunks_exact_mut(wo)).enumerate() {
+            let r0 = &plane[2 * oy * w..][..2 * wo];
+            let r1 = &plane[(2 * oy + 1) * w..][..2 * wo];
+            let base = (2 * oy * w) as u32;
+            for (ox, ((ov, av), (p0, p1))) in orow
+                .iter_mut()
+                .zip(arow.iter_mut())
+                .zip(r0.chunks_exact(2).zip(r1.chunks_exact(2)))
+                .enumerate()
+            {
+                let i0 = base + 2 * ox as u32;
+                let (mut bv, mut bi) = (p0[0], i0);
+                for (v, i) in [(p0[1], i0 + 1), (p1[0], i0 + w as u32), (p1[1], i0 + w as u32 + 1)] {
+                    let t = better(v, bv);
+                    bv = if t { v } else { bv };
+                    bi = if t { i } else { bi };
+                }
+                *ov = bv;
+                *av = bi;
+            }
+        }
+    }
 }
 
 /// Mean of every `hw`-long plane.
 pub(crate) fn plane_means<T: Float>(x: &[T], hw: usize) -> Vec<T> {
     x.par_chunks(hw)
-        .map(|p| T::from_f64(p.iter().map(|v| v.to_f64()).sum::<f64>() / hw as f64))
+        .map(|p| T::from_f64(channel_sum(p, 1, 1, p.len(), 0) / hw as f64))
         .collect()
 }
 

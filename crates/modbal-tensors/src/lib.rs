@@ -20,6 +20,7 @@
 //! Everything works on any candle device for which the underlying tensor ops exist; the custom
 //! ops (`ops::conv2d`, `ops::max_pool2d`, `ops::logdet`) have CPU kernels.
 
+pub mod alloc;
 pub mod clip;
 pub mod init;
 mod kernels;

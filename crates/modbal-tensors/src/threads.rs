@@ -24,3 +24,23 @@ pub fn set_num_threads(n: usize) -> usize {
 pub fn num_threads() -> usize {
     rayon::current_num_threads()
 }
+
+/// Runs candle's own element-wise CPU kernels (the additions of its backward pass, unary and
+/// binary ops) on the calling thread, unless the user set `CANDLE_NUM_THREADS`.
+///
+/// candle 0.11 splits large element-wise ops over a separate barrier pool of
+/// `CANDLE_NUM_THREADS − 1` worker threads (default: `RAYON_NUM_THREADS`) whose threads and
+/// caller spin while they wait. Next to rayon's pool, which runs the matrix products and
+/// modbal's kernels, those spinning threads take cores away from the real work: on 2 cores, in
+/// profiles of `modbal bench step`, 5-10 % of the samples were spent spinning there, and with one
+/// thread every reference workload ran as fast or faster (docs/benchmarks.md). Call it before
+/// the first tensor operation; the `modbal` binary does. Returns the value in effect.
+pub fn serial_candle_elementwise() -> String {
+    match std::env::var("CANDLE_NUM_THREADS") {
+        Ok(v) => v,
+        Err(_) => {
+            std::env::set_var("CANDLE_NUM_THREADS", "1");
+            "1".to_string()
+        }
+    }
+}

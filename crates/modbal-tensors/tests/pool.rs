@@ -88,12 +88,29 @@ fn matches_direct_loop_on_non_square_inputs() -> Result<()> {
         ([2, 3, 9, 6], 3, 2, 1), // H and W of different parity w.r.t. the stride
         ([1, 2, 6, 9], 3, 2, 1),
         ([2, 2, 8, 5], 2, 2, 0), // the kernel == stride case candle supports
+        ([1, 2, 7, 9], 2, 2, 0), // 2×2 / stride 2 (its own fast path) with odd H and W
         ([1, 3, 5, 7], 3, 1, 1),
         ([1, 2, 7, 4], 2, 1, 1),
         ([1, 1, 33, 24], 3, 2, 1),
     ] {
         check_case(d, k, s, p, smooth)?;
         check_case(d, k, s, p, ties)?;
+    }
+    Ok(())
+}
+
+/// A NaN in a window is the window's maximum (PyTorch: `F.max_pool2d` propagates NaN), in the
+/// 2×2 / stride-2 fast path and in the general path alike.
+#[test]
+fn nan_propagates() -> Result<()> {
+    for (k, s) in [(2, 2), (3, 1)] {
+        let mut v: Vec<f64> = (0..16).map(|i| i as f64).collect();
+        v[1] = f64::NAN; // row 0, column 1: in the first window of both poolings, not the last
+        let x = candle_core::Tensor::from_vec(v, (1, 1, 4, 4), &candle_core::Device::Cpu)?;
+        let y = max_pool2d(&x, k, s, 0)?.flatten_all()?.to_vec1::<f64>()?;
+        assert!(y[0].is_nan(), "k{k} s{s}: first window gave {}", y[0]);
+        let last = *y.last().unwrap();
+        assert_eq!(last, 15.0, "k{k} s{s}: last window has no NaN");
     }
     Ok(())
 }
