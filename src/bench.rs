@@ -87,9 +87,9 @@ impl SmallCnn {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.c1.forward(x)?.relu()?;
+        let h = self.c1.forward_relu(x)?;
         let h = ops::max_pool2d(&h, 2, 2, 0)?;
-        let h = self.c2.forward(&h)?.relu()?;
+        let h = self.c2.forward_relu(&h)?;
         self.fc.forward(&ops::global_avg_pool(&h)?)
     }
 }

@@ -830,6 +830,22 @@ simd_fn! {
     }
 }
 
+/// `y = max(y, 0)` in place.
+pub(crate) fn relu_in_place<T: Float>(y: &mut [T]) {
+    y.par_chunks_mut(1 << 14).for_each(relu_chunk);
+}
+
+simd_fn! {
+    /// `max(y, 0)` over one chunk, in place (NaN stays NaN, as PyTorch's ReLU).
+    fn relu_chunk<T>(y: &mut [T]) {
+        let zero = T::from_f64(0.0);
+        for v in y.iter_mut() {
+            // `v < 0` is false for NaN: NaN propagates
+            *v = if *v < zero { zero } else { *v };
+        }
+    }
+}
+
 /// `g·[y > 0]` element-wise (ReLU backward from the output, as PyTorch).
 pub(crate) fn relu_mask<T: Float>(g: &[T], y: &[T]) -> Vec<T> {
     let zero = T::from_f64(0.0);

@@ -143,14 +143,25 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = ConvGeometry {
+        match &self.bias {
+            Some(b) => ops::conv2d_bias(x, &self.weight, b, self.geometry()),
+            None => ops::conv2d(x, &self.weight, self.geometry()),
+        }
+    }
+
+    /// `relu(self.forward(x))` as one op ([`ops::conv2d_bias_relu`]).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.bias {
+            Some(b) => ops::conv2d_bias_relu(x, &self.weight, b, self.geometry()),
+            None => ops::conv2d_relu(x, &self.weight, self.geometry()),
+        }
+    }
+
+    fn geometry(&self) -> ConvGeometry {
+        ConvGeometry {
             stride: (self.cfg.stride, self.cfg.stride),
             padding: (self.cfg.padding, self.cfg.padding),
             dilation: (self.cfg.dilation, self.cfg.dilation),
-        };
-        match &self.bias {
-            Some(b) => ops::conv2d_bias(x, &self.weight, b, g),
-            None => ops::conv2d(x, &self.weight, g),
         }
     }
 }

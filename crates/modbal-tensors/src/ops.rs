@@ -34,7 +34,8 @@
 use crate::kernels::{
     add_relu_fwd, bn_bwd_input, bn_bwd_sums, channel_affine, channel_stats, channel_sums_as,
     col_sums, conv_bwd_input, conv_bwd_weight, conv_fwd, linear_bwd_input, linear_bwd_weight,
-    linear_fwd, plane_means, plane_spread, relu_mask, softmax_ce_bwd, softmax_ce_fwd, ConvShape,
+    linear_fwd, plane_means, plane_spread, relu_in_place, relu_mask, softmax_ce_bwd,
+    softmax_ce_fwd, ConvShape,
 };
 use candle_core::backend::BackendStorage;
 use candle_core::{
@@ -146,12 +147,24 @@ macro_rules! float_dispatch2 {
 #[derive(Clone)]
 struct ConvOp {
     shape: ConvShape,
+    /// ReLU applied to the output in place; the backward masks the gradient with `res > 0`.
+    relu: bool,
 }
 
 impl ConvOp {
     fn out_shape(&self) -> Shape {
         let s = &self.shape;
         Shape::from((s.b, s.o, s.ho, s.wo))
+    }
+    /// The output gradient as the convolution sees it: `grad`, or `grad·[res > 0]` after a
+    /// fused ReLU.
+    fn pre_act_grad(&self, res: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        let grad = grad.contiguous()?;
+        if self.relu {
+            grad.apply_op2_no_bwd(&res.contiguous()?, &ReluMask)
+        } else {
+            Ok(grad)
+        }
     }
     fn grads(
         &self,
@@ -189,22 +202,23 @@ impl CustomOp2 for ConvOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let st = float_dispatch2!("conv2d", (s1, l1), (s2, l2), |x, w| conv_fwd(
-            x,
-            w,
-            None,
-            &self.shape
-        ));
+        let st = float_dispatch2!("conv2d", (s1, l1), (s2, l2), |x, w| {
+            let mut y = conv_fwd(x, w, None, &self.shape);
+            if self.relu {
+                relu_in_place(&mut y);
+            }
+            y
+        });
         Ok((st, self.out_shape()))
     }
     fn bwd(
         &self,
         x: &Tensor,
         w: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        self.grads(x, w, grad)
+        self.grads(x, w, &self.pre_act_grad(res, grad)?)
     }
 }
 
@@ -223,20 +237,28 @@ impl CustomOp3 for ConvOp {
     ) -> Result<(CpuStorage, Shape)> {
         let st = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                CpuStorage::F32(conv_fwd(
+                let (x, w, b) = (
                     contiguous_slice(x, l1)?,
                     contiguous_slice(w, l2)?,
-                    Some(contiguous_slice(b, l3)?),
-                    &self.shape,
-                ))
+                    contiguous_slice(b, l3)?,
+                );
+                let mut y = conv_fwd(x, w, Some(b), &self.shape);
+                if self.relu {
+                    relu_in_place(&mut y);
+                }
+                CpuStorage::F32(y)
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                CpuStorage::F64(conv_fwd(
+                let (x, w, b) = (
                     contiguous_slice(x, l1)?,
                     contiguous_slice(w, l2)?,
-                    Some(contiguous_slice(b, l3)?),
-                    &self.shape,
-                ))
+                    contiguous_slice(b, l3)?,
+                );
+                let mut y = conv_fwd(x, w, Some(b), &self.shape);
+                if self.relu {
+                    relu_in_place(&mut y);
+                }
+                CpuStorage::F64(y)
             }
             _ => candle_core::bail!(
                 "conv2d: input, kernel and bias must all be f32 or all f64, got {:?}, {:?}, {:?}",
@@ -252,9 +274,10 @@ impl CustomOp3 for ConvOp {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = &self.pre_act_grad(res, grad)?;
         let (gx, gw) = self.grads(x, w, grad)?;
         let gb = if b.track_op() {
             let s = &self.shape;
@@ -418,15 +441,33 @@ fn conv_shape(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<ConvShape> {
 /// Forward and both backward passes are im2col / col2im + gemm (see the `kernels` module); the
 /// backward computes only the gradients that are needed (none for an untracked input).
 pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<Tensor> {
-    let shape = conv_shape(x, w, g)?;
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, ConvOp { shape })
+    conv2d_impl(x, w, None, g, false)
 }
 
-/// [`conv2d`] plus a per-output-channel `bias: [O]`, fused (the bias is the initial value of
-/// the output; its gradient is the per-channel sum of the output gradient).
-pub fn conv2d_bias(x: &Tensor, w: &Tensor, bias: &Tensor, g: ConvGeometry) -> Result<Tensor> {
+/// `relu(conv2d(x, w))` as one op: the ReLU is applied to the output buffer in place, and the
+/// backward masks the output gradient with `y > 0` once (instead of candle's ReLU node, whose
+/// backward builds a zero tensor, a comparison, a cast and a product).
+pub fn conv2d_relu(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<Tensor> {
+    conv2d_impl(x, w, None, g, true)
+}
+
+/// `relu(conv2d_bias(x, w, bias))` as one op (see [`conv2d_relu`]).
+pub fn conv2d_bias_relu(x: &Tensor, w: &Tensor, bias: &Tensor, g: ConvGeometry) -> Result<Tensor> {
+    conv2d_impl(x, w, Some(bias), g, true)
+}
+
+fn conv2d_impl(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    g: ConvGeometry,
+    relu: bool,
+) -> Result<Tensor> {
     let shape = conv_shape(x, w, g)?;
+    let op = ConvOp { shape, relu };
+    let Some(bias) = bias else {
+        return x.contiguous()?.apply_op2(&w.contiguous()?, op);
+    };
     if bias.dims() != [shape.o] || bias.dtype() != w.dtype() {
         candle_core::bail!(
             "conv2d: bias must be [{}] {:?}, got {:?} {:?}",
@@ -437,7 +478,13 @@ pub fn conv2d_bias(x: &Tensor, w: &Tensor, bias: &Tensor, g: ConvGeometry) -> Re
         );
     }
     x.contiguous()?
-        .apply_op3(&w.contiguous()?, &bias.contiguous()?, ConvOp { shape })
+        .apply_op3(&w.contiguous()?, &bias.contiguous()?, op)
+}
+
+/// [`conv2d`] plus a per-output-channel `bias: [O]`, fused (the bias is the initial value of
+/// the output; its gradient is the per-channel sum of the output gradient).
+pub fn conv2d_bias(x: &Tensor, w: &Tensor, bias: &Tensor, g: ConvGeometry) -> Result<Tensor> {
+    conv2d_impl(x, w, Some(bias), g, false)
 }
 // ---------------------------------------------------------------------------------------------
 // max-pool

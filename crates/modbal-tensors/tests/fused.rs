@@ -452,3 +452,59 @@ fn softmax_cross_entropy_matches_composition_and_closed_form() -> Result<()> {
     assert!(err.contains("negative label"), "{err}");
     Ok(())
 }
+
+/// `conv2d_bias_relu` / `conv2d_relu` equal `relu(conv2d_bias(...))` / `relu(conv2d(...))`
+/// (the unfused composition, candle's ReLU node included) in value and in the gradients of the
+/// input, kernel and bias, with some outputs negative so that the mask matters.
+#[test]
+fn conv_relu_matches_the_unfused_composition() -> Result<()> {
+    use modbal_tensors::ops::{conv2d, conv2d_bias, conv2d_bias_relu, conv2d_relu, ConvGeometry};
+    let dev = Device::Cpu;
+    let (b, c, h, w, o) = (2usize, 3usize, 6usize, 5usize, 4usize);
+    let g = ConvGeometry {
+        stride: (1, 2),
+        padding: (1, 1),
+        dilation: (1, 1),
+    };
+    let xv: Vec<f64> = (0..b * c * h * w)
+        .map(|i| (0.37 * i as f64).sin())
+        .collect();
+    let wv: Vec<f64> = (0..o * c * 9)
+        .map(|i| 0.3 * (0.11 * i as f64 + 0.5).cos())
+        .collect();
+    let bv: Vec<f64> = (0..o).map(|i| 0.1 * i as f64 - 0.15).collect();
+    let x = Var::from_tensor(&Tensor::from_slice(&xv, (b, c, h, w), &dev)?)?;
+    let k = Var::from_tensor(&Tensor::from_slice(&wv, (o, c, 3, 3), &dev)?)?;
+    let bias = Var::from_tensor(&Tensor::from_slice(&bv, o, &dev)?)?;
+    for with_bias in [true, false] {
+        let (xt, kt, bt) = (x.as_tensor(), k.as_tensor(), bias.as_tensor());
+        let (fused, plain) = if with_bias {
+            (
+                conv2d_bias_relu(xt, kt, bt, g)?,
+                conv2d_bias(xt, kt, bt, g)?.relu()?,
+            )
+        } else {
+            (conv2d_relu(xt, kt, g)?, conv2d(xt, kt, g)?.relu()?)
+        };
+        let (fv, pv) = (values(&fused), values(&plain));
+        assert_eq!(fv, pv, "forward, bias {with_bias}");
+        let zeros = fv.iter().filter(|&&v| v == 0.0).count();
+        assert!(
+            zeros > 0 && zeros < fv.len(),
+            "some outputs masked: {zeros}"
+        );
+        let r = formula(fused.dims(), DType::F64, |i| (0.23 * i as f64).cos());
+        let gf = (&fused * &r)?.sum_all()?.backward()?;
+        let gp = (&plain * &r)?.sum_all()?.backward()?;
+        let mut vars = vec![("x", &x), ("w", &k)];
+        if with_bias {
+            vars.push(("b", &bias));
+        }
+        for (name, v) in vars {
+            let a = values(gf.get(v.as_tensor()).expect("fused gradient"));
+            let e = values(gp.get(v.as_tensor()).expect("unfused gradient"));
+            assert_close(&format!("d{name}, bias {with_bias}"), &a, &e, 1e-12, 1e-12);
+        }
+    }
+    Ok(())
+}
