@@ -125,15 +125,16 @@ impl ConvShape {
         let nb = self.nb();
         (g * nb, nb.min(self.b - g * nb))
     }
-    /// Parallel over groups (single-threaded gemm) or not (multi-threaded gemm).
-    fn plan(&self, tasks: usize) -> (bool, Parallelism) {
+    /// Parallel over groups (single-threaded gemm calls; `0`) or not (each product split over
+    /// the returned number of threads).
+    fn plan(&self, tasks: usize) -> (bool, usize) {
         let threads = rayon::current_num_threads();
         if threads <= 1 {
-            (false, Parallelism::None)
+            (false, 1)
         } else if tasks >= 2 * threads {
-            (true, Parallelism::None)
+            (true, 1)
         } else {
-            (false, Parallelism::Rayon(threads))
+            (false, threads)
         }
     }
 }
@@ -233,7 +234,31 @@ fn col2im_group<T: Float>(cols: &[T], s: &ConvShape, nbg: usize, gx: &mut [T]) {
     }
 }
 
-/// `dst [m, n] (+)= lhs [m, k] · rhs [k, n]` with explicit (column, row) strides.
+/// How one matrix product uses the threads.
+///
+/// The gemm crate's own parallelism (`Parallelism::Rayon`) left one of two cores idle for some
+/// of the convolution and linear-layer shapes (a 256 × 576 × 1152 product took as long with two
+/// threads as with one); cutting the output into one block of columns (`SplitN`) or rows
+/// (`SplitM`) per thread, each computed by a single-threaded gemm call, was as fast or faster on
+/// every shape measured (`crates/modbal-tensors/examples/gemm_split.rs`). Which side to cut is
+/// the caller's choice (measured per product: the output's wide side, except that the input
+/// gradient of a convolution is cut along its columns even when it has more rows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Par {
+    /// One single-threaded call.
+    One,
+    /// Column blocks, one per thread.
+    SplitN(usize),
+    /// Row blocks, one per thread.
+    SplitM(usize),
+}
+
+/// Raw pointers handed to the tasks of one split product (each writes its own block of `dst`).
+#[derive(Clone, Copy)]
+struct MmPtrs(usize, usize, usize);
+
+/// `dst [m, n] (+)= lhs [m, k] · rhs [k, n]` with explicit (column, row) strides, computed as
+/// `par` says (blocks of a multiple of 16 rows or columns, the micro-kernel's width).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 unsafe fn mm<T: Float>(
@@ -249,7 +274,84 @@ unsafe fn mm<T: Float>(
     rhs: *const T,
     rhs_cs: usize,
     rhs_rs: usize,
-    par: Parallelism,
+    par: Par,
+) {
+    let (threads, along_n) = match par {
+        Par::One => (1, true),
+        Par::SplitN(t) => (t, true),
+        Par::SplitM(t) => (t, false),
+    };
+    let len = if along_n { n } else { m };
+    let block = len.div_ceil(threads.max(1)).next_multiple_of(16);
+    let parts = len.div_ceil(block.max(1));
+    if parts <= 1 {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            mm_one(
+                m, n, k, dst, dst_rs, accumulate, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs,
+            )
+        };
+        return;
+    }
+    let ptrs = MmPtrs(dst as usize, lhs as usize, rhs as usize);
+    (0..parts).into_par_iter().for_each(|p| {
+        let ptrs = ptrs;
+        let (a, b) = (p * block, ((p + 1) * block).min(len));
+        let (dst, lhs, rhs) = (ptrs.0 as *mut T, ptrs.1 as *const T, ptrs.2 as *const T);
+        // SAFETY: block p of the output (columns or rows a..b) is written by this task only;
+        // the operands are the caller's, offset to the same block.
+        unsafe {
+            if along_n {
+                mm_one(
+                    m,
+                    b - a,
+                    k,
+                    dst.add(a),
+                    dst_rs,
+                    accumulate,
+                    lhs,
+                    lhs_cs,
+                    lhs_rs,
+                    rhs.add(a * rhs_cs),
+                    rhs_cs,
+                    rhs_rs,
+                )
+            } else {
+                mm_one(
+                    b - a,
+                    n,
+                    k,
+                    dst.add(a * dst_rs),
+                    dst_rs,
+                    accumulate,
+                    lhs.add(a * lhs_rs),
+                    lhs_cs,
+                    lhs_rs,
+                    rhs,
+                    rhs_cs,
+                    rhs_rs,
+                )
+            }
+        }
+    });
+}
+
+/// One single-threaded gemm call (see [`mm`]).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn mm_one<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const T,
+    lhs_cs: usize,
+    lhs_rs: usize,
+    rhs: *const T,
+    rhs_cs: usize,
+    rhs_rs: usize,
 ) {
     let one = T::from_f64(1.0);
     let alpha = if accumulate { one } else { T::from_f64(0.0) };
@@ -274,7 +376,7 @@ unsafe fn mm<T: Float>(
             false,
             false,
             false,
-            par,
+            Parallelism::None,
         );
     }
 }
@@ -355,7 +457,7 @@ pub(crate) fn conv_fwd<T: Float>(x: &[T], wt: &[T], bias: Option<&[T]>, s: &Conv
                     cols.as_ptr(),
                     1,
                     ld,
-                    par,
+                    Par::SplitN(par),
                 )
             };
         } else {
@@ -375,7 +477,7 @@ pub(crate) fn conv_fwd<T: Float>(x: &[T], wt: &[T], bias: Option<&[T]>, s: &Conv
                     cols.as_ptr(),
                     1,
                     ld,
-                    par,
+                    Par::SplitN(par),
                 )
             };
             regroup(ob, yg, o, hw, nbg, true);
@@ -440,7 +542,7 @@ pub(crate) fn conv_bwd_input<T: Float>(gy: &[T], wt: &[T], s: &ConvShape) -> Vec
                 gyg.as_ptr(),
                 1,
                 ld,
-                par,
+                Par::SplitN(par),
             )
         };
         if !direct {
@@ -506,7 +608,7 @@ pub(crate) fn conv_bwd_weight<T: Float>(x: &[T], gy: &[T], s: &ConvShape) -> Vec
                     gyt.as_ptr(),
                     1,
                     o,
-                    par,
+                    Par::SplitM(par),
                 )
             };
         }
@@ -519,12 +621,36 @@ pub(crate) fn conv_bwd_weight<T: Float>(x: &[T], gy: &[T], s: &ConvShape) -> Vec
     }
     // [K, O] → [O, K].
     let mut out = vec![zero; o * k];
-    for (kk, row) in first.chunks(o).enumerate() {
-        for (oi, &v) in row.iter().enumerate() {
-            out[oi * k + kk] = v;
-        }
-    }
+    transpose_into(first, k, o, &mut out);
     out
+}
+
+/// `dst [cols, rows] = srcᵀ` for `src [rows, cols]` (row-major), in 32 × 32 tiles so that the
+/// strided side stays in cache (an element-by-element transpose of a 4608 × 512 weight
+/// gradient misses the cache on almost every write); tile rows in parallel.
+pub(crate) fn transpose_into<T: Float>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    const TILE: usize = 32;
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    // Parallel over bands of TILE destination rows (= source columns): disjoint writes.
+    dst[..rows * cols]
+        .par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(band, d)| {
+            let c0 = band * TILE;
+            let cw = TILE.min(cols - c0);
+            for r0 in (0..rows).step_by(TILE) {
+                let rh = TILE.min(rows - r0);
+                for c in 0..cw {
+                    let drow = &mut d[c * rows + r0..][..rh];
+                    for (r, v) in drow.iter_mut().enumerate() {
+                        *v = src[(r0 + r) * cols + c0 + c];
+                    }
+                }
+            }
+        });
 }
 
 /// Number of independent f64 accumulators of the reductions below: the sums of a plane are
@@ -918,14 +1044,18 @@ pub(crate) fn plane_spread<T: Float>(g: &[T], hw: usize) -> Vec<T> {
 // fully connected layer and softmax cross-entropy
 // ---------------------------------------------------------------------------------------------
 
-/// gemm parallelism for a product of `flops` multiply-adds: the gemm crate's own threads above
-/// a size where they pay off, one thread below.
-fn dense_par(flops: usize) -> Parallelism {
+/// Threads for an `m × n` product of `flops` multiply-adds: split along the wider side above a
+/// size where threads pay off, one thread below.
+fn dense_par(flops: usize, m: usize, n: usize) -> Par {
     let threads = rayon::current_num_threads();
     if threads > 1 && flops >= 1 << 17 {
-        Parallelism::Rayon(threads)
+        if n >= m {
+            Par::SplitN(threads)
+        } else {
+            Par::SplitM(threads)
+        }
     } else {
-        Parallelism::None
+        Par::One
     }
 }
 
@@ -962,7 +1092,7 @@ pub(crate) fn linear_fwd<T: Float>(
                 w.as_ptr(),
                 k,
                 1,
-                dense_par(n * k * o),
+                dense_par(n * k * o, n, o),
             );
         }
     }
@@ -998,7 +1128,7 @@ pub(crate) fn linear_bwd_input<T: Float>(
                 w.as_ptr(),
                 1,
                 k,
-                dense_par(n * k * o),
+                dense_par(n * k * o, n, k),
             );
         }
     }
@@ -1029,7 +1159,7 @@ pub(crate) fn linear_bwd_weight<T: Float>(
                 x.as_ptr(),
                 1,
                 k,
-                dense_par(n * k * o),
+                dense_par(n * k * o, o, k),
             );
         }
     }
