@@ -295,7 +295,6 @@ unsafe fn mm<T: Float>(
     }
     let ptrs = MmPtrs(dst as usize, lhs as usize, rhs as usize);
     (0..parts).into_par_iter().for_each(|p| {
-        let ptrs = ptrs;
         let (a, b) = (p * block, ((p + 1) * block).min(len));
         let (dst, lhs, rhs) = (ptrs.0 as *mut T, ptrs.1 as *const T, ptrs.2 as *const T);
         // SAFETY: block p of the output (columns or rows a..b) is written by this task only;
