@@ -562,38 +562,7 @@ fn max_pool_fwd<T: Elem>(x: &[T], dims: &[usize], win: &Window) -> Result<(Vec<T
         .enumerate()
         .for_each(|(bc, (o, a))| {
             let plane = &x[bc * h * w..(bc + 1) * h * w];
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let mut best: Option<(T, usize)> = None;
-                    for ky in 0..win.kh {
-                        let iy = (oy * win.sh + ky * win.dh) as isize - win.ph as isize;
-                        if iy < 0 || iy as usize >= h {
-                            continue;
-                        }
-                        for kx in 0..win.kw {
-                            let ix = (ox * win.sw + kx * win.dw) as isize - win.pw as isize;
-                            if ix < 0 || ix as usize >= w {
-                                continue;
-                            }
-                            let idx = iy as usize * w + ix as usize;
-                            let v = plane[idx];
-                            // NaN propagates (as PyTorch): a NaN beats everything.
-                            let better = match best {
-                                None => true,
-                                Some((bv, _)) => {
-                                    v > bv || (v.to_f64().is_nan() && !bv.to_f64().is_nan())
-                                }
-                            };
-                            if better {
-                                best = Some((v, idx));
-                            }
-                        }
-                    }
-                    let (v, idx) = best.expect("window fits by construction");
-                    o[oy * wo + ox] = v;
-                    a[oy * wo + ox] = idx as u32;
-                }
-            }
+            crate::kernels::max_pool_plane(plane, h, w, win, o, a, wo);
         });
     Ok((out, arg))
 }
