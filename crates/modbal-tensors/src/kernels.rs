@@ -165,6 +165,36 @@ fn im2col_group<T: Float>(x: &[T], s: &ConvShape, b0: usize, nbg: usize, dst: &m
                     let d = &mut dst[row * ld + j * hw..][..hw];
                     let off = (kx * win.dw) as isize - win.pw as isize;
                     let (lo, hi) = valid_range(s.wo, s.w, win.sw, off);
+                    if win.sw == 1 && win.sh == 1 && s.wo == s.w && lo < hi {
+                        // Same-size output ("same" padding, stride 1): the valid rows of this
+                        // tap are ONE contiguous shifted copy of the plane (destination and
+                        // source advance by the same `w` per row); the cells that wrapped around
+                        // a row end are then reset to the zero padding. For narrow planes this
+                        // replaces one short copy per output row.
+                        let (oy0, oy1) = valid_range(s.ho, s.h, 1, (ky * win.dh) as isize - win.ph as isize);
+                        let w = s.w;
+                        if oy0 < oy1 {
+                            let iy0 = (oy0 as isize + (ky * win.dh) as isize - win.ph as isize) as usize;
+                            let (da, db) = (oy0 * w + lo, (oy1 - 1) * w + hi);
+                            let sa = (iy0 * w + lo) as isize + off;
+                            d[da..db].copy_from_slice(&plane[sa as usize..sa as usize + (db - da)]);
+                        }
+                        for v in &mut d[..oy0 * w] {
+                            *v = zero;
+                        }
+                        for v in &mut d[oy1 * w..] {
+                            *v = zero;
+                        }
+                        for drow in d[oy0 * w..oy1 * w].chunks_exact_mut(w) {
+                            for v in &mut drow[..lo] {
+                                *v = zero;
+                            }
+                            for v in &mut drow[hi..] {
+                                *v = zero;
+                            }
+                        }
+                        continue;
+                    }
                     for oy in 0..s.ho {
                         let drow = &mut d[oy * s.wo..][..s.wo];
                         let iy = (oy * win.sh + ky * win.dh) as isize - win.ph as isize;

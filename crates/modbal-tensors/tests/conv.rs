@@ -188,6 +188,12 @@ fn matches_direct_loop_on_non_square_inputs() -> Result<()> {
     // [2,3,7,5] input, 3×3 and 2×3 kernels, assorted stride / padding / dilation.
     let x = [2, 3, 7, 5];
     check_case(x, [4, 3, 3, 3], geom((1, 1), (0, 0), (1, 1)), 3)?;
+    // "Same" output width at stride 1 (im2col's one-copy-per-tap path): 3×3 pad 1, dilated
+    // 3×3 pad 2, 5×3 pad (2, 1), and a 1-wide plane.
+    check_case(x, [4, 3, 3, 3], geom((1, 1), (1, 1), (1, 1)), 3)?;
+    check_case(x, [4, 3, 3, 3], geom((1, 1), (2, 2), (2, 2)), 3)?;
+    check_case(x, [4, 3, 5, 3], geom((1, 1), (2, 1), (1, 1)), 3)?;
+    check_case([2, 2, 4, 1], [3, 2, 3, 1], geom((1, 1), (1, 0), (1, 1)), 1)?;
     check_case(x, [4, 3, 3, 3], geom((2, 2), (1, 1), (1, 1)), 3)?;
     check_case(x, [4, 3, 3, 3], geom((2, 3), (2, 1), (2, 1)), 3)?;
     check_case(x, [4, 3, 2, 3], geom((1, 1), (1, 1), (1, 1)), 3)?;
