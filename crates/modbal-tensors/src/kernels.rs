@@ -171,10 +171,12 @@ fn im2col_group<T: Float>(x: &[T], s: &ConvShape, b0: usize, nbg: usize, dst: &m
                         // source advance by the same `w` per row); the cells that wrapped around
                         // a row end are then reset to the zero padding. For narrow planes this
                         // replaces one short copy per output row.
-                        let (oy0, oy1) = valid_range(s.ho, s.h, 1, (ky * win.dh) as isize - win.ph as isize);
+                        let (oy0, oy1) =
+                            valid_range(s.ho, s.h, 1, (ky * win.dh) as isize - win.ph as isize);
                         let w = s.w;
                         if oy0 < oy1 {
-                            let iy0 = (oy0 as isize + (ky * win.dh) as isize - win.ph as isize) as usize;
+                            let iy0 =
+                                (oy0 as isize + (ky * win.dh) as isize - win.ph as isize) as usize;
                             let (da, db) = (oy0 * w + lo, (oy1 - 1) * w + hi);
                             let sa = (iy0 * w + lo) as isize + off;
                             d[da..db].copy_from_slice(&plane[sa as usize..sa as usize + (db - da)]);
@@ -266,13 +268,15 @@ fn col2im_group<T: Float>(cols: &[T], s: &ConvShape, nbg: usize, gx: &mut [T]) {
 
 /// How one matrix product uses the threads.
 ///
-/// The gemm crate's own parallelism (`Parallelism::Rayon`) left one of two cores idle for some
-/// of the convolution and linear-layer shapes (a 256 × 576 × 1152 product took as long with two
-/// threads as with one); cutting the output into one block of columns (`SplitN`) or rows
-/// (`SplitM`) per thread, each computed by a single-threaded gemm call, was as fast or faster on
-/// every shape measured (`crates/modbal-tensors/examples/gemm_split.rs`). Which side to cut is
-/// the caller's choice (measured per product: the output's wide side, except that the input
-/// gradient of a convolution is cut along its columns even when it has more rows).
+/// The gemm crate's own parallelism (`Parallelism::Rayon`) leaves one of two cores idle for
+/// some of the convolution and linear-layer shapes (on the 2-core benchmark machine, the 64 ×
+/// 392 × 288 forward product of conv4's second block took as long with two threads as with
+/// one). Cutting the output into one block of columns (`SplitN`) or rows (`SplitM`) per thread,
+/// each computed by a single-threaded gemm call, was up to 1.8× faster on such shapes and about
+/// even elsewhere (`cargo run --release -p modbal-tensors --example gemm_split`); on the
+/// `mlp-pair` step it took the median from 10.9 to 9.3 ms. Which side to cut is the caller's
+/// choice: the forward and input-gradient products of a convolution along their columns, its
+/// weight gradient along its rows, a linear layer's products along their wider side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Par {
     /// One single-threaded call.
