@@ -8,6 +8,9 @@ use crate::train::{train, RunConfig, TrainOptions};
 /// epoch, the logged quantities `show` (keys of `metrics.jsonl` → `method`), then the test
 /// fusion accuracy, per-modality accuracies and discrepancy ratio of concat and of the method.
 pub fn compare_with_concat(method: &str, show: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
+    // The `modbal` binary's speed settings (see README, Benchmarks).
+    modbal_tensors::alloc::retain_freed_memory();
+    modbal_tensors::threads::serial_candle_elementwise();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dataset = args.first().cloned().unwrap_or_else(|| "synth-vec".into());
     let out = std::env::temp_dir().join(format!("modbal-example-{method}"));
