@@ -36,6 +36,11 @@ enum Variant {
 #[derive(Clone, Copy)]
 struct Ptrs(usize, usize, usize);
 
+/// `dst = ALPHA·dst + BETA·lhs·rhs` (dst is not read when ALPHA is 0); real numbers.
+const ALPHA: f32 = 0.0;
+const BETA: f32 = 1.0;
+const NO_CONJ: bool = false;
+
 fn run(p: Product, v: Variant, threads: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     let ptrs = Ptrs(
         c.as_mut_ptr() as usize,
@@ -65,11 +70,11 @@ fn run(p: Product, v: Variant, threads: usize, a: &[f32], b: &[f32], c: &mut [f3
                 rhs.add(j0 * p.rcs),
                 p.rcs as isize,
                 p.rrs as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
+                ALPHA,
+                BETA,
+                NO_CONJ,
+                NO_CONJ,
+                NO_CONJ,
                 par,
             )
         }

@@ -287,9 +287,73 @@ pub(crate) enum Par {
     SplitM(usize),
 }
 
-/// Raw pointers handed to the tasks of one split product (each writes its own block of `dst`).
+/// One product `dst [m, n] (+)= lhs [m, k] · rhs [k, n]`: pointers (as addresses, so that the
+/// tasks of a split product can share it) and (column, row) strides; dst has column stride 1.
 #[derive(Clone, Copy)]
-struct MmPtrs(usize, usize, usize);
+struct Prod {
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: usize,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: (usize, usize, usize),
+    rhs: (usize, usize, usize),
+}
+
+impl Prod {
+    /// Columns `a..b` of the output (element offsets scaled by `size_of::<T>()`).
+    fn cols(mut self, a: usize, b: usize, elem: usize) -> Self {
+        self.n = b - a;
+        self.dst += a * elem;
+        self.rhs.0 += a * self.rhs.1 * elem;
+        self
+    }
+    /// Rows `a..b` of the output.
+    fn rows(mut self, a: usize, b: usize, elem: usize) -> Self {
+        self.m = b - a;
+        self.dst += a * self.dst_rs * elem;
+        self.lhs.0 += a * self.lhs.2 * elem;
+        self
+    }
+    /// One single-threaded gemm call.
+    ///
+    /// # Safety
+    /// The operands are in bounds for these strides and `dst` is disjoint from them and from
+    /// every other task's block.
+    unsafe fn run<T: Float>(self) {
+        let one = T::from_f64(1.0);
+        let alpha = if self.accumulate {
+            one
+        } else {
+            T::from_f64(0.0)
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            gemm::gemm(
+                self.m,
+                self.n,
+                self.k,
+                self.dst as *mut T,
+                1,
+                self.dst_rs as isize,
+                self.accumulate,
+                self.lhs.0 as *const T,
+                self.lhs.1 as isize,
+                self.lhs.2 as isize,
+                self.rhs.0 as *const T,
+                self.rhs.1 as isize,
+                self.rhs.2 as isize,
+                alpha,
+                one,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    }
+}
 
 /// `dst [m, n] (+)= lhs [m, k] · rhs [k, n]` with explicit (column, row) strides, computed as
 /// `par` says (blocks of a multiple of 16 rows or columns, the micro-kernel's width).
@@ -310,6 +374,16 @@ unsafe fn mm<T: Float>(
     rhs_rs: usize,
     par: Par,
 ) {
+    let prod = Prod {
+        m,
+        n,
+        k,
+        dst: dst as usize,
+        dst_rs,
+        accumulate,
+        lhs: (lhs as usize, lhs_cs, lhs_rs),
+        rhs: (rhs as usize, rhs_cs, rhs_rs),
+    };
     let (threads, along_n) = match par {
         Par::One => (1, true),
         Par::SplitN(t) => (t, true),
@@ -320,98 +394,21 @@ unsafe fn mm<T: Float>(
     let parts = len.div_ceil(block.max(1));
     if parts <= 1 {
         // SAFETY: forwarded from the caller.
-        unsafe {
-            mm_one(
-                m, n, k, dst, dst_rs, accumulate, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs,
-            )
-        };
+        unsafe { prod.run::<T>() };
         return;
     }
-    let ptrs = MmPtrs(dst as usize, lhs as usize, rhs as usize);
+    let elem = std::mem::size_of::<T>();
     (0..parts).into_par_iter().for_each(|p| {
         let (a, b) = (p * block, ((p + 1) * block).min(len));
-        let (dst, lhs, rhs) = (ptrs.0 as *mut T, ptrs.1 as *const T, ptrs.2 as *const T);
+        let part = if along_n {
+            prod.cols(a, b, elem)
+        } else {
+            prod.rows(a, b, elem)
+        };
         // SAFETY: block p of the output (columns or rows a..b) is written by this task only;
         // the operands are the caller's, offset to the same block.
-        unsafe {
-            if along_n {
-                mm_one(
-                    m,
-                    b - a,
-                    k,
-                    dst.add(a),
-                    dst_rs,
-                    accumulate,
-                    lhs,
-                    lhs_cs,
-                    lhs_rs,
-                    rhs.add(a * rhs_cs),
-                    rhs_cs,
-                    rhs_rs,
-                )
-            } else {
-                mm_one(
-                    b - a,
-                    n,
-                    k,
-                    dst.add(a * dst_rs),
-                    dst_rs,
-                    accumulate,
-                    lhs.add(a * lhs_rs),
-                    lhs_cs,
-                    lhs_rs,
-                    rhs,
-                    rhs_cs,
-                    rhs_rs,
-                )
-            }
-        }
+        unsafe { part.run::<T>() };
     });
-}
-
-/// One single-threaded gemm call (see [`mm`]).
-#[allow(clippy::too_many_arguments)]
-#[inline]
-unsafe fn mm_one<T: Float>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut T,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: *const T,
-    lhs_cs: usize,
-    lhs_rs: usize,
-    rhs: *const T,
-    rhs_cs: usize,
-    rhs_rs: usize,
-) {
-    let one = T::from_f64(1.0);
-    let alpha = if accumulate { one } else { T::from_f64(0.0) };
-    // SAFETY: forwarded from the caller (operands in bounds for these strides; dst disjoint).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            alpha,
-            one,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
 }
 
 /// Copies the `[nbg, O, HW]` slab `src` into `dst [O, nbg·HW]` (or back with `to_nchw`).
