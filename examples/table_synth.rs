@@ -1,28 +1,8 @@
 //! The results tables of `docs/results/`: every method × seeds on a built-in benchmark
 //! (`just table-synth`), and the robustness table of CAL §4.3 (`just table-robust`).
 //!
-//! ```text
-//! cargo run --release --example table_synth -- synth  [options]   # docs/results/synth-av.md
-//! cargo run --release --example table_synth -- robust [options]   # docs/results/synth-av-robust.md
-//!
-//! options (defaults):
-//!   --epochs 12              epochs per run (the README's 12)
-//!   --seeds 0,1,2            run seeds
-//!   --methods all            synth: every name in modbal::methods::METHOD_NAMES (unimodal once
-//!                            per modality); robust: concat,cal
-//!   --dataset synth-av
-//!   --out runs/tables        run directories go to <out>/<table>-e<epochs>/
-//!   --doc PATH               the Markdown written (default docs/results/<dataset>[-robust].md);
-//!                            plots are copied next to it, into plots/
-//!   --set KEY=VALUE          a config override for every run (repeatable)
-//!   robust only:
-//!   --salt-pepper 0.05,0.1,0.2   salt-pepper ε (per-element probability)
-//!   --gaussian 0.5,1.5,3         Gaussian ε (std in units of the modality's training std)
-//!   --protocols test,train+test  noise on the test split only (CAL Table 2: evaluated on each
-//!                                clean run's selected model) and/or on train and test (Table 3:
-//!                                one run per setting)
-//!   --noise-modality NAME        corrupt only this modality (repeatable; default all)
-//! ```
+//! Usage and options: `cargo run --release --example table_synth -- --help` (the text is
+//! [`USAGE`] below).
 //!
 //! Finished runs are reused (their `summary.json`), interrupted ones resumed, so an interrupted
 //! table continues where it stopped; a run directory whose config differs from the requested one
@@ -67,11 +47,42 @@ fn list<T: std::str::FromStr>(s: &str, what: &str) -> Res<Vec<T>> {
         .collect()
 }
 
+/// What `--help` prints.
+const USAGE: &str = "\
+cargo run --release --example table_synth -- synth  [options]   # docs/results/synth-av.md
+cargo run --release --example table_synth -- robust [options]   # docs/results/synth-av-robust.md
+
+options (defaults):
+  --epochs 12              epochs per run (the README's 12)
+  --seeds 0,1,2            run seeds
+  --methods all            synth: every name in modbal::methods::METHOD_NAMES (unimodal once
+                           per modality); robust: concat,cal
+  --dataset synth-av
+  --out runs/tables        run directories go to <out>/<table>-e<epochs>/
+  --doc PATH               the Markdown written (default docs/results/<dataset>[-robust].md);
+                           plots are copied next to it, into plots/
+  --set KEY=VALUE          a config override for every run (repeatable)
+  robust only:
+  --salt-pepper 0.05,0.1,0.2   salt-pepper ε (per-element probability)
+  --gaussian 0.5,1.5,3         Gaussian ε (std in units of the modality's training std)
+  --protocols test,train+test  noise on the test split only (CAL Table 2: evaluated on each
+                               clean run's selected model) and/or on train and test (Table 3:
+                               one run per setting)
+  --noise-modality NAME        corrupt only this modality (repeatable; default all)
+";
+
 fn parse_args() -> Res<Opts> {
+    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        std::process::exit(0);
+    }
     let mut args = std::env::args().skip(1);
     let table = args.next().unwrap_or_else(|| "synth".into());
     if table != "synth" && table != "robust" {
-        return Err(format!("first argument must be `synth` or `robust`, got {table:?}").into());
+        return Err(format!(
+            "first argument must be `synth` or `robust`, got {table:?} (see --help)"
+        )
+        .into());
     }
     let mut o = Opts {
         table,
