@@ -138,6 +138,8 @@ pub struct MmParetoMethod {
     init_seed: Option<u64>,
     heads: Option<UniHeads>,
     pending: Option<BTreeMap<String, Tensor>>,
+    /// The loaded checkpoint says the unimodal heads existed (so their tensors must come too).
+    expect_heads: bool,
     sums: EpochSums,
     last: Option<MmParetoReport>,
 }
@@ -164,6 +166,7 @@ impl MmParetoMethod {
             init_seed: None,
             heads: None,
             pending: None,
+            expect_heads: false,
             sums: EpochSums::default(),
             last: None,
         })
@@ -423,13 +426,17 @@ impl Method for MmParetoMethod {
     }
 
     fn state(&self) -> serde_json::Value {
-        serde_json::json!({ "init_seed": self.init_seed })
+        serde_json::json!({
+            "init_seed": self.init_seed,
+            "has_heads": self.heads.is_some() || self.pending.is_some(),
+        })
     }
 
     fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
         if let Some(s) = state["init_seed"].as_u64() {
             self.init_seed = Some(s);
         }
+        self.expect_heads = state["has_heads"].as_bool().unwrap_or(false);
         Ok(())
     }
 
@@ -456,6 +463,14 @@ impl Method for MmParetoMethod {
 
     fn load_state_tensors(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
         if tensors.is_empty() {
+            if self.expect_heads {
+                // Re-initialised heads would silently change the resumed run.
+                return Err(ModbalError::Data(
+                    "method mmpareto: the checkpoint's state has unimodal heads but no tensors \
+                     for them (method.safetensors missing?)"
+                        .into(),
+                ));
+            }
             return Ok(());
         }
         match self.heads.as_mut() {
