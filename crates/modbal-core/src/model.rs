@@ -17,6 +17,10 @@ pub trait MultimodalModel: Send + Sync {
     /// The fusion head on per-modality features → (fused logits, per-modality logits). Callers
     /// may pass zeroed features (ablation "all but m"), detached features (freezing), or noisy ones.
     fn head(&self, features: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)>;
+    /// Called by the trainer before each training epoch: re-seed the model's own random draws
+    /// (dropout) from (run seed, epoch), so that a resumed run continues with the masks of the
+    /// uninterrupted one. Default: nothing to re-seed.
+    fn set_epoch(&self, _seed: u64, _epoch: usize) {}
 
     /// Encode every modality, then fuse.
     fn forward_t(&self, inputs: &[Tensor], train: bool) -> Result<MultimodalOutput> {

@@ -563,4 +563,7 @@ impl Encoder for BertEncoder {
     fn kind(&self) -> &'static str {
         "bert"
     }
+    fn set_epoch_seed(&self, seed: u64) {
+        self.model.reseed_dropout(seed)
+    }
 }

@@ -47,6 +47,11 @@ pub trait Encoder: Send + Sync + fmt::Debug {
     fn input_shape(&self) -> &[usize];
     /// Short name of the encoder kind (`"mlp"`, `"conv4"`, `"resnet18"`, `"small_cnn"`).
     fn kind(&self) -> &'static str;
+    /// Re-seeds the random draws of the training forward pass (dropout masks) with `seed`,
+    /// which the caller derives from (run seed, epoch, modality): an epoch's masks then do not
+    /// depend on what ran before it, so a resumed run draws what the uninterrupted one drew.
+    /// No-op for encoders without randomness.
+    fn set_epoch_seed(&self, _seed: u64) {}
 }
 
 /// Which encoder to build, with its hyper-parameters.

@@ -251,6 +251,11 @@ impl MultimodalModel for MultimodalNet {
     fn params(&self) -> &ParamStore {
         &self.params
     }
+    fn set_epoch(&self, seed: u64, epoch: usize) {
+        for (m, enc) in self.encoders.iter().enumerate() {
+            enc.set_epoch_seed(epoch_seed(seed, epoch, m));
+        }
+    }
     fn encode(&self, m: usize, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let Some(enc) = self.encoders.get(m) else {
             candle_core::bail!(
@@ -265,4 +270,21 @@ impl MultimodalModel for MultimodalNet {
     fn head(&self, features: &[Tensor]) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
         self.head.forward(features)
     }
+}
+
+/// Seed of encoder `m`'s random draws in training epoch `epoch` of a run with seed `seed`: the
+/// three mixed by SplitMix64's finaliser (distinct, well-spread seeds for nearby inputs).
+pub fn epoch_seed(seed: u64, epoch: usize, m: usize) -> u64 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let e = (epoch as u64)
+        .wrapping_add(1)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let k = (m as u64)
+        .wrapping_add(1)
+        .wrapping_mul(0xd1b5_4a32_d192_ed03);
+    mix(mix(seed ^ e) ^ k)
 }

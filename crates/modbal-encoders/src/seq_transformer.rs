@@ -315,4 +315,7 @@ impl Encoder for SeqTransformerEncoder {
     fn kind(&self) -> &'static str {
         "seq_transformer"
     }
+    fn set_epoch_seed(&self, seed: u64) {
+        self.reseed_dropout(seed)
+    }
 }

@@ -135,3 +135,46 @@ fn config_round_trip_and_errors() {
         .to_string();
     assert!(e.contains("35") && e.contains("34"), "{e}");
 }
+
+/// `MultimodalModel::set_epoch` (called by the trainer before each training epoch) re-seeds the
+/// dropout masks from (run seed, epoch, modality): the same (seed, epoch) gives the same masks
+/// whatever ran before (what a resumed run needs), another epoch or seed other masks.
+#[test]
+fn set_epoch_reseeds_dropout_by_seed_and_epoch() {
+    use modbal_core::MultimodalModel;
+    use modbal_encoders::{FusionConfig, ModalitySpec, MultimodalNet};
+    let spec = ModalitySpec::new(
+        "audio",
+        EncoderConfig::SeqTransformer {
+            transformer: SeqTransformerConfig::default(),
+        },
+        &[6, 74],
+    );
+    let net = MultimodalNet::new(
+        &[spec],
+        &FusionConfig::Concat,
+        3,
+        &mut SeededRng::new(1),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let x = input(2, 6, 74, 0.0);
+    let run = || -> Vec<f32> {
+        net.encode(0, &x, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    net.set_epoch(5, 2);
+    let a = run();
+    let next = run();
+    assert_ne!(a, next, "dropout is active: consecutive masks differ");
+    net.set_epoch(5, 2);
+    assert_eq!(run(), a, "same seed and epoch, same masks");
+    net.set_epoch(5, 3);
+    assert_ne!(run(), a, "another epoch");
+    net.set_epoch(6, 2);
+    assert_ne!(run(), a, "another run seed");
+}

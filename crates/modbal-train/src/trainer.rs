@@ -729,6 +729,8 @@ fn run_loop(
         s.ctx.rng.shuffle(&mut order);
         // Augmentation of the real datasets is seeded by (run seed, epoch, sample).
         s.splits.train.set_epoch(s.cfg.seed, epoch);
+        // Dropout masks too (BERT, sequence Transformer): seeded by (run seed, epoch, modality).
+        s.model.set_epoch(s.cfg.seed, epoch);
         let loader = DataLoader::new(
             s.splits.train.clone(),
             order,
