@@ -109,7 +109,7 @@ prepare DATASET RAW OUT *ARGS:
 # modbal/PyTorch ratio table. Results and method: docs/benchmarks.md. PyTorch is optional; the
 # CPU-only wheel avoids several GB of CUDA libraries:
 #   pip install torch --index-url https://download.pytorch.org/whl/cpu
-bench-vs-torch THREADS="2" ROUNDS="2":
+bench-vs-torch THREADS="2" ROUNDS="3":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release --bin modbal
