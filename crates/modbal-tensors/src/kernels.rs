@@ -75,6 +75,7 @@ pub(crate) trait Float:
     + Copy
     + PartialOrd
     + std::ops::AddAssign
+    + std::ops::SubAssign
     + std::ops::Add<Output = Self>
     + std::ops::Mul<Output = Self>
     + std::ops::Sub<Output = Self>
@@ -1107,6 +1108,63 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    /// Whether every value is finite: `x − x` is 0 exactly for finite `x` (NaN for ±∞ and NaN);
+    /// the test is branch-free within chunks of 1024 so that it vectorises.
+    #[allow(clippy::eq_op)]
+    pub(crate) fn all_finite<T>(v: &[T]) -> bool {
+        let zero = T::from_f64(0.0);
+        v.chunks(1024).all(|c| c.iter().fold(true, |ok, &x| ok & ((x - x) == zero)))
+    }
+}
+
+simd_fn! {
+    /// SGD momentum buffer in place: `d = g (+ wd·p)`; `b ← d` on the first step, else
+    /// `b ← μ·b + damp·d` (PyTorch's order of operations).
+    pub(crate) fn sgd_momentum<T>(buf: &mut [T], g: &[T], p: &[T], m: T, damp: T, wd: Option<T>, first: bool) {
+        match (wd, first) {
+            (Some(w), true) => buf.iter_mut().zip(g).zip(p).for_each(|((b, &gv), &pv)| *b = gv + pv * w),
+            (None, true) => buf.copy_from_slice(&g[..buf.len()]),
+            (Some(w), false) => buf
+                .iter_mut()
+                .zip(g)
+                .zip(p)
+                .for_each(|((b, &gv), &pv)| *b = *b * m + (gv + pv * w) * damp),
+            (None, false) => buf.iter_mut().zip(g).for_each(|(b, &gv)| *b = *b * m + gv * damp),
+        }
+    }
+}
+
+/// Which update direction [`sgd_step`] applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SgdDirection {
+    /// `d = g (+ wd·p)` (no momentum buffer).
+    Gradient,
+    /// `d + μ·b` (Nesterov).
+    Nesterov,
+    /// `b` (heavy-ball momentum).
+    Buffer,
+}
+
+simd_fn! {
+    /// SGD parameter update in place: `p ← p − lr·u` with `u` as [`SgdDirection`] says.
+    pub(crate) fn sgd_step<T>(p: &mut [T], g: &[T], buf: &[T], lr: T, m: T, wd: Option<T>, dir: SgdDirection) {
+        let d = |gv: T, pv: T| match wd {
+            Some(w) => gv + pv * w,
+            None => gv,
+        };
+        match dir {
+            SgdDirection::Gradient => p.iter_mut().zip(g).for_each(|(pv, &gv)| *pv -= d(gv, *pv) * lr),
+            SgdDirection::Nesterov => p
+                .iter_mut()
+                .zip(g)
+                .zip(buf)
+                .for_each(|((pv, &gv), &bv)| *pv -= (d(gv, *pv) + bv * m) * lr),
+            SgdDirection::Buffer => p.iter_mut().zip(buf).for_each(|(pv, &bv)| *pv -= bv * lr),
+        }
+    }
+}
+
 /// Mean of every `hw`-long plane.
 pub(crate) fn plane_means<T: Float>(x: &[T], hw: usize) -> Vec<T> {
     x.par_chunks(hw)
@@ -1306,6 +1364,25 @@ pub(crate) fn softmax_ce_bwd<T: Float>(z: &[T], labels: &[usize], c: usize, g: f
 #[cfg(test)]
 mod tests {
     use super::valid_range;
+
+    /// `all_finite` against `f64::is_finite` / `f32::is_finite` on every kind of value, at
+    /// positions inside and across its 1024-value chunks.
+    #[test]
+    fn all_finite_agrees_with_is_finite() {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            for at in [0usize, 5, 1023, 1024, 2999] {
+                let mut v = vec![1.5f64; 3000];
+                v[at] = bad;
+                assert!(!super::all_finite(&v), "{bad} at {at}");
+                let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+                assert!(!super::all_finite(&v32), "f32 {bad} at {at}");
+            }
+        }
+        let ok = [0.0, -0.0, f64::MAX, f64::MIN, f64::MIN_POSITIVE, 5e-324, -1e300];
+        assert!(ok.iter().all(|x| x.is_finite()) && super::all_finite(&ok));
+        assert!(super::all_finite(&[f32::MAX, f32::MIN, 1e-45f32]));
+        assert!(super::all_finite::<f64>(&[]));
+    }
 
     #[test]
     fn valid_range_matches_brute_force() {

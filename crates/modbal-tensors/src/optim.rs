@@ -213,12 +213,8 @@ fn cpu_all_finite(g: &Tensor) -> Option<bool> {
     let (st, l) = g.storage_and_layout();
     let (a, b) = l.contiguous_offsets()?;
     match &*st {
-        candle_core::Storage::Cpu(CpuStorage::F32(v)) => {
-            Some(v[a..b].iter().all(|x| x.is_finite()))
-        }
-        candle_core::Storage::Cpu(CpuStorage::F64(v)) => {
-            Some(v[a..b].iter().all(|x| x.is_finite()))
-        }
+        candle_core::Storage::Cpu(CpuStorage::F32(v)) => Some(crate::kernels::all_finite(&v[a..b])),
+        candle_core::Storage::Cpu(CpuStorage::F64(v)) => Some(crate::kernels::all_finite(&v[a..b])),
         _ => None,
     }
 }
@@ -464,16 +460,9 @@ impl InplaceOp3 for SgdBufUpdate {
         l3: &Layout,
     ) -> Result<()> {
         sgd_inplace!(self, s1, l1, s2, l2, s3, l3, |buf, g, p, T| {
-            let wd = self.weight_decay as T;
+            let wd = (self.weight_decay != 0.0).then_some(self.weight_decay as T);
             let (m, damp) = (self.momentum as T, (1.0 - self.dampening) as T);
-            for ((b, &gv), &pv) in buf.iter_mut().zip(g).zip(p) {
-                let d = if self.weight_decay != 0.0 {
-                    gv + pv * wd
-                } else {
-                    gv
-                };
-                *b = if self.first { d } else { *b * m + d * damp };
-            }
+            crate::kernels::sgd_momentum(buf, g, p, m, damp, wd, self.first);
         })
     }
 }
@@ -492,26 +481,16 @@ impl InplaceOp3 for SgdParamUpdate {
         l3: &Layout,
     ) -> Result<()> {
         sgd_inplace!(self, s1, l1, s2, l2, s3, l3, |p, g, buf, T| {
-            let (wd, m, lr) = (self.weight_decay as T, self.momentum as T, self.lr as T);
-            for ((pv, &gv), &bv) in p.iter_mut().zip(g).zip(buf) {
-                let upd = if !self.has_buf {
-                    if self.weight_decay != 0.0 {
-                        gv + *pv * wd
-                    } else {
-                        gv
-                    }
-                } else if self.nesterov {
-                    let d = if self.weight_decay != 0.0 {
-                        gv + *pv * wd
-                    } else {
-                        gv
-                    };
-                    d + bv * m
-                } else {
-                    bv
-                };
-                *pv -= upd * lr;
-            }
+            let wd = (self.weight_decay != 0.0).then_some(self.weight_decay as T);
+            let (m, lr) = (self.momentum as T, self.lr as T);
+            let dir = if !self.has_buf {
+                crate::kernels::SgdDirection::Gradient
+            } else if self.nesterov {
+                crate::kernels::SgdDirection::Nesterov
+            } else {
+                crate::kernels::SgdDirection::Buffer
+            };
+            crate::kernels::sgd_step(p, g, buf, lr, m, wd, dir);
         })
     }
 }
