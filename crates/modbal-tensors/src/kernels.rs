@@ -1378,7 +1378,15 @@ mod tests {
                 assert!(!super::all_finite(&v32), "f32 {bad} at {at}");
             }
         }
-        let ok = [0.0, -0.0, f64::MAX, f64::MIN, f64::MIN_POSITIVE, 5e-324, -1e300];
+        let ok = [
+            0.0,
+            -0.0,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            5e-324,
+            -1e300,
+        ];
         assert!(ok.iter().all(|x| x.is_finite()) && super::all_finite(&ok));
         assert!(super::all_finite(&[f32::MAX, f32::MIN, 1e-45f32]));
         assert!(super::all_finite::<f64>(&[]));
