@@ -9,8 +9,7 @@ use crate::train::{train, RunConfig, TrainOptions};
 /// fusion accuracy, per-modality accuracies and discrepancy ratio of concat and of the method.
 pub fn compare_with_concat(method: &str, show: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
     // The `modbal` binary's speed settings (see README, Benchmarks).
-    modbal_tensors::alloc::retain_freed_memory();
-    modbal_tensors::threads::serial_candle_elementwise();
+    modbal_tensors::apply_speed_defaults();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dataset = args.first().cloned().unwrap_or_else(|| "synth-vec".into());
     let out = std::env::temp_dir().join(format!("modbal-example-{method}"));

@@ -210,14 +210,9 @@ fn apply_noise_args(a: &TrainArgs, cfg: &mut RunConfig) -> Result<()> {
 }
 
 fn main() {
-    // Reuse freed blocks instead of page-faulting fresh ones every step (see
-    // modbal_tensors::alloc); `MODBAL_MALLOC=system` keeps glibc's defaults.
-    if std::env::var("MODBAL_MALLOC").as_deref() != Ok("system") {
-        modbal_tensors::alloc::retain_freed_memory();
-    }
-    // candle's element-wise ops on the calling thread (its spinning pool competes with rayon's
-    // threads); an explicit CANDLE_NUM_THREADS wins.
-    modbal_tensors::threads::serial_candle_elementwise();
+    // Freed memory kept for reuse, candle's element-wise ops on the calling thread (README,
+    // Benchmarks; MODBAL_MALLOC=system and CANDLE_NUM_THREADS override).
+    modbal_tensors::apply_speed_defaults();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

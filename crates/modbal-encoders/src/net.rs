@@ -272,19 +272,9 @@ impl MultimodalModel for MultimodalNet {
     }
 }
 
-/// Seed of encoder `m`'s random draws in training epoch `epoch` of a run with seed `seed`: the
-/// three mixed by SplitMix64's finaliser (distinct, well-spread seeds for nearby inputs).
+/// Seed of encoder `m`'s random draws in training epoch `epoch` of a run with seed `seed`
+/// (tagged so that it differs from the data loaders' `(seed, epoch, sample)` seeds).
 pub fn epoch_seed(seed: u64, epoch: usize, m: usize) -> u64 {
-    let mix = |mut z: u64| {
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let e = (epoch as u64)
-        .wrapping_add(1)
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let k = (m as u64)
-        .wrapping_add(1)
-        .wrapping_mul(0xd1b5_4a32_d192_ed03);
-    mix(mix(seed ^ e) ^ k)
+    const DROPOUT: u64 = 0x6472_6f70_6f75_7431; // "dropout1"
+    modbal_tensors::rng::derive_seed(&[DROPOUT, seed, epoch as u64, m as u64])
 }

@@ -9,8 +9,9 @@
 //! [`retain_freed_memory`] sets `M_MMAP_MAX = 0` (every block comes from the heap, whatever its
 //! size) and `M_TRIM_THRESHOLD` to its maximum (freed memory stays in the process), so that
 //! steady-state steps reuse pages that are already mapped. The cost: the process keeps its peak
-//! heap until it exits, which a training process does anyway. The `modbal` binary calls it at
-//! start-up unless `MODBAL_MALLOC=system` is set; libraries never call it on their own.
+//! heap until it exits, which a training process does anyway. The `modbal` binary and the
+//! example binaries call [`crate::apply_speed_defaults`] at start-up (which calls it unless
+//! `MODBAL_MALLOC=system` is set); libraries never call it on their own.
 
 /// Tells glibc's malloc to serve every block from the heap and never return freed memory to
 /// the kernel (see the module docs). Returns whether the settings were applied: `false` on

@@ -1028,13 +1028,8 @@ simd_fn! {
     /// (`[ho, wo]`, arg-max as flat index into the plane), branch-free, with the scan order of
     /// the general loop (row-major, first maximum wins, NaN wins).
     pub(crate) fn max_pool_2x2_plane<T>(plane: &[T], w: usize, o: &mut [T], a: &mut [u32], wo: usize) {
-        // Bitwise `|` / `&` (not `||` / `&&`) and selects: no branches, so that the compiler
-        // vectorises the loop (the ReLU'd inputs make a branchy maximum mispredict constantly).
-        #[allow(clippy::eq_op)]
-        #[inline(always)]
-        fn better<T: Float>(v: T, bv: T) -> bool {
-            (v > bv) | ((v != v) & (bv == bv))
-        }
+        // Selects and `pool_better`'s bitwise test: no branches, so that the compiler vectorises
+        // the loop (the ReLU'd inputs make a branchy maximum mispredict constantly).
         let (w32, wo2) = (w as u32, 2 * wo);
         for (oy, (orow, arow)) in o.chunks_exact_mut(wo).zip(a.chunks_exact_mut(wo)).enumerate() {
             let r0 = &plane[2 * oy * w..][..wo2];
@@ -1044,13 +1039,13 @@ simd_fn! {
                 let (p00, p01, p10, p11) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
                 let i0 = base + 2 * ox as u32;
                 let (mut bv, mut bi) = (p00, i0);
-                let t = better(p01, bv);
+                let t = pool_better(p01, bv);
                 bv = if t { p01 } else { bv };
                 bi = if t { i0 + 1 } else { bi };
-                let t = better(p10, bv);
+                let t = pool_better(p10, bv);
                 bv = if t { p10 } else { bv };
                 bi = if t { i0 + w32 } else { bi };
-                let t = better(p11, bv);
+                let t = pool_better(p11, bv);
                 bv = if t { p11 } else { bv };
                 bi = if t { i0 + w32 + 1 } else { bi };
                 orow[ox] = bv;
@@ -1058,6 +1053,15 @@ simd_fn! {
             }
         }
     }
+}
+
+/// Whether `v` replaces the running maximum `bv` of a pooling window: strictly greater (the
+/// first maximum wins ties), or NaN over a non-NaN (NaN propagates, as PyTorch's max-pool).
+/// Bitwise `|` / `&`, no short-circuit: branch-free.
+#[allow(clippy::eq_op)]
+#[inline(always)]
+fn pool_better<T: Float>(v: T, bv: T) -> bool {
+    (v > bv) | ((v != v) & (bv == bv))
 }
 
 /// Index range `lo..hi` of the window taps `k` whose input coordinate `o·s + k·d − p` lies in
@@ -1078,11 +1082,6 @@ simd_fn! {
     /// `o`, `a` (`[ho, wo]`, arg-max as flat index into the plane): row-major scan, first maximum
     /// wins, NaN wins; the taps outside the input are skipped by range, not tested one by one.
     pub(crate) fn max_pool_plane<T>(plane: &[T], h: usize, w: usize, win: &Window, o: &mut [T], a: &mut [u32], wo: usize) {
-        #[allow(clippy::eq_op)]
-        #[inline(always)]
-        fn better<T: Float>(v: T, bv: T) -> bool {
-            (v > bv) | ((v != v) & (bv == bv))
-        }
         for (oy, (orow, arow)) in o.chunks_exact_mut(wo).zip(a.chunks_exact_mut(wo)).enumerate() {
             let (ky0, ky1) = tap_range(oy, win.sh, win.dh, win.ph, h, win.kh);
             let iy0 = oy * win.sh + ky0 * win.dh - win.ph;
@@ -1096,7 +1095,7 @@ simd_fn! {
                     for kx in kx0..kx1 {
                         let idx = row + ix0 + (kx - kx0) * win.dw;
                         let v = plane[idx];
-                        let t = better(v, bv);
+                        let t = pool_better(v, bv);
                         bv = if t { v } else { bv };
                         bi = if t { idx } else { bi };
                     }

@@ -42,3 +42,15 @@ pub use params::{ParamBuilder, ParamStore};
 pub use rng::{RngState, SeededRng};
 pub use schedule::{LrSchedule, ScheduleConfig};
 pub use threads::set_num_threads;
+
+/// The process-wide settings the `modbal` binary starts with, for programs that use the crates
+/// directly (call it first thing in `main`): keep freed memory for reuse
+/// ([`alloc::retain_freed_memory`], skipped when `MODBAL_MALLOC=system`) and run candle's
+/// element-wise ops on the calling thread ([`threads::serial_candle_elementwise`], unless
+/// `CANDLE_NUM_THREADS` is set). Measured effects: docs/benchmarks.md.
+pub fn apply_speed_defaults() {
+    if std::env::var("MODBAL_MALLOC").as_deref() != Ok("system") {
+        alloc::retain_freed_memory();
+    }
+    threads::serial_candle_elementwise();
+}

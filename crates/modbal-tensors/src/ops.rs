@@ -156,6 +156,14 @@ impl ConvOp {
         let s = &self.shape;
         Shape::from((s.b, s.o, s.ho, s.wo))
     }
+    /// The output on CPU: the convolution (bias as its initial value), then the ReLU in place.
+    fn forward<T: Elem>(&self, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+        let mut y = conv_fwd(x, w, bias, &self.shape);
+        if self.relu {
+            relu_in_place(&mut y);
+        }
+        y
+    }
     /// The output gradient as the convolution sees it: `grad`, or `grad·[res > 0]` after a
     /// fused ReLU.
     fn pre_act_grad(&self, res: &Tensor, grad: &Tensor) -> Result<Tensor> {
@@ -202,13 +210,8 @@ impl CustomOp2 for ConvOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let st = float_dispatch2!("conv2d", (s1, l1), (s2, l2), |x, w| {
-            let mut y = conv_fwd(x, w, None, &self.shape);
-            if self.relu {
-                relu_in_place(&mut y);
-            }
-            y
-        });
+        let st = float_dispatch2!("conv2d", (s1, l1), (s2, l2), |x, w| self
+            .forward(x, w, None));
         Ok((st, self.out_shape()))
     }
     fn bwd(
@@ -237,28 +240,18 @@ impl CustomOp3 for ConvOp {
     ) -> Result<(CpuStorage, Shape)> {
         let st = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                let (x, w, b) = (
+                CpuStorage::F32(self.forward(
                     contiguous_slice(x, l1)?,
                     contiguous_slice(w, l2)?,
-                    contiguous_slice(b, l3)?,
-                );
-                let mut y = conv_fwd(x, w, Some(b), &self.shape);
-                if self.relu {
-                    relu_in_place(&mut y);
-                }
-                CpuStorage::F32(y)
+                    Some(contiguous_slice(b, l3)?),
+                ))
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                let (x, w, b) = (
+                CpuStorage::F64(self.forward(
                     contiguous_slice(x, l1)?,
                     contiguous_slice(w, l2)?,
-                    contiguous_slice(b, l3)?,
-                );
-                let mut y = conv_fwd(x, w, Some(b), &self.shape);
-                if self.relu {
-                    relu_in_place(&mut y);
-                }
-                CpuStorage::F64(y)
+                    Some(contiguous_slice(b, l3)?),
+                ))
             }
             _ => candle_core::bail!(
                 "conv2d: input, kernel and bias must all be f32 or all f64, got {:?}, {:?}, {:?}",
@@ -496,65 +489,15 @@ struct MaxPool {
     arg: std::sync::Arc<std::sync::Mutex<Option<Vec<u32>>>>,
 }
 
-/// Whether `v` wins over the current best `bv` (NaN propagates, as in PyTorch: a NaN beats
-/// everything, the first NaN stays).
-#[inline(always)]
-fn pool_better<T: Elem>(v: T, bv: T) -> bool {
-    #[allow(clippy::eq_op)]
-    let (v_nan, b_nan) = (v != v, bv != bv);
-    v > bv || (v_nan && !b_nan)
-}
-
-/// [`max_pool_fwd`] for windows that never leave the input (no padding, dilation 1).
-fn max_pool_fwd_unpadded<T: Elem>(
-    x: &[T],
-    dims: &[usize],
-    win: &Window,
-    ho: usize,
-    wo: usize,
-) -> (Vec<T>, Vec<u32>) {
-    let (b, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
-    let mut out = vec![T::from_f64(0.0); b * c * ho * wo];
-    let mut arg = vec![0u32; b * c * ho * wo];
-    out.par_chunks_mut(ho * wo)
-        .zip(arg.par_chunks_mut(ho * wo))
-        .enumerate()
-        .for_each(|(bc, (o, a))| {
-            let plane = &x[bc * h * w..(bc + 1) * h * w];
-            if (win.kh, win.kw, win.sh, win.sw) == (2, 2, 2, 2) {
-                // The common window: its own branch-free, vectorised loop.
-                crate::kernels::max_pool_2x2_plane(plane, w, o, a, wo);
-                return;
-            }
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let (y0, x0) = (oy * win.sh, ox * win.sw);
-                    let mut bi = y0 * w + x0;
-                    let mut bv = plane[bi];
-                    for ky in 0..win.kh {
-                        let row = (y0 + ky) * w + x0;
-                        for (kx, &v) in plane[row..row + win.kw].iter().enumerate() {
-                            if pool_better(v, bv) {
-                                bv = v;
-                                bi = row + kx;
-                            }
-                        }
-                    }
-                    o[oy * wo + ox] = bv;
-                    a[oy * wo + ox] = bi as u32;
-                }
-            }
-        });
-    (out, arg)
-}
-
-/// Returns (values, argmax flat index into the input plane) for each output cell.
+/// Returns (values, argmax flat index into the input plane) for each output cell: the 2×2 /
+/// stride-2 window (unpadded) by its own vectorised kernel, every other window by the general
+/// one; both scan row-major, first maximum wins, NaN propagates (as PyTorch).
 fn max_pool_fwd<T: Elem>(x: &[T], dims: &[usize], win: &Window) -> Result<(Vec<T>, Vec<u32>)> {
     let (b, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
     let (ho, wo) = win.out_hw(h, w)?;
-    if win.ph == 0 && win.pw == 0 && win.dh == 1 && win.dw == 1 {
-        return Ok(max_pool_fwd_unpadded(x, dims, win, ho, wo));
-    }
+    let two_by_two = (
+        win.kh, win.kw, win.sh, win.sw, win.ph, win.pw, win.dh, win.dw,
+    ) == (2, 2, 2, 2, 0, 0, 1, 1);
     let mut out = vec![T::from_f64(0.0); b * c * ho * wo];
     let mut arg = vec![0u32; b * c * ho * wo];
     out.par_chunks_mut(ho * wo)
@@ -562,7 +505,11 @@ fn max_pool_fwd<T: Elem>(x: &[T], dims: &[usize], win: &Window) -> Result<(Vec<T
         .enumerate()
         .for_each(|(bc, (o, a))| {
             let plane = &x[bc * h * w..(bc + 1) * h * w];
-            crate::kernels::max_pool_plane(plane, h, w, win, o, a, wo);
+            if two_by_two {
+                crate::kernels::max_pool_2x2_plane(plane, w, o, a, wo);
+            } else {
+                crate::kernels::max_pool_plane(plane, h, w, win, o, a, wo);
+            }
         });
     Ok((out, arg))
 }

@@ -161,6 +161,19 @@ impl RngCore for SeededRng {
     }
 }
 
+/// splitmix64 over a list of words: a well-mixed seed derived from several (run seed, epoch,
+/// sample, modality, ...), for generators that must not depend on what ran before them.
+pub fn derive_seed(parts: &[u64]) -> u64 {
+    let mut z: u64 = 0x243F_6A88_85A3_08D3;
+    for &p in parts {
+        z = z.wrapping_add(p).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+    }
+    z
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

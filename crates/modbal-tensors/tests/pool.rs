@@ -89,6 +89,8 @@ fn matches_direct_loop_on_non_square_inputs() -> Result<()> {
         ([1, 2, 6, 9], 3, 2, 1),
         ([2, 2, 8, 5], 2, 2, 0), // the kernel == stride case candle supports
         ([1, 2, 7, 9], 2, 2, 0), // 2×2 / stride 2 (its own fast path) with odd H and W
+        ([2, 3, 7, 6], 3, 1, 0), // unpadded windows other than 2×2 (the general kernel)
+        ([1, 2, 7, 9], 3, 3, 0),
         ([1, 3, 5, 7], 3, 1, 1),
         ([1, 2, 7, 4], 2, 1, 1),
         ([1, 1, 33, 24], 3, 2, 1),
