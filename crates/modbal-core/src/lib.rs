@@ -11,9 +11,11 @@ pub mod batch;
 pub mod error;
 pub mod method;
 pub mod model;
+pub mod schedule;
 
 pub use batch::{Batch, EvalOutputs, MultimodalOutput};
 pub use error::{ModbalError, Result};
 pub use method::{LossTerms, Method, MethodLog, RunContext, StageSpec, StepOutput};
 pub use modbal_tensors as tensors;
 pub use model::MultimodalModel;
+pub use schedule::scale_epoch;

@@ -143,6 +143,16 @@ pub trait Method: Send {
         }]
     }
 
+    /// Whether the model after an epoch of `stage` (index into `stages`) may be selected as the
+    /// run's result (the best-on-validation snapshot that `summary.json` reports). Epochs that are
+    /// not selectable are trained, validated and logged as usual, but never reported as the
+    /// method's number: UDI's unimodal stages train single encoders, so only its (last) follower
+    /// stage is UDI. The trainer errors if no epoch of a finished run was selectable.
+    /// Default: every epoch.
+    fn selectable(&self, _stage: usize, _stages: &[StageSpec]) -> bool {
+        true
+    }
+
     /// Parameter-group prefixes trained in `stage` (a fresh optimizer is built over them at
     /// each stage start). `""` means every trainable parameter. Called at stage start, so it may
     /// depend on what earlier stages decided (UDI's anchor).
