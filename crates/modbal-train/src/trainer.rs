@@ -799,8 +799,8 @@ fn run_loop(
         for r in [&tr, &va] {
             append_line(&metrics_path, &serde_json::to_string(r)?)?;
         }
-        // Model selection on validation only.
-        if val_m.fusion_acc > best_acc {
+        // Model selection on validation only, among the epochs the method may report.
+        if s.method.selectable(stage, &stages) && val_m.fusion_acc > best_acc {
             best_acc = val_m.fusion_acc;
             best_epoch = Some(epoch);
             let snap = s.model.params().snapshot()?;
@@ -863,8 +863,19 @@ fn run_loop(
         });
     }
     // Final report: the best-val model, evaluated once on test.
-    let (snap, mstate) = best_snapshot
-        .ok_or_else(|| ModbalError::Data("no epoch produced a validation accuracy".into()))?;
+    let (snap, mstate) = best_snapshot.ok_or_else(|| {
+        ModbalError::Config(format!(
+            "method {} reported no selectable epoch in {epochs} epochs (stages: {}): no model to \
+             evaluate; give the stages that the method reports (e.g. UDI's follower stage) at \
+             least one epoch",
+            s.method.name(),
+            stages
+                .iter()
+                .map(|x| format!("{} {}", x.name, x.epochs))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
     let snap: HashMap<String, Tensor> = snap.into_iter().collect();
     s.model.params().restore(&snap)?;
     s.method.load_state(&mstate)?;
