@@ -40,6 +40,12 @@ enum Command {
     /// JSON object {"workload", "ms_per_step_median", "peak_rss_mb", ...}.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// List the paper-protocol presets (`modbal presets`) or show one with the source of every
+    /// value (`modbal presets udi/crema-d`); use one with `modbal train --preset NAME`.
+    Presets {
+        /// A preset to show (default: list them all).
+        name: Option<String>,
+    },
     /// Continue an interrupted run from its last checkpoint.
     Resume {
         /// The run directory (holds config.toml and checkpoints/last).
@@ -84,6 +90,18 @@ struct TrainArgs {
     /// A config.toml to start from (e.g. one written by an earlier run).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// A paper's protocol, e.g. udi/crema-d (`modbal presets` lists them): optimizer, lr,
+    /// schedule, batch, epochs, frames and the method's hyper-parameters, each with its source.
+    /// Applied after --config and before the other flags and --set (which win). With --method
+    /// naming another method, the preset's method options are skipped.
+    #[arg(long, value_name = "PAPER/DATASET")]
+    preset: Option<String>,
+    /// Also evaluate the test split after every epoch (test_curve.jsonl) and report the best
+    /// TEST epoch in summary.json (`test_curve`), labelled as test-set selection, for comparison
+    /// with papers that select on test. Never used by training; the headline stays the
+    /// validation-selected model.
+    #[arg(long)]
+    report_test_curve: bool,
     /// Override any config key: --set train.optimizer.lr=0.05 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
@@ -117,6 +135,18 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
         Some(p) => RunConfig::from_file(p)?,
         None => RunConfig::default(),
     };
+    if let Some(name) = &a.preset {
+        let p = modbal_train::presets::find(name)?;
+        if let (Some(d), Some(pd)) = (&a.dataset, p.dataset()) {
+            if d != pd {
+                bail!("--dataset {d} conflicts with --preset {name} (a {pd} protocol)");
+            }
+        }
+        cfg = p.apply(&cfg, a.method.as_deref())?;
+    }
+    if a.report_test_curve {
+        cfg.train.report_test_curve = true;
+    }
     if let Some(d) = &a.dataset {
         if !DATASET_NAMES.contains(&d.as_str()) {
             bail!(
@@ -236,6 +266,15 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&v)?);
         }
         Command::Prepare(a) => prepare::run(&a)?,
+        Command::Presets { name } => match name {
+            Some(n) => print!("{}", modbal_train::presets::find(&n)?.describe()),
+            None => {
+                for p in modbal_train::presets::PRESETS {
+                    println!("{:<22} {}", p.name, p.paper);
+                }
+                println!("\nShow one with `modbal presets NAME`; train with `modbal train --preset NAME --set dataset.root=DIR`.");
+            }
+        },
         Command::Estimate(a) => {
             let v = estimate::run(&a)?;
             println!("{}", serde_json::to_string(&v)?);

@@ -189,6 +189,10 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// `"cpu"` (CUDA arrives with the `cuda` feature).
     pub device: String,
+    /// Also evaluate the test split after every epoch (`test_curve.jsonl`) and report the best
+    /// test epoch in `summary.json` (`test_curve`, clearly labelled). Nothing in training reads
+    /// it: the run's decisions and headline stay on validation. Default false.
+    pub report_test_curve: bool,
 }
 
 impl Default for TrainConfig {
@@ -206,6 +210,7 @@ impl Default for TrainConfig {
             prefetch: 2,
             checkpoint_every: 1,
             device: "cpu".into(),
+            report_test_curve: false,
         }
     }
 }
@@ -229,6 +234,10 @@ pub struct RunConfig {
     pub method: MethodConfig,
     pub model: ModelConfig,
     pub train: TrainConfig,
+    /// The paper-protocol preset the run started from (`--preset`, [`crate::presets`]); absent
+    /// when none. Informational: the preset's values are already in the other sections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
     /// Robustness protocol (`[noise]`, `modbal_data::noise`): corruption of the test split (and
     /// the training / validation splits if asked). Absent: clean data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,6 +257,7 @@ impl Default for RunConfig {
             },
             model: ModelConfig::default(),
             train: TrainConfig::default(),
+            preset: None,
             noise: None,
         }
     }

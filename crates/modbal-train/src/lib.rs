@@ -10,7 +10,10 @@
 //!   config.toml        fully resolved, reloadable with --config
 //!   metrics.jsonl      one JSON object per (epoch, split); no timing fields (deterministic)
 //!   timing.jsonl       wall-clock seconds per epoch
-//!   summary.json       best-val epoch, its val and test metrics
+//!   summary.json       best-val epoch, its val and test metrics (the headline), test metrics
+//!                      after the last epoch (`test_last`); with `train.report_test_curve` also
+//!                      the best TEST epoch (`test_curve`, labelled, never used for a decision)
+//!   test_curve.jsonl   only with `train.report_test_curve`: test metrics after every epoch
 //!   meta.json          modbal version, git revision, command-independent facts
 //!   plots/*.svg        accuracy and loss curves
 //!   checkpoints/last/  model.safetensors, optimizer.{safetensors,json}, state.json (epoch, RNG, method),
@@ -24,10 +27,12 @@
 pub mod config;
 pub mod metrics;
 pub mod plot;
+pub mod presets;
 pub mod trainer;
 
 pub use config::{MethodConfig, ModelConfig, RunConfig, TrainConfig, METHOD_NAMES};
 pub use metrics::{MetricAccumulator, SplitMetrics};
 pub use trainer::{
-    evaluate_test, load_splits, resume, train, EpochRecord, RunOutcome, Summary, TrainOptions,
+    evaluate_test, load_splits, resume, train, EpochRecord, RunOutcome, Summary, TestCurveSummary,
+    TrainOptions, TEST_CURVE_FILE, TEST_CURVE_WARNING,
 };

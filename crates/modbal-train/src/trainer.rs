@@ -77,12 +77,40 @@ pub struct Summary {
     pub epochs: usize,
     pub best_epoch: usize,
     pub selected_on: String,
+    /// Validation metrics of the selected model.
     pub val: SplitMetrics,
+    /// The headline: test metrics of the model selected on validation (`best_epoch`).
     pub test: SplitMetrics,
+    /// Test metrics of the model after the last epoch (no selection at all).
+    pub test_last: SplitMetrics,
+    /// Only with `train.report_test_curve = true` (`--report-test-curve`): the test curve's best
+    /// epoch, i.e. test-set selection as some papers report it. Never used for any decision;
+    /// present so that a run can be set beside such a published number like for like.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_curve: Option<TestCurveSummary>,
     /// The robustness protocol's corruption (`noise.on` says which splits); absent when clean.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise: Option<NoiseConfig>,
 }
+
+/// `summary.json`'s `test_curve` (see [`Summary::test_curve`]); the per-epoch values are in
+/// `test_curve.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TestCurveSummary {
+    /// Always [`TEST_CURVE_WARNING`].
+    pub warning: String,
+    /// The epoch with the highest test fusion accuracy (first one on ties).
+    pub best_epoch: usize,
+    /// The test metrics at that epoch.
+    pub test: SplitMetrics,
+}
+
+/// What `summary.json` says next to the test-selected numbers.
+pub const TEST_CURVE_WARNING: &str = "selected on the TEST split: not a valid model selection; \
+     for comparison with papers that report the best test epoch only (the headline is `test`)";
+
+/// File of the per-epoch test metrics written with `train.report_test_curve`.
+pub const TEST_CURVE_FILE: &str = "test_curve.jsonl";
 
 /// What [`train`] returns.
 #[derive(Clone, Debug)]
@@ -536,6 +564,24 @@ pub fn evaluate_test(run_dir: &Path, noise: Option<&NoiseConfig>) -> Result<Spli
 }
 
 /// Continue an interrupted run from `run_dir/checkpoints/last`.
+/// Rewrite a JSONL file of [`EpochRecord`]s keeping the lines of epochs `< epochs_done`.
+fn keep_completed_epochs(path: &Path, epochs_done: usize) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModbalError::io("reading", path, e))?;
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<EpochRecord>(l)
+                .map(|r| r.epoch < epochs_done)
+                .unwrap_or(false)
+        })
+        .collect();
+    let mut body = kept.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    std::fs::write(path, body).map_err(|e| ModbalError::io("writing", path, e))
+}
+
 pub fn resume(run_dir: &Path, opts: &TrainOptions) -> Result<RunOutcome> {
     let cfg = RunConfig::from_file(&run_dir.join("config.toml"))?;
     let mut s = build_session(&cfg, opts, Some(run_dir.to_path_buf()))?;
@@ -559,21 +605,11 @@ pub fn resume(run_dir: &Path, opts: &TrainOptions) -> Result<RunOutcome> {
     s.ctx.rng = SeededRng::from_state(&st.rng).map_err(ModbalError::Data)?;
     s.ctx.step = st.step;
     // Keep only the metrics of completed epochs.
-    let mp = run_dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&mp).map_err(|e| ModbalError::io("reading", &mp, e))?;
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<EpochRecord>(l)
-                .map(|r| r.epoch < st.epochs_done)
-                .unwrap_or(false)
-        })
-        .collect();
-    let mut body = kept.join("\n");
-    if !body.is_empty() {
-        body.push('\n');
+    keep_completed_epochs(&run_dir.join("metrics.jsonl"), st.epochs_done)?;
+    let tc = run_dir.join(TEST_CURVE_FILE);
+    if tc.exists() {
+        keep_completed_epochs(&tc, st.epochs_done)?;
     }
-    std::fs::write(&mp, body).map_err(|e| ModbalError::io("writing", &mp, e))?;
     let opt_state = OptimizerState::load(&last, "optimizer", &s.device)?;
     run_loop(&mut s, Some((st, opt_state)))
 }
@@ -799,6 +835,23 @@ fn run_loop(
         for r in [&tr, &va] {
             append_line(&metrics_path, &serde_json::to_string(r)?)?;
         }
+        // Opt-in test curve: evaluated after every decision of the epoch, written to its own
+        // file; nothing reads it back during training.
+        if s.cfg.train.report_test_curve {
+            let (test_m, _) = evaluate(
+                &s.model,
+                s.method.as_ref(),
+                s.splits.test.clone(),
+                s.cfg.train.eval_batch_size,
+                s.cfg.train.prefetch,
+                &s.device,
+            )?;
+            let mut te = EpochRecord::new(epoch, &stage_name, "test", &test_m, lr);
+            if let Some(n) = &s.cfg.noise {
+                te.noise = n.on.covers("test").then(|| n.clone());
+            }
+            append_line(&s.dir.join(TEST_CURVE_FILE), &serde_json::to_string(&te)?)?;
+        }
         // Model selection on validation only, among the epochs the method may report.
         if s.method.selectable(stage, &stages) && val_m.fusion_acc > best_acc {
             best_acc = val_m.fusion_acc;
@@ -862,6 +915,24 @@ fn run_loop(
             history,
         });
     }
+    let eval = |s: &Session, ds: Arc<dyn Dataset>| {
+        evaluate(
+            &s.model,
+            s.method.as_ref(),
+            ds,
+            s.cfg.train.eval_batch_size,
+            s.cfg.train.prefetch,
+            &s.device,
+        )
+        .map(|x| x.0)
+    };
+    // The model as the last epoch left it, on test (no selection).
+    let test_last = eval(s, s.splits.test.clone())?;
+    let test_curve = if s.cfg.train.report_test_curve {
+        Some(test_curve_summary(&s.dir.join(TEST_CURVE_FILE), epochs)?)
+    } else {
+        None
+    };
     // Final report: the best-val model, evaluated once on test.
     let (snap, mstate) = best_snapshot.ok_or_else(|| {
         ModbalError::Config(format!(
@@ -880,19 +951,8 @@ fn run_loop(
     s.model.params().restore(&snap)?;
     s.method.load_state(&mstate)?;
     let best = best_epoch.expect("set with the snapshot");
-    let eval = |ds: Arc<dyn Dataset>| {
-        evaluate(
-            &s.model,
-            s.method.as_ref(),
-            ds,
-            s.cfg.train.eval_batch_size,
-            s.cfg.train.prefetch,
-            &s.device,
-        )
-        .map(|x| x.0)
-    };
-    let val = eval(s.splits.val.clone())?;
-    let test = eval(s.splits.test.clone())?;
+    let val = eval(s, s.splits.val.clone())?;
+    let test = eval(s, s.splits.test.clone())?;
     let summary = Summary {
         run: s
             .dir
@@ -907,6 +967,8 @@ fn run_loop(
         selected_on: "val.fusion_acc".into(),
         val,
         test,
+        test_last,
+        test_curve,
         noise: s.cfg.noise.clone(),
     };
     write_json(&s.dir.join("summary.json"), &summary)?;
@@ -917,6 +979,48 @@ fn run_loop(
         run_dir: s.dir.clone(),
         summary: Some(summary),
         history,
+    })
+}
+
+/// The best test epoch of `test_curve.jsonl` (one line per epoch `0..epochs`, checked).
+fn test_curve_summary(path: &Path, epochs: usize) -> Result<TestCurveSummary> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModbalError::io("reading", path, e))?;
+    let mut best: Option<EpochRecord> = None;
+    let mut seen = vec![false; epochs];
+    for (i, line) in text.lines().enumerate() {
+        let r: EpochRecord = serde_json::from_str(line)
+            .map_err(|e| ModbalError::Data(format!("{} line {}: {e}", path.display(), i + 1)))?;
+        if r.epoch >= epochs {
+            return Err(ModbalError::Data(format!(
+                "{} line {}: epoch {} of a {epochs}-epoch run",
+                path.display(),
+                i + 1,
+                r.epoch
+            )));
+        }
+        seen[r.epoch] = true;
+        if best.as_ref().is_none_or(|b| r.fusion_acc > b.fusion_acc) {
+            best = Some(r);
+        }
+    }
+    if let Some(missing) = seen.iter().position(|x| !x) {
+        return Err(ModbalError::Data(format!(
+            "{} has no line for epoch {missing} (was train.report_test_curve switched on \
+             after the run started?)",
+            path.display()
+        )));
+    }
+    let b = best.expect("epochs > 0 lines");
+    Ok(TestCurveSummary {
+        warning: TEST_CURVE_WARNING.into(),
+        best_epoch: b.epoch,
+        test: SplitMetrics {
+            loss: b.loss,
+            fusion_acc: b.fusion_acc,
+            modality_acc: b.modality_acc,
+            macro_f1: b.macro_f1,
+            discrepancy_ratio: b.discrepancy_ratio,
+        },
     })
 }
 
@@ -953,7 +1057,15 @@ pub fn format_table(summary: &Summary) -> String {
     header.push_str(&format!(" {:>10} {:>8}", "disc_ratio", "loss"));
     out.push_str(&header);
     out.push('\n');
-    for (name, m) in [("val", &summary.val), ("test", &summary.test)] {
+    let mut rows = vec![
+        ("val", &summary.val),
+        ("test", &summary.test),
+        ("last", &summary.test_last),
+    ];
+    if let Some(c) = &summary.test_curve {
+        rows.push(("test*", &c.test));
+    }
+    for (name, m) in rows {
         let mut row = format!("{name:<6} {:>10.4} {:>9.4}", m.fusion_acc, m.macro_f1);
         for k in &mods {
             row.push_str(&format!(" {:>10.4}", m.modality_acc[*k]));
@@ -966,6 +1078,18 @@ pub fn format_table(summary: &Summary) -> String {
         out.push_str(&row);
         out.push('\n');
     }
+    out.push_str(&format!(
+        "(val, test: the model of epoch {}; last: test after the last epoch",
+        summary.best_epoch + 1
+    ));
+    if let Some(c) = &summary.test_curve {
+        out.push_str(&format!(
+            "; test*: epoch {} {}",
+            c.best_epoch + 1,
+            "selected on the TEST split, for comparison with papers that do so only"
+        ));
+    }
+    out.push_str(")\n");
     out
 }
 
