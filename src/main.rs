@@ -65,7 +65,8 @@ enum BenchCommand {
 
 #[derive(clap::Args)]
 struct TrainArgs {
-    /// Dataset: synth-av (default) or synth-vec.
+    /// Dataset: synth-av (default), synth-vec, synth-shift (built-in, no download) or a real
+    /// one (crema-d, cgmnist, …: see datasets/; they need --set dataset.root=DIR).
     #[arg(long)]
     dataset: Option<String>,
     /// Method (default concat); `modbal train --method help` is not needed: an unknown name lists

@@ -13,8 +13,10 @@ pub mod noise;
 pub mod npy;
 pub mod real;
 pub mod synth;
+pub mod synth_shift;
 pub mod vision;
 
 pub use dataset::{Dataset, InMemoryDataset, ModalitySelect, Sample, Splits};
 pub use loader::DataLoader;
 pub use synth::{DatasetConfig, SynthAvConfig, SynthVecConfig};
+pub use synth_shift::{SynthShiftConfig, ValidationShift};

@@ -1,4 +1,5 @@
-//! The built-in imbalanced benchmarks: `synth-av` and `synth-vec`.
+//! The built-in imbalanced benchmarks: `synth-av` and `synth-vec` (and the registry of every
+//! dataset; the train/test-shift benchmark `synth-shift` lives in [`crate::synth_shift`]).
 //!
 //! Both are seeded generators of labelled multimodal samples (no download) that reproduce the
 //! field's *modality imbalance*: one modality (`audio`) carries class evidence that is easy and
@@ -56,6 +57,9 @@ pub enum DatasetConfig {
     SynthAv(SynthAvConfig),
     #[serde(rename = "synth-vec")]
     SynthVec(SynthVecConfig),
+    /// The built-in train/test-shift benchmark ([`crate::synth_shift`]).
+    #[serde(rename = "synth-shift")]
+    SynthShift(crate::synth_shift::SynthShiftConfig),
     #[serde(rename = "crema-d")]
     CremaD(crate::real::av::CremaDConfig),
     #[serde(rename = "kinetics-sounds")]
@@ -95,6 +99,7 @@ impl Default for DatasetConfig {
 pub const DATASET_NAMES: &[&str] = &[
     "synth-av",
     "synth-vec",
+    "synth-shift",
     "crema-d",
     "kinetics-sounds",
     "ave",
@@ -113,6 +118,7 @@ impl DatasetConfig {
         match name {
             "synth-av" => Ok(DatasetConfig::SynthAv(SynthAvConfig::default())),
             "synth-vec" => Ok(DatasetConfig::SynthVec(SynthVecConfig::default())),
+            "synth-shift" => Ok(DatasetConfig::SynthShift(Default::default())),
             "crema-d" => Ok(DatasetConfig::CremaD(Default::default())),
             "kinetics-sounds" => Ok(DatasetConfig::KineticsSounds(Default::default())),
             "ave" => Ok(DatasetConfig::Ave(Default::default())),
@@ -135,6 +141,7 @@ impl DatasetConfig {
         match self {
             DatasetConfig::SynthAv(_) => "synth-av",
             DatasetConfig::SynthVec(_) => "synth-vec",
+            DatasetConfig::SynthShift(_) => "synth-shift",
             DatasetConfig::CremaD(_) => "crema-d",
             DatasetConfig::KineticsSounds(_) => "kinetics-sounds",
             DatasetConfig::Ave(_) => "ave",
@@ -164,6 +171,7 @@ impl DatasetConfig {
         match self {
             DatasetConfig::SynthAv(c) => c.build(),
             DatasetConfig::SynthVec(c) => c.build(),
+            DatasetConfig::SynthShift(c) => c.build(),
             DatasetConfig::CremaD(c) => c.build(),
             DatasetConfig::KineticsSounds(c) => c.build(),
             DatasetConfig::Ave(c) => c.build(),

@@ -178,6 +178,10 @@ fn default_encoder(dataset: &DatasetConfig, modality: &str, shape: &[usize]) -> 
         ("synth-av", 3) => EncoderConfig::SmallCnn {
             channels: vec![16, 32, 64],
         },
+        // The shift benchmark's two views: the same small CNN for both.
+        ("synth-shift", 3) => EncoderConfig::SmallCnn {
+            channels: vec![16, 32, 64],
+        },
         ("synth-vec", _) => EncoderConfig::Mlp {
             hidden: vec![64, 64],
         },

@@ -9,15 +9,20 @@
 //!     `P(k = y) = ρ + (1 − ρ)/10` — colour is a shortcut for the label;
 //!   - **test**: `k` uniform over the 10 colours, independent of the label (`P(k = y) = 1/10`):
 //!     a model that relies on colour fails there;
-//!   - optional per-sample jitter: each colour component + N(0, `color_std`²), clipped to
-//!     `[0, 1]`.
+//!   - **validation** (`validation`): `"ood"` (default) colours the held-out training digits as
+//!     the test split is ("OOD validation", as WILDS), so selection does not reward the
+//!     shortcut; `"iid"` colours them as training;
+//!   - per-sample jitter: each colour component + N(0, `color_std`²), clipped to `[0, 1]`;
+//!     default `color_std = √0.03` (Kim et al.'s colour-jitter variance 0.03, the variant PMR
+//!     and UDI train on).
 //!
 //! `pairing = "same"` (default) paints the same MNIST image as the gray view;
 //! `"shuffled"` paints another image of the same class from the same file, chosen per sample.
 //! The palette ([`PALETTE`]): red, green, blue, yellow, magenta, cyan, orange, purple, white,
 //! brown. Everything random is seeded by `(data_seed, split, index)`, so the data do not depend on
-//! the run seed or on the validation split. Defaults: ρ = 1.0 (each training class has its own
-//! colour, test colours random — the PMR / AGM description of CG-MNIST), `color_std` 0.
+//! the run seed or on the validation split. Defaults: Kim et al.'s coloured MNIST as PMR and UDI
+//! build it — ρ = 1.0 (each training class has its own colour, test colours random), colour
+//! jitter variance 0.03, the same digit in both views — with OOD validation.
 //!
 //! Files in `root`: `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
 //! `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte` (a `.` instead of the last `-` is
@@ -31,6 +36,10 @@ use modbal_tensors::SeededRng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Variance of the colour jitter of Kim et al.'s coloured MNIST as PMR and UDI use it
+/// (`σ² = 0.03`); the default `color_std` is its square root.
+pub const KIM_COLOR_VAR: f64 = 0.03;
 
 /// The 10 colours (RGB in `[0, 1]`), index = colour class.
 pub const PALETTE: [[f32; 3]; 10] = [
@@ -66,6 +75,9 @@ pub struct CgmnistConfig {
     /// Standard deviation of the per-sample colour jitter.
     pub color_std: f64,
     pub pairing: Pairing,
+    /// Colours of the validation split: `"ood"` (default: as the test split, independent of
+    /// the label) or `"iid"` (as training, which rewards the colour shortcut).
+    pub validation: crate::synth_shift::ValidationShift,
     pub val_fraction: f64,
     pub split_seed: u64,
     pub data_seed: u64,
@@ -79,8 +91,9 @@ impl Default for CgmnistConfig {
         Self {
             root: PathBuf::new(),
             color_correlation: 1.0,
-            color_std: 0.0,
+            color_std: KIM_COLOR_VAR.sqrt(),
             pairing: Pairing::Same,
+            validation: Default::default(),
             val_fraction: 0.1,
             split_seed: 0,
             data_seed: 0,
@@ -296,9 +309,11 @@ impl CgmnistConfig {
         let labels: Vec<u32> = train.labels.iter().map(|&y| y as u32).collect();
         let (tr, va) = stratified_split(&labels, 10, self.val_fraction, self.split_seed);
         let n_test = test.labels.len();
+        // OOD validation: held-out training digits coloured as the test split is.
+        let val_as_test = self.validation == crate::synth_shift::ValidationShift::Ood;
         Ok((
             self.dataset(train.clone(), 0, false, tr),
-            self.dataset(train, 0, false, va),
+            self.dataset(train, 0, val_as_test, va),
             self.dataset(test, 1, true, (0..n_test).collect()),
         ))
     }

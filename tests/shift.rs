@@ -1,0 +1,117 @@
+//! The train/test-shift benchmark (`synth-shift`), OOD validation, and the summary's test
+//! numbers (`test`, `test_last`, the opt-in labelled `test_curve`).
+//!
+//! Reference facts are closed forms of the protocol: with OOD validation the validation split
+//! is distributed as the test split, so the selected model's validation and test accuracies
+//! agree within sampling error (600 / 1000 samples: a binomial sd of ≈0.02 each); with IID
+//! validation the colour shortcut is rewarded (validation ≈ 1.0) while test collapses.
+
+mod common;
+
+use modbal::train::{MethodConfig, RunConfig, Summary};
+use std::path::Path;
+
+fn shift(out: &Path, name: &str, sets: &[&str]) -> RunConfig {
+    let mut all: Vec<String> = vec![
+        "dataset.name=synth-shift".into(),
+        "dataset.train=2000".into(),
+        "train.epochs=6".into(),
+        format!("out_dir={:?}", out.display().to_string()),
+        format!("name={name:?}"),
+    ];
+    all.extend(sets.iter().map(|s| s.to_string()));
+    RunConfig::default().with_overrides(&all).unwrap()
+}
+
+fn summary(cfg: &RunConfig) -> Summary {
+    common::train(cfg).summary.unwrap()
+}
+
+#[test]
+fn shift_benchmark_punishes_the_shortcut_and_ood_validation_does_not_reward_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gray = shift(dir.path(), "gray", &[]);
+    gray.method = MethodConfig::unimodal("gray");
+    let gray = summary(&gray);
+    let concat_ood = summary(&shift(dir.path(), "concat-ood", &[]));
+    let concat_iid = summary(&shift(
+        dir.path(),
+        "concat-iid",
+        &["dataset.validation=\"iid\""],
+    ));
+    eprintln!(
+        "gray alone test {:.3}; concat test {:.3} (ood val {:.3}); concat iid-selected val {:.3} test {:.3}",
+        gray.test.fusion_acc,
+        concat_ood.test.fusion_acc,
+        concat_ood.val.fusion_acc,
+        concat_iid.val.fusion_acc,
+        concat_iid.test.fusion_acc
+    );
+    // The bar: concat at least 30 points below the better modality alone on test.
+    assert!(
+        concat_ood.test.fusion_acc < gray.test.fusion_acc - 0.30,
+        "concat {:.3} vs gray alone {:.3}",
+        concat_ood.test.fusion_acc,
+        gray.test.fusion_acc
+    );
+    // IID validation rewards the shortcut: near-perfect validation, collapsed test.
+    assert!(concat_iid.val.fusion_acc > 0.9, "{:?}", concat_iid.val);
+    assert!(concat_iid.test.fusion_acc < 0.5, "{:?}", concat_iid.test);
+    // OOD validation predicts test (same distribution): within 0.08 (≈ 3 combined sd).
+    for s in [&gray, &concat_ood] {
+        assert!(
+            (s.val.fusion_acc - s.test.fusion_acc).abs() < 0.08,
+            "{}: val {:.3} test {:.3}",
+            s.run,
+            s.val.fusion_acc,
+            s.test.fusion_acc
+        );
+    }
+}
+
+#[test]
+fn the_test_curve_is_opt_in_labelled_and_changes_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plain = common::small_vec(dir.path(), 3, 5);
+    plain.name = "plain".into();
+    let mut curve = plain.clone();
+    curve.name = "curve".into();
+    curve.train.report_test_curve = true;
+    let a = common::train(&plain);
+    let b = common::train(&curve);
+    // Same decisions: metrics.jsonl byte-identical, same headline.
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    assert_eq!(
+        read(&a.run_dir.join("metrics.jsonl")),
+        read(&b.run_dir.join("metrics.jsonl"))
+    );
+    let (sa, sb) = (a.summary.unwrap(), b.summary.unwrap());
+    assert_eq!(sa.test, sb.test);
+    assert_eq!(sa.best_epoch, sb.best_epoch);
+    assert!(sa.test_curve.is_none());
+    assert!(!a.run_dir.join(modbal::train::TEST_CURVE_FILE).exists());
+    // The curve: one test line per epoch; its best epoch is the argmax (first on ties); the
+    // last line is the summary's test_last.
+    let lines: Vec<modbal::train::EpochRecord> = read(&b.run_dir.join("test_curve.jsonl"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert!(lines.iter().all(|r| r.split == "test"));
+    let mut best = 0;
+    for (i, r) in lines.iter().enumerate() {
+        if r.fusion_acc > lines[best].fusion_acc {
+            best = i;
+        }
+    }
+    let c = sb.test_curve.as_ref().unwrap();
+    assert_eq!(c.best_epoch, best);
+    assert_eq!(c.test.fusion_acc, lines[best].fusion_acc);
+    assert!(c.warning.contains("TEST split"), "{}", c.warning);
+    assert_eq!(sb.test_last.fusion_acc, lines[4].fusion_acc);
+    assert_eq!(sb.test_last.modality_acc, lines[4].modality_acc);
+    // The selected model's test metrics are those of its epoch on the curve.
+    assert_eq!(sb.test.fusion_acc, lines[sb.best_epoch].fusion_acc);
+    let json = read(&b.run_dir.join("summary.json"));
+    assert!(json.contains("\"test_curve\"") && json.contains("\"test_last\""));
+}
