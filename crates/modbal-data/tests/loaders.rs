@@ -264,6 +264,7 @@ fn cgmnist_colour_protocol_within_binomial_bounds() {
     let cfg = CgmnistConfig {
         root: dir.path().to_path_buf(),
         color_correlation: rho,
+        color_std: 0.0,
         ..Default::default()
     };
     let (train, val, test) = cfg.build_splits().unwrap();
@@ -280,6 +281,48 @@ fn cgmnist_colour_protocol_within_binomial_bounds() {
     assert!((hit(&train) - p_tr).abs() < 5.0 * sd_tr, "{}", hit(&train));
     let sd_te = (0.1f64 * 0.9 / 1000.0).sqrt();
     assert!((hit(&test) - 0.1).abs() < 5.0 * sd_te, "{}", hit(&test));
+    // Validation: OOD by default (coloured as test, 1/10); IID colours it as training.
+    let sd_va = (0.1f64 * 0.9 / 200.0).sqrt();
+    assert!(
+        (hit(&val) - 0.1).abs() < 5.0 * sd_va,
+        "ood val {}",
+        hit(&val)
+    );
+    let iid = CgmnistConfig {
+        validation: modbal_data::ValidationShift::Iid,
+        ..cfg.clone()
+    };
+    let val_iid = iid.build_splits().unwrap().1;
+    let sd_vi = (p_tr * (1.0 - p_tr) / 200.0).sqrt();
+    assert!(
+        (hit(&val_iid) - p_tr).abs() < 5.0 * sd_vi,
+        "iid val {}",
+        hit(&val_iid)
+    );
+    // Default jitter: Kim et al.'s variance 0.03 per colour component. Components of 0.5 in the
+    // palette (orange's green, purple's red) are unclipped within 2.9σ: their sample variance
+    // estimates 0.03 (relative sd of a variance over n draws ≈ √(2/n)).
+    let jit = CgmnistConfig {
+        color_std: CgmnistConfig::default().color_std,
+        ..cfg.clone()
+    };
+    assert!((jit.color_std.powi(2) - 0.03).abs() < 1e-12);
+    let jt = jit.build_splits().unwrap().2;
+    let mut dev = Vec::new();
+    for i in 0..jt.len() {
+        let p = jt.painted(i);
+        match p.color_class {
+            6 => dev.push(p.color[1] as f64 - 0.5),
+            7 => dev.push(p.color[0] as f64 - 0.5),
+            _ => {}
+        }
+    }
+    let n = dev.len() as f64;
+    let var = dev.iter().map(|d| d * d).sum::<f64>() / n;
+    assert!(
+        (var - 0.03).abs() < 5.0 * 0.03 * (2.0 / n).sqrt(),
+        "jitter variance {var} over {n} draws"
+    );
     // Test colours are spread over all 10 colours (independent of the label).
     let mut per = [0usize; 10];
     for i in 0..test.len() {
