@@ -82,14 +82,19 @@ table-real DATASET ROOT METHOD="concat" PAPER="-" SEEDS="0 1 2" *ARGS:
     done
     printf '%s\n' "${accs[@]}" | awk -v paper="{{PAPER}}" '{s+=$1; q+=$1*$1; n++} END {m=s/n; sd=(n>1)?sqrt((q-n*m*m)/(n-1)):0; printf "ours: %.2f ± %.2f %% (%d seeds)   paper: %s %%\n", 100*m, 100*sd, n, paper}'
 
-# Results table: every method of modbal::methods::METHOD_NAMES (unimodal once per modality) ×
-# seeds on DATASET → docs/results/<dataset>.md: test fusion accuracy selected on validation
-# (mean ± std over seeds), per-modality accuracy, macro F1, discrepancy ratio, wall time, and the
+# Results tables: every method of modbal::methods::METHOD_NAMES (unimodal once per modality) ×
+# seeds on each of DATASETS (default synth-av and the shift benchmark synth-shift) →
+# docs/results/<dataset>.md: test fusion accuracy selected on validation (mean ± std over seeds),
+# test accuracy after the last epoch, per-modality accuracy, macro F1, discrepancy ratio, wall time, and the
 # runs' learning-curve and mechanism plots (copied to docs/results/plots/). Hours on 2 CPU cores.
 # Finished runs in OUT are reused, interrupted ones resumed. Each parameter also reads the
 # environment: EPOCHS=1 SEEDS=0 METHODS=concat,cal DOC=/tmp/t.md just table-synth
-table-synth EPOCHS=env_var_or_default("EPOCHS", "12") SEEDS=env_var_or_default("SEEDS", "0,1,2") METHODS=env_var_or_default("METHODS", "all") DATASET=env_var_or_default("DATASET", "synth-av") OUT=env_var_or_default("OUT", "runs/tables") DOC=env_var_or_default("DOC", ""):
-    cargo run --release --example table_synth -- synth --epochs {{EPOCHS}} --seeds {{SEEDS}} --methods {{METHODS}} --dataset {{DATASET}} --out {{OUT}} {{ if DOC != "" { "--doc " + DOC } else { "" } }}
+table-synth EPOCHS=env_var_or_default("EPOCHS", "12") SEEDS=env_var_or_default("SEEDS", "0,1,2") METHODS=env_var_or_default("METHODS", "all") DATASETS=env_var_or_default("DATASETS", "synth-av synth-shift") OUT=env_var_or_default("OUT", "runs/tables") DOC=env_var_or_default("DOC", ""):
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for d in {{DATASETS}}; do
+        cargo run --release --example table_synth -- synth --epochs {{EPOCHS}} --seeds {{SEEDS}} --methods {{METHODS}} --dataset "$d" --out {{OUT}} {{ if DOC != "" { "--doc " + DOC } else { "" } }}
+    done
 
 # Robustness table (CAL §4.3): METHODS (default concat,cal) × seeds, salt-pepper and Gaussian
 # noise at several ε, on the test split only (the clean runs' selected models re-evaluated) and on

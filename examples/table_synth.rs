@@ -342,13 +342,14 @@ fn synth(o: &Opts) -> Res<()> {
     };
     let mut md = header(o, &format!("# Results: every method on `{}`", o.dataset));
     md.push_str(
-        "\nColumns: fusion accuracy; each modality's own accuracy inside the model (its head \
+        "\nColumns: fusion accuracy of the validation-selected model; fusion accuracy of the \
+         model after the last epoch (no selection); each modality's own accuracy inside the model (its head \
          slice / unimodal logits, `modality_acc`); macro F1; discrepancy ratio (max/min over \
          modalities of Σ softmax(z_m)[y]; 1 = balanced); the selected epoch; wall-clock seconds \
          of training per run (`timing.jsonl`).\n\n",
     );
-    let mut head = "| method | fusion acc |".to_string();
-    let mut rule = "|---|---|".to_string();
+    let mut head = "| method | fusion acc | fusion acc, last epoch |".to_string();
+    let mut rule = "|---|---|---|".to_string();
     for m in &mods {
         let _ = write!(head, " {m} acc |");
         rule.push_str("---|");
@@ -363,10 +364,15 @@ fn synth(o: &Opts) -> Res<()> {
             .collect::<Vec<f64>>()
     };
     for (label, per) in &results {
+        let last: Vec<f64> = per
+            .iter()
+            .map(|(_, _, s)| s.test_last.fusion_acc)
+            .collect();
         let _ = write!(
             md,
-            "| {label} | {} |",
-            mean_std(&col(per, &|t| Some(t.fusion_acc)), 4)
+            "| {label} | {} | {} |",
+            mean_std(&col(per, &|t| Some(t.fusion_acc)), 4),
+            mean_std(&last, 4)
         );
         for m in &mods {
             let _ = write!(
