@@ -60,19 +60,27 @@ bench-estimators:
 bench-loader *ARGS:
     cargo run --release --example bench_loader -- {{ARGS}}
 
-# GPU-sized (days on 2 CPU cores); e.g. `just table-real crema-d /data/crema-d-prepared concat 58.83`.
-# Every run is a normal run directory under runs/table-<dataset>-<method>-<time>/.
 # Seeds' table of one method on a real dataset: our test accuracy next to the paper's number.
-table-real DATASET ROOT METHOD="concat" PAPER="-" SEEDS="0 1 2" *ARGS:
+# PROTOCOL is a paper preset (`modbal presets`: udi/crema-d, cal/ave, arm/kinetics-sounds, …; the
+# paper's optimizer, lr, schedule, batch, epochs, frames) or a bare dataset name (modbal's
+# defaults). METHOD may differ from the preset's method: the protocol is kept, the method's own
+# options are its defaults. GPU-sized (days on 2 CPU cores), e.g.
+#   just table-real udi/crema-d /data/crema-d-prepared udi 82.80     (UDI Table 1)
+#   just table-real cal/ave /data/ave-prepared concat 66.15          (CAL Table 1)
+# Every run is a normal run directory under runs/table-<protocol>-<method>-<time>/; the printed
+# numbers are the validation-selected models' test accuracy (summary.json `test`).
+table-real PROTOCOL ROOT METHOD="concat" PAPER="-" SEEDS="0 1 2" *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
-    out="runs/table-{{DATASET}}-{{METHOD}}-$(date +%Y%m%d-%H%M%S)"
+    proto="{{PROTOCOL}}"
+    if [[ "$proto" == */* ]]; then src=(--preset "$proto"); else src=(--dataset "$proto"); fi
+    out="runs/table-${proto//\//-}-{{METHOD}}-$(date +%Y%m%d-%H%M%S)"
     for s in {{SEEDS}}; do
-        cargo run --release -- train --dataset {{DATASET}} --method {{METHOD}} --seed "$s" \
+        cargo run --release -- train "${src[@]}" --method {{METHOD}} --seed "$s" \
             --set "dataset.root=\"{{ROOT}}\"" --out "$out" --no-progress {{ARGS}}
     done
     echo
-    echo "{{METHOD}} on {{DATASET}}: test fusion accuracy (model selected on validation)"
+    echo "{{METHOD}} under $proto: test fusion accuracy (model selected on validation)"
     printf '%-28s %10s\n' run test_acc
     accs=()
     for d in "$out"/*/; do
