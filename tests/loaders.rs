@@ -137,3 +137,86 @@ fn train_one_epoch_on_a_tiny_prepared_crema_d_tree() {
     assert_ne!(code, 0);
     assert!(stderr.contains("/nonexistent/crema"), "{stderr}");
 }
+
+#[test]
+fn a_paper_preset_sets_the_protocol_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mnist");
+    fixtures::write_mnist(&data, 200, 60, 2).unwrap();
+    let out = dir.path().join("runs");
+    let root = format!("dataset.root={:?}", data.display().to_string());
+    // The UDI CGMNIST protocol with another method: protocol kept, method's own defaults.
+    let (code, stdout, stderr) = modbal(&[
+        "train",
+        "--preset",
+        "udi/cgmnist",
+        "--method",
+        "concat",
+        "--set",
+        &root,
+        "--set",
+        "model.encoders.gray.kind=conv4",
+        "--set",
+        "model.encoders.gray.channels=[4, 4, 8, 8]",
+        "--set",
+        "model.encoders.color.kind=conv4",
+        "--set",
+        "model.encoders.color.channels=[4, 4, 8, 8]",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let cfg: toml::Table = std::fs::read_to_string(out.join("cgmnist-concat-s0/config.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(cfg["preset"].as_str(), Some("udi/cgmnist"));
+    assert_eq!(cfg["method"]["name"].as_str(), Some("concat"));
+    let train = &cfg["train"];
+    // Values of modbal::train::presets "udi/cgmnist" (UDI A.6), --epochs wins over the preset.
+    assert_eq!(train["epochs"].as_integer(), Some(1));
+    assert_eq!(train["batch_size"].as_integer(), Some(64));
+    assert_eq!(train["optimizer"]["lr"].as_float(), Some(0.001));
+    assert_eq!(train["optimizer"]["weight_decay"].as_float(), Some(0.0001));
+    assert_eq!(cfg["dataset"]["validation"].as_str(), Some("ood"));
+    // A dataset that contradicts the preset is an error naming both.
+    let (code, _, stderr) = modbal(&[
+        "train",
+        "--preset",
+        "udi/cgmnist",
+        "--dataset",
+        "synth-av",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("synth-av") && stderr.contains("udi/cgmnist"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = modbal(&["train", "--preset", "udi/mnist"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("udi/cgmnist"), "{stderr}");
+    // `modbal presets` lists them; one preset shows each value with its source.
+    let (code, list, _) = modbal(&["presets"]);
+    assert_eq!(code, 0);
+    for p in [
+        "udi/crema-d",
+        "udi/cgmnist",
+        "cal/ave",
+        "ibml/crema-d",
+        "arm/kinetics-sounds",
+        "ogm-ge/crema-d",
+    ] {
+        assert!(list.contains(p), "{p} missing from\n{list}");
+    }
+    let (code, one, _) = modbal(&["presets", "arm/kinetics-sounds"]);
+    assert_eq!(code, 0);
+    assert!(
+        one.contains("train.epochs = 80") && one.contains("ARM App. B"),
+        "{one}"
+    );
+}
