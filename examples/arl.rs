@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example arl -- synth-vec        # a few seconds on 2 cores
-//! cargo run --release --example arl -- synth-vec start_epoch=2 gamma=3.0 temperature=4.0
+//! cargo run --release --example arl -- synth-vec start_epoch=2 schedule_epochs=0 gamma=3.0 temperature=4.0
 //! ```
 //!
 //! Extra arguments `key=value` are `[method]` options of `arl` (see `docs/methods/arl.md`).

@@ -125,7 +125,9 @@ fn registry_builds_the_baselines_with_their_defaults() {
     assert_eq!(m.fusion, FusionConfig::Concat);
     let p = b("pmr");
     assert_eq!(p.resolved["alpha"].as_float(), Some(2.0));
-    assert_eq!(p.resolved["window"]["end"].as_integer(), Some(70));
+    // The official PMR window `0 <= epoch <= 100` of its 150-epoch schedule.
+    assert_eq!(p.resolved["window"]["end"].as_integer(), Some(101));
+    assert_eq!(p.resolved["schedule_epochs"].as_integer(), Some(150));
     let l = b("mla");
     assert_eq!(l.resolved["fusion"].as_str(), Some("entropy"));
     assert_eq!(l.fusion, FusionConfig::Sum);
@@ -133,6 +135,8 @@ fn registry_builds_the_baselines_with_their_defaults() {
     assert_eq!(a.resolved["gamma"].as_float(), Some(4.0));
     assert_eq!(a.resolved["temperature"].as_float(), Some(8.0));
     assert_eq!(a.resolved["clip_grad_norm"].as_float(), Some(40.0));
+    assert_eq!(a.resolved["start_epoch"].as_integer(), Some(6));
+    assert_eq!(a.resolved["schedule_epochs"].as_integer(), Some(100));
     let bad = |n: &str, o: &str| {
         modbal::methods::build(n, &toml::from_str(o).unwrap())
             .unwrap_err()
@@ -573,8 +577,10 @@ fn mla_projects_the_shared_head_gradient_orthogonally_to_the_recorded_features()
 #[test]
 fn arl_scales_encoder_gradients_by_one_plus_w_only_after_the_start_epoch() {
     let (net, batch) = tiny(FusionConfig::Concat);
+    // start_epoch taken literally (schedule_epochs = 0): epoch 1 is the first active one.
     let cfg = ArlConfig {
         start_epoch: 1,
+        schedule_epochs: 0,
         clip_grad_norm: 0.0,
         ..Default::default()
     };
@@ -664,13 +670,45 @@ fn arl_scales_encoder_gradients_by_one_plus_w_only_after_the_start_epoch() {
     }
 }
 
+/// The default start epoch is the official `epoch > 5` of 100 epochs, scaled to the run:
+/// `round(6·N/100)`: 6 of 100, 1 of 12 (0.72 → 1), 0 of 3 (0.18 → 0), 3 of 50.
+#[test]
+fn arl_start_epoch_is_scaled_to_the_run() {
+    let (net, batch) = tiny(FusionConfig::Concat);
+    let mut method = Arl::new(ArlConfig::default()).unwrap();
+    for (n, start) in [(100, 6), (12, 1), (3, 0), (50, 3)] {
+        assert_eq!(method.run_start_epoch(n), start, "N = {n}");
+    }
+    let literal = Arl::new(ArlConfig {
+        schedule_epochs: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(literal.run_start_epoch(12), 6);
+    // Through the hooks on a 12-epoch run: no weights in epoch 0, weights from epoch 1.
+    let mut ctx = RunContext::new(0, Device::Cpu, 12);
+    for (epoch, active) in [(0, false), (1, true), (11, true)] {
+        ctx.epoch = epoch;
+        let out = method.forward(&net, &batch, &mut ctx).unwrap();
+        assert_eq!(method.current_weights().is_some(), active, "epoch {epoch}");
+        let loss = method.loss(&net, &batch, &out, &mut ctx).unwrap();
+        let want = if active { 4.0 } else { 1.0 };
+        assert_eq!(
+            ctx.log.take()["gamma"].as_f64(),
+            Some(want),
+            "epoch {epoch}"
+        );
+        let _ = loss;
+    }
+}
+
 // ---------------------------------------------------------------- runs
 
 #[test]
 fn same_seed_gives_identical_metrics_for_every_baseline() {
     for name in ["mmpareto", "pmr", "mla", "arl"] {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let extra = ["method.start_epoch=1"];
+        let extra = ["method.start_epoch=1", "method.schedule_epochs=0"];
         let extra: &[&str] = if name == "arl" { &extra } else { &[] };
         let ra = run(a.path(), name, 5, 2, extra);
         let rb = run(b.path(), name, 5, 2, extra);
@@ -702,7 +740,8 @@ fn runs_log_each_mechanism() {
         }
     }
     assert!(val_acc(&o) > 0.5, "{}", val_acc(&o));
-    // PMR: prototypes each epoch, PCE for the weak (visual) modality.
+    // PMR: prototypes each epoch, PCE for the weak (visual) modality inside the window: the
+    // official [0, 101) of 150 epochs scaled to 3 is [0, round(2.02)) = [0, 2).
     let o = run(dir.path(), "pmr", 0, 3, &[]);
     let train: Vec<_> = o.history.iter().filter(|r| r.split == "train").collect();
     for r in &train {
@@ -716,11 +755,18 @@ fn runs_log_each_mechanism() {
         );
         assert!(per_mod(r, "proto.spread", "visual") > 0.0);
         assert!(r.method["proto.samples"].as_f64().unwrap() >= 64.0);
-        assert!(
-            r.method["rho"].as_f64().unwrap() > 1.0,
-            "audio dominates synth-vec"
-        );
-        assert!(per_mod(r, "pce", "visual") > per_mod(r, "pce", "audio"));
+        assert_eq!(r.method["window.end"].as_f64(), Some(2.0));
+        if r.epoch < 2 {
+            assert!(
+                r.method["rho"].as_f64().unwrap() > 1.0,
+                "audio dominates synth-vec"
+            );
+            assert!(per_mod(r, "pce", "visual") > per_mod(r, "pce", "audio"));
+        } else {
+            // Outside the scaled window: no PCE at all.
+            assert_eq!(r.method["active"].as_f64(), Some(0.0));
+            assert!(r.method.get("pce").is_none());
+        }
     }
     assert!(val_acc(&o) > 0.5);
     // MLA: projection activity and fusion weights.
@@ -742,7 +788,13 @@ fn runs_log_each_mechanism() {
     }
     assert!(val_acc(&o) > 0.4, "{}", val_acc(&o));
     // ARL: no re-weighting before the start epoch, w from then on.
-    let o = run(dir.path(), "arl", 0, 3, &["method.start_epoch=1"]);
+    let o = run(
+        dir.path(),
+        "arl",
+        0,
+        3,
+        &["method.start_epoch=1", "method.schedule_epochs=0"],
+    );
     for r in o.history.iter().filter(|r| r.split == "train") {
         eprintln!(
             "arl {}: w {:?} scale {:?} active {:?}",
@@ -776,6 +828,7 @@ fn resumed_runs_match_uninterrupted_ones() {
         let mut sets = vec![format!("method.name={name}")];
         if name == "arl" {
             sets.push("method.start_epoch=1".into());
+            sets.push("method.schedule_epochs=0".into());
         }
         let cfg =
             |out: &std::path::Path| common::small_vec(out, 3, 3).with_overrides(&sets).unwrap();

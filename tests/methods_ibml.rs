@@ -2,7 +2,9 @@
 //!
 //! Reference values are closed forms: eq 12 (`Î·CE(z) + Σ 𝕀_m (CE(z) + CE_m)`, `𝕀_m = [ā_m < 1]`,
 //! `ā_m = M ρ̃^m / Σ ρ̃`), eq 16 (`p^m = min(ā_m, λ)/λ`), and the official warm-up
-//! (`lr(e) = min(lr·((e−1)/2 + 1), 10·lr)` for `e − 1 < 35`, `lr` below 70, `0.1·lr` after).
+//! (`lr(e) = min(lr·((e−1)/2 + 1), 10·lr)` for `e − 1 < 35`, `lr` below 70, `0.1·lr` after, on
+//! 100 epochs), scaled to the run's N epochs: thresholds `round(35·N/100)`, `round(70·N/100)`,
+//! the ramp at `t = e·100/N`; window `[max(1, round(N/100)), round(90·N/100))`.
 
 mod common;
 
@@ -63,7 +65,8 @@ fn full_run_perturbs_only_the_over_optimised_modality() {
             }
         }
     }
-    // Epoch 0: outside the window [1, 90) and no records yet (ā = 1): nothing happens.
+    // Epoch 0: outside the window ([1, 90) of 100 scaled to 3 epochs: [1, 3)) and no records yet
+    // (ā = 1): nothing happens.
     let e0 = &recs[0];
     assert_eq!(e0.method["active"].as_f64(), Some(0.0));
     for m in ["audio", "visual"] {
@@ -86,13 +89,80 @@ fn full_run_perturbs_only_the_over_optimised_modality() {
     assert_eq!(get(last, "perturbed", "visual"), 0.0);
     assert_eq!(get(last, "bio", "visual"), 1.0);
     assert_eq!(get(last, "bio", "audio"), 0.0);
-    // Warm-up (3 epochs on the 100-epoch time-line): factors 1, 10, 1 on the loop's 0.01.
+    // Warm-up scaled to 3 epochs: R = round(1.05) = 1, D = round(2.1) = 2; epoch 1 (e − 1 = 0 < R)
+    // ramps at t = 100/3: min(1 + 0.5·(33.3 − 1), 10) = 10; epoch 2 (1 ≤ e − 1 < D): 1.
+    // Factors 1, 10, 1 on the loop's 0.01.
     let lrs: Vec<f64> = recs
         .iter()
         .map(|r| r.method["lr"].as_f64().unwrap())
         .collect();
     for (got, want) in lrs.iter().zip([0.01, 0.1, 0.01]) {
         assert!((got - want).abs() < 1e-12, "{lrs:?}");
+    }
+}
+
+/// A 12-epoch run on the official 100-epoch schedule scaled to the run, every number by hand:
+/// ramp end R = round(35·12/100) = round(4.2) = 4, decay start D = round(70·12/100) = round(8.4)
+/// = 8, ramp at t = e·100/12: epoch 1 → 1 + 0.5·(8.333 − 1) = 4.6667, epoch 2 → 1 + 0.5·(16.667
+/// − 1) = 8.8333, epochs 3, 4 → 10 (capped); epochs 5-8 (R ≤ e − 1 < D) → 1; epochs 9-11 → 0.1.
+/// Window [1, 90) of 100 → [max(1, round(0.12)), round(10.8)) = [1, 11): epochs 0 and 11 inactive.
+#[test]
+fn twelve_epoch_run_follows_the_scaled_schedule() {
+    let recs = train_records(&["train.epochs=12"]);
+    assert_eq!(recs.len(), 12);
+    let factors = [
+        1.0,
+        1.0 + 0.5 * (100.0 / 12.0 - 1.0),
+        1.0 + 0.5 * (200.0 / 12.0 - 1.0),
+        10.0,
+        10.0,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+        0.1,
+        0.1,
+        0.1,
+    ];
+    for (r, f) in recs.iter().zip(factors) {
+        let lr = r.method["lr"].as_f64().unwrap();
+        eprintln!(
+            "epoch {}: lr {lr} factor {:?} active {:?}",
+            r.epoch, r.method["warmup_factor"], r.method["active"]
+        );
+        assert!((lr - 0.01 * f).abs() < 1e-12, "epoch {}: {lr}", r.epoch);
+        let wf = r.method["warmup_factor"].as_f64().unwrap();
+        assert!((wf - f).abs() < 1e-12, "epoch {}: {wf}", r.epoch);
+        assert_eq!(r.method["window.start"].as_f64(), Some(1.0));
+        assert_eq!(r.method["window.end"].as_f64(), Some(11.0));
+        let active = (1..11).contains(&r.epoch);
+        assert_eq!(
+            r.method["active"].as_f64(),
+            Some(if active { 1.0 } else { 0.0 }),
+            "epoch {}",
+            r.epoch
+        );
+        if !active {
+            for m in ["audio", "visual"] {
+                assert_eq!(get(r, "perturbed", m) + get(r, "bio", m), 0.0);
+            }
+        }
+    }
+    // The peak is max_factor × the loop's rate: with the official base rate 1e-3 it would be
+    // 1e-2, the official peak; here (modbal's default 0.01) it is 0.1.
+    assert!((recs[3].method["lr"].as_f64().unwrap() - 0.1).abs() < 1e-12);
+    // schedule_epochs = 0: thresholds and window taken literally; on 12 epochs the ramp never
+    // ends (e − 1 < 35): 1, 1, 1.5, 2, …, 6.
+    let literal = train_records(&["train.epochs=12", "method.schedule_epochs=0"]);
+    for r in &literal {
+        let want = if r.epoch == 0 {
+            1.0
+        } else {
+            1.0 + 0.5 * (r.epoch as f64 - 1.0)
+        };
+        let wf = r.method["warmup_factor"].as_f64().unwrap();
+        assert!((wf - want).abs() < 1e-12, "literal epoch {}: {wf}", r.epoch);
+        assert_eq!(r.method["window.end"].as_f64(), Some(90.0));
     }
 }
 
@@ -167,12 +237,18 @@ fn bad_options_are_named() {
     assert!(e.contains("sloap"), "{e}");
     let e = err("[warmup_schedule]\nmax_factor = 0.0");
     assert!(e.contains("max_factor"), "{e}");
+    let e = err("[warmup_schedule]\nramp_end = 80");
+    assert!(e.contains("ramp_end"), "{e}");
+    // The options removed with issue 14 (scaling is `schedule_epochs` now) are unknown keys.
+    let e = err("[warmup_schedule]\nscale_to_run = false");
+    assert!(e.contains("scale_to_run"), "{e}");
     let e = err("noise = \"pink\"");
     assert!(e.contains("pink"), "{e}");
     let b = modbal::methods::build("ibml", &toml::Table::new()).unwrap();
     assert_eq!(b.resolved["lambda"].as_float(), Some(10.0));
     assert_eq!(b.resolved["window"]["start"].as_integer(), Some(1));
     assert_eq!(b.resolved["window"]["end"].as_integer(), Some(90));
+    assert_eq!(b.resolved["schedule_epochs"].as_integer(), Some(100));
     for k in ["bio", "tcm", "warmup"] {
         assert_eq!(b.resolved[k].as_bool(), Some(true), "{k}");
     }
@@ -181,11 +257,9 @@ fn bad_options_are_named() {
 #[test]
 fn warmup_factor_matches_the_official_schedule() {
     // Official main_AV.py, lr set at the end of epoch p for epoch p + 1 (100 epochs):
-    // p < 35: min(p/2 + 1, 10); p < 70: 1; else 0.1.
-    let w = IbmlWarmup {
-        scale_to_run: false,
-        ..Default::default()
-    };
+    // p < 35: min(p/2 + 1, 10); p < 70: 1; else 0.1. A 100-epoch run on the 100-epoch schedule
+    // and a literal schedule (0) give exactly these factors.
+    let w = IbmlWarmup::default();
     for (e, want) in [
         (0, 1.0),
         (1, 1.0),
@@ -198,15 +272,40 @@ fn warmup_factor_matches_the_official_schedule() {
         (71, 0.1),
         (99, 0.1),
     ] {
-        assert!((w.factor(e, 100) - want).abs() < 1e-12, "epoch {e}");
+        assert!((w.factor(e, 100, 100) - want).abs() < 1e-12, "epoch {e}");
+        assert!(
+            (w.factor(e, 0, 100) - want).abs() < 1e-12,
+            "literal epoch {e}"
+        );
     }
-    // Scaled (default) on 100 epochs is the same; on 10 epochs epoch e is reference epoch 10e.
-    let s = IbmlWarmup::default();
-    assert_eq!(s.factor(19, 100), 10.0);
-    assert!((s.factor(1, 10) - 5.5).abs() < 1e-12); // p = 9: 9/2 + 1
-    assert_eq!(s.factor(3, 10), 10.0); // p = 29: min(15.5, 10)
-    assert_eq!(s.factor(4, 10), 1.0); // p = 39 ≥ 35
-    assert_eq!(s.factor(8, 10), 0.1); // p = 79 ≥ 70
+    // 10 epochs: R = round(3.5) = 4, D = 7, ramp at t = 10e.
+    assert!((w.factor(1, 100, 10) - 5.5).abs() < 1e-12); // 1 + 0.5·(10 − 1)
+    assert_eq!(w.factor(3, 100, 10), 10.0); // 1 + 0.5·29 capped
+    assert_eq!(w.factor(4, 100, 10), 10.0); // e − 1 = 3 < R = 4
+    assert_eq!(w.factor(5, 100, 10), 1.0); // e − 1 = 4 ≥ R
+    assert_eq!(w.factor(7, 100, 10), 1.0); // e − 1 = 6 < D = 7
+    assert_eq!(w.factor(8, 100, 10), 0.1); // e − 1 = 7 ≥ D
+                                           // 200 epochs (longer than the schedule): t = e/2, the ramp starts at 1 (never below).
+    assert_eq!(w.factor(1, 100, 200), 1.0);
+    assert!((w.factor(4, 100, 200) - 1.5).abs() < 1e-12); // 1 + 0.5·(2 − 1)
+    assert_eq!(w.factor(70, 100, 200), 10.0); // e − 1 = 69 < R = 70
+    assert_eq!(w.factor(71, 100, 200), 1.0);
+    assert_eq!(w.factor(141, 100, 200), 0.1); // e − 1 = 140 ≥ D = 140
+                                              // The method's window: [1, 90) of 100 → [max(1, round(e/100·N)), round(90·N/100)).
+    let cfg = IbmlMethodConfig::default();
+    let win = |n: usize| {
+        let w = cfg.run_window(n);
+        (w.start, w.end)
+    };
+    assert_eq!(win(100), (1, 90));
+    assert_eq!(win(12), (1, 11));
+    assert_eq!(win(3), (1, 3));
+    assert_eq!(win(1), (1, 1));
+    let literal = IbmlMethodConfig {
+        schedule_epochs: 0,
+        ..Default::default()
+    };
+    assert_eq!(literal.run_window(12).end, 90);
 }
 
 /// Two MLP modalities, a batch of 12 whose labels cycle 0, 1, 2, and a recorder in which audio

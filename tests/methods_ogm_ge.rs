@@ -1,7 +1,8 @@
 //! `ogm-ge` through the registry and the training loop, plus one-step checks of the hooks.
 //!
-//! Reference values are closed forms: `k = 1 − tanh(α·relu(ρ − 1))` (OGM-GE eq 10, paper form)
-//! with `ρ_m = s_m / min s`, `s_m = Σ_i softmax(z_m,i)[y_i]`.
+//! Reference values are closed forms: `k = 1 − tanh(α·ρ)` if `ρ > 1`, else 1 (OGM-GE eq 10,
+//! form "paper") with `ρ_m = s_m / min s`, `s_m = Σ_i softmax(z_m,i)[y_i]`; the window is the
+//! official `[0, 51)` of 100 epochs scaled to the run: `[0, round(51·N/100))`.
 
 mod common;
 
@@ -29,7 +30,8 @@ fn per_mod(rec: &modbal::train::EpochRecord, key: &str, m: &str) -> f64 {
 #[test]
 fn run_completes_and_only_the_stronger_modality_is_slowed() {
     let dir = tempfile::tempdir().unwrap();
-    let out = common::train(&ogm_run(dir.path(), 0, &[]));
+    // Window taken literally (schedule_epochs = 0): every epoch of the 3 is modulated.
+    let out = common::train(&ogm_run(dir.path(), 0, &["method.schedule_epochs=0"]));
     let recs = common::read_metrics(&out.run_dir);
     let train: Vec<_> = recs.iter().filter(|r| r.split == "train").collect();
     assert_eq!(train.len(), 3);
@@ -98,6 +100,48 @@ fn bad_options_are_named() {
     assert_eq!(b.resolved["form"].as_str(), Some("paper"));
     assert_eq!(b.resolved["scope"].as_str(), Some("auto"));
     assert_eq!(b.resolved["window"]["end"].as_integer(), Some(51));
+    assert_eq!(b.resolved["schedule_epochs"].as_integer(), Some(100));
+    // "official" is accepted as an alias of "paper" (eq 10 = the official code) and resolves to
+    // "paper"; "continuous" is the variant; anything else is named.
+    let t: toml::Table = toml::from_str("form = \"official\"").unwrap();
+    let b = modbal::methods::build("ogm-ge", &t).unwrap();
+    assert_eq!(b.resolved["form"].as_str(), Some("paper"));
+    let t: toml::Table = toml::from_str("form = \"continuous\"").unwrap();
+    let b = modbal::methods::build("ogm-ge", &t).unwrap();
+    assert_eq!(b.resolved["form"].as_str(), Some("continuous"));
+    let e = err("form = \"relu\"");
+    assert!(e.contains("relu"), "{e}");
+}
+
+/// A 12-epoch run with the default window (official epochs 0-50 of 100): the window scaled to
+/// the run is `[0, round(51·12/100)) = [0, 6)`, so epochs 0-5 are modulated (`active = 1`,
+/// audio's `k < 1`) and epochs 6-11 are not (`active = 0`, `k = 1` for every modality).
+#[test]
+fn default_window_is_scaled_to_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::train(&ogm_run(dir.path(), 0, &["train.epochs=12"]));
+    let recs = common::read_metrics(&out.run_dir);
+    let train: Vec<_> = recs.iter().filter(|r| r.split == "train").collect();
+    assert_eq!(train.len(), 12);
+    for r in &train {
+        eprintln!(
+            "epoch {}: active {:?} k {:?} rho {:?}",
+            r.epoch, r.method["active"], r.method["k"], r.method["rho"]
+        );
+        assert_eq!(r.method["window.start"].as_f64(), Some(0.0));
+        assert_eq!(r.method["window.end"].as_f64(), Some(6.0));
+        if r.epoch < 6 {
+            assert_eq!(r.method["active"].as_f64(), Some(1.0), "epoch {}", r.epoch);
+            assert!(per_mod(r, "k", "audio") < 1.0, "epoch {}", r.epoch);
+        } else {
+            assert_eq!(r.method["active"].as_f64(), Some(0.0), "epoch {}", r.epoch);
+            for m in ["audio", "visual"] {
+                assert_eq!(per_mod(r, "k", m), 1.0, "epoch {} {m}", r.epoch);
+            }
+            // ρ is still measured (and audio still leads) outside the window.
+            assert!(per_mod(r, "rho", "audio") > 1.0);
+        }
+    }
 }
 
 /// A two-modality MLP model and a batch in which audio is made informative (its input carries
@@ -158,9 +202,17 @@ fn one_step_scales_only_the_stronger_encoder_by_k() {
         .map(|z| true_class_score(z, &batch.labels).unwrap())
         .collect();
     let min = s[0].min(s[1]);
+    // eq 10: k = 1 − tanh(α·ρ) if ρ > 1, else 1.
     let k: Vec<f64> = s
         .iter()
-        .map(|x| 1.0 - (alpha * (x / min - 1.0).max(0.0)).tanh())
+        .map(|x| {
+            let rho = x / min;
+            if rho > 1.0 {
+                1.0 - (alpha * rho).tanh()
+            } else {
+                1.0
+            }
+        })
         .collect();
     eprintln!("scores {s:?} k {k:?}");
     assert!(s[0] != s[1]);

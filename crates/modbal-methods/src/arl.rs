@@ -30,6 +30,12 @@
 //! Before `start_epoch` nothing is scaled. After the backward pass the gradients are clipped to
 //! a global L2 norm of `clip_grad_norm` (40, official `clip_grad_norm_(…, 40)`).
 //!
+//! # Schedule
+//! `start_epoch` is an epoch of the official 100-epoch schedule (`schedule_epochs = 100`,
+//! `main_arl_variance.py --epochs 100`) and is scaled to the run's `train.epochs` `N` with
+//! [`modbal_core::scale_epoch`]: the first active epoch is `round(6·N/100)`, epoch 1 of a 12-epoch
+//! run. `schedule_epochs = 0` takes `start_epoch` literally.
+//!
 //! Official-code difference: the official code computes `w` but never applies it (the weights
 //! are written to `model.args` and not read by the encoders; issue #3 of the repository); it
 //! also sets `w = 0.5` before the start epoch. modbal applies the weights, as the paper says
@@ -38,14 +44,16 @@
 //! # Logged per epoch (`metrics.jsonl`, `method`)
 //! `w` (mean coefficient per modality over the active steps), `scale` (mean factor applied, 1
 //! outside), `magnitude`, `entropy` (mean normalised proxies), `active` (fraction of steps with
-//! re-weighting), `gamma` (γ used), `grad_norm` (mean global norm before clipping), `clipped`
-//! (fraction of steps clipped), and the loss parts `loss.fused`, `loss.<m>`.
+//! re-weighting), `start_epoch` (the scaled first active epoch), `gamma` (γ used), `grad_norm`
+//! (mean global norm before clipping), `clipped` (fraction of steps clipped), and the loss parts
+//! `loss.fused`, `loss.<m>`.
 
 use crate::registry::{parse_options, Built};
 use crate::util::{by_name, entropy, rows, softmax_row};
 use candle_core::{backprop::GradStore, Tensor};
 use modbal_core::{
-    Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
+    scale_epoch, Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
+    RunContext,
 };
 use modbal_encoders::FusionConfig;
 use modbal_modulate::arl_scale_feature;
@@ -60,7 +68,8 @@ use std::collections::BTreeMap;
 /// name = "arl"
 /// gamma = 4.0
 /// temperature = 8.0
-/// start_epoch = 6
+/// start_epoch = 6          # epoch of the official 100-epoch schedule
+/// schedule_epochs = 100    # 0 = take start_epoch literally
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -73,9 +82,13 @@ pub struct ArlConfig {
     /// Softmax temperature T of the coefficients (multiplies the scores), > 0. Default 8 (the
     /// paper's CREMA-D value; 4 for Kinetics-Sounds and AVE).
     pub temperature: f64,
-    /// First 0-based epoch with re-weighting and γ. Default 6: the official `epoch > start`
-    /// with `start = 5`.
+    /// First 0-based epoch with re-weighting and γ, in epochs of a `schedule_epochs`-epoch
+    /// schedule. Default 6: the official `epoch > start` with `start = 5`.
     pub start_epoch: usize,
+    /// Length of the schedule `start_epoch` refers to; it is scaled to the run's length
+    /// (`modbal_core::scale_epoch`). Default 100 (official `--epochs 100`, not overridden by the
+    /// official scripts); 0 = `start_epoch` is a run epoch, unscaled.
+    pub schedule_epochs: usize,
     /// Lower clamp of the normalised entropy `H'_m`, in [0, 1). Default 0.3 (official code).
     pub entropy_floor: f64,
     /// Global gradient-norm clip after the backward pass; 0 switches it off. Default 40
@@ -93,6 +106,7 @@ impl Default for ArlConfig {
             warmup_gamma: 1.0,
             temperature: 8.0,
             start_epoch: 6,
+            schedule_epochs: 100,
             entropy_floor: 0.3,
             clip_grad_norm: 40.0,
             apply_weights: true,
@@ -239,9 +253,15 @@ impl Arl {
         &self.cfg
     }
 
-    /// Whether re-weighting and γ are active in `epoch`.
-    pub fn active(&self, epoch: usize) -> bool {
-        epoch >= self.cfg.start_epoch
+    /// The first epoch with re-weighting and γ in a run of `run_epochs` epochs: `start_epoch`
+    /// scaled from the `schedule_epochs`-epoch schedule.
+    pub fn run_start_epoch(&self, run_epochs: usize) -> usize {
+        scale_epoch(self.cfg.start_epoch, self.cfg.schedule_epochs, run_epochs)
+    }
+
+    /// Whether re-weighting and γ are active in `epoch` of a run of `run_epochs` epochs.
+    pub fn active(&self, epoch: usize, run_epochs: usize) -> bool {
+        epoch >= self.run_start_epoch(run_epochs)
     }
 
     /// The coefficients computed for the last training batch (`None` before `start_epoch`).
@@ -315,7 +335,7 @@ impl Method for Arl {
             .collect::<candle_core::Result<Vec<_>>>()?;
         self.ensure_sums(n);
         self.current = None;
-        let scaled = if self.active(ctx.epoch) {
+        let scaled = if self.active(ctx.epoch, ctx.num_epochs) {
             // The coefficients of this batch, from its detached unimodal predictions.
             let detached: Vec<Tensor> = features.iter().map(|f| f.detach()).collect();
             let (fz, per) = model.head(&detached)?;
@@ -359,7 +379,7 @@ impl Method for Arl {
         ctx: &mut RunContext,
     ) -> Result<LossTerms> {
         let names = model.modalities();
-        let gamma = if self.active(ctx.epoch) {
+        let gamma = if self.active(ctx.epoch, ctx.num_epochs) {
             self.cfg.gamma
         } else {
             self.cfg.warmup_gamma
@@ -444,6 +464,8 @@ impl Method for Arl {
         ctx.log.set("active", s.active as f64 / n);
         ctx.log.set("grad_norm", s.grad_norm / n);
         ctx.log.set("clipped", s.clipped as f64 / n);
+        ctx.log
+            .set("start_epoch", self.run_start_epoch(ctx.num_epochs) as f64);
         Ok(())
     }
 }

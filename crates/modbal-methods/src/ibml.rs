@@ -17,9 +17,15 @@
 //! ```
 //!
 //! BIO and TCM act inside the [`ModulationWindow`] (default `[1, 90)`, the official
-//! `0 < epoch < 90`); outside it the loss is `CE(z)` and the inputs are untouched (the
-//! predictions are still recorded). The official warm-up schedule multiplies the loop's learning
-//! rate (see [`IbmlWarmup`]).
+//! `0 < epoch < 90` of 100 epochs); outside it the loss is `CE(z)` and the inputs are untouched
+//! (the predictions are still recorded). The official warm-up schedule multiplies the loop's
+//! learning rate (see [`IbmlWarmup`]).
+//!
+//! # Schedule
+//! The window and the warm-up thresholds are epochs of the official 100-epoch schedule
+//! (`schedule_epochs = 100`) and are scaled to the run's `train.epochs` with
+//! [`modbal_core::scale_epoch`]: on 12 epochs the window is `[1, 11)`, the ramp ends after epoch
+//! 4 and the decay starts at epoch 9. `schedule_epochs = 0` takes every epoch literally.
 //!
 //! # Hooks
 //! * `train_step`: the default composition, preceded by `opt.set_lr(loop lr × warm-up factor)`;
@@ -29,8 +35,9 @@
 //! * `state` / `load_state`: the recorder (resumable runs keep the previous epoch's records).
 //!
 //! # Logged per epoch (`metrics.jsonl`, `method`)
-//! `lr` (effective), `warmup_factor`, `rho.<m>` (mean ρ̃ per batch), `abar.<m>`, `bio.<m>`
-//! (fraction of steps where modality m's unimodal CE was added), `noise_batches.<m>` (fraction
+//! `lr` (effective), `warmup_factor`, `window.start` / `window.end` (the scaled window),
+//! `rho.<m>` (mean ρ̃ per batch), `abar.<m>`, `bio.<m>` (fraction of steps where modality m's
+//! unimodal CE was added), `noise_batches.<m>` (fraction
 //! of steps where m was over-optimised and TCM active), `noise_prob.<m>` (mean p^m),
 //! `perturbed.<m>` (samples perturbed in the epoch), `pair_ratio` (mean ρ̃^0/ρ̃^1, M = 2),
 //! `active` (fraction of steps inside the window), `loss.fused`, `loss.<m>`.
@@ -39,8 +46,8 @@ use crate::registry::{parse_options, Built};
 use candle_core::DType;
 use modbal_contrib::ibml::{IbmlConfig as IndicatorConfig, IbmlRecorder, IbmlReport};
 use modbal_core::{
-    Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
-    StepOutput,
+    scale_epoch, Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
+    RunContext, StepOutput,
 };
 use modbal_encoders::FusionConfig;
 use modbal_modulate::{ModulationWindow, Tcm, TcmConfig, TcmNoise};
@@ -48,40 +55,55 @@ use modbal_tensors::{cross_entropy, Optimizer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The official warm-up learning-rate schedule (paper §4.2 mentions "a warmup strategy with a
-/// larger learning rate"; the numbers are the official `main_AV.py`). The official code sets
-/// the rate at the END of epoch `e` for the next epoch:
+/// The warm-up learning-rate schedule. The paper (§4.2) only says "in the early stages of
+/// training, we employ a warmup strategy with a larger learning rate"; the numbers are the
+/// official `main_AV.py` (also `main_VL.py`), which multiplies its base rate
+/// (`--learning_rate 0.001`, `train_AV_IBML.sh`) and sets the rate at the END of epoch `p` for
+/// epoch `p + 1` of 100:
 ///
 /// ```text
 /// lr(0) = lr
-/// lr(e) = f(e − 1) for e ≥ 1,   f(p) = min(lr·(slope·p + 1), max_factor·lr)   if p < ramp_end
-///                                     = lr                                      if p < decay_start
-///                                     = decay·lr                                otherwise
+/// lr(e) = f(e − 1) for e ≥ 1,   f(p) = min(lr·(p/2 + 1), 10·lr)   if p < 35
+///                                     = lr                          if p < 70
+///                                     = 0.1·lr                      otherwise
 /// ```
 ///
-/// With `scale_to_run = true` (default) the epochs are measured on the official 100-epoch
-/// time-line: `e` above is replaced by `e · reference_epochs / num_epochs` (so a 12-epoch run
-/// ramps up over its first ~2 epochs, stays at 10× until ~35 %, and decays after ~70 %, as the
-/// official 100-epoch run does); `false` uses the run's epochs as they are. `lr` is the rate the
-/// training loop sets for the epoch (`train.optimizer.lr` under the `train.schedule`; use the
-/// default constant schedule, which the official code's warm-up replaces).
+/// so the official run warms up from 1e-3 to a peak of 1e-2 (epochs 19-35), trains at 1e-3 until
+/// epoch 70 and at 1e-4 after (its StepLR is not stepped while the warm-up is on).
+///
+/// In modbal `lr` is the rate the training loop sets for the epoch (`train.optimizer.lr` under
+/// the `train.schedule`; keep the default constant schedule, which the official warm-up
+/// replaces). The thresholds `ramp_end` and `decay_start` are epochs of the schedule of
+/// `schedule_epochs` epochs ([`IbmlMethodConfig::schedule_epochs`], default 100) and are scaled
+/// to a run of `N` epochs with [`modbal_core::scale_epoch`] (`R = round(35·N/100)`,
+/// `D = round(70·N/100)`); the ramp is evaluated on the schedule's time-line, `t = e·S/N`
+/// (`t = e` when `S = 0`, i.e. literal epochs):
+///
+/// ```text
+/// factor(0) = 1
+/// factor(e) = min(1 + slope·max(t − 1, 0), max_factor)   if e − 1 < R
+///           = 1                                         if e − 1 < D
+///           = decay                                     otherwise
+/// ```
+///
+/// With `N = S` this is the official schedule exactly. A 12-epoch run (`R = 4`, `D = 8`) gets
+/// the factors 1, 4.67, 8.83, 10, 10, 1, 1, 1, 1, 0.1, 0.1, 0.1.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IbmlWarmup {
-    /// Growth per epoch of the factor during the ramp. Default 0.5 (official `epoch / 2`).
+    /// Growth of the factor per schedule epoch during the ramp. Default 0.5 (official
+    /// `epoch / 2`).
     pub slope: f64,
     /// Ceiling of the factor. Default 10 (official `args.learning_rate * 10`).
     pub max_factor: f64,
-    /// End (exclusive, in reference epochs) of the ramp. Default 35 (official).
-    pub ramp_end: f64,
-    /// Start (in reference epochs) of the decayed rate. Default 70 (official `lr_decay_step`).
-    pub decay_start: f64,
+    /// End (exclusive) of the ramp, in schedule epochs, compared with `e − 1`. Default 35
+    /// (official `epoch < 35`).
+    pub ramp_end: usize,
+    /// Start of the decayed rate, in schedule epochs, compared with `e − 1`. Default 70
+    /// (official `lr_decay_step`).
+    pub decay_start: usize,
     /// Factor after `decay_start`. Default 0.1 (official `lr_decay_ratio`).
     pub decay: f64,
-    /// Length of the official time-line. Default 100 (official `--epochs`).
-    pub reference_epochs: f64,
-    /// Measure the thresholds on the reference time-line. Default `true` (see above).
-    pub scale_to_run: bool,
 }
 
 impl Default for IbmlWarmup {
@@ -89,57 +111,56 @@ impl Default for IbmlWarmup {
         Self {
             slope: 0.5,
             max_factor: 10.0,
-            ramp_end: 35.0,
-            decay_start: 70.0,
+            ramp_end: 35,
+            decay_start: 70,
             decay: 0.1,
-            reference_epochs: 100.0,
-            scale_to_run: true,
         }
     }
 }
 
 impl IbmlWarmup {
     fn validate(&self) -> Result<()> {
-        let finite_nonneg = |v: f64| v.is_finite() && v >= 0.0;
-        for (k, v) in [
-            ("slope", self.slope),
-            ("ramp_end", self.ramp_end),
-            ("decay_start", self.decay_start),
-        ] {
-            if !finite_nonneg(v) {
-                return Err(ModbalError::Config(format!(
-                    "method ibml: warmup_schedule.{k} must be finite and >= 0, got {v}"
-                )));
-            }
+        if !(self.slope.is_finite() && self.slope >= 0.0) {
+            return Err(ModbalError::Config(format!(
+                "method ibml: warmup_schedule.slope must be finite and >= 0, got {}",
+                self.slope
+            )));
         }
-        for (k, v) in [
-            ("max_factor", self.max_factor),
-            ("decay", self.decay),
-            ("reference_epochs", self.reference_epochs),
-        ] {
+        for (k, v) in [("max_factor", self.max_factor), ("decay", self.decay)] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(ModbalError::Config(format!(
                     "method ibml: warmup_schedule.{k} must be finite and > 0, got {v}"
                 )));
             }
         }
+        if self.ramp_end > self.decay_start {
+            return Err(ModbalError::Config(format!(
+                "method ibml: warmup_schedule.ramp_end ({}) must not be after decay_start ({})",
+                self.ramp_end, self.decay_start
+            )));
+        }
         Ok(())
     }
 
-    /// The factor multiplying the loop's learning rate at 0-based `epoch` of `num_epochs`.
-    pub fn factor(&self, epoch: usize, num_epochs: usize) -> f64 {
+    /// The factor multiplying the loop's learning rate at 0-based `epoch` of a run of
+    /// `run_epochs` epochs, with the thresholds given on a schedule of `schedule_epochs` epochs
+    /// (0 = literal; see the [type docs](Self)).
+    pub fn factor(&self, epoch: usize, schedule_epochs: usize, run_epochs: usize) -> f64 {
         if epoch == 0 {
             return 1.0;
         }
-        let e = if self.scale_to_run && num_epochs > 0 {
-            epoch as f64 * self.reference_epochs / num_epochs as f64
-        } else {
-            epoch as f64
-        };
-        let p = e - 1.0;
-        if p < self.ramp_end {
-            (self.slope * p + 1.0).min(self.max_factor)
-        } else if p < self.decay_start {
+        let ramp_end = scale_epoch(self.ramp_end, schedule_epochs, run_epochs);
+        let decay_start = scale_epoch(self.decay_start, schedule_epochs, run_epochs);
+        // The rate of epoch e is set at the end of epoch e − 1 (official).
+        let p = epoch - 1;
+        if p < ramp_end {
+            let t = if schedule_epochs == 0 || run_epochs == 0 {
+                epoch as f64
+            } else {
+                epoch as f64 * schedule_epochs as f64 / run_epochs as f64
+            };
+            (1.0 + self.slope * (t - 1.0).max(0.0)).min(self.max_factor)
+        } else if p < decay_start {
             1.0
         } else {
             self.decay
@@ -154,22 +175,29 @@ impl IbmlWarmup {
 /// [method]
 /// name = "ibml"
 /// lambda = 10.0
-/// window = { start = 1, end = 90 }
+/// window = { start = 1, end = 90 }   # epochs of the official 100-epoch schedule
+/// schedule_epochs = 100              # 0 = window and warm-up epochs taken literally
 /// bio = true
 /// tcm = true
 /// warmup = true
 /// noise = "shared_draw"
 /// [method.warmup_schedule]
-/// scale_to_run = true
+/// ramp_end = 35
+/// decay_start = 70
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IbmlMethodConfig {
     /// λ of eq 16, ≥ 1. Default 10 (paper §4.2, official `e = 10`).
     pub lambda: f64,
-    /// 0-based epochs `[start, end)` with BIO and TCM. Default `[1, 90)`: the official
-    /// `modulation_starts < epoch < modulation_ends` with 0 and 90 (`train_AV_IBML.sh`).
+    /// 0-based epochs `[start, end)` with BIO and TCM, in schedule epochs. Default `[1, 90)`:
+    /// the official `modulation_starts < epoch < modulation_ends` with 0 and 90
+    /// (`train_AV_IBML.sh`). Scaled to the run like the warm-up; a start ≥ 1 stays ≥ 1 (epoch 0
+    /// has no recorded predictions).
     pub window: ModulationWindow,
+    /// Length of the schedule that `window` and `warmup_schedule` refer to. Default 100 (the
+    /// official `--epochs 100`); 0 = their epochs are run epochs, unscaled.
+    pub schedule_epochs: usize,
     /// Balance Information Optimization (eq 12). Default `true`.
     pub bio: bool,
     /// Task Complexity Modulation (eq 16). Default `true` (official `--add_noise 1`).
@@ -188,6 +216,7 @@ impl Default for IbmlMethodConfig {
         Self {
             lambda: 10.0,
             window: ModulationWindow { start: 1, end: 90 },
+            schedule_epochs: 100,
             bio: true,
             tcm: true,
             warmup: true,
@@ -198,11 +227,28 @@ impl Default for IbmlMethodConfig {
 }
 
 impl IbmlMethodConfig {
-    fn tcm_config(&self) -> TcmConfig {
+    /// The TCM configuration, with the window of a run of `run_epochs` epochs.
+    fn tcm_config(&self, run_epochs: usize) -> TcmConfig {
         TcmConfig {
             lambda: self.lambda,
             noise: self.noise,
-            window: self.window,
+            window: self.run_window(run_epochs),
+        }
+    }
+
+    /// The BIO/TCM window of a run of `run_epochs` epochs: `window` scaled with
+    /// [`ModulationWindow::scaled`]; a configured start ≥ 1 stays ≥ 1 (the official
+    /// `0 < epoch`: epoch 0 has no previous-epoch records), and the end is not before the start.
+    pub fn run_window(&self, run_epochs: usize) -> ModulationWindow {
+        let w = self.window.scaled(self.schedule_epochs, run_epochs);
+        let start = if self.window.start >= 1 {
+            w.start.max(1)
+        } else {
+            w.start
+        };
+        ModulationWindow {
+            start,
+            end: w.end.max(start),
         }
     }
 }
@@ -247,7 +293,8 @@ struct IbmlState {
 pub struct Ibml {
     config: IbmlMethodConfig,
     indicators: IndicatorConfig,
-    tcm: Tcm,
+    /// TCM with the window of a run of `.0` epochs.
+    tcm: (usize, Tcm),
     recorder: Option<IbmlRecorder>,
     modalities: Vec<String>,
     sums: EpochSums,
@@ -258,7 +305,9 @@ pub struct Ibml {
 impl Ibml {
     /// A method with a validated configuration.
     pub fn new(config: IbmlMethodConfig) -> Result<Self> {
-        let tcm = Tcm::new(config.tcm_config())?;
+        // Validates λ and the unscaled window; rebuilt for the run's length at the first step.
+        let tcm = (0, Tcm::new(config.tcm_config(0))?);
+        config.window.validate()?;
         let indicators = IndicatorConfig {
             lambda: config.lambda,
         };
@@ -284,13 +333,23 @@ impl Ibml {
         self.recorder.as_ref()
     }
 
-    /// The warm-up factor at `epoch` of `num_epochs` (1 when `warmup = false`).
+    /// The warm-up factor at `epoch` of a run of `num_epochs` epochs (1 when `warmup = false`).
     pub fn lr_factor(&self, epoch: usize, num_epochs: usize) -> f64 {
         if self.config.warmup {
-            self.config.warmup_schedule.factor(epoch, num_epochs)
+            self.config
+                .warmup_schedule
+                .factor(epoch, self.config.schedule_epochs, num_epochs)
         } else {
             1.0
         }
+    }
+
+    /// Rebuild the TCM modulator with the window of a run of `run_epochs` epochs if needed.
+    fn ensure_tcm(&mut self, run_epochs: usize) -> Result<()> {
+        if self.tcm.0 != run_epochs {
+            self.tcm = (run_epochs, Tcm::new(self.config.tcm_config(run_epochs))?);
+        }
+        Ok(())
     }
 
     fn ensure(&mut self, model: &dyn MultimodalModel) -> Result<()> {
@@ -344,9 +403,11 @@ impl Method for Ibml {
         if self.sums.rho.len() != batch.inputs.len() {
             self.sums = EpochSums::new(batch.inputs.len());
         }
-        if !self.config.tcm || !self.config.window.contains(ctx.epoch) || batch.is_empty() {
+        let window = self.config.run_window(ctx.num_epochs);
+        if !self.config.tcm || !window.contains(ctx.epoch) || batch.is_empty() {
             return Ok(());
         }
+        self.ensure_tcm(ctx.num_epochs)?;
         let rec = self.recorder_ref();
         let m = rec.num_modalities();
         let rho_tilde = rec.strengths(&batch.sample_ids);
@@ -361,6 +422,7 @@ impl Method for Ibml {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let report = self
             .tcm
+            .1
             .apply(batch, &rho_tilde, &correct, ctx.epoch, &mut ctx.rng)?;
         for k in 0..m {
             if report.probabilities[k] > 0.0 {
@@ -394,7 +456,7 @@ impl Method for Ibml {
             .iter()
             .map(|z| cross_entropy(z, &batch.labels))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let active = self.config.window.contains(ctx.epoch);
+        let active = self.config.run_window(ctx.num_epochs).contains(ctx.epoch);
         let s = &mut self.sums;
         s.steps += 1;
         s.active += usize::from(active);
@@ -503,6 +565,9 @@ impl Method for Ibml {
                 .set("pair_ratio", s.pair_ratio / s.pair_steps as f64);
         }
         ctx.log.set("active", s.active as f64 / n);
+        let w = self.config.run_window(ctx.num_epochs);
+        ctx.log.set("window.start", w.start as f64);
+        ctx.log.set("window.end", w.end as f64);
         Ok(())
     }
 

@@ -10,20 +10,28 @@
 //!
 //! ```text
 //! s_m = Σ_{i∈batch} softmax(z_m,i)[y_i]                      (score, OGM-GE eq 9)
-//! ρ_m = s_m / min_k s_k                                      (ratio, eq 10; BalanceMM's M ≥ 2 form)
-//! k_m = 1 − tanh(α · relu(ρ_m − 1))                          (coefficient, form = "paper")
+//! ρ_m = s_m / min_k s_k                                      (ratio; BalanceMM's M ≥ 2 form)
+//! k_m = 1 − tanh(α · ρ_m) if ρ_m > 1, else 1                 (coefficient, eq 10, form = "paper")
 //! g ← k_m · g + ε,  ε ~ N(0, (std(g) + 1e-8)²) per element   (modulation + GE noise)
 //! ```
 //!
 //! for every gradient tensor `g` in scope (see [`OgmGeScope`]) of `encoder.<m>`, inside the
-//! [`ModulationWindow`] (0-based epochs). The maths itself is `modbal_modulate::OgmGe`; this
-//! module only wires it to the hooks: `loss` (fused CE), `modulate_grads` (scores from the
-//! batch, parameter scope, `ctx.rng` for the GE noise).
+//! [`ModulationWindow`] (0-based epochs). `form = "continuous"` uses `1 − tanh(α·relu(ρ_m − 1))`
+//! instead (not in the paper or the official code; continuous at ρ = 1). The maths itself is
+//! `modbal_modulate::OgmGe`; this module only wires it to the hooks: `loss` (fused CE),
+//! `modulate_grads` (scores from the batch, parameter scope, `ctx.rng` for the GE noise).
+//!
+//! # Schedule
+//! `window` is given in epochs of a schedule of `schedule_epochs` epochs (default: the official
+//! `0 <= epoch <= 50` of 100) and scaled to the run's `train.epochs` `N` with
+//! [`ModulationWindow::scaled`]: `[round(start·N/100), round(end·N/100))`. A 12-epoch run
+//! modulates epochs 0-5 (`[0, 6)`); `schedule_epochs = 0` takes the window literally.
 //!
 //! # Logged per epoch (`metrics.jsonl`, `method`)
 //! `s.<m>` (mean score per batch), `rho.<m>`, `k.<m>` (the coefficient applied: 1 outside the
 //! window), `tensors.<m>` (gradient tensors modulated per step), `active` (fraction of steps
-//! inside the window), `loss.fused` and `loss.<m>` (unimodal CE, logged only).
+//! inside the window), `window.start` / `window.end` (the scaled window of the run),
+//! `loss.fused` and `loss.<m>` (unimodal CE, logged only).
 
 use crate::registry::{parse_options, Built};
 use candle_core::{backprop::GradStore, Var};
@@ -59,26 +67,32 @@ pub enum OgmGeScope {
 /// [method]
 /// name = "ogm-ge"
 /// alpha = 0.8              # CREMA-D value (official README); 0.1 for VGGSound
-/// form = "paper"           # or "official"
+/// form = "paper"           # eq 10 ("official" is an alias); or "continuous"
 /// scope = "auto"           # "conv_kernels" | "all_encoder"
 /// ge = true
-/// window = { start = 0, end = 51 }
+/// window = { start = 0, end = 51 }   # epochs of the official 100-epoch schedule
+/// schedule_epochs = 100              # 0 = take the window literally
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OgmGeMethodConfig {
     /// α of `k = 1 − tanh(α·…)`, ≥ 0. Default 0.8 (official README, CREMA-D).
     pub alpha: f64,
-    /// Coefficient formula: `paper` (default; `1 − tanh(α·relu(ρ−1))`) or `official`
-    /// (`1 − tanh(α·ρ)` if ρ > 1, else 1).
+    /// Coefficient formula: `paper` (default; eq 10, `1 − tanh(α·ρ)` if ρ > 1, else 1, which
+    /// the official code implements; `official` is accepted as an alias) or `continuous`
+    /// (`1 − tanh(α·relu(ρ−1))`; not in the paper or the official code, continuous at ρ = 1).
     pub form: OgmForm,
     /// Which gradient tensors are modulated. Default [`OgmGeScope::Auto`].
     pub scope: OgmGeScope,
     /// Add the GE noise. Default `true` (`false` = plain OGM).
     pub ge: bool,
-    /// 0-based epochs `[start, end)` with modulation. Default `[0, 51)`: the official
-    /// `0 <= epoch <= 50` (of 100 epochs).
+    /// 0-based epochs `[start, end)` with modulation, in epochs of a `schedule_epochs`-epoch
+    /// schedule. Default `[0, 51)`: the official `0 <= epoch <= 50` (of 100 epochs).
     pub window: ModulationWindow,
+    /// Length of the schedule `window` refers to; the window is scaled to the run's length
+    /// (`modbal_core::scale_epoch` on both ends). Default 100 (the official `main.py`
+    /// `--epochs 100`); 0 = use `window` as run epochs, unscaled.
+    pub schedule_epochs: usize,
 }
 
 impl Default for OgmGeMethodConfig {
@@ -90,11 +104,17 @@ impl Default for OgmGeMethodConfig {
             scope: OgmGeScope::Auto,
             ge: m.ge,
             window: m.window,
+            schedule_epochs: 100,
         }
     }
 }
 
 impl OgmGeMethodConfig {
+    /// The modulation window of a run of `run_epochs` epochs (see [`Self::schedule_epochs`]).
+    pub fn run_window(&self, run_epochs: usize) -> ModulationWindow {
+        self.window.scaled(self.schedule_epochs, run_epochs)
+    }
+
     /// The modulator's configuration. The scope is resolved by the method itself (it hands the
     /// modulator the tensors already selected), so the modulator sees `AllEncoder`.
     fn modulator_config(&self) -> OgmGeConfig {
@@ -126,6 +146,8 @@ pub struct OgmGeMethod {
     modulator: OgmGe,
     sums: EpochSums,
     modalities: Vec<String>,
+    /// The scaled window of the run (set at the first step), for the log.
+    window: Option<ModulationWindow>,
 }
 
 impl OgmGeMethod {
@@ -137,6 +159,7 @@ impl OgmGeMethod {
             modulator,
             sums: EpochSums::default(),
             modalities: Vec::new(),
+            window: None,
         })
     }
 
@@ -234,6 +257,9 @@ impl Method for OgmGeMethod {
             .map(|z| true_class_score(z, &batch.labels))
             .collect::<std::result::Result<Vec<f64>, _>>()?;
         let (params, groups) = self.scoped_params(model);
+        let window = self.config.run_window(ctx.num_epochs);
+        self.modulator.set_window(window)?;
+        self.window = Some(window);
         let report =
             self.modulator
                 .apply(grads, &params, &groups, &scores, ctx.epoch, &mut ctx.rng)?;
@@ -272,6 +298,10 @@ impl Method for OgmGeMethod {
         ctx.log.set("k", per_mod(&s.k));
         ctx.log.set("tensors", per_mod(&s.tensors));
         ctx.log.set("active", s.active as f64 / n);
+        if let Some(w) = self.window {
+            ctx.log.set("window.start", w.start as f64);
+            ctx.log.set("window.end", w.end as f64);
+        }
         Ok(())
     }
 }

@@ -21,6 +21,12 @@
 //! regulariser on the dominant modality, missing from the official file) is off by default
 //! (`entropy_mu = 0`, the official behaviour). PCE is added only inside the modulation window.
 //!
+//! # Schedule
+//! `window` is given in epochs of the official 150-epoch schedule (`schedule_epochs = 150`;
+//! default `[0, 101)`, the official `modulation_starts <= epoch <= modulation_ends` with 0 and
+//! 100) and scaled to the run's `train.epochs` with [`ModulationWindow::scaled`]: a 12-epoch run
+//! adds PCE in epochs 0-7 (`[0, 8)`). `schedule_epochs = 0` takes the window literally.
+//!
 //! # When the prototypes change
 //! The hooks have no data access at epoch start, so the prototypes are accumulated from the
 //! (detached) training features of the first `⌈r·N⌉` batches of each epoch ([`Method::forward`])
@@ -35,8 +41,8 @@
 //! (fraction of steps in which each modality got PCE), `proto.norm`, `proto.spread` (mean
 //! distance between two class prototypes), `proto.shift` (distance between the new and the
 //! previous prototypes, mean over classes), `proto.samples` (samples averaged), `active`
-//! (fraction of steps with prototypes inside the window), and the loss parts `loss.ce`,
-//! `loss.pce.<m>`.
+//! (fraction of steps with prototypes inside the window), `window.start` / `window.end` (the
+//! scaled window), and the loss parts `loss.ce`, `loss.pce.<m>`.
 
 use crate::registry::{parse_options, Built};
 use crate::util::{by_name, rows};
@@ -56,7 +62,8 @@ use std::collections::BTreeMap;
 /// [method]
 /// name = "pmr"
 /// alpha = 2.0
-/// window = { start = 0, end = 70 }
+/// window = { start = 0, end = 101 }   # epochs of the official 150-epoch schedule
+/// schedule_epochs = 150               # 0 = take the window literally
 /// sample_ratio = 0.1
 /// momentum = 0.0
 /// ```
@@ -65,8 +72,15 @@ use std::collections::BTreeMap;
 pub struct PmrConfig {
     /// α, weight of the weak modality's PCE, ≥ 0. Default 2 (official code).
     pub alpha: f64,
-    /// 0-based epochs `[start, end)` with PCE. Default `[0, 70)` (official modulation epochs).
+    /// 0-based epochs `[start, end)` with PCE, in epochs of a `schedule_epochs`-epoch schedule.
+    /// Default `[0, 101)`: the official `--modulation_starts 0 --modulation_ends 100` with
+    /// `starts <= epoch <= ends` (`main_Prototype_grad.py` default and the PMR command of
+    /// `bash.sh`).
     pub window: ModulationWindow,
+    /// Length of the schedule `window` refers to; the window is scaled to the run's length.
+    /// Default 150 (the official `--epochs 150`, argparse default and every `bash.sh` command);
+    /// 0 = use `window` as run epochs, unscaled.
+    pub schedule_epochs: usize,
     /// Fraction of each epoch's batches whose features form the prototypes, in (0, 1].
     /// Default 0.1 (official).
     pub sample_ratio: f64,
@@ -82,7 +96,8 @@ impl Default for PmrConfig {
     fn default() -> Self {
         Self {
             alpha: 2.0,
-            window: ModulationWindow { start: 0, end: 70 },
+            window: ModulationWindow { start: 0, end: 101 },
+            schedule_epochs: 150,
             sample_ratio: 0.1,
             momentum: 0.0,
             entropy_mu: 0.0,
@@ -112,6 +127,11 @@ impl PmrConfig {
             return err(format!("window: {e}"));
         }
         Ok(())
+    }
+
+    /// The PCE window of a run of `run_epochs` epochs (see [`Self::schedule_epochs`]).
+    pub fn run_window(&self, run_epochs: usize) -> ModulationWindow {
+        self.window.scaled(self.schedule_epochs, run_epochs)
     }
 }
 
@@ -345,7 +365,7 @@ impl Method for Pmr {
         let mut parts = BTreeMap::new();
         parts.insert("ce".to_string(), ce.detach());
         let mut total = ce;
-        if !(self.cfg.window.contains(ctx.epoch) && self.ready(n)) {
+        if !(self.cfg.run_window(ctx.num_epochs).contains(ctx.epoch) && self.ready(n)) {
             return Ok(LossTerms { total, parts });
         }
         self.sums.active += 1;
@@ -421,6 +441,9 @@ impl Method for Pmr {
                 ctx.log.set("rho", s.rho / s.rho_steps as f64);
             }
         }
+        let w = self.cfg.run_window(ctx.num_epochs);
+        ctx.log.set("window.start", w.start as f64);
+        ctx.log.set("window.end", w.end as f64);
         if let Some((norm, spread, shift, samples)) = self.last_update.take() {
             ctx.log.set("proto.norm", by_name(names, &norm));
             ctx.log.set("proto.spread", by_name(names, &spread));

@@ -10,7 +10,7 @@
 //!
 //! | item | what | paper | hook |
 //! |---|---|---|---|
-//! | [`OgmGe`] | `k_m = 1 − tanh(α·relu(ρ_m − 1))` (or the official jump form) and GE noise `N(0, std(g)²)` on conv kernels | OGM-GE (CVPR'22), OGM coefficient + GE | `modulate_grads` |
+//! | [`OgmGe`] | `k_m = 1 − tanh(α·ρ_m)` if `ρ_m > 1` else 1 (eq 10, paper and official code; a `continuous` variant `1 − tanh(α·relu(ρ_m − 1))` is an option) and GE noise `N(0, std(g)²)` on conv kernels | OGM-GE (CVPR'22) eq 10 + GE | `modulate_grads` |
 //! | [`CalReinforcement`] | `g ← g + a^m g` on modality m's encoder, `a = Softmax(T·W)` | CAL eq 7-8 | `modulate_grads` |
 //! | [`MmPareto`] | per-encoder cosine test, two-task min-norm weights, γ-rescaled per tensor | MMPareto (ICML'24) | `backward` |
 //! | [`scale_feature_grad`] | forward `f`, backward `c·∂L/∂f` (ARL's `1 + w_m`) | ARL (ICCV'25) | `forward` |
@@ -22,7 +22,8 @@
 //! `validate`), a checked constructor `new(config)`, and returns a small serialisable
 //! `…Report` to put under `method` in `metrics.jsonl` (e.g. `ctx.log.set("ogm",
 //! serde_json::to_value(&report)?)`). Schedules use one [`ModulationWindow`] (half-open epoch
-//! range). All randomness (GE noise, TCM selection and noise) is drawn from a
+//! range), given in the epochs of the paper's schedule and scaled to the run by the methods
+//! ([`ModulationWindow::scaled`]). All randomness (GE noise, TCM selection and noise) is drawn from a
 //! [`SeededRng`](modbal_tensors::SeededRng) passed by the caller (normally `ctx.rng`), because
 //! candle's CPU RNG cannot be seeded.
 //!
@@ -39,7 +40,7 @@
 //! let mut grads = loss.backward()?;
 //! let params = vec![("encoder.audio.conv.weight".to_string(), w.clone())];
 //! let ogm = OgmGe::new(OgmGeConfig { ge: false, ..Default::default() })?;
-//! // audio is twice as confident as visual: ρ_audio = 2, k = 1 − tanh(0.8 · 1).
+//! // audio is twice as confident as visual: ρ_audio = 2 > 1, k = 1 − tanh(0.8 · 2) (eq 10).
 //! let report = ogm.apply(
 //!     &mut grads,
 //!     &params,
@@ -48,7 +49,7 @@
 //!     0,
 //!     &mut SeededRng::new(0),
 //! )?;
-//! assert!((report.coefficients[0] - (1.0 - 0.8f64.tanh())).abs() < 1e-12);
+//! assert!((report.coefficients[0] - (1.0 - 1.6f64.tanh())).abs() < 1e-12);
 //! # Ok(())
 //! # }
 //! ```

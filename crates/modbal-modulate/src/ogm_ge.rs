@@ -14,12 +14,22 @@
 //! the weaker (whose paper ratio `ρ_a = 1/ρ_v < 1` gives `k_a = 1` under both forms below, so the
 //! coefficients are identical); for `M ≥ 3` it is BalanceMM's generalisation. The coefficient is
 //!
-//! * [`OgmForm::Paper`] (default; the paper and the first commit of the official code):
-//!   `k_m = 1 − tanh(α · relu(ρ_m − 1))`, continuous in ρ (`k = 1` at `ρ ≤ 1`);
-//! * [`OgmForm::Official`] (the current official code and BalanceMM): `k_m = 1 − tanh(α · ρ_m)` if
-//!   `ρ_m > 1`, else `1` — this jumps from 1 to `1 − tanh(α)` as ρ crosses 1. (At an exact tie
-//!   `s_a = s_v` the official two-modality code takes its `else` branch and suppresses audio with
-//!   `1 − tanh(α)`; the ratio-to-minimum used here gives `k = 1` to both.)
+//! * [`OgmForm::Paper`] (default): the paper's eq 10, which the official code implements (its
+//!   comment quotes eq 10; `relu(ratio)` there is the positive ratio itself):
+//!
+//!   ```text
+//!   k_m = 1 − tanh(α · ρ_m)   if ρ_m > 1
+//!       = 1                   otherwise
+//!   ```
+//!
+//!   It jumps from 1 to `1 − tanh(α)` as ρ crosses 1, by design (at ρ = 1.2, α = 0.8:
+//!   `k = 1 − tanh(0.96) = 0.2557`). At an exact tie `s_a = s_v` the official two-modality code
+//!   takes its `else` branch and suppresses audio with `1 − tanh(α)`; the ratio-to-minimum used
+//!   here gives `k = 1` to both. Config name `"paper"`, alias `"official"` (paper and official
+//!   code agree).
+//! * [`OgmForm::Continuous`]: `k_m = 1 − tanh(α · relu(ρ_m − 1))` — not in the paper or the
+//!   official code; continuous at ρ = 1 (at ρ = 1.2, α = 0.8: `1 − tanh(0.16) = 0.8414`). Config
+//!   name `"continuous"`. (modbal's default before issue 14, wrongly called the paper's form.)
 //!
 //! Inside the [`ModulationWindow`], every gradient tensor `g` in scope (see [`OgmScope`]) of
 //! modality `m`'s encoder becomes
@@ -52,11 +62,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OgmForm {
-    /// `k = 1 − tanh(α · relu(ρ − 1))` (paper; continuous at ρ = 1).
+    /// OGM-GE eq 10: `k = 1 − tanh(α · ρ)` if ρ > 1, else 1 (the paper, the official code and
+    /// BalanceMM; jumps at ρ = 1). Config `"paper"`; `"official"` is accepted as an alias.
     #[default]
+    #[serde(alias = "official")]
     Paper,
-    /// `k = 1 − tanh(α · ρ)` if ρ > 1 else 1 (current official code, BalanceMM; jumps at ρ = 1).
-    Official,
+    /// `k = 1 − tanh(α · relu(ρ − 1))`: not in the paper or the official code; continuous at
+    /// ρ = 1. Config `"continuous"`.
+    Continuous,
 }
 
 /// Which gradient tensors of an encoder are modulated.
@@ -76,7 +89,7 @@ pub enum OgmScope {
 /// ```toml
 /// [method]
 /// alpha = 0.8          # CREMA-D; 0.1 for VGGSound
-/// form = "paper"       # or "official"
+/// form = "paper"       # eq 10 ("official" is an alias); or "continuous"
 /// scope = "conv_kernels"
 /// ge = true
 /// window = { start = 0, end = 51 }
@@ -87,7 +100,7 @@ pub struct OgmGeConfig {
     /// α of the coefficient, `≥ 0`. Default 0.8 (the official README's CREMA-D value; 0.1 for
     /// VGGSound; unspecified for Kinetics-Sounds and AVE).
     pub alpha: f64,
-    /// Coefficient formula. Default [`OgmForm::Paper`].
+    /// Coefficient formula. Default [`OgmForm::Paper`] (eq 10).
     pub form: OgmForm,
     /// Which tensors are modulated. Default [`OgmScope::ConvKernels`] (official).
     pub scope: OgmScope,
@@ -154,6 +167,14 @@ impl OgmGe {
         &self.config
     }
 
+    /// Replace the modulation window (e.g. by the paper's window scaled to the run's length with
+    /// [`ModulationWindow::scaled`]). Errors if the window is reversed.
+    pub fn set_window(&mut self, window: ModulationWindow) -> Result<()> {
+        window.validate()?;
+        self.config.window = window;
+        Ok(())
+    }
+
     /// `(ρ_m, k_m)` for every modality from the scores `s_m` (finite, `≥ 0`). A zero minimum
     /// score gives `ρ = ∞` (so `k = 0`) to the modalities with a positive score and `ρ = 1` to
     /// those with score 0.
@@ -179,14 +200,14 @@ impl OgmGe {
         let coeffs = ratios
             .iter()
             .map(|&r| match self.config.form {
-                OgmForm::Paper => 1.0 - (alpha * (r - 1.0).max(0.0)).tanh(),
-                OgmForm::Official => {
+                OgmForm::Paper => {
                     if r > 1.0 {
                         1.0 - (alpha * r).tanh()
                     } else {
                         1.0
                     }
                 }
+                OgmForm::Continuous => 1.0 - (alpha * (r - 1.0).max(0.0)).tanh(),
             })
             .collect();
         Ok((ratios, coeffs))

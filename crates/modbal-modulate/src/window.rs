@@ -1,8 +1,12 @@
 //! [`ModulationWindow`]: the epochs during which a modulator is active, shared by every config
 //! that has a schedule (one struct instead of `modulation_starts`/`modulation_ends` repeated in
 //! each method).
+//!
+//! Windows given on a paper's schedule (OGM-GE: epochs 0-50 of 100) are converted to the run's
+//! length with [`ModulationWindow::scaled`], i.e. [`modbal_core::scale_epoch`] on both ends.
 
 use crate::error::{param_err, Result};
+use modbal_core::scale_epoch;
 use serde::{Deserialize, Serialize};
 
 /// The half-open range of 0-based epochs `[start, end)` during which a modulator acts:
@@ -15,6 +19,10 @@ use serde::{Deserialize, Serialize};
 /// |---|---|---|
 /// | OGM-GE, BalanceMM | `starts <= epoch <= ends` (0, 50) | `{ start: 0, end: 51 }` |
 /// | IBML | `starts < epoch < ends` (0, 90) | `{ start: 1, end: 90 }` |
+/// | PMR | `starts <= epoch <= ends` (0, 100) | `{ start: 0, end: 101 }` |
+///
+/// These are epochs of the official schedules (100 epochs for OGM-GE and IBML, 150 for PMR);
+/// a method scales them to the run with [`ModulationWindow::scaled`].
 ///
 /// ```toml
 /// [method.window]
@@ -62,5 +70,24 @@ impl ModulationWindow {
     /// Whether the window contains no epoch.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The window of a schedule of `schedule_epochs` epochs, scaled to a run of `run_epochs`:
+    /// both ends through [`modbal_core::scale_epoch`] (`round(e · run / schedule)`, half up), so
+    /// the window covers the same share of the run. `schedule_epochs = 0` returns the window
+    /// unchanged (literal epochs). Rounding keeps `start <= end` (scaling is monotone).
+    ///
+    /// ```
+    /// use modbal_modulate::ModulationWindow;
+    /// // OGM-GE's official window, epochs 0..=50 of 100, in a 12-epoch run: 51·12/100 = 6.12.
+    /// let w = ModulationWindow { start: 0, end: 51 }.scaled(100, 12);
+    /// assert_eq!(w, ModulationWindow { start: 0, end: 6 });
+    /// assert_eq!(ModulationWindow { start: 0, end: 51 }.scaled(0, 12).end, 51);
+    /// ```
+    pub fn scaled(&self, schedule_epochs: usize, run_epochs: usize) -> Self {
+        Self {
+            start: scale_epoch(self.start, schedule_epochs, run_epochs),
+            end: scale_epoch(self.end, schedule_epochs, run_epochs),
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! OGM-GE: coefficients (both forms, M = 2 and M = 3), the deterministic part of the update,
-//! and the GE noise (statistics and reproducibility).
+//! OGM-GE: coefficients (eq 10 and the continuous variant, M = 2 and M = 3), the deterministic
+//! part of the update, the GE noise (statistics and reproducibility), the scaled window.
 
 mod common;
 
@@ -18,40 +18,61 @@ fn ogm(form: OgmForm, ge: bool) -> OgmGe {
     .unwrap()
 }
 
-// Reference numbers computed with PyTorch 2.15 (CPU), float64:
-//
-//   alpha = 0.8; s_a, s_v = torch.tensor(30.0, dtype=torch.float64), torch.tensor(12.0, dtype=torch.float64)
-//   r_v = s_v / s_a; r_a = 1 / r_v
-//   paper:    1 - torch.tanh(alpha * torch.relu(r_a - 1))   -> 0.16634539298784468 (k_v: 1.0)
-//   official: if r_v > 1: k_v = 1 - tanh(alpha * relu(r_v)); k_a = 1
-//             else:       k_a = 1 - tanh(alpha * relu(r_a)); k_v = 1   -> k_a 0.0359724199241831
-//   BalanceMM (3 modalities): s = [30, 12, 18]; r = s / s.min() -> [2.5, 1.0, 1.5]
-//             k = 1 - tanh(alpha * relu(r)) if r > 1 else 1    -> [0.0359724199241831, 1.0, 0.16634539298784468]
-//   paper form on the same ratios: 1 - tanh(alpha * relu(r - 1)) -> [0.16634539298784468, 1.0, 0.6200510377447751]
-//
-// Hand check: ρ_a = 30/12 = 2.5; paper k_a = 1 − tanh(0.8·1.5) = 1 − tanh(1.2) = 1 − 0.833654607 = 0.166345393;
-// official k_a = 1 − tanh(0.8·2.5) = 1 − tanh(2) = 1 − 0.964027580 = 0.035972420.
+// Closed forms (OGM-GE eq 10, as quoted in the official `main.py` comment):
+//   k = 1 − tanh(α·ρ) if ρ > 1, else 1                       (form "paper", default)
+//   k = 1 − tanh(α·relu(ρ − 1))                              (form "continuous", not in the paper)
+// with ρ_m = s_m / min s. Hand values (α = 0.8), checked with Python's math.tanh:
+//   1 − tanh(0.8·2.5) = 1 − tanh(2.0)  = 0.0359724199241831
+//   1 − tanh(0.8·1.5) = 1 − tanh(1.2)  = 0.16634539298784468
+//   1 − tanh(0.8·1.2) = 1 − tanh(0.96) = 0.2557231326381628
+//   1 − tanh(0.8·0.5) = 1 − tanh(0.4)  = 0.6200510377447751
+//   1 − tanh(0.8·0.2) = 1 − tanh(0.16) = 0.8413514957025011
+//   1 − tanh(0.8)                      = 0.33596322973215087
 #[test]
-fn coefficients_match_pytorch_two_modalities() {
+fn paper_form_is_eq_10() {
+    // ρ = 1.2 (scores 12 and 10): eq 10 gives 1 − tanh(0.96), the continuous variant
+    // 1 − tanh(0.16); the weaker modality (ρ = 1) keeps k = 1 under both.
+    let (r, k) = ogm(OgmForm::Paper, true)
+        .coefficients(&[12.0, 10.0])
+        .unwrap();
+    assert_close(&r, &[1.2, 1.0], 1e-12, "ratios");
+    assert_close(&k, &[0.2557231326381628, 1.0], 1e-12, "eq 10 k");
+    let (_, k) = ogm(OgmForm::Continuous, true)
+        .coefficients(&[12.0, 10.0])
+        .unwrap();
+    assert_close(&k, &[0.8413514957025011, 1.0], 1e-12, "continuous k");
+    // The default form is eq 10.
+    assert_eq!(OgmGeConfig::default().form, OgmForm::Paper);
+    // ρ ≤ 1 ⇒ k = 1 (every modality at the minimum score, e.g. a tie).
+    for f in [OgmForm::Paper, OgmForm::Continuous] {
+        let (_, k) = ogm(f, true).coefficients(&[7.0, 7.0, 7.0]).unwrap();
+        assert_eq!(k, vec![1.0, 1.0, 1.0], "{f:?}");
+    }
+}
+
+#[test]
+fn coefficients_two_modalities() {
+    // s = (30, 12): ρ_a = 2.5, ρ_v = 1.
     let (r, k) = ogm(OgmForm::Paper, true)
         .coefficients(&[30.0, 12.0])
         .unwrap();
     assert_close(&r, &[2.5, 1.0], 1e-12, "ratios");
-    assert_close(&k, &[0.16634539298784468, 1.0], 1e-12, "paper k");
-    let (_, k) = ogm(OgmForm::Official, true)
+    assert_close(&k, &[0.0359724199241831, 1.0], 1e-12, "eq 10 k");
+    let (_, k) = ogm(OgmForm::Continuous, true)
         .coefficients(&[30.0, 12.0])
         .unwrap();
-    assert_close(&k, &[0.0359724199241831, 1.0], 1e-12, "official k");
+    assert_close(&k, &[0.16634539298784468, 1.0], 1e-12, "continuous k");
     // The order of the modalities does not matter.
-    let (_, k) = ogm(OgmForm::Official, true)
+    let (_, k) = ogm(OgmForm::Paper, true)
         .coefficients(&[12.0, 30.0])
         .unwrap();
-    assert_close(&k, &[1.0, 0.0359724199241831], 1e-12, "official k, swapped");
+    assert_close(&k, &[1.0, 0.0359724199241831], 1e-12, "eq 10 k, swapped");
 }
 
 #[test]
-fn coefficients_match_pytorch_three_modalities() {
-    let (r, k) = ogm(OgmForm::Official, true)
+fn coefficients_three_modalities() {
+    // s = (30, 12, 18): ρ = s / min s = (2.5, 1, 1.5) (BalanceMM's M ≥ 3 ratio).
+    let (r, k) = ogm(OgmForm::Paper, true)
         .coefficients(&[30.0, 12.0, 18.0])
         .unwrap();
     assert_close(&r, &[2.5, 1.0, 1.5], 1e-12, "ratios");
@@ -59,36 +80,33 @@ fn coefficients_match_pytorch_three_modalities() {
         &k,
         &[0.0359724199241831, 1.0, 0.16634539298784468],
         1e-12,
-        "BalanceMM k",
+        "eq 10 k",
     );
-    let (_, k) = ogm(OgmForm::Paper, true)
+    let (_, k) = ogm(OgmForm::Continuous, true)
         .coefficients(&[30.0, 12.0, 18.0])
         .unwrap();
     assert_close(
         &k,
         &[0.16634539298784468, 1.0, 0.6200510377447751],
         1e-12,
-        "paper k",
+        "continuous k",
     );
 }
 
 #[test]
-fn paper_form_is_continuous_and_official_jumps_at_one() {
-    // ρ = 1 + 1e-9: paper k ≈ 1 − 0.8e-9; official k = 1 − tanh(0.8) = 0.3359...
+fn paper_form_jumps_at_one_and_continuous_does_not() {
+    // ρ = 1 + 1e-9: eq 10 k = 1 − tanh(0.8·(1 + 1e-9)) ≈ 0.33596; continuous k ≈ 1 − 0.8e-9.
     let s = [1.0 + 1e-9, 1.0];
     let (_, kp) = ogm(OgmForm::Paper, true).coefficients(&s).unwrap();
-    let (_, ko) = ogm(OgmForm::Official, true).coefficients(&s).unwrap();
-    assert!((kp[0] - 1.0).abs() < 1e-8);
-    assert!((ko[0] - (1.0 - 0.8f64.tanh())).abs() < 1e-8);
-    // Equal scores: k = 1 for everyone under both forms.
-    for f in [OgmForm::Paper, OgmForm::Official] {
-        let (_, k) = ogm(f, true).coefficients(&[7.0, 7.0]).unwrap();
-        assert_eq!(k, vec![1.0, 1.0]);
-    }
+    let (_, kc) = ogm(OgmForm::Continuous, true).coefficients(&s).unwrap();
+    assert!((kp[0] - 0.33596322973215087).abs() < 1e-8, "{kp:?}");
+    assert!((kc[0] - 1.0).abs() < 1e-8, "{kc:?}");
     // A zero minimum score: the others get ρ = ∞ and k = 0, never NaN.
-    let (r, k) = ogm(OgmForm::Paper, true).coefficients(&[3.0, 0.0]).unwrap();
-    assert!(r[0].is_infinite() && r[1] == 1.0);
-    assert_eq!(k, vec![0.0, 1.0]);
+    for f in [OgmForm::Paper, OgmForm::Continuous] {
+        let (r, k) = ogm(f, true).coefficients(&[3.0, 0.0]).unwrap();
+        assert!(r[0].is_infinite() && r[1] == 1.0);
+        assert_eq!(k, vec![0.0, 1.0]);
+    }
     // Bad scores are input errors.
     assert!(matches!(
         ogm(OgmForm::Paper, true).coefficients(&[f64::NAN, 1.0]),
@@ -114,15 +132,14 @@ fn conv_grad() -> (Var, Vec<(String, Var)>, candle_core::backprop::GradStore) {
     (w, params, grads)
 }
 
-// PyTorch 2.15 (CPU), float32, the official `parms.grad * coeff` (plain OGM, no GE):
+// The official `parms.grad * coeff` (plain OGM, no GE) with s = (30, 12): ρ_audio = 2.5,
+// k = 1 − tanh(0.8·2.5) = 0.0359724199241831 (closed form), so the new gradient is k·c element by
+// element (c the gradient below). The GE σ is std(c) + 1e-8 of the ORIGINAL gradient, independent
+// of k; PyTorch 2.15 (CPU), float32:
 //   g = torch.tensor([0.5, -1.25, 2.0, 0.125, -0.75, 3.0, -2.5, 1.0]).reshape(2, 1, 2, 2)
-//   k = float(1 - torch.tanh(torch.tensor(0.8 * 1.5, dtype=torch.float64)))
-//   (g * k).flatten().tolist()
-//   -> [0.08317269384860992, -0.2079317271709442, 0.3326907753944397, 0.02079317346215248,
-//       -0.12475904077291489, 0.49903616309165955, -0.4158634543418884, 0.16634538769721985]
 //   g.std().item() + 1e-8 -> 1.7758768896920776
 #[test]
-fn deterministic_update_matches_pytorch() {
+fn deterministic_update_is_k_times_the_gradient() {
     let (w, params, mut grads) = conv_grad();
     let groups = ["encoder.audio".to_string(), "encoder.visual".to_string()];
     let report = ogm(OgmForm::Paper, false)
@@ -137,18 +154,12 @@ fn deterministic_update_matches_pytorch() {
         .unwrap();
     assert!(report.active);
     assert_eq!(report.tensors, vec![1, 0]);
+    let k = 0.0359724199241831;
+    assert!((report.coefficients[0] - k).abs() < 1e-12);
     let got = vec_f64(grads.get(w.as_tensor()).unwrap());
-    let want = [
-        0.08317269384860992,
-        -0.2079317271709442,
-        0.3326907753944397,
-        0.02079317346215248,
-        -0.12475904077291489,
-        0.49903616309165955,
-        -0.4158634543418884,
-        0.16634538769721985,
-    ];
-    assert_close(&got, &want, 1e-6, "k·g");
+    let c = [0.5, -1.25, 2.0, 0.125, -0.75, 3.0, -2.5, 1.0];
+    let want: Vec<f64> = c.iter().map(|x| x * k).collect();
+    assert_close(&got, &want, 1e-7, "k·g");
 
     // With GE, the noise σ reported is std(g) + 1e-8 of the original gradient.
     let (_, params, mut grads) = conv_grad();
@@ -197,7 +208,7 @@ fn ge_noise_has_the_gradient_std_and_is_reproducible_per_seed() {
     let (w, params, mut grads, g) = big_grad(100);
     let groups = ["encoder.audio".to_string(), "encoder.visual".to_string()];
     let o = ogm(OgmForm::Paper, true);
-    // visual is the stronger modality: k_v = 1 − tanh(0.8·relu(1.5 − 1)) = 1 − tanh(0.4)
+    // visual is the stronger modality: ρ_v = 1.5 > 1, k_v = 1 − tanh(0.8·1.5) = 1 − tanh(1.2)
     let report = o
         .apply(
             &mut grads,
@@ -209,7 +220,7 @@ fn ge_noise_has_the_gradient_std_and_is_reproducible_per_seed() {
         )
         .unwrap();
     let k = report.coefficients[1];
-    assert!((k - (1.0 - 0.4f64.tanh())).abs() < 1e-12);
+    assert!((k - (1.0 - 1.2f64.tanh())).abs() < 1e-12);
     let new = vec_f64(grads.get(w.as_tensor()).unwrap());
     let eps: Vec<f64> = new.iter().zip(&g).map(|(a, b)| a - k * b).collect();
     let n = eps.len() as f64;
@@ -288,16 +299,66 @@ fn window_is_half_open() {
     }
 }
 
+/// The official window `0 <= epoch <= 50` of 100 epochs, scaled to a 12-epoch run:
+/// `[0, round(51·12/100)) = [0, 6)`; `set_window` installs it.
+#[test]
+fn scaled_window_covers_the_same_share_of_the_run() {
+    let w = ModulationWindow { start: 0, end: 51 };
+    assert_eq!(w.scaled(100, 12), ModulationWindow { start: 0, end: 6 });
+    assert_eq!(w.scaled(100, 100), w);
+    assert_eq!(w.scaled(0, 12), w, "schedule 0 = literal epochs");
+    assert_eq!(w.scaled(100, 200), ModulationWindow { start: 0, end: 102 });
+    // IBML's [1, 90) of 100 in 12 epochs: 0.12 → 0, 10.8 → 11; PMR's [0, 101) of 150: 8.08 → 8.
+    assert_eq!(
+        ModulationWindow { start: 1, end: 90 }.scaled(100, 12),
+        ModulationWindow { start: 0, end: 11 }
+    );
+    assert_eq!(
+        ModulationWindow { start: 0, end: 101 }.scaled(150, 12),
+        ModulationWindow { start: 0, end: 8 }
+    );
+    let mut o = ogm(OgmForm::Paper, false);
+    o.set_window(w.scaled(100, 12)).unwrap();
+    for (epoch, active) in [(0, true), (5, true), (6, false), (11, false)] {
+        let (_, params, mut grads) = conv_grad();
+        let r = o
+            .apply(
+                &mut grads,
+                &params,
+                &["encoder.audio".to_string(), "encoder.visual".to_string()],
+                &[30.0, 12.0],
+                epoch,
+                &mut SeededRng::new(0),
+            )
+            .unwrap();
+        assert_eq!(r.active, active, "epoch {epoch}");
+    }
+    assert!(matches!(
+        o.set_window(ModulationWindow { start: 3, end: 2 }),
+        Err(ModulateError::Param(_))
+    ));
+}
+
 #[test]
 fn config_validation_and_serde_defaults() {
     let c: OgmGeConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(c, OgmGeConfig::default());
     assert_eq!(c.window, ModulationWindow { start: 0, end: 51 });
+    assert_eq!(c.form, OgmForm::Paper);
     let c: OgmGeConfig =
         serde_json::from_str(r#"{"alpha": 0.1, "form": "official", "scope": "all_encoder"}"#)
             .unwrap();
-    assert_eq!(c.form, OgmForm::Official);
+    // "official" is an alias of "paper": the paper's eq 10 and the official code agree.
+    assert_eq!(c.form, OgmForm::Paper);
     assert_eq!(c.scope, OgmScope::AllEncoder);
+    let c: OgmGeConfig = serde_json::from_str(r#"{"form": "continuous"}"#).unwrap();
+    assert_eq!(c.form, OgmForm::Continuous);
+    assert_eq!(serde_json::to_value(OgmForm::Paper).unwrap(), "paper");
+    assert_eq!(
+        serde_json::to_value(OgmForm::Continuous).unwrap(),
+        "continuous"
+    );
+    assert!(serde_json::from_str::<OgmGeConfig>(r#"{"form": "relu"}"#).is_err());
     assert!(serde_json::from_str::<OgmGeConfig>(r#"{"alpah": 0.1}"#).is_err());
     assert!(matches!(
         OgmGe::new(OgmGeConfig {
