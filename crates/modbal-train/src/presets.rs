@@ -187,6 +187,7 @@ pub const PRESETS: &[Preset] = &[
             v("train.epochs", "100", "official code (QinYang79/IBML): 100 epochs (reference-implementations.md)"),
             v("train.batch_size", "64", "paper silent; 64, the OGM-GE protocol IBML follows (§4.1 \"Following [2]\")"),
             v("train.optimizer.kind", "\"sgd\"", "IBML §4.1: SGD"),
+            v("train.optimizer.lr", "0.001", "paper silent on the rate (§4.1: \"a warmup strategy with a larger learning rate\"); official code (QinYang79/IBML): base 1e-3, which the method's warm-up raises to its 1e-2 peak (docs/methods/ibml.md)"),
             v("train.optimizer.momentum", "0.9", "IBML §4.1: momentum 0.9"),
             v("train.optimizer.weight_decay", "0.0001", "IBML §4.1: weight decay 1e-4"),
         ],
