@@ -1,12 +1,17 @@
 //! CAL (`method.name = "cal"`): end-to-end runs on `synth-vec` and the mechanism on one step.
 //!
 //! Reference values are closed forms of the paper's equations: `W = φ × R` (eq 1),
-//! `a = softmax(T·W)` with T = 1 (eq 7), `g ← (1 + a^m)·g` on `encoder.<m>` (eq 8).
+//! `a = softmax(T·W)` at the default T (eq 7), `g ← (1 + a^m)·g` on `encoder.<m>` (eq 8; Table 6
+//! "None": `(1 + η/M)·g`), `β = exp(−λ a)` inside eq 13, and the Gaussian MI of a correlated
+//! Gaussian sample, `−½ log(1 − r²)` per pair (the `full_shrinkage` estimator).
 
 use candle_core::{DType, Device, Tensor};
 use modbal::core::{Batch, EvalOutputs, Method, MultimodalModel, RunContext};
 use modbal::encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet};
-use modbal::methods::cal::{Cal, CalMethodConfig, GradientStrategy};
+use modbal::methods::cal::{
+    eq9_beta, schafer_strimmer_lambda, shrinkage_gaussian_mi, Cal, CalMethodConfig,
+    GradientStrategy, DEFAULT_TEMPERATURE,
+};
 use modbal::tensors::SeededRng;
 use modbal::train::{EpochRecord, RunConfig, TrainOptions};
 use std::path::Path;
@@ -87,9 +92,9 @@ fn run_logs_phi_r_w_a_per_modality_with_softmax_a() {
                 assert!(v.is_finite(), "{key} = {v}");
             }
         }
-        // Eq 7 with T = 1: a = softmax(W), closed form for two modalities.
+        // Eq 7 at the default T: a = softmax(T·W), closed form for two modalities.
         assert!((sum_a - 1.0).abs() < 1e-12, "a sums to {sum_a}");
-        let a0 = 1.0 / (1.0 + (w[1] - w[0]).exp());
+        let a0 = 1.0 / (1.0 + (DEFAULT_TEMPERATURE * (w[1] - w[0])).exp());
         assert!(
             (a[0] - a0).abs() < 1e-12,
             "a_audio {} vs softmax {a0}",
@@ -173,11 +178,18 @@ fn larger_w_gets_larger_a_and_eq8_scales_exactly_that_encoder() {
     assert!(w[0] != w[1]);
     assert_eq!(w[0] > w[1], a[0] > a[1], "W {w:?} a {a:?}");
 
-    // (b) One step with a hand-set a: encoder.<m> gradients are exactly (1 + a^m)·g, the
-    // head's are untouched.
-    for strategy in [GradientStrategy::Strong, GradientStrategy::None] {
+    // (b) One step with a hand-set a: encoder.<m> gradients are exactly (1 + η a^m)·g for
+    // "strong", (1 + η/M)·g for Table 6 "None" (fixed a = [0.5, 0.5]), untouched for "off";
+    // the head's are untouched.
+    for (strategy, eta) in [
+        (GradientStrategy::Strong, 1.0),
+        (GradientStrategy::None, 1.0),
+        (GradientStrategy::None, 0.4),
+        (GradientStrategy::Off, 1.0),
+    ] {
         let mut cal = Cal::new(CalMethodConfig {
             gradient: strategy,
+            eta,
             ..Default::default()
         })
         .unwrap();
@@ -194,17 +206,22 @@ fn larger_w_gets_larger_a_and_eq8_scales_exactly_that_encoder() {
         for (name, var) in model.params().trainable() {
             let g0 = plain.get(var.as_tensor()).unwrap();
             let g1 = grads.get(var.as_tensor()).unwrap();
+            let enc_factor = |m: usize| match strategy {
+                GradientStrategy::Strong => 1.0 + eta * hand[m],
+                GradientStrategy::None => 1.0 + eta / 2.0,
+                _ => 1.0,
+            };
             let (k, factor) = if name.starts_with("encoder.audio.") {
-                (0, 1.0 + hand[0])
+                (0, enc_factor(0))
             } else if name.starts_with("encoder.visual.") {
-                (1, 1.0 + hand[1])
+                (1, enc_factor(1))
             } else {
                 (2, 1.0)
             };
             seen[k] += 1;
             let v0: Vec<f32> = g0.flatten_all().unwrap().to_vec1().unwrap();
             let v1: Vec<f32> = g1.flatten_all().unwrap().to_vec1().unwrap();
-            if strategy == GradientStrategy::None || k == 2 {
+            if strategy == GradientStrategy::Off || k == 2 {
                 assert_eq!(
                     v0, v1,
                     "{name}: {strategy:?} must leave the gradient bit-identical"
@@ -220,6 +237,20 @@ fn larger_w_gets_larger_a_and_eq8_scales_exactly_that_encoder() {
             }
         }
         assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+        // The logged factors are the applied ones.
+        let log = c.log.take();
+        for (m, name) in ["audio", "visual"].iter().enumerate() {
+            let want = match strategy {
+                GradientStrategy::Strong => 1.0 + eta * hand[m],
+                GradientStrategy::None => 1.0 + eta / 2.0,
+                _ => 1.0,
+            };
+            let got = log[&format!("factor.{name}")].as_f64().unwrap();
+            assert!(
+                (got - want).abs() < 1e-12,
+                "{strategy:?} factor.{name} {got}"
+            );
+        }
         // The compressors' gradients are consumed by their own optimizer, not passed on.
         for (_, v) in cal.compressor_params() {
             assert!(grads.get(v.as_tensor()).is_none());
@@ -230,9 +261,17 @@ fn larger_w_gets_larger_a_and_eq8_scales_exactly_that_encoder() {
 #[test]
 fn aib_is_finite_and_its_gradient_reaches_compressors_and_encoders() {
     let (model, batch) = small_model_and_batch(32);
-    for aib in ["beta", "mi", "mx", "mx_mi", "inv_beta"] {
+    let cases = ["beta", "mi", "mx", "mx_mi", "inv_beta"]
+        .iter()
+        .flat_map(|a| [(*a, "projected"), (*a, "full_shrinkage")]);
+    for (aib, estimator) in cases {
+        let aib = &*format!("{aib} ({estimator})");
         let mut t = toml::Table::new();
-        t.insert("aib".into(), toml::Value::String(aib.into()));
+        t.insert(
+            "aib".into(),
+            toml::Value::String(aib.split(' ').next().unwrap().into()),
+        );
+        t.insert("mi_estimator".into(), toml::Value::String(estimator.into()));
         let cfg: CalMethodConfig = toml::Value::Table(t).try_into().unwrap();
         let mut cal = Cal::new(cfg).unwrap();
         let mut c = ctx();
@@ -341,6 +380,212 @@ fn bad_options_are_errors_naming_them() {
     assert_eq!(built.resolved["lambda_potential"].as_float(), Some(0.5));
     assert_eq!(built.resolved["lambda_compression"].as_float(), Some(2.0));
     assert_eq!(built.resolved["lambda_m"].as_float(), Some(0.1));
+    assert_eq!(
+        built.resolved["temperature"].as_float(),
+        Some(DEFAULT_TEMPERATURE)
+    );
+    assert_eq!(built.resolved["gradient"].as_str(), Some("strong"));
+    assert_eq!(built.resolved["mi_estimator"].as_str(), Some("projected"));
+    let e = err(&["method.mi_shrinkage_min=0"]);
+    assert!(e.contains("mi_shrinkage_min"), "{e}");
+    let e = err(&["method.mi_estimator=\"exact\""]);
+    assert!(e.contains("exact") || e.contains("mi_estimator"), "{e}");
+}
+
+/// Eq 9 and eq 13 on one batch with a hand-set a = (0.7, 0.3), λ_c = 2: each modality's AIB
+/// term is `softplus(−s)`, `s = β I(Z;F) − I(Z;X)` with `β = exp(−λ a)` ("beta", eq 9 as
+/// printed: the larger a gets the smaller β, i.e. relatively more compression) or
+/// `I(Z;F)/β − I(Z;X)` ("inv_beta" = `β' = exp(+λ a)`, the text's direction: the larger a gets
+/// the larger weight on I(Z;F), i.e. less compression).
+#[test]
+fn eq9_beta_direction_and_eq13_closed_form() {
+    let (model, batch) = small_model_and_batch(32);
+    let hand = [0.7, 0.3];
+    assert!(eq9_beta(2.0, hand[0]) < eq9_beta(2.0, hand[1]));
+    assert_eq!(eq9_beta(2.0, 0.7), (-1.4f64).exp());
+    for (aib, sign) in [("beta", -1.0), ("inv_beta", 1.0)] {
+        let mut t = toml::Table::new();
+        t.insert("aib".into(), toml::Value::String(aib.into()));
+        let cfg: CalMethodConfig = toml::Value::Table(t).try_into().unwrap();
+        let mut cal = Cal::new(cfg).unwrap();
+        cal.set_modulation(hand.to_vec());
+        let mut c = ctx();
+        cal.on_stage_start(&model, &mut c).unwrap();
+        let out = model.forward_t(&batch.inputs, true).unwrap();
+        let loss = cal.loss(&model, &batch, &out, &mut c).unwrap();
+        let log = c.log.take();
+        let mut weights = Vec::new();
+        for (m, name) in ["audio", "visual"].iter().enumerate() {
+            let i_f = log[&format!("mi_zf.{name}")].as_f64().unwrap();
+            let i_x = log[&format!("mi_zx.{name}")].as_f64().unwrap();
+            // The weight of I(Z;F) relative to I(Z;X) inside σ(·).
+            let w = (sign * 2.0 * hand[m]).exp();
+            weights.push(w);
+            let s = w * i_f - i_x;
+            let want = (1.0 + (-s).exp()).ln(); // softplus(−s) = −log σ(s), det_con = 1
+            let got = loss.parts[&format!("aib.{name}")]
+                .to_scalar::<f32>()
+                .unwrap() as f64;
+            assert!(
+                (got - want).abs() < 1e-5 * want.max(1.0),
+                "{aib} {name}: L = {got} vs {want}"
+            );
+        }
+        // beta: the high-a modality (audio) has the smaller weight on I(Z;F) → compressed more.
+        assert_eq!(weights[0] < weights[1], aib == "beta", "{aib}: {weights:?}");
+    }
+}
+
+/// `n` samples of `d` independent pairs (x_j, y_j), each standard bivariate normal with
+/// correlation r: `I(X; Y) = −(d/2)·log(1 − r²)`.
+fn correlated(n: usize, d: usize, r: f64, seed: u64) -> (Tensor, Tensor) {
+    let mut rng = SeededRng::new(seed);
+    let x = rng.normal_vec(n * d, 0.0, 1.0);
+    let e = rng.normal_vec(n * d, 0.0, 1.0);
+    let y: Vec<f64> = x
+        .iter()
+        .zip(&e)
+        .map(|(a, b)| r * a + (1.0 - r * r).sqrt() * b)
+        .collect();
+    (
+        Tensor::from_vec(x, (n, d), &Device::Cpu).unwrap(),
+        Tensor::from_vec(y, (n, d), &Device::Cpu).unwrap(),
+    )
+}
+
+/// The `full_shrinkage` estimator against the closed-form MI of correlated Gaussians (the
+/// estimated λ is small when N ≫ D), with x rescaled per column (MI is scale-free), and 0 for
+/// independent variables; f32 inputs give the same value. Tolerance: 4 asymptotic standard
+/// errors of the plug-in estimate (`√d·r/√N`) plus its bias for independent columns
+/// (`D_X·D_Y/(2N)`).
+#[test]
+fn full_shrinkage_mi_matches_gaussian_closed_form() {
+    let n = 20_000;
+    for (d, r) in [(1usize, 0.8), (3, 0.6), (4, 0.3)] {
+        let (x, y) = correlated(n, d, r, 11 + d as u64);
+        let want = -(d as f64) / 2.0 * (1.0 - r * r).ln();
+        let nf = n as f64;
+        let tol = 4.0 * (d as f64).sqrt() * r / nf.sqrt() + (d * d) as f64 / (2.0 * nf);
+        let scale = Tensor::new(&[3.0f64, 0.01, 250.0, 1.0][..d], &Device::Cpu).unwrap();
+        let xs = x.broadcast_mul(&scale).unwrap();
+        let est = shrinkage_gaussian_mi(&xs, &y, None, 1e-3).unwrap();
+        let got = est.mi.to_scalar::<f64>().unwrap();
+        assert!(
+            (got - want).abs() < tol,
+            "d {d} r {r}: {got} vs {want} ± {tol} (λ {})",
+            est.lambda
+        );
+        assert!(est.lambda < 0.01, "λ = {}", est.lambda);
+        eprintln!(
+            "d {d} r {r}: {got:.5} vs {want:.5} ± {tol:.5}, λ {:.2e}",
+            est.lambda
+        );
+        let f32s = shrinkage_gaussian_mi(
+            &xs.to_dtype(DType::F32).unwrap(),
+            &y.to_dtype(DType::F32).unwrap(),
+            Some(est.lambda),
+            1e-3,
+        )
+        .unwrap();
+        let g32 = f32s.mi.to_scalar::<f32>().unwrap() as f64;
+        assert!((g32 - got).abs() < 1e-4, "f32 {g32} vs f64 {got}");
+    }
+    // Independent: I = 0 (up to the plug-in bias D_X·D_Y/(2N) = 1e-4).
+    let (x, _) = correlated(n, 2, 0.0, 1);
+    let (_, y) = correlated(n, 2, 0.0, 2);
+    let got = shrinkage_gaussian_mi(&x, &y, None, 1e-3)
+        .unwrap()
+        .mi
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!((0.0..0.001).contains(&got), "independent: {got}");
+}
+
+/// With a fixed λ, the estimator is `gaussian_mi` with `shrinkage = λ, ridge = 0` (covariance
+/// shrunk to its diagonal = correlation shrunk to I) — both when `D_X + D_Y ≤ N` (D × D blocks)
+/// and when the widths exceed N (the N × N Gram route of the determinant lemma); its gradient
+/// reaches both operands.
+#[test]
+fn full_shrinkage_mi_equals_shrunk_gaussian_mi_on_both_routes() {
+    use modbal::info::gaussian::{gaussian_mi, GaussianConfig};
+    for (n, dx, dy, lambda) in [(50, 5, 3, 0.3), (24, 40, 10, 0.2), (16, 100, 1, 0.05)] {
+        let mut rng = SeededRng::new(n as u64);
+        let x = Tensor::from_vec(rng.normal_vec(n * dx, 0.0, 1.0), (n, dx), &Device::Cpu).unwrap();
+        // y depends on the first columns of x.
+        let noise =
+            Tensor::from_vec(rng.normal_vec(n * dy, 0.0, 1.0), (n, dy), &Device::Cpu).unwrap();
+        let y = ((x.narrow(1, 0, dy.min(dx)).unwrap() * 0.7).unwrap() + noise).unwrap();
+        let got = shrinkage_gaussian_mi(&x, &y, Some(lambda), 1e-3).unwrap();
+        let want = gaussian_mi(
+            &x,
+            &y,
+            &GaussianConfig {
+                ridge: 0.0,
+                shrinkage: lambda,
+            },
+        )
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+        let g = got.mi.to_scalar::<f64>().unwrap();
+        assert!(
+            (g - want).abs() < 1e-9 * want.abs().max(1.0),
+            "N {n}, D {dx}+{dy}: {g} vs gaussian_mi {want}"
+        );
+        assert!(g > 0.0);
+        // Differentiable in both operands.
+        let xv = candle_core::Var::from_tensor(&x).unwrap();
+        let yv = candle_core::Var::from_tensor(&y).unwrap();
+        let mi = shrinkage_gaussian_mi(xv.as_tensor(), yv.as_tensor(), Some(lambda), 1e-3)
+            .unwrap()
+            .mi;
+        let grads = mi.backward().unwrap();
+        for v in [&xv, &yv] {
+            let s = grads
+                .get(v.as_tensor())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(s > 0.0 && s.is_finite(), "gradient {s}");
+        }
+    }
+}
+
+/// The Schäfer–Strimmer intensity by its definition (loops over i ≠ j and samples k) against the
+/// Gram-matrix evaluation, for D < N and D > N.
+#[test]
+fn schafer_strimmer_lambda_matches_its_definition() {
+    for (n, d, seed) in [(12usize, 4usize, 1u64), (7, 11, 2), (30, 3, 3)] {
+        let mut rng = SeededRng::new(seed);
+        let mut u = rng.normal_vec(n * d, 0.0, 1.0);
+        // Correlate column 1 with column 0.
+        for k in 0..n {
+            u[k * d + 1] += 0.8 * u[k * d];
+        }
+        let nf = n as f64;
+        let (mut num, mut den) = (0.0, 0.0);
+        for i in 0..d {
+            for j in 0..d {
+                if i == j {
+                    continue;
+                }
+                let w: Vec<f64> = (0..n).map(|k| u[k * d + i] * u[k * d + j]).collect();
+                let wbar = w.iter().sum::<f64>() / nf;
+                let r = w.iter().sum::<f64>() / (nf - 1.0);
+                num += nf / (nf - 1.0).powi(3) * w.iter().map(|x| (x - wbar).powi(2)).sum::<f64>();
+                den += r * r;
+            }
+        }
+        let want = (num / den).clamp(0.0, 1.0);
+        let t = Tensor::from_vec(u, (n, d), &Device::Cpu).unwrap();
+        let got = schafer_strimmer_lambda(&t).unwrap();
+        assert!((got - want).abs() < 1e-12, "N {n} D {d}: {got} vs {want}");
+        assert!(want > 0.0 && want < 1.0, "{want}");
+    }
 }
 
 #[test]
@@ -354,9 +599,33 @@ fn ablation_options_run() {
             "method.gradient=\"none\"",
             "method.fused_target=\"features\"",
         ][..],
+        &[
+            "method.gradient=\"off\"",
+            "method.mi_estimator=\"full_shrinkage\"",
+        ][..],
     ] {
         let out = modbal::train::train(&cal_cfg(dir.path(), 1, 2, extra), &quiet()).unwrap();
         let s = out.summary.unwrap();
         assert!(s.test.fusion_acc > 0.0, "{extra:?}");
+        let recs = read_metrics(&out.run_dir);
+        let last = recs.iter().rev().find(|r| r.split == "train").unwrap();
+        for m in ["audio", "visual"] {
+            let f = last.method[&format!("factor.{m}")].as_f64().unwrap();
+            if extra[0].contains("\"none\"") {
+                assert_eq!(f, 1.5, "none: fixed a = 1/2");
+            }
+            if extra[0].contains("\"off\"") {
+                assert_eq!(f, 1.0, "off");
+            }
+            if extra.iter().any(|e| e.contains("full_shrinkage")) {
+                // Synth-vec widths (Z 32 + X 16 or 32, F 4 classes): the estimated λ per term.
+                for key in ["mi_lambda_zx", "mi_lambda_zf", "mi_zx", "mi_zf"] {
+                    let v = last.method[&format!("{key}.{m}")].as_f64().unwrap();
+                    assert!(v.is_finite() && v >= 0.0, "{key}.{m} = {v}");
+                }
+                let l = last.method[&format!("mi_lambda_zx.{m}")].as_f64().unwrap();
+                assert!(l > 0.0 && l <= 1.0, "λ {l}");
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ use candle_core::{Device, Tensor};
 use common::{assert_all_close, assert_close, col, LinearConcat};
 use modbal_contrib::cal::{
     marginal_contribution, marginal_contribution_from_logits, modulation_coefficients,
+    DEFAULT_TEMPERATURE,
 };
 use modbal_contrib::{
     CalConfig, CalContribution, CalEpochStats, CalState, CalVariant, ContribError, TemperatureForm,
@@ -116,6 +117,12 @@ fn softmax2(x: f64, y: f64) -> [f64; 2] {
     [a, 1.0 - a]
 }
 
+/// Eq 7 at the default temperature, closed form for two modalities:
+/// `a¹ = 1 / (1 + exp(T·(W² − W¹)))`.
+fn eq7(w1: f64, w2: f64) -> [f64; 2] {
+    softmax2(DEFAULT_TEMPERATURE * w1, DEFAULT_TEMPERATURE * w2)
+}
+
 /// Default config (γ = 0.2, n = 5, ε = 1e-8, λ = 0.5, P_max = 1, T = 1), φ = [0.2, 0.1],
 /// P_a = 0.5, 0.6, 0.7 and P_v = 0.3, 0.3, 0.4:
 /// t = 0: P̂ = [0.5, 0.3]; T = 0; R = 0.5·(1 − P̂) = [0.25, 0.35]; W = [0.05, 0.035]
@@ -124,7 +131,7 @@ fn softmax2(x: f64, y: f64) -> [f64; 2] {
 /// t = 2: P̂_a = 0.14 + 0.416 = 0.556, P̂_v = 0.08 + 0.24 = 0.32;
 ///        T_a = 0.036 / mean(0.5, 0.52) = 0.036/0.51, T_v = 0.02 / mean(0.3, 0.3) = 0.02/0.3;
 ///        R_a = 0.5·0.444 + 0.5·0.036/0.51, R_v = 0.5·0.68 + 0.5·0.02/0.3; W = φ·R
-/// a = softmax(W) at every step.
+/// a = softmax(T·W) at every step, T = DEFAULT_TEMPERATURE.
 #[test]
 fn tracker_sequence_by_hand() {
     let mut cal = CalContribution::new(CalConfig::default(), 2).unwrap();
@@ -138,14 +145,14 @@ fn tracker_sequence_by_hand() {
     assert_all_close(&r0.trend, &[0.0, 0.0], 0.0, "T(0)");
     assert_all_close(&r0.potential, &[0.25, 0.35], 1e-15, "R(0)");
     assert_all_close(&r0.contribution, &[0.05, 0.035], 1e-15, "W(0)");
-    assert_all_close(&r0.modulation, &softmax2(0.05, 0.035), 1e-15, "a(0)");
+    assert_all_close(&r0.modulation, &eq7(0.05, 0.035), 1e-14, "a(0)");
 
     let r1 = cal.update(&stats(phi, [0.6, 0.3])).unwrap();
     assert_all_close(&r1.smoothed, &[0.52, 0.3], 1e-15, "P̂(1)");
     assert_all_close(&r1.trend, &[0.04, 0.0], tol, "T(1)");
     assert_all_close(&r1.potential, &[0.26, 0.35], tol, "R(1)");
     assert_all_close(&r1.contribution, &[0.052, 0.035], tol, "W(1)");
-    assert_all_close(&r1.modulation, &softmax2(0.052, 0.035), tol, "a(1)");
+    assert_all_close(&r1.modulation, &eq7(0.052, 0.035), tol, "a(1)");
 
     let r2 = cal.update(&stats(phi, [0.7, 0.4])).unwrap();
     let t2 = [0.036 / 0.51, 0.02 / 0.3];
@@ -154,12 +161,7 @@ fn tracker_sequence_by_hand() {
     assert_all_close(&r2.trend, &t2, tol, "T(2)");
     assert_all_close(&r2.potential, &rr, tol, "R(2)");
     assert_all_close(&r2.contribution, &[0.2 * rr[0], 0.1 * rr[1]], tol, "W(2)");
-    assert_all_close(
-        &r2.modulation,
-        &softmax2(0.2 * rr[0], 0.1 * rr[1]),
-        tol,
-        "a(2)",
-    );
+    assert_all_close(&r2.modulation, &eq7(0.2 * rr[0], 0.1 * rr[1]), tol, "a(2)");
     assert_all_close(&cal.modulation(), &r2.modulation, 0.0, "current a");
     assert_eq!(cal.state().epoch, 3);
 }
@@ -217,7 +219,7 @@ fn table5_variants() {
         let r = cal.update(&stats([0.2, 0.1], [0.5, 0.3])).unwrap();
         assert_eq!(r.variant, variant);
         assert_all_close(&r.contribution, &w, 1e-15, &format!("{variant:?}"));
-        assert_all_close(&r.modulation, &softmax2(w[0], w[1]), 1e-15, "a");
+        assert_all_close(&r.modulation, &eq7(w[0], w[1]), 1e-14, "a");
     }
 }
 
@@ -235,6 +237,33 @@ fn temperature_forms() {
     // Large W stays finite (max shift).
     let big = modulation_coefficients(&[1000.0, 0.0], 1.0, TemperatureForm::Multiply).unwrap();
     assert_all_close(&big, &[1.0, 0.0], 1e-300, "large W");
+}
+
+/// The default T (docs/results/cal-temperature-sweep.md): eq 7 on given W against the closed
+/// form of a two-way softmax, `a¹ − a² = tanh(T·(W¹ − W²)/2)`, for contributions of the size
+/// seen in training (W ≈ 0.01–0.1), and through the tracker's default config.
+#[test]
+fn default_temperature_closed_form() {
+    let t = DEFAULT_TEMPERATURE;
+    assert_eq!(CalConfig::default().temperature, t);
+    for (w1, w2) in [(0.06, 0.02), (0.02, 0.06), (0.1, 0.01), (0.035, 0.035)] {
+        let a = modulation_coefficients(&[w1, w2], t, TemperatureForm::Multiply).unwrap();
+        let a1 = 1.0 / (1.0 + (-t * (w1 - w2)).exp());
+        assert_all_close(&a, &[a1, 1.0 - a1], 1e-14, "a = softmax(T·W)");
+        assert_close(a[0] - a[1], (t * (w1 - w2) / 2.0).tanh(), 1e-14, "a¹ − a²");
+    }
+    // Three modalities: a^m = exp(T W^m) / Σ_k exp(T W^k).
+    let w = [0.08, 0.03, -0.01];
+    let e: Vec<f64> = w.iter().map(|x| (t * x).exp()).collect();
+    let z: f64 = e.iter().sum();
+    let want: Vec<f64> = e.iter().map(|x| x / z).collect();
+    let a = modulation_coefficients(&w, t, TemperatureForm::Multiply).unwrap();
+    assert_all_close(&a, &want, 1e-14, "three modalities");
+    // The tracker at its default config: φ = [0.2, 0.1], P = [0.5, 0.3] → W = [0.05, 0.035].
+    let mut cal = CalContribution::new(CalConfig::default(), 2).unwrap();
+    let r = cal.update(&stats([0.2, 0.1], [0.5, 0.3])).unwrap();
+    let a1 = 1.0 / (1.0 + (-t * 0.015f64).exp());
+    assert_all_close(&r.modulation, &[a1, 1.0 - a1], 1e-14, "tracker a");
 }
 
 /// A checkpointed state (JSON round trip) continues the exact sequence.
@@ -276,7 +305,7 @@ fn config_defaults_serde_and_validation() {
         (d.gamma, d.window, d.epsilon, d.lambda),
         (0.2, 5, 1e-8, 0.5)
     );
-    assert_eq!((d.p_max, d.temperature), (1.0, 1.0));
+    assert_eq!((d.p_max, d.temperature), (1.0, DEFAULT_TEMPERATURE));
     assert_eq!(d.variant, CalVariant::PhiTimesR);
     let v: CalConfig = serde_json::from_str(r#"{"variant": "p_times_r"}"#).unwrap();
     assert_eq!(v.variant, CalVariant::PTimesR);

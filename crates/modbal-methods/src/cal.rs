@@ -7,9 +7,9 @@
 //!
 //! | paper | what | hook | building block |
 //! |---|---|---|---|
-//! | eq 1-5, 7 | `φ(m)` on the validation split, `P̂`, `T`, `R`, `W = φ×R`, `a = softmax(T·W)` | [`Method::on_validation`] (a is used from the next epoch on) | [`modbal_contrib::cal::CalContribution`], [`CalEpochStats::from_eval`] |
+//! | eq 1-5, 7 | `φ(m)` on the validation split, `P̂`, `T`, `R`, `W = φ×R`, `a = softmax(T·W)` (T = [`DEFAULT_TEMPERATURE`] = 30) | [`Method::on_validation`] (a is used from the next epoch on) | [`modbal_contrib::cal::CalContribution`], [`CalEpochStats::from_eval`] |
 //! | eq 8 | `g ← g + η·a^m·g` on `encoder.<m>` (Table 6 "Strong"; "Weak", "OGM", "None") | [`Method::modulate_grads`] | [`CalReinforcement`], [`OgmGe`] |
-//! | eq 9-14 | AIB: `Z_m = MLP_m(f_m)`, Gaussian `I(Z_m; F)`, `I(Z_m; X^(m))`, `β_m = exp(−λ_c a^m)`, `det_con` | [`Method::loss`], compressors stepped in [`Method::backward`] | [`gaussian_mi`] |
+//! | eq 9-14 | AIB: `Z_m = MLP_m(f_m)`, Gaussian `I(Z_m; F)`, `I(Z_m; X^(m))`, `β_m = exp(−λ_c a^m)` ([`eq9_beta`]), `det_con` | [`Method::loss`], compressors stepped in [`Method::backward`] | [`gaussian_mi`] or [`shrinkage_gaussian_mi`] |
 //! | eq 15 | `CE(p^f) + Σ_m CE(p^m) + λ_m·L_AIB` | [`Method::loss`] | [`cross_entropy`] |
 //!
 //! # AIB (eq 13), with shapes
@@ -25,15 +25,29 @@
 //! * `F` is the fused representation ("the fused features are used as the compression
 //!   target"): by default the fused logits `[B, C]` (the concat head's read-out of the
 //!   concatenated features); `fused_target = "features"` uses the concatenation `[B, Σ D_m]`.
-//! * `P_·` are fixed random projections (entries `N(0, 1/k)`, drawn once from the run's seeded
-//!   RNG) applied to any operand wider than `projection_dim = k` (default 16). A Gaussian MI on
-//!   `D_X + D_Y ≥ B` dimensions is singular (the batch is 64), and a projection is a
-//!   deterministic map, so `I(P Z; P' Y) ≤ I(Z; Y)` (data processing): the estimate is a lower
-//!   bound on the quantity the paper names, computed on `2k = 32 < B` dimensions. The raw input
-//!   `X^(m)` is flattened first (a 257×188 spectrogram becomes 48 316 columns, projected to k).
-//! * The Gaussian MI (eq 10-12) regularises the joint covariance with shrinkage 0.1 towards its
-//!   diagonal and a ridge of 1e-3 × each variance (`mi_shrinkage`, `mi_ridge`): differentiable,
-//!   finite and ≥ 0.
+//! * `mi_estimator = "projected"` (default): `P_·` are fixed random projections (entries
+//!   `N(0, 1/k)`, drawn once from the run's seeded RNG) applied to any operand wider than
+//!   `projection_dim = k` (default 16). A plain Gaussian MI on `D_X + D_Y ≥ B` dimensions is
+//!   singular (the batch is 64), and a projection is a deterministic map, so
+//!   `I(P Z; P' Y) ≤ I(Z; Y)` (data processing): the estimate is a **lower bound** on the
+//!   quantity the paper names, computed on `2k = 32 < B` dimensions. Minimising it — the
+//!   `−I(Z; X)` term of eq 13 — therefore minimises a lower bound of `I(Z; X)`, which does not
+//!   bound `I(Z; X)` from above: the information the 16 random directions miss is not
+//!   penalised, and the gap does not shrink with the batch size. The raw input `X^(m)` is
+//!   flattened first (a 257×188 spectrogram becomes 48 316 columns, projected to k). The MI
+//!   regularises the joint covariance with shrinkage 0.1 towards its diagonal and a ridge of
+//!   1e-3 × each variance (`mi_shrinkage`, `mi_ridge`): differentiable, finite and ≥ 0.
+//! * `mi_estimator = "full_shrinkage"`: [`shrinkage_gaussian_mi`] on the full widths (no
+//!   projection): the Gaussian MI of the joint correlation matrix shrunk towards the identity,
+//!   `R̃ = (1 − λ)R + λI`, with the Schäfer–Strimmer (Ledoit–Wolf type) intensity λ estimated
+//!   per batch and term ([`schafer_strimmer_lambda`], detached, floored at
+//!   `mi_shrinkage_min` = 1e-3, logged as `mi_lambda_zx.<m>` / `mi_lambda_zf.<m>`). `R̃` is
+//!   positive definite for any width, and when `D_X + D_Y > B` the log-determinants are taken
+//!   of `B × B` matrices (determinant lemma), so a 1024-wide input costs 64 × 64
+//!   factorisations. It estimates the named `I(Z; X)` itself; its bias (towards 0, from the
+//!   shrinkage) vanishes as the batch grows (λ → 0), unlike the projection's gap — but at
+//!   B = 64 with 1024-wide inputs (synth-av) the estimated λ of the `I(Z; X)` terms is
+//!   ≈ 0.6–0.75, so the bias is large there. An option, not the default.
 //! * `det_con = φ(c_m)/φ(m)` (eq 14's simplification) is measured on the validation split after
 //!   each epoch, like φ: `φ(c_m)` is eq 2 with modality m's features replaced by `c_m = Z_m`
 //!   (the compressors keep the feature width so that the same fusion head accepts them). Guard:
@@ -45,25 +59,43 @@
 //!   field's AdamW) is stepped in `backward` with the same `GradStore` as the model, before eq 8
 //!   is applied. The AIB gradient reaches the encoders through `f_m` (and through `F`).
 //!
+//! # β of eq 9: the printed direction and the text's
+//!
+//! Eq 9 prints `β_m = exp(−λ a^m)` and eq 13 multiplies `I(Z_m; F)` by it. Inside
+//! `−log σ(β I(Z;F) − I(Z;X))` the pressure on `I(Z;X)` relative to `I(Z;F)` is `1/β_m`, so
+//! the **higher**-contribution modality (larger a, smaller β) is compressed **more**. The text
+//! states the opposite ("high-contribution modalities retain more information with lower
+//! compression rates, while low-contribution modalities are compressed more strongly").
+//! modbal implements eq 9 as printed (`aib = "beta"`, the default, Table 4's best row); the
+//! text's direction is `aib = "inv_beta"`, i.e. `I(Z;F)/β_m − I(Z;X)` = `β'_m I(Z;F) − I(Z;X)`
+//! with `β'_m = exp(+λ a^m)` (Table 4's "1/β" row). With `a ≈ 1/M` (T = 1) neither is
+//! asymmetric (β ≈ exp(∓λ/M) for every modality); at the default T = 30 the direction matters.
+//!
 //! # Gradient strategies (Table 6)
 //!
 //! * `strong` (default, eq 8): `g ← (1 + η a^m) g` on every tensor of `encoder.<m>`.
 //! * `weak` ("inverted weights to strengthen the low-contribution modalities"): the same with
 //!   `a_weak = softmax(−T·W)` (for two modalities exactly `a` with its entries swapped).
-//! * `ogm` ("gradient subtraction to suppress the strong modality"): OGM's
-//!   `k_m = 1 − tanh(α·relu(ρ_m − 1))` on every tensor of `encoder.<m>`, ρ from the batch's
-//!   per-modality true-class scores, no GE noise, every epoch (`ogm_alpha` = 0.8).
-//! * `none`: gradients untouched.
+//! * `ogm` ("gradient subtraction to suppress the strong modality"): OGM-GE's eq 10,
+//!   `k_m = 1 − tanh(α·ρ_m)` if `ρ_m > 1`, else 1 (`OgmForm::Paper`), on every tensor of
+//!   `encoder.<m>`, ρ from the batch's per-modality true-class scores, no GE noise, every epoch
+//!   (`ogm_alpha` = 0.8).
+//! * `none` (Table 6 "None": "does not apply any gradient modulation, with fixed weights of
+//!   [0.5, 0.5]"): eq 8 with the fixed `a = [1/M, …]`, i.e. `g ← (1 + η/M)·g` on every encoder
+//!   (1.5 g for two modalities): the same additive form without the contribution-guided weights.
+//! * `off` (not in Table 6): gradients untouched.
 //!
 //! # Logged per epoch (`metrics.jsonl`, train line, `method`)
 //! `phi`, `P`, `P_hat`, `T`, `R`, `W`, `a`, `beta`, `det_con`, `phi_compressed` (objects keyed by
 //! modality, from this epoch's validation; `a` is used from the next epoch on), `a_applied`
 //! (the `a` used during this epoch), `factor.<m>` (mean gradient factor applied), `mi_zf.<m>`,
-//! `mi_zx.<m>` (epoch means of the MI terms), and the loss parts `loss.ce_fused`,
-//! `loss.ce.<m>`, `loss.aib`, `loss.aib.<m>`.
+//! `mi_zx.<m>` (epoch means of the MI terms), `mi_lambda_zf.<m>`, `mi_lambda_zx.<m>` (epoch
+//! means of the estimated shrinkage, `full_shrinkage` only), and the loss parts
+//! `loss.ce_fused`, `loss.ce.<m>`, `loss.aib`, `loss.aib.<m>`.
 
 use crate::registry::{parse_options, Built};
 use candle_core::{backprop::GradStore, DType, Tensor, Var};
+pub use modbal_contrib::cal::DEFAULT_TEMPERATURE;
 use modbal_contrib::cal::{
     marginal_contribution, modulation_coefficients, CalConfig, CalContribution, CalEpochStats,
     CalState, CalVariant, TemperatureForm,
@@ -79,8 +111,8 @@ use modbal_modulate::{
     OgmGeConfig, OgmScope,
 };
 use modbal_tensors::{
-    cross_entropy, AdamW, AdamWConfig, Init, Linear, Optimizer, OptimizerState, ParamStore,
-    SeededRng,
+    cross_entropy, ops::logdet, AdamW, AdamWConfig, Init, Linear, Optimizer, OptimizerState,
+    ParamStore, SeededRng,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -103,10 +135,30 @@ pub enum GradientStrategy {
     Strong,
     /// Eq 8 with the inverted coefficients `softmax(−T·W)` (strengthens low contribution).
     Weak,
-    /// OGM's subtractive suppression of the strong modality (`k_m = 1 − tanh(α relu(ρ−1))`).
+    /// OGM's subtractive suppression of the strong modality: OGM-GE eq 10,
+    /// `k_m = 1 − tanh(α·ρ_m)` if `ρ_m > 1`, else 1 (`OgmForm::Paper`).
     Ogm,
-    /// No gradient modulation.
+    /// Table 6 "None": eq 8 with the fixed weights `a = [1/M, …]` ("fixed weights of
+    /// [0.5, 0.5]"), i.e. `g ← (1 + η/M)·g` on every encoder: no *dynamic* modulation.
     None,
+    /// Gradients untouched (not a Table 6 row; plain joint training with eq 15's loss).
+    Off,
+}
+
+/// How the Gaussian MI terms of eq 13 are estimated (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MiEstimator {
+    /// Both operands wider than `projection_dim` are multiplied by fixed random Gaussian
+    /// projections, then `modbal_info::gaussian::gaussian_mi` (shrinkage `mi_shrinkage`, ridge
+    /// `mi_ridge`). `I(PZ; P'X) ≤ I(Z; X)`: a lower bound of the named MI. The default.
+    #[default]
+    Projected,
+    /// [`shrinkage_gaussian_mi`] on the full widths: Gaussian MI of the correlation matrix
+    /// shrunk towards the identity with the Schäfer–Strimmer (Ledoit–Wolf type) intensity,
+    /// floored at `mi_shrinkage_min`; computed through the N × N Gram matrices when the widths
+    /// exceed the batch.
+    FullShrinkage,
 }
 
 /// The AIB objective inside `−log σ(·)` (CAL Table 4).
@@ -153,7 +205,8 @@ pub struct CalMethodConfig {
     /// λ_m of eq 15 (weight of L_AIB), ≥ 0; 0 switches AIB off. Default 0.1 (§4.1 "the
     /// compression parameter λ_m was set to 0.1").
     pub lambda_m: f64,
-    /// Temperature T of eq 7, > 0. Default 1 (the paper gives none).
+    /// Temperature T of eq 7, > 0. Default [`DEFAULT_TEMPERATURE`] (the paper gives none;
+    /// chosen by the sweep in `docs/results/cal-temperature-sweep.md`).
     pub temperature: f64,
     /// How T enters eq 7: `multiply` (eq 7 as printed, default) or `divide`.
     pub temperature_form: TemperatureForm,
@@ -166,7 +219,8 @@ pub struct CalMethodConfig {
     pub epsilon: f64,
     /// η of the reinforcement term (eq 8 prints η = 1 implicitly; the text names η). Default 1.
     pub eta: f64,
-    /// Table 6 strategy: `strong` (default), `weak`, `ogm`, `none`.
+    /// Table 6 strategy: `strong` (default), `weak`, `ogm`, `none` (fixed a = 1/M); `off`
+    /// leaves the gradients untouched.
     pub gradient: GradientStrategy,
     /// α of the `ogm` strategy, ≥ 0. Default 0.8 (OGM-GE's CREMA-D value).
     pub ogm_alpha: f64,
@@ -179,10 +233,17 @@ pub struct CalMethodConfig {
     /// k: operands of the Gaussian MI wider than k are randomly projected to k columns, ≥ 1.
     /// Default 16 (see the module docs).
     pub projection_dim: usize,
-    /// Ridge of the Gaussian covariance (multiple of each variance), ≥ 0. Default 1e-3.
+    /// Estimator of the MI terms of eq 13: `projected` (default) or `full_shrinkage`.
+    pub mi_estimator: MiEstimator,
+    /// Ridge of the Gaussian covariance (multiple of each variance), ≥ 0. Default 1e-3
+    /// (`projected` only).
     pub mi_ridge: f64,
-    /// Shrinkage of the Gaussian covariance towards its diagonal, in [0, 1]. Default 0.1.
+    /// Shrinkage of the Gaussian covariance towards its diagonal, in [0, 1]. Default 0.1
+    /// (`projected` only).
     pub mi_shrinkage: f64,
+    /// Lower bound of the estimated shrinkage intensity of `full_shrinkage`, in (0, 1].
+    /// Default 1e-3 (keeps the Gram route defined when the data call for no shrinkage).
+    pub mi_shrinkage_min: f64,
     /// `|φ(m)|` below this gives `det_con = 1`, ≥ 0. Default 1e-3.
     pub phi_floor: f64,
     /// Lower clamp of det_con, > 0. Default 0.1.
@@ -203,7 +264,7 @@ impl Default for CalMethodConfig {
             lambda_potential: 0.5,
             lambda_compression: 2.0,
             lambda_m: 0.1,
-            temperature: 1.0,
+            temperature: DEFAULT_TEMPERATURE,
             temperature_form: TemperatureForm::Multiply,
             variant: CalVariant::PhiTimesR,
             p_max: 1.0,
@@ -215,8 +276,10 @@ impl Default for CalMethodConfig {
             fused_target: FusedTarget::Logits,
             compressor_hidden: 64,
             projection_dim: 16,
+            mi_estimator: MiEstimator::Projected,
             mi_ridge: 1e-3,
             mi_shrinkage: 0.1,
+            mi_shrinkage_min: 1e-3,
             phi_floor: 1e-3,
             det_con_min: 0.1,
             det_con_max: 10.0,
@@ -301,6 +364,12 @@ impl CalMethodConfig {
                 self.mi_shrinkage
             ));
         }
+        if !(self.mi_shrinkage_min > 0.0 && self.mi_shrinkage_min <= 1.0) {
+            return cfg_err(format!(
+                "mi_shrinkage_min must be in (0, 1], got {}",
+                self.mi_shrinkage_min
+            ));
+        }
         if !finite_pos(self.compressor_lr) {
             return cfg_err(format!(
                 "compressor_lr must be finite and > 0, got {}",
@@ -364,10 +433,193 @@ fn compress(mlp: &(Linear, Linear), f: &Tensor) -> Result<Tensor> {
     Ok((f + fc2.forward(&fc1.forward(f)?.relu()?)?)?)
 }
 
+/// Eq 9 as printed: `β_m = exp(−λ·a^m)`. It multiplies `I(Z_m; F)` inside eq 13, so a larger
+/// `a^m` gives a smaller β_m, i.e. relatively *more* weight on `−I(Z_m; X)`: more compression of
+/// the higher-contribution modality (the text says the opposite; `aib = "inv_beta"` is the
+/// text's direction, see the module docs).
+pub fn eq9_beta(lambda: f64, a: f64) -> f64 {
+    (-lambda * a).exp()
+}
+
 /// `−log σ(s) = softplus(−s) = relu(−s) + log(1 + exp(−|s|))`, stable for any s.
 fn neg_log_sigmoid(s: &Tensor) -> Result<Tensor> {
     let ns = s.neg()?;
     Ok((ns.relu()? + (s.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
+}
+
+/// The result of [`shrinkage_gaussian_mi`].
+#[derive(Clone, Debug)]
+pub struct ShrinkageMi {
+    /// `I(X; Y)` in nats, a scalar tensor of the inputs' dtype (differentiable).
+    pub mi: Tensor,
+    /// The shrinkage intensity λ used.
+    pub lambda: f64,
+}
+
+/// `[N, D]` (or `[N]`) float → `[N, D]` f64 (differentiable), with the name in errors.
+fn as_f64_matrix(x: &Tensor, what: &str) -> Result<Tensor> {
+    let x = match x.rank() {
+        1 => x.unsqueeze(1)?,
+        2 => x.clone(),
+        _ => {
+            return Err(ModbalError::Data(format!(
+                "shrinkage_gaussian_mi: {what} must be [N, D] or [N], got {:?}",
+                x.dims()
+            )))
+        }
+    };
+    if !x.dtype().is_float() {
+        return Err(ModbalError::Data(format!(
+            "shrinkage_gaussian_mi: {what} must be a float tensor, got {:?}",
+            x.dtype()
+        )));
+    }
+    Ok(x.to_dtype(DType::F64)?)
+}
+
+/// Columns centred and divided by their standard deviation (`N − 1` normaliser), `[N, D]`.
+/// A constant column stays (numerically) zero: its standard deviation is floored at
+/// `1e-6 ×` the root of the mean variance, so it adds λ to the diagonal of both `R̃_X` and
+/// `R̃_{XY}` and cancels in the MI.
+fn standardise(x: &Tensor) -> Result<Tensor> {
+    let n = x.dim(0)? as f64;
+    let xc = x.broadcast_sub(&x.mean_keepdim(0)?)?;
+    let var = (xc.sqr()?.sum_keepdim(0)? / (n - 1.0))?;
+    let mean_var = var.detach().mean_all()?.to_scalar::<f64>()?;
+    let floor = f64::max(1e-12 * mean_var, 1e-300);
+    Ok(xc.broadcast_div(&var.clamp(floor, f64::INFINITY)?.sqrt()?)?)
+}
+
+/// The Schäfer–Strimmer shrinkage intensity towards the identity for the correlation matrix
+/// of standardised data `u: [N, D]` (Schäfer & Strimmer 2005, target "D", the Ledoit–Wolf
+/// construction on correlations):
+///
+/// ```text
+/// λ* = Σ_{i≠j} Var̂(r_ij) / Σ_{i≠j} r_ij²,   Var̂(r_ij) = N/(N−1)³ Σ_k (w_kij − w̄_ij)²,
+/// w_kij = u_ki u_kj,  r_ij = Σ_k w_kij/(N−1),  clamped to [0, 1]
+/// ```
+///
+/// evaluated without any `D × D` matrix when `D > N`: with the Gram matrix `K = U Uᵀ`,
+/// `Σ_ij r_ij² = ‖K‖²_F/(N−1)²` and `Σ_ij Σ_k (w_kij − w̄_ij)² = Σ_k K_kk² − ‖K‖²_F/N`; the
+/// diagonal terms (`i = j`) are subtracted from both sums. Detached (a plug-in estimate).
+pub fn schafer_strimmer_lambda(u: &Tensor) -> Result<f64> {
+    let u = u.detach().to_dtype(DType::F64)?;
+    let (n, d) = u.dims2()?;
+    if n < 2 {
+        return Err(ModbalError::Data(format!(
+            "schafer_strimmer_lambda: needs at least 2 samples, got {n}"
+        )));
+    }
+    let nf = n as f64;
+    let u2 = u.sqr()?;
+    let f = |t: Tensor| -> Result<f64> { Ok(t.to_scalar::<f64>()?) };
+    // Σ_k K_kk² with K_kk = ‖u_k‖².
+    let s_row = f(u2.sum(1)?.sqr()?.sum_all()?)?;
+    // Σ_{k,i} u_ki⁴.
+    let s4 = f(u2.sqr()?.sum_all()?)?;
+    // r_ii and Σ_i r_ii².
+    let rii2 = f((u2.sum(0)? / (nf - 1.0))?.sqr()?.sum_all()?)?;
+    // ‖UᵀU‖²_F = ‖UUᵀ‖²_F from the smaller of the two Gram matrices.
+    let gram = if d <= n {
+        u.t()?.matmul(&u)?
+    } else {
+        u.matmul(&u.t()?)?
+    };
+    let fk = f(gram.sqr()?.sum_all()?)?;
+    let off_r2 = fk / ((nf - 1.0) * (nf - 1.0)) - rii2;
+    let all_var = s_row - fk / nf;
+    let diag_var = s4 - (nf - 1.0) * (nf - 1.0) / nf * rii2;
+    let off_var = nf / (nf - 1.0).powi(3) * (all_var - diag_var);
+    Ok(if off_r2 > 0.0 && off_var.is_finite() {
+        (off_var / off_r2).clamp(0.0, 1.0)
+    } else {
+        1.0
+    })
+}
+
+/// Gaussian mutual information (CAL eq 10-12) on the **full** widths of `x: [N, D_X]` and
+/// `y: [N, D_Y]`, with the joint correlation matrix shrunk towards the identity:
+///
+/// ```text
+/// R̃ = (1 − λ)·R + λ·I,   R = UᵀU/(N − 1),  U = [U_X, U_Y] the standardised columns
+/// I(X; Y) = ½ (log det R̃_X + log det R̃_Y − log det R̃)        (R̃_X, R̃_Y its diagonal blocks)
+/// ```
+///
+/// This is `modbal_info::gaussian::gaussian_mi` with `shrinkage = λ`, `ridge = 0` (shrinking
+/// the covariance towards its diagonal is shrinking the correlation towards I), ≥ 0 by
+/// Fischer's inequality. `lambda = Some(λ)` fixes the intensity (λ ∈ [0, 1]; λ > 0 when
+/// `D_X + D_Y > N`); `None` estimates it with [`schafer_strimmer_lambda`] on `U` and floors it
+/// at `lambda_min`. When `D_X + D_Y ≤ N` the `D × D` blocks are factorised; otherwise, by the
+/// matrix determinant lemma (`det(λI_D + c·UᵀU) = λ^D det(I_N + (c/λ)·UUᵀ)`, the λ^D
+/// factors cancel),
+///
+/// ```text
+/// I = ½ (log det(I_N + s K_X) + log det(I_N + s K_Y) − log det(I_N + s (K_X + K_Y))),
+/// K = U Uᵀ,  s = (1 − λ)/(λ (N − 1))
+/// ```
+///
+/// so a 1024-wide raw input costs `N × N` factorisations. Computed in f64; differentiable in
+/// both inputs (λ is a constant of the graph); the result has the dtype of `x`.
+pub fn shrinkage_gaussian_mi(
+    x: &Tensor,
+    y: &Tensor,
+    lambda: Option<f64>,
+    lambda_min: f64,
+) -> Result<ShrinkageMi> {
+    let x64 = as_f64_matrix(x, "x")?;
+    let y64 = as_f64_matrix(y, "y")?;
+    let (n, dx) = x64.dims2()?;
+    let (ny, dy) = y64.dims2()?;
+    if n != ny || n < 2 || dx == 0 || dy == 0 {
+        return Err(ModbalError::Data(format!(
+            "shrinkage_gaussian_mi: x {:?} and y {:?} need the same N >= 2 and >= 1 column each",
+            x64.dims(),
+            y64.dims()
+        )));
+    }
+    let ux = standardise(&x64)?;
+    let uy = standardise(&y64)?;
+    let gram_route = dx + dy > n;
+    let lambda = match lambda {
+        Some(l) => l,
+        None => schafer_strimmer_lambda(&Tensor::cat(&[&ux, &uy], 1)?)?.max(lambda_min),
+    };
+    if !((0.0..=1.0).contains(&lambda) && (lambda > 0.0 || !gram_route)) {
+        return Err(ModbalError::Data(format!(
+            "shrinkage_gaussian_mi: lambda must be in (0, 1] (in [0, 1] when D_X + D_Y <= N), \
+             got {lambda}"
+        )));
+    }
+    let dev = x64.device();
+    let named = |a: &Tensor, what: &str| -> Result<Tensor> {
+        logdet(a).map_err(|e| {
+            ModbalError::Data(format!("shrinkage_gaussian_mi: log det of {what}: {e}"))
+        })
+    };
+    let mi = if !gram_route {
+        let u = Tensor::cat(&[&ux, &uy], 1)?;
+        let d = dx + dy;
+        let r = (u.t()?.matmul(&u)? / (n as f64 - 1.0))?;
+        let eye = Tensor::eye(d, DType::F64, dev)?;
+        let rt = ((r * (1.0 - lambda))? + (eye * lambda)?)?;
+        let lx = named(&rt.narrow(0, 0, dx)?.narrow(1, 0, dx)?, "R_X")?;
+        let ly = named(&rt.narrow(0, dx, dy)?.narrow(1, dx, dy)?, "R_Y")?;
+        let lz = named(&rt, "R_XY")?;
+        (((lx + ly)? - lz)? * 0.5)?
+    } else {
+        let s = (1.0 - lambda) / (lambda * (n as f64 - 1.0));
+        let kx = (ux.matmul(&ux.t()?)? * s)?;
+        let ky = (uy.matmul(&uy.t()?)? * s)?;
+        let eye = Tensor::eye(n, DType::F64, dev)?;
+        let lx = named(&(&eye + &kx)?, "I + sK_X")?;
+        let ly = named(&(&eye + &ky)?, "I + sK_Y")?;
+        let lz = named(&((&eye + &kx)? + &ky)?, "I + s(K_X + K_Y)")?;
+        (((lx + ly)? - lz)? * 0.5)?
+    };
+    Ok(ShrinkageMi {
+        mi: mi.to_dtype(x.dtype())?,
+        lambda,
+    })
 }
 
 fn scalar(t: &Tensor) -> Result<f64> {
@@ -580,28 +832,50 @@ impl Cal {
         let a = self.modulation(n_mod);
         let det = self.det_con(n_mod);
         let g = self.cfg.gaussian();
-        let target = project(&self.target(out)?, &comp.proj_t)?;
-        let mut total: Option<Tensor> = None;
+        let target = self.target(out)?;
+        // One MI term of eq 13 by the configured estimator; logs the shrinkage λ of
+        // `full_shrinkage` under `key`.
+        let mut mi = |z: &Tensor,
+                      pz: &Option<Tensor>,
+                      y: &Tensor,
+                      py: &Option<Tensor>,
+                      key: String|
+         -> Result<Tensor> {
+            match self.cfg.mi_estimator {
+                MiEstimator::Projected => Ok(gaussian_mi(&project(z, pz)?, &project(y, py)?, &g)?),
+                MiEstimator::FullShrinkage => {
+                    let r = shrinkage_gaussian_mi(z, y, None, self.cfg.mi_shrinkage_min)?;
+                    ctx.log.add_mean(key, r.lambda);
+                    Ok(r.mi)
+                }
+            }
+        };
+        let mut terms = Vec::with_capacity(n_mod);
         for m in 0..n_mod {
             let z = compress(&comp.mlps[m], &out.features[m])?;
-            let zp = project(&z, &comp.proj_z[m])?;
             let need_f = self.cfg.aib != AibVariant::Mi;
             let need_x = self.cfg.aib != AibVariant::Mx;
             let i_zf = if need_f {
-                Some(gaussian_mi(&zp, &target, &g)?)
+                let key = format!("mi_lambda_zf.{}", names[m]);
+                Some(mi(&z, &comp.proj_z[m], &target, &comp.proj_t, key)?)
             } else {
                 None
             };
             let i_zx = if need_x {
                 let x = batch.inputs[m]
                     .flatten_from(1)?
-                    .to_dtype(zp.dtype())?
+                    .to_dtype(z.dtype())?
                     .detach();
-                Some(gaussian_mi(&zp, &project(&x, &comp.proj_x[m])?, &g)?)
+                let key = format!("mi_lambda_zx.{}", names[m]);
+                Some(mi(&z, &comp.proj_z[m], &x, &comp.proj_x[m], key)?)
             } else {
                 None
             };
-            let beta = (-self.cfg.lambda_compression * a[m]).exp();
+            terms.push((i_zf, i_zx));
+        }
+        let mut total: Option<Tensor> = None;
+        for (m, (i_zf, i_zx)) in terms.into_iter().enumerate() {
+            let beta = eq9_beta(self.cfg.lambda_compression, a[m]);
             let s = match (self.cfg.aib, &i_zf, &i_zx) {
                 (AibVariant::Mi, _, Some(x)) => x.neg()?,
                 (AibVariant::Mx, Some(f), _) => f.clone(),
@@ -774,14 +1048,13 @@ impl Method for Cal {
         let n_mod = names.len();
         let groups: Vec<String> = (0..n_mod).map(|m| model.encoder_prefix(m)).collect();
         let factors = match self.cfg.gradient {
-            GradientStrategy::None => vec![1.0; n_mod],
-            GradientStrategy::Strong | GradientStrategy::Weak => {
-                let a = if self.cfg.gradient == GradientStrategy::Strong {
-                    self.modulation(n_mod)
-                } else if self.a_weak.len() == n_mod {
-                    self.a_weak.clone()
-                } else {
-                    vec![1.0 / n_mod as f64; n_mod]
+            GradientStrategy::Off => vec![1.0; n_mod],
+            GradientStrategy::Strong | GradientStrategy::Weak | GradientStrategy::None => {
+                let uniform = vec![1.0 / n_mod as f64; n_mod];
+                let a = match self.cfg.gradient {
+                    GradientStrategy::Strong => self.modulation(n_mod),
+                    GradientStrategy::Weak if self.a_weak.len() == n_mod => self.a_weak.clone(),
+                    _ => uniform,
                 };
                 let params = model.params().trainable();
                 self.reinforce.apply(grads, &params, &groups, &a)?.factors
@@ -842,7 +1115,7 @@ impl Method for Cal {
         let beta: Vec<f64> = self
             .a
             .iter()
-            .map(|a| (-self.cfg.lambda_compression * a).exp())
+            .map(|a| eq9_beta(self.cfg.lambda_compression, *a))
             .collect();
         let log = &mut ctx.log;
         log.set("phi", by_name(&names, &report.phi));
