@@ -16,7 +16,10 @@
 //!
 //!    `L^m = L_cls^m + α_con·L_con^m + α_com·L_com^m`                                   (eq 12)
 //!
-//!    * `L_con^m = Σ_i JS(ŷ_i^a, ŷ_i^m)` (eq 4-5; `js_reduction = "sum"` as eq 5, or `"mean"`),
+//!    * `L_con^m = (1/N) Σ_i JS(ŷ_i^a, ŷ_i^m)` (eq 4 per sample; `js_reduction = "mean"`, the
+//!      default, on the scale of the batch-mean CE of eq 3) or `Σ_i JS_i` as eq 5 is printed
+//!      (`js_reduction = "sum"`, N times larger: with N = 64 it outweighs L_cls and its gradient
+//!      dominates the controller's inner products),
 //!      [`modbal_info::divergence::js_divergence_logits`], anchor logits detached.
 //!    * `L_com^m = Î_v(f^a; f^m)` (eq 8, 11), [`modbal_info::club::Club::vclub`] with x = f^a
 //!      (detached), y = f^m. The q-network (eq 10, [`Club::q_update`] on detached features) is
@@ -24,21 +27,29 @@
 //!      initialised from the run RNG; it is updated before the estimate (Algorithm 1 line 14,
 //!      default) or after the model step (`q_update = "after_step"`), never in between.
 //!    * α (eq 13-16, [`UdiController`]): on one mini-batch per epoch (`controller_batch`, default
-//!      0) the three losses are back-propagated separately over one graph; ξ_k = ⟨g_cls, g_k⟩ over
-//!      the follower's trainable parameters present in both stores, ξ̃ = ReLU(ξ), α_k = ξ̃_k /
-//!      (ξ̃_con + ξ̃_com + ε). The new α is used from that batch on. `controller = false` keeps
-//!      the fixed `alpha_con`, `alpha_com` (Table 3).
+//!      0) three losses are back-propagated separately over one graph: the *multimodal*
+//!      classification loss `L_cls = CE(fuse(z^a, z^m), y)` (§3.3 "the task gradient (from the
+//!      multimodal classification loss)", Algorithm 1 line 15 lists L_cls beside L_cls^m; the
+//!      fusion is the inference one, `prediction`, with the frozen anchor's logits detached),
+//!      L_con and L_com. ξ_k = ⟨g_cls, g_k⟩ over the follower's trainable parameters present in
+//!      both stores, ξ̃ = ReLU(ξ), α_k = ξ̃_k / (ξ̃_con + ξ̃_com + ε). The new α is used from that
+//!      batch on. `controller = false` keeps the fixed `alpha_con`, `alpha_com` (Table 3).
 //!
-//! # Inference
-//! `predict` averages the modalities' predictions, label-free: by default the probabilities
-//! (returned as `log(mean_m softmax(z_m))`, valid logits), or the logits (`predict = "logits"`).
+//! # Inference and model selection
+//! `predict` fuses the modalities' logits, label-free: by default their sum `Σ_m z_m` (A.6:
+//! "summation fusion for two-modality datasets"; the sum head's fused logits), or the mean of
+//! their probabilities, returned as `log(mean_m softmax(z_m))` (`prediction = "prob_mean"`,
+//! §1's "mean-weighted averaging of unimodal outputs"). Only the epochs of the last follower
+//! stage are [`Method::selectable`]: unimodal-stage epochs train single encoders and are logged,
+//! never reported as UDI.
 //!
 //! # More than two modalities (appendix A.2, eq 26-27)
 //! The modalities are ordered by the same rule (a, b, c, …; a forced anchor goes first). Follower
 //! stage j trains `order[j + 1]` with everything before it frozen (eval mode):
-//! `L_con = JS(ŷ^{guide}, ŷ^c)` with ŷ^{guide} the mean probability of the guiding modalities
-//! (the fused output, as `predict`), `L_com = mean_p Î_v(f^p; f^c)` with one q-network per guiding
-//! modality (eq 26; ½(·+·) for three modalities), total as eq 27.
+//! `L_con = JS(ŷ^{guide}, ŷ^c)` with ŷ^{guide} the fused output of the guiding modalities (the
+//! `prediction` fusion, as `predict`), `L_com = mean_p Î_v(f^p; f^c)` with one q-network per
+//! guiding modality (eq 26; ½(·+·) for three modalities), total as eq 27. The controller's L_cls
+//! is the CE of the fused prediction of the guiding modalities and the follower.
 //!
 //! # Checkpoints
 //! The JSON [`Method::state`] holds the anchor, the order, α and the unimodal statistics, plus the
@@ -70,9 +81,9 @@ use std::collections::BTreeMap;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JsReduction {
-    /// `Σ_i JS_i`, as written in eq 5.
+    /// `Σ_i JS_i`, as eq 5 is printed (N times the mean).
     Sum,
-    /// `(1/N) Σ_i JS_i`, on the scale of the batch-mean CE (eq 3).
+    /// `(1/N) Σ_i JS_i`, on the scale of the batch-mean CE (eq 3). Default.
     Mean,
 }
 
@@ -86,15 +97,42 @@ pub enum QUpdate {
     AfterStep,
 }
 
-/// How `predict` fuses the modalities.
+/// How the modalities' logits are fused into one prediction: by `predict` (all modalities), for
+/// the controller's multimodal classification loss (guiding modalities and follower) and for the
+/// guide of a later follower (M ≥ 3, eq 26's ŷ^{ab}).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PredictFusion {
-    /// Mean of the softmax probabilities ("mean-weighted averaging of unimodal outputs", §1;
-    /// ŷ is a probability vector in eq 2); returned as its log.
-    Probs,
-    /// Mean of the logits.
-    Logits,
+pub enum Prediction {
+    /// `Σ_m z_m`: summation fusion (A.6, "summation fusion for two-modality datasets"). Default.
+    LogitSum,
+    /// `log(mean_m softmax(z_m))`: mean of the probabilities ("mean-weighted averaging of
+    /// unimodal outputs", §1), returned as its log (valid logits: CE on it is the NLL of the
+    /// averaged probabilities).
+    ProbMean,
+}
+
+impl Prediction {
+    /// The fused logits of `z` (each `[B, C]`, at least one).
+    pub fn fuse(self, z: &[Tensor]) -> Result<Tensor> {
+        let Some(first) = z.first() else {
+            return Err(ModbalError::Data(
+                "method udi: fusing the logits of zero modalities".into(),
+            ));
+        };
+        Ok(match self {
+            Prediction::LogitSum => {
+                let mut s = first.clone();
+                for t in &z[1..] {
+                    s = (s + t)?;
+                }
+                s
+            }
+            Prediction::ProbMean => softmax(&Tensor::stack(z, 0)?, D::Minus1)?
+                .mean(0)?
+                .clamp(1e-30, 1.0)?
+                .log()?,
+        })
+    }
 }
 
 /// Options of `udi` (TOML `[method]` section). Defaults and their sources:
@@ -109,12 +147,12 @@ pub enum PredictFusion {
 /// alpha_com = 1.0
 /// eps = 1e-8
 /// controller_batch = 0
-/// js_reduction = "sum"       # eq 5
+/// js_reduction = "mean"      # eq 3's batch mean; "sum" = eq 5 as printed
 /// club_hidden = 0            # 0 = 2 × anchor feature dim
 /// club_lr = 5e-3
 /// club_q_steps = 1           # Algorithm 1 line 14
 /// q_update = "before_estimate"
-/// predict = "probs"
+/// prediction = "logit_sum"   # A.6 summation fusion; "prob_mean" = §1 averaging
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -145,7 +183,11 @@ pub struct UdiConfig {
     /// The mini-batch (index within the follower epoch) on which α is recomputed (§3.3: "a single
     /// selected mini-batch", once per epoch). Default 0.
     pub controller_batch: usize,
-    /// `sum` (eq 5, default) or `mean` over the batch for L_con.
+    /// `mean` (default) or `sum` over the batch for L_con. Eq 5 is printed as a sum, which makes
+    /// L_con N times its mean, growing with the batch size while the CE of eq 3 does not (N = 64
+    /// in A.6; on synth-vec ≈ 13 nats against a CE of ≈ 0.7), so that α_con·L_con dominates
+    /// eq 12 and g_con dominates ξ; the mean keeps eq 12's terms on one scale, as eq 3, 8 and 10
+    /// (all batch means) do.
     pub js_reduction: JsReduction,
     /// Hidden size h of the CLUB q-network (h/2 units per network). 0: 2 × the anchor's feature
     /// dimension (the paper only says "lightweight"; `modbal_info::club` recommends ≥ 2·x_dim).
@@ -156,8 +198,9 @@ pub struct UdiConfig {
     pub club_q_steps: usize,
     /// When q is updated: `before_estimate` (Algorithm 1 order, default) or `after_step`.
     pub q_update: QUpdate,
-    /// Inference fusion: `probs` (default) or `logits`.
-    pub predict: PredictFusion,
+    /// Fusion of the modalities' logits: `logit_sum` (default, A.6) or `prob_mean` (§1). Used
+    /// by `predict`, by the controller's multimodal L_cls and by the guide of a later follower.
+    pub prediction: Prediction,
 }
 
 impl Default for UdiConfig {
@@ -172,12 +215,12 @@ impl Default for UdiConfig {
             alpha_com: 1.0,
             eps: UdiControllerConfig::default().eps,
             controller_batch: 0,
-            js_reduction: JsReduction::Sum,
+            js_reduction: JsReduction::Mean,
             club_hidden: 0,
             club_lr: DEFAULT_Q_LR,
             club_q_steps: DEFAULT_Q_STEPS,
             q_update: QUpdate::BeforeEstimate,
-            predict: PredictFusion::Probs,
+            prediction: Prediction::LogitSum,
         }
     }
 }
@@ -385,6 +428,11 @@ impl Udi {
         (self.st.alpha_con, self.st.alpha_com)
     }
 
+    /// The controller's last inner products (ξ_con, ξ_com) of eq 14, once it has run.
+    pub fn inner_products(&self) -> Option<(f64, f64)> {
+        self.st.xi_con.zip(self.st.xi_com)
+    }
+
     /// Stages `0..M` are the unimodal ones (M = the model's modality count), the rest follower
     /// stages.
     fn is_follower_stage(model: &dyn MultimodalModel, stage: usize) -> bool {
@@ -562,6 +610,16 @@ impl Method for Udi {
             .collect()
     }
 
+    /// Only the last follower stage is UDI (for M = 2 the one follower stage; for M ≥ 3 the
+    /// stage that trains the last modality, when every modality has been trained): the unimodal
+    /// stages (and earlier follower stages) are logged but never selected as the best epoch.
+    fn selectable(&self, stage: usize, stages: &[StageSpec]) -> bool {
+        stage + 1 == stages.len()
+            && stages
+                .get(stage)
+                .is_some_and(|s| s.name.starts_with("follower"))
+    }
+
     fn trainable_prefixes(&self, stage: usize, model: &dyn MultimodalModel) -> Vec<String> {
         let names = model.modalities();
         let group = |m: usize| {
@@ -670,30 +728,36 @@ impl Method for Udi {
             JsReduction::Sum => Reduction::Sum,
             JsReduction::Mean => Reduction::Mean,
         };
+        // The guiding modalities' logits, detached (the anchor is frozen).
+        let z_prev: Vec<Tensor> = prev
+            .iter()
+            .map(|&p| out.per_modality_logits[p].detach())
+            .collect();
         // The guide's prediction: the anchor's logits (eq 4-5), or for later followers the fused
-        // output of the guiding modalities, mean of their probabilities (eq 26), as log-probs.
-        let target = if prev.len() == 1 {
-            out.per_modality_logits[prev[0]].detach()
+        // output of the guiding modalities (eq 26's ŷ^{ab}, the `prediction` fusion).
+        let target = if z_prev.len() == 1 {
+            z_prev[0].clone()
         } else {
-            let z: Vec<Tensor> = prev
-                .iter()
-                .map(|&p| out.per_modality_logits[p].detach())
-                .collect();
-            softmax(&Tensor::stack(&z, 0)?, D::Minus1)?
-                .mean(0)?
-                .clamp(1e-30, 1.0)?
-                .log()?
+            self.cfg.prediction.fuse(&z_prev)?
         };
         let l_con = js_divergence_logits(&target, &out.per_modality_logits[m], red)?; // eq 4-5, 26
-                                                                                      // eq 8, 11; eq 26: mean over the guiding modalities.
+
+        // eq 8, 11; eq 26: mean over the guiding modalities.
         let mut l_com = self.clubs[0].vclub(&f_p[0], f_m)?;
         for (club, f_a) in self.clubs.iter().zip(&f_p).skip(1) {
             l_com = (l_com + club.vclub(f_a, f_m)?)?;
         }
         let l_com = (l_com / f_p.len() as f64)?;
         if self.cfg.controller && ctx.batch_index == self.cfg.controller_batch {
-            // eq 13: three backward passes over one graph (nothing updated in between).
-            let g_cls = l_cls.backward()?;
+            // eq 13: g_cls is the gradient of the *multimodal* classification loss (§3.3;
+            // Algorithm 1 line 15's L_cls, distinct from L_cls^m): CE of the fused prediction of
+            // the guiding modalities (detached) and the follower, fused as at inference.
+            let mut z_mm = z_prev.clone();
+            z_mm.push(out.per_modality_logits[m].clone());
+            let l_cls_mm = cross_entropy(&self.cfg.prediction.fuse(&z_mm)?, &batch.labels)?;
+            ctx.log.set("controller_cls_mm", scalar(&l_cls_mm)?);
+            // Three backward passes over one graph (nothing updated in between).
+            let g_cls = l_cls_mm.backward()?;
             let g_con = l_con.backward()?;
             let g_com = l_com.backward()?;
             let shared = Self::follower_vars(model, m);
@@ -737,12 +801,9 @@ impl Method for Udi {
         Ok(())
     }
 
+    /// The `prediction` fusion of every modality's logits (A.6 summation by default).
     fn predict(&self, _model: &dyn MultimodalModel, out: &MultimodalOutput) -> Result<Tensor> {
-        let z = Tensor::stack(&out.per_modality_logits, 0)?; // [M, B, C]
-        Ok(match self.cfg.predict {
-            PredictFusion::Logits => z.mean(0)?,
-            PredictFusion::Probs => softmax(&z, D::Minus1)?.mean(0)?.clamp(1e-30, 1.0)?.log()?,
-        })
+        self.cfg.prediction.fuse(&out.per_modality_logits)
     }
 
     fn on_validation(

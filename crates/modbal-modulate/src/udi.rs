@@ -4,7 +4,12 @@
 //!
 //! # Maths
 //! With `g_cls = ∇_θ L_cls` and `g_k = ∇_θ L_k` for each auxiliary loss k (eq 13; in UDI
-//! k ∈ {con, com}, the JS consistency and the vCLUB complementarity terms):
+//! k ∈ {con, com}, the JS consistency and the vCLUB complementarity terms). `L_cls` is the
+//! *multimodal* classification loss (§3.3: "the task gradient (from the multimodal
+//! classification loss)"; Algorithm 1 line 15 lists it beside the follower's own `L_cls^m`):
+//! the CE of the fused prediction of the frozen anchor (detached) and the follower, so `g_cls`
+//! lives on the follower's parameters. The controller only reads the stores; which loss each
+//! was taken of is the caller's (`modbal_methods::udi`):
 //!
 //! ```text
 //! ξ_k = Σ_{i ∈ K_k} g_cls[i] · g_k[i],   K_k = keys(g_cls) ∩ keys(g_k)     (eq 14)
