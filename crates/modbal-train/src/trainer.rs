@@ -131,7 +131,9 @@ struct CheckpointState {
     rng: RngState,
     method: serde_json::Value,
     best_epoch: Option<usize>,
-    best_val_acc: f64,
+    /// Validation accuracy of `best_epoch`; `None` (JSON `null`) while no selectable epoch has
+    /// been validated (e.g. UDI inside its unimodal stages). Older checkpoints hold a number.
+    best_val_acc: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -705,7 +707,7 @@ fn run_loop(
     if let Some((st, os)) = resumed {
         start_epoch = st.epochs_done;
         best_epoch = st.best_epoch;
-        best_acc = st.best_val_acc;
+        best_acc = st.best_val_acc.unwrap_or(f64::NEG_INFINITY);
         let bdir = s.dir.join("checkpoints").join("best");
         if best_epoch.is_some() {
             let map = candle_core::safetensors::load(bdir.join("model.safetensors"), &s.device)?;
@@ -906,7 +908,7 @@ fn run_loop(
                     rng: s.ctx.rng.state(),
                     method: s.method.state(),
                     best_epoch,
-                    best_val_acc: best_acc,
+                    best_val_acc: best_epoch.map(|_| best_acc),
                 },
             )?;
         }
