@@ -1,7 +1,8 @@
 //! ARM (AAAI'25): the paper's eq 5-18 on the `Method` hooks (`crates/modbal-methods/src/arm.rs`).
 //!
-//! Reference numbers are closed forms worked out in the comments (eq 13 ratios, eq 18 slope
-//! function, the official draft's step function); run-level tests use small `synth-vec` runs.
+//! Reference numbers are closed forms worked out in the comments (eq 13 ratios, eq 15's bounded
+//! denominator, eq 18's spread and slope functions, the official draft's step function, the
+//! warm-up scaled from the paper's schedule); run-level tests use small `synth-vec` runs.
 
 mod common;
 
@@ -57,8 +58,13 @@ fn ctx_at(epoch: usize) -> RunContext {
     ctx
 }
 
+/// An `Arm` with `opts` over the defaults; `schedule_epochs = 0` (warm-up taken literally) unless
+/// given.
 fn arm(opts: &[(&str, toml::Value)]) -> Arm {
-    let mut cfg = ArmConfig::default();
+    let mut cfg = ArmConfig {
+        schedule_epochs: 0,
+        ..Default::default()
+    };
     let mut t = toml::Table::try_from(&cfg).unwrap();
     for (k, v) in opts {
         t.insert(k.to_string(), v.clone());
@@ -95,6 +101,7 @@ fn arm_run(out: &Path, seed: u64, epochs: usize, extra: &[&str]) -> RunConfig {
         format!("out_dir={:?}", out.display().to_string()),
         "method.name=arm".into(),
         "method.warm_up_epochs=1".into(),
+        "method.schedule_epochs=0".into(),
     ];
     sets.extend(extra.iter().map(|s| s.to_string()));
     RunConfig::default().with_overrides(&sets).unwrap()
@@ -129,7 +136,10 @@ fn run_completes_and_logs_miv_fw_and_resampling() {
             "loss.ce",
             "loss.phi_mi",
             "loss.phi_cmi",
-            "resample.next_hist",
+            "dsr.next_copies_hist",
+            "dsr.copies_hist",
+            "dsr.epoch_len_ratio",
+            "warm_up_epochs_run",
         ] {
             assert!(
                 r.method.contains_key(k),
@@ -141,24 +151,51 @@ fn run_completes_and_logs_miv_fw_and_resampling() {
     // Warm-up epoch: plain training.
     assert_eq!(train[0].method["fw_active"], serde_json::json!(false));
     assert_eq!(train[0].method["bmml_active"], serde_json::json!(false));
-    assert_eq!(train[0].method["resample.active"], serde_json::json!(false));
-    // Afterwards: FW in use (Σ FW = M = 2, eq 13), re-sampled epochs longer than the split.
+    assert_eq!(train[0].method["dsr.active"], serde_json::json!(false));
+    assert_eq!(train[0].method["dsr.copies_hist"], serde_json::json!([480]));
+    assert_eq!(
+        train[0].method["dsr.epoch_len_ratio"],
+        serde_json::json!(1.0)
+    );
+    let bound = ArmConfig::default().spread_mean_copies_bound();
+    for r in &train {
+        // Eq 15 with the bounded denominator: every per-sample term ≤ 2(M − 1) = 2.
+        let l = r.method["loss.phi_cmi"].as_f64().unwrap();
+        assert!((0.0..=2.0).contains(&l), "epoch {}: L_phiCMI {l}", r.epoch);
+        assert_eq!(r.method["warm_up_epochs_run"], serde_json::json!(1));
+    }
+    // Afterwards: FW in use (FW ≥ 0, Σ FW = M = 2, eq 13), re-sampled epochs, selective.
     for r in &train[1..] {
         assert_eq!(r.method["fw_active"], serde_json::json!(true));
         assert_eq!(r.method["bmml_active"], serde_json::json!(true));
+        assert_eq!(r.method["dsr.active"], serde_json::json!(true));
         let fa = r.method["fw.audio"].as_f64().unwrap();
         let fv = r.method["fw.visual"].as_f64().unwrap();
+        assert!(fa >= 0.0 && fv >= 0.0, "FW {fa} {fv}");
         assert!((fa + fv - 2.0).abs() < 1e-9, "FW sum {}", fa + fv);
-        let hist = r.method["resample.hist"].as_object().unwrap();
-        let n: u64 = hist.values().map(|v| v.as_u64().unwrap()).sum();
-        assert_eq!(n, 480);
-        let len = r.method["resample.epoch_len"].as_u64().unwrap();
+        let hist: Vec<u64> = r.method["dsr.copies_hist"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(hist.iter().sum::<u64>(), 480);
+        let len = r.method["dsr.epoch_len"].as_u64().unwrap();
         let expect: u64 = hist
             .iter()
-            .map(|(k, v)| (k.parse::<u64>().unwrap() + 1) * v.as_u64().unwrap())
+            .enumerate()
+            .map(|(s, n)| (s as u64 + 1) * n)
             .sum();
         assert_eq!(len, expect);
-        assert!(len > 480);
+        let ratio = r.method["dsr.epoch_len_ratio"].as_f64().unwrap();
+        assert!((ratio - len as f64 / 480.0).abs() < 1e-12);
+        // Selective: most samples get no copy, and the mean is within the closed-form bound.
+        assert!(hist[0] > 240, "epoch {}: {hist:?}", r.epoch);
+        assert!(
+            ratio - 1.0 <= bound + 1e-12,
+            "epoch {}: ratio {ratio}",
+            r.epoch
+        );
     }
     // The FW used in epoch e are the ones valued at the end of epoch e−1.
     for w in train.windows(2) {
@@ -173,7 +210,7 @@ fn run_completes_and_logs_miv_fw_and_resampling() {
             r.method["phi_cmi.audio"].as_f64().unwrap(),
             r.method["phi_cmi.visual"].as_f64().unwrap(),
             r.method
-                .get("resample.hist")
+                .get("dsr.copies_hist")
                 .map(|h| h.to_string())
                 .unwrap_or_else(|| "-".into()),
             r.fusion_acc
@@ -197,54 +234,146 @@ fn run_completes_and_logs_miv_fw_and_resampling() {
 
 // ---- (2) re-sampling favours low-contribution samples ---------------------------------------
 
+/// `"spread"` (default): `s_n = max(0, round(k (z_n − z_0)))`, `z_n = (φ_n − μ)/σ` (population
+/// σ over the epoch), k = −2, z_0 = −1, i.e. `s = round(−2 z − 2)`.
 #[test]
-fn sampling_function_matches_eq18_and_the_step_variant() {
-    let slope = ArmConfig::default(); // k = −2
-                                      // s = max(0, round(k φ − k M)), M = 2, k = −2: round(4 − 2φ).
-    for (phi, s) in [
-        (0.0, 4),
-        (0.5, 3),
-        (0.74, 3), // 2.52
-        (1.0, 2),
-        (1.2, 2), // 1.6
-        (1.5, 1),
-        (2.0, 0),
-        (2.7, 0),  // −1.4, clamped
-        (-0.3, 5), // 4.6
+fn spread_sampling_matches_the_closed_form() {
+    let c = ArmConfig::default();
+    assert_eq!(c.sampling, Sampling::Spread);
+    // (a) φ = [0, 0.6 × 9]: μ = 0.54, σ² = (0.54² + 9 · 0.06²)/10 = 0.0324, σ = 0.18;
+    //     z = [−3, 1/3 × 9] → s = [round(4), round(−2.67) → 0 …] = [4, 0 × 9].
+    let mut phi = vec![0.6; 10];
+    phi[0] = 0.0;
+    let mut expect = vec![0u32; 10];
+    expect[0] = 4;
+    assert_eq!(c.extra_copies(&phi, 2), expect);
+    // (b) φ = [0, 0.2, 0.6 × 8]: μ = 0.5, σ² = (0.25 + 0.09 + 8 · 0.01)/10 = 0.042,
+    //     σ = 0.204939; z = [−2.4398, −1.4639, 0.4880 × 8]
+    //     → s = [round(2.880) = 3, round(0.928) = 1, 0 × 8].
+    let mut phi = vec![0.6; 10];
+    phi[0] = 0.0;
+    phi[1] = 0.2;
+    let mut expect = vec![0u32; 10];
+    expect[0] = 3;
+    expect[1] = 1;
+    assert_eq!(c.extra_copies(&phi, 2), expect);
+    // (c) Two points, 20 % at 0 and 80 % at 1: μ = 0.8, σ = 0.4, z = −2 / 0.5 → s = 2 / 0;
+    //     mean extra copies 0.4, close to the distribution-free bound
+    //     |k| (√(1 + c²) + c)/2 with c = z_0 + 1/(2|k|) = −0.75: 2 · (1.25 − 0.75)/2 = 0.5.
+    let phi: Vec<f64> = (0..10).map(|i| if i < 2 { 0.0 } else { 1.0 }).collect();
+    let s = c.extra_copies(&phi, 2);
+    assert_eq!(s, [2, 2, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert!((c.spread_mean_copies_bound() - 0.5).abs() < 1e-12);
+    // (d) A spread-out input, φ_i = 2i/1000 on [0, M = 2], i = 0..=1000: μ = 1,
+    //     σ² = 1002/3000 (σ = 0.577927). s ≥ 1 ⇔ z ≤ −1.25 ⇔ φ ≤ 1 − 1.25 σ = 0.27759
+    //     ⇔ i ≤ 138 (139 samples, i = 138: z = −1.2528 → round(0.506) = 1; i = 139: round(0.499)
+    //     = 0); s ≥ 2 ⇔ z ≤ −1.75 ⇔ φ < 0: none. Mean extra copies = 139/1001 = 0.1389.
+    //     App. C literally (`"slope"`): round(4 − 2φ) → mean ≈ 2 (every sample but the top ~quarter
+    //     gets 2-4 copies).
+    let phi: Vec<f64> = (0..=1000).map(|i| 2.0 * i as f64 / 1000.0).collect();
+    let s = c.extra_copies(&phi, 2);
+    assert_eq!(s.iter().filter(|&&x| x == 1).count(), 139);
+    assert!(s[..139].iter().all(|&x| x == 1) && s[139..].iter().all(|&x| x == 0));
+    let mean = |s: &[u32]| s.iter().map(|&x| x as f64).sum::<f64>() / s.len() as f64;
+    assert!((mean(&s) - 139.0 / 1001.0).abs() < 1e-12);
+    assert!(mean(&s) <= c.spread_mean_copies_bound());
+    let slope = ArmConfig {
+        sampling: Sampling::Slope,
+        ..Default::default()
+    };
+    let s_slope = slope.extra_copies(&phi, 2);
+    assert!(mean(&s_slope) > 1.9, "{}", mean(&s_slope));
+    // (e) The bound holds for any input: skewed, heavy-tailed and clustered vectors.
+    for (name, phi) in [
+        (
+            "squares",
+            (0..500)
+                .map(|i| (i as f64 / 500.0).powi(2))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "sqrt",
+            (0..500).map(|i| (i as f64 / 500.0).sqrt()).collect(),
+        ),
+        ("inverse", (1..=500).map(|i| 1.0 / i as f64).collect()),
+        (
+            "two clusters",
+            (0..500)
+                .map(|i| if i % 7 == 0 { 0.1 } else { 0.9 })
+                .collect(),
+        ),
     ] {
-        assert_eq!(slope.extra_copies(phi, 2), s, "phi {phi}");
+        for k in [-0.5, -1.0, -2.0, -3.0] {
+            let c = ArmConfig {
+                slope_k: k,
+                ..Default::default()
+            };
+            let m = mean(&c.extra_copies(&phi, 2));
+            assert!(
+                m <= c.spread_mean_copies_bound() + 1e-12,
+                "{name}, k {k}: {m} > {}",
+                c.spread_mean_copies_bound()
+            );
+        }
     }
-    assert_eq!(slope.extra_copies(f64::NAN, 2), 0);
+    // Non-increasing in φ within an epoch; no spread (σ = 0) or non-finite φ → no copies.
+    let phi: Vec<f64> = (0..200)
+        .map(|i| ((i * 37 % 200) as f64 / 100.0).sin())
+        .collect();
+    let s = c.extra_copies(&phi, 2);
+    for i in 0..200 {
+        for j in 0..200 {
+            if phi[i] < phi[j] {
+                assert!(s[i] >= s[j]);
+            }
+        }
+    }
+    assert_eq!(c.extra_copies(&[0.3; 5], 2), vec![0; 5]);
+    assert_eq!(c.extra_copies(&[0.0, f64::NAN, 0.6], 2)[1], 0);
+    assert_eq!(c.extra_copies(&[], 2), Vec::<u32>::new());
+}
+
+#[test]
+fn slope_and_step_sampling_match_app_c_and_the_draft() {
+    let slope = ArmConfig {
+        sampling: Sampling::Slope,
+        ..Default::default()
+    }; // k = −2
+       // s = max(0, round(k φ − k M)), M = 2, k = −2: round(4 − 2φ).
+    let phi = [0.0, 0.5, 0.74, 1.0, 1.2, 1.5, 2.0, 2.7, -0.3, f64::NAN];
+    //          4    3    2.52→3 2    1.6→2 1    0    −1.4→0 4.6→5 non-finite→0
+    assert_eq!(
+        slope.extra_copies(&phi, 2),
+        vec![4, 3, 3, 2, 2, 1, 0, 0, 5, 0]
+    );
     // Monotonically non-increasing in φ for every k of Table 5.
     for k in [-0.5, -1.0, -1.5, -2.0, -2.5, -3.0] {
         let c = ArmConfig {
             slope_k: k,
+            sampling: Sampling::Slope,
             ..Default::default()
         };
-        let mut prev = u32::MAX;
-        for i in 0..=300 {
-            let s = c.extra_copies(i as f64 / 100.0, 3);
-            assert!(
-                s <= prev,
-                "k {k}: F_s not decreasing at {}",
-                i as f64 / 100.0
-            );
-            prev = s;
-        }
+        let grid: Vec<f64> = (0..=300).map(|i| i as f64 / 100.0).collect();
+        let s = c.extra_copies(&grid, 3);
+        assert!(
+            s.windows(2).all(|w| w[0] >= w[1]),
+            "k {k}: F_s not decreasing"
+        );
     }
     // The official draft's step function: c < 0.5 → 3, 0.5–0.9 → 2, else 1.
     let step = ArmConfig {
         sampling: Sampling::Step,
         ..Default::default()
     };
-    for (phi, s) in [(0.0, 3), (0.49, 3), (0.5, 2), (0.89, 2), (0.9, 1), (1.7, 1)] {
-        assert_eq!(step.extra_copies(phi, 2), s, "phi {phi}");
-    }
+    assert_eq!(
+        step.extra_copies(&[0.0, 0.49, 0.5, 0.89, 0.9, 1.7], 2),
+        vec![3, 3, 2, 2, 1, 1]
+    );
 }
 
 #[test]
 fn epoch_indices_repeat_low_contribution_samples() {
-    let mut a = arm(&[("warm_up_epochs", 0.into())]);
+    let mut a = arm(&[("warm_up_epochs", 0.into()), ("sampling", "slope".into())]);
     // φ^CMI(X) per sample id → extra copies round(4 − 2φ): 3.8→4, 2.2→2, 3.2→3, 0.8→1, 3.2→3.
     let phi = [0.1, 0.9, 0.4, 1.6, 0.4];
     a.set_sample_contributions(&[0, 1, 2, 3, 4], &phi, 2)
@@ -267,14 +396,32 @@ fn epoch_indices_repeat_low_contribution_samples() {
         }
     }
     let log = ctx.log.take();
-    assert_eq!(
-        log["resample.hist"],
-        serde_json::json!({"1": 1, "2": 1, "3": 2, "4": 1})
-    );
-    assert_eq!(log["resample.epoch_len"], serde_json::json!(18));
+    // Samples with 0, 1, 2, 3, 4 extra copies.
+    assert_eq!(log["dsr.copies_hist"], serde_json::json!([0, 1, 1, 2, 1]));
+    assert_eq!(log["dsr.epoch_len"], serde_json::json!(18));
+    assert_eq!(log["dsr.epoch_len_ratio"], serde_json::json!(3.6));
+    assert_eq!(log["dsr.mean_extra_copies"], serde_json::json!(2.6));
     // A sample id never valued (6, 7) is trained once.
     let idx = a.epoch_indices(8, &mut ctx_at(0)).unwrap().unwrap();
     assert_eq!(idx.iter().filter(|&&j| j >= 5).count(), 3);
+
+    // Default ("spread") on ids 10..20 with case (b) of `spread_sampling_matches_the_closed_form`:
+    // copies [3, 1, 0 × 8] → epoch of 20 + 4 indices, histogram [8, 1, 0, 1] over the 10 valued
+    // samples (ids 0..10 were not valued: 10 more with 0 copies).
+    let mut a = arm(&[("warm_up_epochs", 0.into())]);
+    let mut phi = vec![0.6; 10];
+    phi[0] = 0.0;
+    phi[1] = 0.2;
+    let ids: Vec<usize> = (10..20).collect();
+    a.set_sample_contributions(&ids, &phi, 2).unwrap();
+    let mut ctx = ctx_at(0);
+    let idx = a.epoch_indices(20, &mut ctx).unwrap().unwrap();
+    assert_eq!(idx.len(), 24);
+    assert_eq!(idx.iter().filter(|&&j| j == 10).count(), 4);
+    assert_eq!(idx.iter().filter(|&&j| j == 11).count(), 2);
+    let log = ctx.log.take();
+    assert_eq!(log["dsr.copies_hist"], serde_json::json!([18, 1, 0, 1]));
+    assert_eq!(log["dsr.epoch_len_ratio"], serde_json::json!(1.2));
 }
 
 // ---- (3) predict is label-free ---------------------------------------------------------------
@@ -475,11 +622,19 @@ fn bad_options_are_named() {
     assert!(e.contains("lambda1"), "{e}");
     let e = err("phi_cmi_floor", 0.0.into());
     assert!(e.contains("phi_cmi_floor"), "{e}");
+    let e = err("spread_zero_point", f64::NAN.into());
+    assert!(e.contains("spread_zero_point"), "{e}");
+    // A warm-up as long as its schedule never ends.
+    let e = err("warm_up_epochs", 80.into());
+    assert!(
+        e.contains("warm_up_epochs") && e.contains("schedule_epochs"),
+        "{e}"
+    );
     let e = err("smooth_min_temperature", 0.0.into());
     assert!(e.contains("smooth_min_temperature"), "{e}");
     let e = err("sampling", "cubic".into());
     assert!(
-        e.contains("cubic") && e.contains("slope") && e.contains("step"),
+        e.contains("cubic") && e.contains("spread") && e.contains("slope") && e.contains("step"),
         "{e}"
     );
     // Through the run configuration.
@@ -492,6 +647,9 @@ fn bad_options_are_named() {
     let built = modbal::methods::build("arm", &toml::Table::new()).unwrap();
     for k in [
         "warm_up_epochs",
+        "schedule_epochs",
+        "spread_zero_point",
+        "phi_cmi_floor",
         "lambda1",
         "lambda2",
         "slope_k",
@@ -505,7 +663,76 @@ fn bad_options_are_named() {
     assert_eq!(built.resolved["slope_k"], toml::Value::Float(-2.0));
     assert_eq!(
         built.resolved["sampling"],
-        toml::Value::String("slope".into())
+        toml::Value::String("spread".into())
+    );
+    assert_eq!(built.resolved["schedule_epochs"], toml::Value::Integer(80));
+    assert_eq!(
+        built.resolved["spread_zero_point"],
+        toml::Value::Float(-1.0)
+    );
+}
+
+// ---- warm-up on the paper's schedule -------------------------------------------------------
+
+#[test]
+fn warm_up_is_scaled_from_the_paper_schedule() {
+    // 10 of the paper's 80 epochs (App. B) in a run of E epochs: round(10 E / 80), half up.
+    let c = ArmConfig::default();
+    assert_eq!((c.warm_up_epochs, c.schedule_epochs), (10, 80));
+    for (e, w) in [
+        (12, 2),  // 1.5 → 2
+        (80, 10), // the paper's schedule: unchanged
+        (4, 1),   // 0.5 → 1
+        (3, 0),   // 0.375 → 0
+        (20, 3),  // 2.5 → 3
+        (36, 5),  // 4.5 → 5
+        (160, 20),
+    ] {
+        assert_eq!(c.warm_up_for(e), w, "E = {e}");
+    }
+    let literal = ArmConfig {
+        schedule_epochs: 0,
+        ..Default::default()
+    };
+    assert_eq!(literal.warm_up_for(12), 10);
+
+    // Observable in metrics.jsonl of a tiny 12-epoch run with the defaults: 2 warm-up epochs
+    // (plain training), ARM from epoch 2 on.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RunConfig::default()
+        .with_overrides(&[
+            "dataset.name=synth-vec".into(),
+            "dataset.train=96".into(),
+            "dataset.val=32".into(),
+            "dataset.test=32".into(),
+            "train.epochs=12".into(),
+            format!("out_dir={:?}", dir.path().display().to_string()),
+            "method.name=arm".into(),
+        ])
+        .unwrap();
+    let out = common::train(&cfg);
+    let train: Vec<_> = common::read_metrics(&out.run_dir)
+        .into_iter()
+        .filter(|r| r.split == "train")
+        .collect();
+    assert_eq!(train.len(), 12);
+    for r in &train {
+        assert_eq!(r.method["warm_up_epochs_run"], serde_json::json!(2));
+        let on = serde_json::json!(r.epoch >= 2);
+        for k in ["bmml_active", "fw_active", "dsr.active"] {
+            assert_eq!(r.method[k], on, "epoch {}: {k}", r.epoch);
+        }
+    }
+
+    // A warm-up that covers the whole run (taken literally here) is an error, named.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = arm_run(dir.path(), 0, 4, &["method.warm_up_epochs=4"]);
+    let e = modbal::train::train(&cfg, &common::quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("warm_up_epochs") && e.contains("never activates"),
+        "{e}"
     );
 }
 

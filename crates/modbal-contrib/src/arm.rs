@@ -1,7 +1,7 @@
 //! ARM's mutual-information valuation metric (MIV): φ^MI, φ^CMI and the fusion weights FW.
 //!
 //! Paper: Gao et al., *Asymmetric Reinforcing against Multi-modal Representation Bias* (ARM,
-//! AAAI 2025), eq 5-13 and 16.
+//! AAAI 2025), eq 5-13, 15 (the per-sample balance term) and 16.
 //!
 //! # Which variables realise each term
 //!
@@ -32,24 +32,56 @@
 //! * `φ^CMI_n(x^i) = p_f,n(y_n) I(f_Y; f_{x^i}) + Σ_{j≠i} p_j,n(y_n) II(f_Y; f_{x^j}; f_{x^i})`
 //!   (eq 11);
 //! * `φ^CMI_n(X) = (1/M) Σ_i φ^CMI_n(x^i)` (eq 12);
-//! * `FW^i_n = φ^CMI_n(x^i) / φ^CMI_n(X)` (eq 13); `Σ_i FW^i_n = M`.
+//! * `FW^i_n = φ⁺_n(x^i) / ((1/M) Σ_k φ⁺_n(x^k))` with `φ⁺ = max(φ^CMI, 0)` (eq 13 on the
+//!   paper's range, see below); `FW^i_n ≥ 0`, `Σ_i FW^i_n = M`.
 //!
 //! Per batch (the [`ArmReport`]): every per-sample quantity is averaged over the N samples, and
-//! the batch fusion weights are the ratio of the means, `FW^i = mean_n φ^CMI_n(x^i) /
-//! mean_n φ^CMI_n(X)` (again `Σ_i FW^i = M`).
+//! the batch fusion weights are the ratio of the (clamped) means, `FW^i = φ⁺(x^i) /
+//! ((1/M) Σ_k φ⁺(x^k))` with `φ⁺(x^i) = max(mean_n φ^CMI_n(x^i), 0)` (again `Σ_i FW^i = M`).
+//!
+//! **Non-negative fusion weights (eq 13).** The paper states that φ^CMI lies in `[0, m]`
+//! (after eq 12) and that every modality contributes positively (Theorem 1), so eq 13 is a
+//! ratio of non-negative numbers and the FW are a non-negative re-weighting with `Σ FW = m`.
+//! With a real estimator the interaction term of eq 11 can be negative (`II ∈ [−1, 1]`, synergy:
+//! `NCMI > NMI`), so φ^CMI(x^i) can leave the range at the bottom (it cannot exceed `m`:
+//! `p ≤ 1`, `I ≤ 1`, `II ≤ 1`). Unclamped, eq 13 then gives a negative weight (the modality's
+//! features enter the fusion with flipped sign) and a weight above `m` for the other. modbal
+//! projects each φ^CMI(x^i) onto the paper's range before eq 12-13, i.e. clamps it at 0: on the
+//! range (every value ≥ 0) eq 13 is unchanged, outside it a modality with a negative
+//! contribution gets weight 0. Softplus or a shift by the minimum were rejected because they
+//! change FW also where every φ ≥ 0 (softplus(0) = ln 2; a shift changes the ratios).
+//!
+//! **Eq 15's denominator.** `L_φCMI = Σ_i |φ^CMI(x^i) − φ^CMI(X)| / φ^CMI(X)` divides by the
+//! signed mean, which is 0 whenever the contributions cancel (e.g. `(0.5, −0.5)`) and then
+//! explodes. [`cmi_gap_loss`] divides by `max((1/M) Σ_i |φ^CMI(x^i)|, floor)` instead: the mean
+//! of the absolute values equals φ^CMI(X) on the paper's range (every φ ≥ 0), so eq 15 is
+//! unchanged there, and for any values `Σ_i |φ_i − φ̄| ≤ 2(M−1)·(1/M) Σ_i |φ_i|` (the left side is
+//! convex, the ratio scale-free, so its maximum over `Σ|φ_i| = 1` is at a vertex `±e_k`, where it
+//! is `2(M−1)/M`), so the term is bounded by `2(M−1)` for every input (2 for two modalities).
+//! The value bound does not depend on `floor`; the gradient does: where the denominator is
+//! above the floor, `|∂L/∂φ_k| ≤ 4(M−1)/(M·D)` (`|∂N/∂φ_k| ≤ 2(M−1)/M`, `|∂D/∂φ_k| ≤ 1/M`, `L ≤ 2(M−1)`),
+//! so the floor caps the gradient at `4(M−1)/(M·floor)` per unit of contribution (below the
+//! floor the term is the absolute gap divided by `floor`). It also resolves `0/0`.
 //!
 //! **Smooth minimum (eq 16).** The paper writes `min_i I^i = max_i(−I^i) ≈ log Σ_i e^{−I^i}`;
-//! the right-hand side approximates `max_i(−I^i) = −min_i I^i`, so the sign is missing. modbal
-//! uses the corrected, temperature-scaled form
-//! `smin_τ(I) = −τ log Σ_i exp(−I^i / τ)` ∈ `[min_i I^i − τ log M, min_i I^i]` (τ = 1 is the
-//! paper's form; it is a lower bound of the min, so φ^MI(X) may be slightly negative).
+//! the right-hand side approximates `max_i(−I^i) = −min_i I^i`, so the sign is missing. With the
+//! sign restored, `−τ log Σ_i e^{−I^i/τ}` lies in `[min I − τ log M, min I]`: for τ = 1, M = 2
+//! and NMI values of 0-0.3 it is about −0.69 to −0.4, so `φ^MI(X) = p_f(y) · smin` would be
+//! **negative** and maximising it (eq 14) would push `p_f(y)` *down* — the opposite of what the
+//! paper states after eq 7 (`φ^MI ∈ [0, 1]`, maximised "towards increasing mutual
+//! information"). modbal therefore uses the log-**mean**-exp form
+//! `smin_τ(I) = −τ log((1/M) Σ_i exp(−I^i / τ))` ∈ `[min_i I^i, min(min_i I^i + τ log M,
+//! mean_i I^i)]`: the same smooth approximation shifted by the constant `τ log M`, so it keeps
+//! the paper's range (`φ^MI(X) ∈ [0, 1]` for NMI in `[0, 1]`) and tends to the minimum as τ → 0.
+//! Its gradient in the I's is the corrected eq 16's (weights `softmax(−I/τ)`).
 //!
 //! **Label-free evaluation.** The FW applied at inference are *numbers* computed from a
 //! labelled split (training batches or the validation split, eq 13: "FW works during the
 //! training phase and will take effect in the next epoch"), stored in [`ArmFusionWeights`] and
 //! applied to the features by [`ArmFusionWeights::apply_to_features`] — no label is touched at
-//! inference. When `mean_n φ^CMI_n(X) ≤ ε` (ratio undefined, e.g. no information yet) the
-//! weights fall back to 1 for every modality and `fallback` is set.
+//! inference. When the mean of the clamped contributions `(1/M) Σ_i φ⁺(x^i)` is ≤ ε (ratio
+//! undefined, e.g. no information yet, or every contribution ≤ 0) the weights fall back to 1 for
+//! every modality and `fallback` is set.
 //!
 //! **Differences from the official code** (see `shared/notes/reference-implementations.md`):
 //! the official code pairs flattened 512-d features element-wise with a linear projection of
@@ -66,6 +98,7 @@
 //!   `fused_label_prob [N]`, `modality_label_prob [N, M]`, `phi_mi [N, M]`, `phi_mi_joint [N]`,
 //!   `phi_mi_joint_smooth [N]`, `phi_cmi [N, M]`, `phi_cmi_joint [N]` — all in the logits' dtype
 //! * [`ArmFusionWeights::apply_to_features`]: `features[i]: [B, D_i]` → same shapes
+//! * [`cmi_gap_loss`]: `phi_cmi: [N, M]` → `[N]`
 
 use crate::error::{input_err, param_err, Result};
 use crate::stats::{check_features, check_labels, check_logits, model_device};
@@ -79,7 +112,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArmConfig {
-    /// τ of the smooth minimum (corrected eq 16), > 0. Default 1.0 (the paper's form).
+    /// τ of the smooth minimum (corrected eq 16, log-mean-exp form), > 0. Default 1.0 (the
+    /// paper's form).
     pub smooth_min_temperature: f64,
     /// Fusion weights fall back to 1 when the denominator `φ^CMI(X)` of eq 13 is ≤ this. ≥ 0.
     /// Default 1e-8.
@@ -114,8 +148,9 @@ impl ArmConfig {
     }
 }
 
-/// Smooth minimum `−τ log Σ_i exp(−v_i / τ)` of a `[M]` tensor (ARM eq 16, sign corrected),
-/// differentiable; computed with the (detached) minimum as shift. → scalar `[]`.
+/// Smooth minimum `−τ log((1/M) Σ_i exp(−v_i / τ))` of a `[M]` tensor (ARM eq 16, sign
+/// corrected, log-mean-exp form: in `[min v, min(min v + τ log M, mean v)]`, see the module
+/// docs), differentiable; computed with the (detached) minimum as shift. → scalar `[]`.
 ///
 /// Errors: `values` not `[M]` with M ≥ 1, τ not finite and > 0.
 pub fn smooth_min(values: &Tensor, tau: f64) -> Result<Tensor> {
@@ -128,10 +163,41 @@ pub fn smooth_min(values: &Tensor, tau: f64) -> Result<Tensor> {
     if !(tau > 0.0 && tau.is_finite()) {
         return param_err(format!("smooth_min: tau must be finite and > 0, got {tau}"));
     }
+    let m = values.dims()[0] as f64;
     let lo = values.min_keepdim(0)?.detach();
     let shifted = values.broadcast_sub(&lo)?;
     let lse = shifted.affine(-1.0 / tau, 0.0)?.exp()?.sum_all()?.log()?;
-    Ok(lse.affine(-tau, 0.0)?.add(&lo.squeeze(0)?)?)
+    // −τ (log Σ e^{−(v − lo)/τ} − log M) + lo
+    Ok(lse.affine(-tau, tau * m.ln())?.add(&lo.squeeze(0)?)?)
+}
+
+/// Eq 15 per sample with the bounded denominator of the module docs:
+/// `L_n = Σ_i |φ_n(x^i) − φ_n(X)| / max((1/M) Σ_i |φ_n(x^i)|, floor)`, `φ_n(X) = (1/M) Σ_i φ_n(x^i)`
+/// (eq 12). Differentiable (the gradient passes where the mean absolute value exceeds `floor`).
+/// `0 ≤ L_n ≤ 2(M − 1)` for every input; equals the paper's eq 15 where every `φ_n(x^i) ≥ 0`
+/// and `φ_n(X) ≥ floor`.
+///
+/// `phi_cmi: [N, M]` (e.g. [`ArmMiv::phi_cmi`]) → `[N]`.
+///
+/// Errors: `phi_cmi` not `[N, M]` with M ≥ 1, `floor` not finite and > 0.
+pub fn cmi_gap_loss(phi_cmi: &Tensor, floor: f64) -> Result<Tensor> {
+    if phi_cmi.rank() != 2 || phi_cmi.dims()[1] == 0 {
+        return input_err(format!(
+            "cmi_gap_loss: expected phi_cmi of shape [N, M] with M >= 1, got {:?}",
+            phi_cmi.dims()
+        ));
+    }
+    if !(floor > 0.0 && floor.is_finite()) {
+        return param_err(format!(
+            "cmi_gap_loss: floor must be finite and > 0, got {floor}"
+        ));
+    }
+    let joint = phi_cmi.mean_keepdim(1)?; // eq 12, [N, 1]
+    let num = phi_cmi.broadcast_sub(&joint)?.abs()?.sum(1)?; // [N]
+    let mean_abs = phi_cmi.abs()?.mean(1)?; // [N]
+                                            // max(mean_abs, floor) = relu(mean_abs − floor) + floor
+    let den = mean_abs.affine(1.0, -floor)?.relu()?.affine(1.0, floor)?;
+    Ok(num.div(&den)?)
 }
 
 /// The MIV quantities of N samples as tensors (see the module docs for every formula).
@@ -289,8 +355,9 @@ impl ArmMiv {
         self.fused_label_prob.dims()[0]
     }
 
-    /// Batch-level fusion weights `FW^i = mean_n φ^CMI_n(x^i) / mean_n φ^CMI_n(X)` (eq 13), with
-    /// the fallback of the module docs.
+    /// Batch-level fusion weights `FW^i = φ⁺(x^i) / ((1/M) Σ_k φ⁺(x^k))`, `φ⁺(x^i) =
+    /// max(mean_n φ^CMI_n(x^i), 0)` (eq 13 on the paper's range), with the fallback of the
+    /// module docs.
     pub fn fusion_weights(&self) -> Result<ArmFusionWeights> {
         let phi = host_vec(&self.phi_cmi.mean(0)?)?;
         ArmFusionWeights::from_phi_cmi(&phi, self.config.fw_epsilon)
@@ -328,22 +395,16 @@ impl ArmMiv {
     }
 
     /// Every per-sample quantity on the host, rows in input order (e.g. to key ARM's
-    /// re-sampling, eq 18, on `sample_ids`). Per-sample FW use the same fallback as the batch.
+    /// re-sampling, eq 18, on `sample_ids`). Per-sample FW use the same clamp and fallback as the
+    /// batch ([`ArmFusionWeights::from_phi_cmi`] on each row).
     pub fn per_sample(&self) -> Result<ArmPerSample> {
         let phi_cmi = host_mat(&self.phi_cmi)?;
         let joint = host_vec(&self.phi_cmi_joint)?;
         let eps = self.config.fw_epsilon;
         let fusion_weights = phi_cmi
             .iter()
-            .zip(&joint)
-            .map(|(row, &d)| {
-                if d > eps {
-                    row.iter().map(|v| v / d).collect()
-                } else {
-                    vec![1.0; row.len()]
-                }
-            })
-            .collect();
+            .map(|row| Ok(ArmFusionWeights::from_phi_cmi(row, eps)?.weights))
+            .collect::<Result<Vec<_>>>()?;
         Ok(ArmPerSample {
             phi_mi: host_mat(&self.phi_mi)?,
             phi_mi_joint: host_vec(&self.phi_mi_joint)?,
@@ -416,7 +477,8 @@ pub struct ArmPerSample {
     pub phi_cmi: Vec<Vec<f64>>,
     /// `φ^CMI_n(X)` (eq 12).
     pub phi_cmi_joint: Vec<f64>,
-    /// `FW^i_n = φ^CMI_n(x^i) / φ^CMI_n(X)` (eq 13; all 1 where `φ^CMI_n(X) ≤ ε`).
+    /// `FW^i_n = φ⁺_n(x^i) / ((1/M) Σ_k φ⁺_n(x^k))`, `φ⁺ = max(φ^CMI, 0)` (eq 13 on the paper's
+    /// range; all 1 where that mean is ≤ ε).
     pub fusion_weights: Vec<Vec<f64>>,
 }
 
@@ -424,9 +486,10 @@ pub struct ArmPerSample {
 /// at inference without labels. Serialisable as method state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArmFusionWeights {
-    /// `FW^i`, one per modality (Σ = M unless `fallback`, where all are 1).
+    /// `FW^i ≥ 0`, one per modality (Σ = M, also for the fallback, where all are 1).
     pub weights: Vec<f64>,
-    /// True when the eq 13 denominator was ≤ ε and the weights are the uniform fallback.
+    /// True when the eq 13 denominator (mean of the clamped φ^CMI) was ≤ ε and the weights are
+    /// the uniform fallback.
     pub fallback: bool,
 }
 
@@ -439,8 +502,10 @@ impl ArmFusionWeights {
         }
     }
 
-    /// `FW^i = φ_i / ((1/M) Σ_k φ_k)` from per-modality `φ^CMI(x^i)` values (eq 12-13); all 1
-    /// when that mean is ≤ `epsilon`.
+    /// `FW^i = φ⁺_i / ((1/M) Σ_k φ⁺_k)`, `φ⁺_i = max(φ_i, 0)`, from per-modality `φ^CMI(x^i)`
+    /// values (eq 12-13 with φ projected onto the paper's range `[0, M]`, see the module docs);
+    /// all 1 when that mean is ≤ `epsilon`. Every weight is ≥ 0 and they sum to M (the
+    /// normalised `FW^i / M` are a convex combination).
     ///
     /// Errors: empty or non-finite `phi_cmi`.
     pub fn from_phi_cmi(phi_cmi: &[f64], epsilon: f64) -> Result<Self> {
@@ -448,10 +513,11 @@ impl ArmFusionWeights {
             return input_err("ArmFusionWeights::from_phi_cmi: no values");
         }
         crate::stats::check_values(phi_cmi, phi_cmi.len(), "ArmFusionWeights::from_phi_cmi")?;
-        let joint = phi_cmi.iter().sum::<f64>() / phi_cmi.len() as f64;
+        let clamped: Vec<f64> = phi_cmi.iter().map(|v| v.max(0.0)).collect();
+        let joint = clamped.iter().sum::<f64>() / clamped.len() as f64;
         if joint > epsilon {
             Ok(Self {
-                weights: phi_cmi.iter().map(|v| v / joint).collect(),
+                weights: clamped.iter().map(|v| v / joint).collect(),
                 fallback: false,
             })
         } else {

@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use common::{assert_all_close, assert_close, col, LinearConcat};
-use modbal_contrib::arm::smooth_min;
+use modbal_contrib::arm::{cmi_gap_loss, smooth_min};
 use modbal_contrib::{ArmConfig, ArmFusionWeights, ArmMiv, ContribError};
 use modbal_info::discrete::{ncmi, normalized_mutual_information, Normalization};
 
@@ -32,7 +32,7 @@ fn to2(t: &Tensor) -> Vec<Vec<f64>> {
 /// NCMI(f; v | a) = 0 (f is a function of a, H(f|a) = 0);
 /// NCMI(f; a | v) = CMI / √(H(f|v) H(a|v)) = ln2 / √(ln2 · ln2) = 1.
 /// II(f; v; a) = 0 − 0 = 0; II(f; a; v) = 1 − 1 = 0.
-/// φ^MI = [1, 0]; φ^MI(X) = 1·min(1, 0) = 0; smooth: −ln(e^{−1} + e^{0}).
+/// φ^MI = [1, 0]; φ^MI(X) = 1·min(1, 0) = 0; smooth: −ln((e^{−1} + e^{0})/2) = 0.3799.
 /// φ^CMI(a) = 1·1 + p_v(y)·0 = 1, φ^CMI(v) = 1·0 + p_a(y)·0 = 0; φ^CMI(X) = ½; FW = [2, 0].
 #[test]
 fn informative_and_independent_modality() {
@@ -56,7 +56,7 @@ fn informative_and_independent_modality() {
     assert_close(r.pairs[1].interaction, 0.0, TOL, "II(f; v; a)");
     assert_all_close(&r.phi_mi, &[1.0, 0.0], TOL, "phi_MI");
     assert_close(r.phi_mi_joint, 0.0, TOL, "phi_MI(X)");
-    let smooth = -((-1.0f64).exp() + 1.0).ln();
+    let smooth = -(((-1.0f64).exp() + 1.0) / 2.0).ln();
     assert_close(r.phi_mi_joint_smooth, smooth, TOL, "phi_MI(X), smooth");
     assert_all_close(&r.phi_cmi, &[1.0, 0.0], TOL, "phi_CMI");
     assert_close(r.phi_cmi_joint, 0.5, TOL, "phi_CMI(X)");
@@ -68,7 +68,7 @@ fn informative_and_independent_modality() {
 /// of f), labels y = [0, 1, 1, 1] (sample 1 is mislabelled for every prediction).
 /// NMI(f; a) = NMI(f; v) = 1; NCMI(f; · | ·) = 0 (f is a function of either) → II = 1 both ways.
 /// p_f(y) = p_a(y) = [1, 0, 1, 1]; p_v(y) = [0, 1, 0, 0].
-/// φ^MI_n(i) = p_f(y)·1 = [1, 0, 1, 1]; φ^MI_n(X) = same; smooth = p_f(y)·(−ln 2e^{−1}) = p_f(y)(1 − ln 2).
+/// φ^MI_n(i) = p_f(y)·1 = [1, 0, 1, 1]; φ^MI_n(X) = same; smooth = p_f(y)·(−ln(2e^{−1}/2)) = p_f(y).
 /// φ^CMI_n(a) = p_f(y)·1 + p_v(y)·1 = [1, 1, 1, 1]
 /// φ^CMI_n(v) = p_f(y)·1 + p_a(y)·1 = [2, 0, 2, 2]
 /// φ^CMI_n(X) = [1.5, 0.5, 1.5, 1.5]; FW_n = [[2/3, 4/3], [2, 0], [2/3, 4/3], [2/3, 4/3]]
@@ -97,7 +97,7 @@ fn interaction_terms_weighted_by_modality_label_probabilities() {
         assert_all_close(&ps.phi_mi[n], &[pfy[n], pfy[n]], TOL, "phi_MI_n");
     }
     assert_all_close(&ps.phi_mi_joint, &pfy, TOL, "phi_MI_n(X)");
-    let s = 1.0 - 2f64.ln();
+    let s = 1.0;
     assert_all_close(
         &ps.phi_mi_joint_smooth,
         &pfy.map(|p| p * s),
@@ -204,8 +204,8 @@ fn fusion_weights_apply_without_labels() {
     let v: Vec<f32> = out[1].flatten_all().unwrap().to_vec1().unwrap();
     assert!(a.iter().all(|x| (x - 0.8).abs() < 1e-6), "{a:?}");
     assert!(v.iter().all(|x| (x - 1.2).abs() < 1e-6), "{v:?}");
-    // Non-positive φ^CMI(X): uniform fallback.
-    let fb = ArmFusionWeights::from_phi_cmi(&[0.5, -0.7], 1e-8).unwrap();
+    // Every contribution ≤ 0: uniform fallback.
+    let fb = ArmFusionWeights::from_phi_cmi(&[-0.5, -0.7], 1e-8).unwrap();
     assert!(fb.fallback);
     assert_all_close(&fb.weights, &[1.0, 1.0], 0.0, "fallback");
     assert!(matches!(
@@ -214,15 +214,36 @@ fn fusion_weights_apply_without_labels() {
     ));
 }
 
-/// Corrected eq 16: smin_τ(v) = −τ ln Σ exp(−v/τ); [1, 0] at τ = 1 → −ln(1 + e^{−1});
-/// τ → 0 tends to the hard minimum 0.
+/// Corrected eq 16 in log-mean-exp form: smin_τ(v) = −τ ln((1/M) Σ exp(−v/τ));
+/// [1, 0] at τ = 1 → ln 2 − ln(1 + e^{−1}) = 0.3799; at τ = 0.01 → 0.01 ln 2 (→ the minimum 0);
+/// equal values → that value; always in [min v, min(min v + τ ln M, mean v)], so ≥ 0 for NMI
+/// values (the paper's φ^MI ∈ [0, 1]); the sign-corrected log-sum-exp form would be ≤ 0 here.
 #[test]
 fn smooth_min_values() {
     let v = Tensor::new(&[1.0f64, 0.0], &Device::Cpu).unwrap();
     let s = smooth_min(&v, 1.0).unwrap().to_scalar::<f64>().unwrap();
-    assert_close(s, -(1.0 + (-1.0f64).exp()).ln(), 1e-15, "tau 1");
+    assert_close(s, 2f64.ln() - (1.0 + (-1.0f64).exp()).ln(), 1e-15, "tau 1");
     let s = smooth_min(&v, 0.01).unwrap().to_scalar::<f64>().unwrap();
-    assert_close(s, 0.0, 1e-12, "tau 0.01");
+    assert_close(s, 0.01 * 2f64.ln(), 1e-12, "tau 0.01");
+    let eq = Tensor::new(&[0.3f64, 0.3, 0.3], &Device::Cpu).unwrap();
+    let s = smooth_min(&eq, 1.0).unwrap().to_scalar::<f64>().unwrap();
+    assert_close(s, 0.3, 1e-15, "equal values");
+    for (vals, tau) in [
+        (vec![0.0, 0.0002], 1.0),
+        (vec![0.05, 0.3], 1.0),
+        (vec![0.9, 0.1, 0.4], 0.5),
+        (vec![0.2, 0.7, 0.7, 0.01], 0.1),
+    ] {
+        let t = Tensor::from_slice(&vals, vals.len(), &Device::Cpu).unwrap();
+        let s = smooth_min(&t, tau).unwrap().to_scalar::<f64>().unwrap();
+        let lo = vals.iter().cloned().fold(f64::INFINITY, f64::min);
+        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        let hi = mean.min(lo + tau * (vals.len() as f64).ln());
+        assert!(
+            s >= lo - 1e-15 && s <= hi + 1e-15,
+            "{vals:?}: {s} not in [{lo}, {hi}]"
+        );
+    }
     assert!(matches!(smooth_min(&v, 0.0), Err(ContribError::Param(_))));
 }
 
@@ -296,6 +317,171 @@ fn shape_errors_are_named() {
     };
     assert!(matches!(
         ArmMiv::new(&f, std::slice::from_ref(&f), &[0, 1], cfg),
+        Err(ContribError::Param(_))
+    ));
+}
+
+/// Eq 13 with negative contributions: φ is projected onto the paper's range [0, m] (clamped at
+/// 0) before eq 12-13, so FW ≥ 0 and Σ FW = M (FW/M sums to 1); on the range eq 13 is unchanged.
+/// Hand-computed:
+/// * (0.5, −0.1): unclamped eq 13 gives mean 0.2 → (2.5, −0.5); clamped (0.5, 0) → mean 0.25 →
+///   FW = (2, 0).
+/// * (0.9, −0.3, 0.3): clamped (0.9, 0, 0.3) → mean 0.4 → FW = (2.25, 0, 0.75).
+/// * (−0.2, 0.1): clamped (0, 0.1) → mean 0.05 → FW = (0, 2).
+/// * (0.6, 0.2) (on the range): mean 0.4 → (1.5, 0.5), as eq 13.
+#[test]
+fn fusion_weights_are_non_negative_with_negative_contributions() {
+    for (phi, expect) in [
+        (vec![0.5, -0.1], vec![2.0, 0.0]),
+        (vec![0.9, -0.3, 0.3], vec![2.25, 0.0, 0.75]),
+        (vec![-0.2, 0.1], vec![0.0, 2.0]),
+        (vec![0.6, 0.2], vec![1.5, 0.5]),
+    ] {
+        let fw = ArmFusionWeights::from_phi_cmi(&phi, 1e-8).unwrap();
+        assert!(!fw.fallback, "{phi:?}");
+        assert_all_close(&fw.weights, &expect, 1e-12, &format!("FW of {phi:?}"));
+        assert!(
+            fw.weights.iter().all(|&w| w >= 0.0),
+            "{phi:?}: {:?}",
+            fw.weights
+        );
+        let m = phi.len() as f64;
+        let normalised: f64 = fw.weights.iter().map(|w| w / m).sum();
+        assert_close(normalised, 1.0, 1e-12, "Σ FW / M");
+    }
+    // Negative contributions are real: synergy (f = a XOR v, labels = f). NMI(f; a) = NMI(f; v)
+    // = 0, NCMI(f; a | v) = NCMI(f; v | a) = 1 → II = −1 both ways, so (eq 11)
+    // φ^CMI_n(a) = −p_v(y_n) = −[1, 1, 0, 0], φ^CMI_n(v) = −p_a(y_n) = −[1, 0, 1, 0]: every
+    // contribution ≤ 0 → uniform fallback, never negative weights.
+    let (fx, ax, vx) = ([0u32, 1, 1, 0], [0u32, 0, 1, 1], [0u32, 1, 0, 1]);
+    let miv = ArmMiv::new(
+        &one_hot_logits(&fx),
+        &[one_hot_logits(&ax), one_hot_logits(&vx)],
+        &fx,
+        ArmConfig::default(),
+    )
+    .unwrap();
+    let ps = miv.per_sample().unwrap();
+    assert_all_close(
+        &ps.phi_cmi.concat(),
+        &[-1.0, -1.0, -1.0, 0.0, 0.0, -1.0, 0.0, 0.0],
+        1e-9,
+        "phi_CMI_n with synergy",
+    );
+    assert!(ps.fusion_weights.iter().flatten().all(|&w| w == 1.0));
+    let r = miv.report().unwrap();
+    assert!(r.fusion_weights.fallback);
+    assert_all_close(&r.fusion_weights.weights, &[1.0, 1.0], 0.0, "fallback");
+
+    // Per-sample FW from ArmMiv apply the same rule to each row of φ^CMI_n (soft predictions).
+    let fused = Tensor::new(
+        &[
+            [1.0f64, -0.5],
+            [0.2, 0.3],
+            [-1.0, 2.0],
+            [0.4, 0.1],
+            [2.0, -1.0],
+        ],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let a = Tensor::new(
+        &[
+            [0.5f64, 0.1],
+            [-0.3, 0.9],
+            [0.0, 1.0],
+            [1.5, -1.5],
+            [0.3, 0.2],
+        ],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let v = Tensor::new(
+        &[
+            [0.1f64, 0.2],
+            [1.3, -0.4],
+            [0.7, 0.6],
+            [-2.0, 2.0],
+            [0.0, 0.9],
+        ],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let miv = ArmMiv::new(&fused, &[a, v], &[0, 1, 1, 0, 1], ArmConfig::default()).unwrap();
+    let ps = miv.per_sample().unwrap();
+    for (row, fw) in ps.phi_cmi.iter().zip(&ps.fusion_weights) {
+        let expect = ArmFusionWeights::from_phi_cmi(row, 1e-8).unwrap().weights;
+        assert_all_close(fw, &expect, 1e-12, "per-sample FW");
+        assert!(fw.iter().all(|&w| w >= 0.0));
+        assert_close(fw.iter().sum::<f64>(), 2.0, 1e-9, "Σ FW_n");
+    }
+    let r = miv.report().unwrap();
+    assert!(r.fusion_weights.weights.iter().all(|&w| w >= 0.0));
+}
+
+/// Eq 15 per sample, `Σ_i |φ_i − φ̄| / max((1/M) Σ_i |φ_i|, floor)`, hand-computed:
+/// * (0.6, 0.2) (on the paper's range): φ̄ = 0.4, numerator 0.4, denominator 0.4 → 1 (= eq 15).
+/// * (0.5, −0.5): φ̄ = 0 — the paper's ratio is 1/0; here numerator 1, denominator 0.5 → 2.
+/// * (0.5, −0.49): φ̄ = 0.005 — the paper's ratio is 0.99/0.005 = 198; here 0.99/0.495 = 2.
+/// * (1, 0, 0): φ̄ = 1/3, numerator 4/3, denominator 1/3 → 4 = 2(M − 1), the bound, attained.
+/// * (1e-4, 3e-4) below the floor 1e-3: numerator 2e-4 / 1e-3 = 0.2 (paper: 1).
+/// * (0, 0): 0 / floor = 0.
+#[test]
+fn cmi_gap_loss_is_eq15_on_the_range_and_bounded_off_it() {
+    let row = |v: &[f64]| Tensor::from_slice(v, (1, v.len()), &Device::Cpu).unwrap();
+    let val = |v: &[f64], floor: f64| -> f64 {
+        cmi_gap_loss(&row(v), floor)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()[0]
+    };
+    assert_close(val(&[0.6, 0.2], 1e-3), 1.0, 1e-12, "in range");
+    assert_close(val(&[0.5, -0.5], 1e-3), 2.0, 1e-12, "cancelling");
+    assert_close(val(&[0.5, -0.49], 1e-3), 2.0, 1e-12, "near-zero mean");
+    let paper = |v: &[f64]| {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        v.iter().map(|x| (x - m).abs()).sum::<f64>() / m
+    };
+    assert!(paper(&[0.5, -0.49]) > 197.0, "{}", paper(&[0.5, -0.49]));
+    assert_close(val(&[1.0, 0.0, 0.0], 1e-3), 4.0, 1e-12, "vertex");
+    assert_close(val(&[1e-4, 3e-4], 1e-3), 0.2, 1e-9, "below the floor");
+    assert_close(val(&[0.0, 0.0], 1e-3), 0.0, 0.0, "all zero");
+    // Equal to the paper's eq 15 wherever every φ ≥ 0 and φ̄ ≥ floor.
+    for v in [[0.3, 0.9, 0.0], [1.2, 0.4, 0.8], [2.5, 0.01, 0.3]] {
+        assert_close(val(&v, 1e-3), paper(&v), 1e-12, "eq 15 on the range");
+    }
+    // The bound 2(M − 1) for arbitrary signs (a deterministic spread of rows, M = 2, 3, 4).
+    for m in 2..=4usize {
+        let n = 200;
+        let v: Vec<f64> = (0..n * m)
+            .map(|i| ((i * 7919 % 1009) as f64 / 1009.0 - 0.5) * 3.0)
+            .collect();
+        let t = Tensor::from_vec(v, (n, m), &Device::Cpu).unwrap();
+        let l: Vec<f64> = cmi_gap_loss(&t, 1e-3).unwrap().to_vec1().unwrap();
+        let bound = 2.0 * (m as f64 - 1.0);
+        assert!(
+            l.iter().all(|&x| (0.0..=bound + 1e-12).contains(&x)),
+            "M = {m}: max {}",
+            l.iter().cloned().fold(0.0, f64::max)
+        );
+    }
+    // Differentiable; errors are named.
+    let var = Var::from_tensor(&row(&[0.6, 0.2])).unwrap();
+    let g = cmi_gap_loss(var.as_tensor(), 1e-3)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    // d/dφ_a of (φ_a − φ_v)/((φ_a + φ_v)/2) = 4 φ_v / (φ_a + φ_v)² = 0.8 / 0.64 = 1.25; −3.75 for φ_v.
+    let grad: Vec<Vec<f64>> = g.get(var.as_tensor()).unwrap().to_vec2().unwrap();
+    assert_all_close(&grad[0], &[1.25, -3.75], 1e-9, "gradient");
+    assert!(matches!(
+        cmi_gap_loss(&row(&[0.1]).squeeze(0).unwrap(), 1e-3),
+        Err(ContribError::Input(_))
+    ));
+    assert!(matches!(
+        cmi_gap_loss(&row(&[0.1, 0.2]), 0.0),
         Err(ContribError::Param(_))
     ));
 }

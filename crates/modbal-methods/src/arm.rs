@@ -15,16 +15,33 @@
 //! * `φ^CMI_n(x^i) = p_f,n(y_n) I(f_Y; f_{x^i}) + Σ_{j≠i} p_j,n(y_n) II(f_Y; f_{x^j}; f_{x^i})`
 //!   (eq 11), `[N, M]`; `φ^CMI_n(X) = (1/M) Σ_i φ^CMI_n(x^i)` (eq 12), `[N]`.
 //!
-//! # The three mechanisms (Table 6: DFE, BMML, DSR), active after `warm_up_epochs`
+//! # The three mechanisms (Table 6: DFE, BMML, DSR), active after the warm-up
 //!
-//! * **DFE** (eq 13): `FW^i = φ^CMI(x^i) / φ^CMI(X)` from the training-set means of the last
-//!   epoch; applied as `f_i ← FW^i · f_i` before the concat head, in [`Method::forward`] and in
-//!   [`Method::predict`] (label-free: FW are stored numbers, [`ArmFusionWeights`]).
+//! * **DFE** (eq 13): `FW^i = φ⁺(x^i) / ((1/M) Σ_k φ⁺(x^k))`, `φ⁺ = max(φ^CMI, 0)`, from the
+//!   training-set means of the last epoch (non-negative, `Σ_i FW^i = M`: φ projected onto the
+//!   paper's range `[0, m]`, see `modbal_contrib::arm`); applied as `f_i ← FW^i · f_i` before the
+//!   concat head, in [`Method::forward`] and in [`Method::predict`] (label-free: FW are stored
+//!   numbers, [`ArmFusionWeights`]).
 //! * **BMML** (eq 14-17), per batch of B samples:
-//!   `L = CE + λ1 · mean_n (1 − φ^MI_n(X)) + λ2 · mean_n Σ_i |φ^CMI_n(x^i) − φ^CMI_n(X)| / max(φ^CMI_n(X), floor)`.
-//! * **DSR** (eq 18, App. C): sample n is trained `1 + s_n` times in the next epoch with
-//!   `s_n = max(0, round(k φ^CMI_n(X) − k M))` (slope k < 0), or with the older official draft's
-//!   step function (`φ < 0.5 → 3`, `0.5 ≤ φ < 0.9 → 2`, else 1 extra copies).
+//!   `L = CE + λ1 · mean_n (1 − φ^MI_n(X)) + λ2 · mean_n Σ_i |φ^CMI_n(x^i) − φ^CMI_n(X)| /
+//!   max((1/M) Σ_i |φ^CMI_n(x^i)|, floor)` — eq 15 with a denominator equal to the paper's on its
+//!   range and bounded by `2(M−1)` everywhere ([`modbal_contrib::arm::cmi_gap_loss`]).
+//! * **DSR** (eq 18, App. C): sample n is trained `1 + s_n` times in the next epoch. Default
+//!   (`sampling = "spread"`): `s_n = max(0, round(k (z_n − z_0)))` with `z_n` the standard score of
+//!   `φ^CMI_n(X)` over the epoch's training set, slope `k < 0` (App. C's k, per standard
+//!   deviation) and zero point `z_0` (`spread_zero_point`, −1): only samples well below the
+//!   epoch's mean contribution get copies, and the mean number of extra copies is at most
+//!   `|k| (√(1 + c²) + c) / 2`, `c = z_0 + 1/(2|k|)`, for any φ (0.5 with the defaults).
+//!   Also available: App. C's literal `s_n = max(0, round(k φ^CMI_n(X) − k M))`
+//!   (`"slope"`) and the older official draft's step function (`"step"`: `φ < 0.5 → 3`,
+//!   `0.5 ≤ φ < 0.9 → 2`, else 1 extra copies).
+//!
+//! # Warm-up on the paper's schedule
+//!
+//! `warm_up_epochs` (10, App. B) counts epochs of the paper's 80-epoch schedule
+//! (`schedule_epochs`, App. B: KS "trained for 80 epochs") and is scaled to the run with
+//! [`modbal_core::scale_epoch`]: `round(10 · E / 80)` epochs of a run of E epochs (2 of 12; 10 of
+//! 80). `schedule_epochs = 0` takes `warm_up_epochs` literally.
 //!
 //! # Where the valuation comes from
 //!
@@ -43,9 +60,10 @@
 
 use crate::registry::{parse_options, Built};
 use candle_core::{DType, Device, Tensor};
-use modbal_contrib::arm::{ArmConfig as MivConfig, ArmFusionWeights, ArmMiv};
+use modbal_contrib::arm::{cmi_gap_loss, ArmConfig as MivConfig, ArmFusionWeights, ArmMiv};
 use modbal_core::{
-    Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
+    scale_epoch, Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
+    RunContext,
 };
 use modbal_encoders::FusionConfig;
 use modbal_tensors::cross_entropy;
@@ -56,20 +74,35 @@ use std::collections::BTreeMap;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Sampling {
-    /// Appendix C: `s = round(k φ^CMI(X) − k M)`, clamped at 0 (the paper).
+    /// App. C's line on the epoch's spread of φ^CMI(X) (modbal's calibration, the default):
+    /// `s_n = max(0, round(k (z_n − z_0)))`, `z_n = (φ_n − mean) / std` over the epoch's
+    /// training set; no copies when the spread is below [`SPREAD_MIN_STD`].
+    Spread,
+    /// App. C literally: `s = max(0, round(k φ^CMI(X) − k M))`. With modbal's estimator
+    /// φ^CMI(X) stays far below M, so every sample gets about `−k(M − φ)` extra copies.
     Slope,
     /// The older official draft: `φ < 0.5 → 3`, `0.5 ≤ φ < 0.9 → 2`, else 1 extra copies.
     Step,
 }
 
+/// Below this standard deviation of `φ^CMI_n(X)` over the epoch (values in `[0, M]` computed in
+/// f32, resolution ~1e-7) the samples are taken as equal contributors and `"spread"` sampling
+/// gives no copies.
+pub const SPREAD_MIN_STD: f64 = 1e-6;
+
 /// ARM's options (`[method]` keys). Defaults are the paper's where it gives one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArmConfig {
-    /// Epochs of plain joint training (CE only, no FW, no re-sampling) before ARM activates.
-    /// Default 10 (paper, App. B: "the warm-up duration set to 10 epochs"; the official draft
-    /// used 5).
+    /// Epochs of plain joint training (CE only, no FW, no re-sampling) before ARM activates, in
+    /// epochs of the paper's schedule (`schedule_epochs`); scaled to the run. Default 10 (paper,
+    /// App. B: "the warm-up duration set to 10 epochs"; the official draft used 5).
     pub warm_up_epochs: usize,
+    /// Length of the schedule `warm_up_epochs` refers to; the run uses
+    /// `scale_epoch(warm_up_epochs, schedule_epochs, train.epochs)` = `round(10 · E / 80)`.
+    /// 0 = take `warm_up_epochs` literally. Default 80 (App. B: KS "trained for 80 epochs"; the
+    /// paper gives no epoch count for UCF-51 and Food-101; Fig. 9 tracks epochs 10, 40, 80).
+    pub schedule_epochs: usize,
     /// Dynamic feature-level fusion, eq 13 (Table 6 "DFE"). Default true.
     pub dfe: bool,
     /// Balanced min-max loss, eq 14-17 (Table 6 "BMML"). Default true.
@@ -83,13 +116,25 @@ pub struct ArmConfig {
     /// Also add the BMML terms during warm-up (Algorithm 1, line 6 computes eq 17 there too).
     /// Default false (the text: "before modality valuation, a warm-up stage is employed").
     pub bmml_during_warm_up: bool,
-    /// Re-sampling function of eq 18. Default `"slope"` (App. C).
+    /// Re-sampling function of eq 18. Default `"spread"` (App. C's line on the epoch's spread
+    /// of φ^CMI; `"slope"`: App. C literally).
     pub sampling: Sampling,
-    /// Slope k < 0 of the App. C sampling function. Default −2.0 (App. C Table 5: the k whose
-    /// KS accuracy, 66.52, is ARM's result in Tables 1 and 6).
+    /// Slope k < 0 of the App. C sampling function (per standard deviation for `"spread"`, per
+    /// unit of φ^CMI for `"slope"`). Default −2.0 (App. C Table 5: the k whose KS accuracy, 66.52,
+    /// is ARM's result in Tables 1 and 6).
     pub slope_k: f64,
-    /// Floor of the eq 15 denominator `φ^CMI_n(X)` (per sample; the paper divides without a
-    /// guard), > 0. Default 1e-3 (modbal's choice).
+    /// `"spread"` only: standard score `z_0` at which `F_s` reaches 0 copies (the role of `m` in
+    /// App. C, whose line reaches 0 at the top of φ's range), finite. Default −1.0 (modbal's
+    /// calibration: copies only from about one standard deviation below the epoch's mean
+    /// contribution; the mean extra copies are then ≤ 0.5 per sample for any φ with k = −2).
+    pub spread_zero_point: f64,
+    /// Floor of the eq 15 denominator `(1/M) Σ_i |φ^CMI_n(x^i)|` (per sample; equal to
+    /// `φ^CMI_n(X)` on the paper's range), > 0. The term is ≤ 2(M − 1) whatever the floor; its
+    /// gradient per unit of contribution is ≤ `4(M−1)/(M·floor)` (2/floor for M = 2). Default
+    /// 0.1 (modbal's choice; the paper divides unguarded): a tenth of one modality's largest
+    /// contribution `p·I = 1`. Contributions below it (φ^CMI ≈ 1e-4 after a warm-up epoch) are
+    /// estimator noise, whose ratio would otherwise drive the training with gradients up to
+    /// 2/floor (2000 with the earlier 1e-3); below the floor the term is 10 × the absolute gap.
     pub phi_cmi_floor: f64,
     /// τ of the smooth minimum (eq 16, sign corrected in `modbal_contrib::arm`), > 0. Default 1.0
     /// (the paper's form).
@@ -102,15 +147,17 @@ impl Default for ArmConfig {
     fn default() -> Self {
         Self {
             warm_up_epochs: 10,
+            schedule_epochs: 80,
             dfe: true,
             bmml: true,
             dsr: true,
             lambda1: 1.0,
             lambda2: 1.0,
             bmml_during_warm_up: false,
-            sampling: Sampling::Slope,
+            sampling: Sampling::Spread,
             slope_k: -2.0,
-            phi_cmi_floor: 1e-3,
+            spread_zero_point: -1.0,
+            phi_cmi_floor: 0.1,
             smooth_min_temperature: 1.0,
             fw_epsilon: 1e-8,
         }
@@ -119,6 +166,18 @@ impl Default for ArmConfig {
 
 fn cfg_err<T>(msg: String) -> Result<T> {
     Err(ModbalError::Config(msg))
+}
+
+/// Mean and population standard deviation of the finite values (`None` if there are none).
+pub fn phi_spread(phi: &[f64]) -> Option<(f64, f64)> {
+    let finite: Vec<f64> = phi.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        return None;
+    }
+    let n = finite.len() as f64;
+    let mean = finite.iter().sum::<f64>() / n;
+    let var = finite.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    Some((mean, var.sqrt()))
 }
 
 impl ArmConfig {
@@ -133,6 +192,19 @@ impl ArmConfig {
             return cfg_err(format!(
                 "method arm: slope_k must be finite and < 0 (F_s decreases, eq 18), got {}",
                 self.slope_k
+            ));
+        }
+        if !self.spread_zero_point.is_finite() {
+            return cfg_err(format!(
+                "method arm: spread_zero_point must be finite, got {}",
+                self.spread_zero_point
+            ));
+        }
+        if self.schedule_epochs > 0 && self.warm_up_epochs >= self.schedule_epochs {
+            return cfg_err(format!(
+                "method arm: warm_up_epochs ({}) must be < schedule_epochs ({}), else ARM never \
+                 activates (schedule_epochs = 0 takes warm_up_epochs literally)",
+                self.warm_up_epochs, self.schedule_epochs
             ));
         }
         if !(self.phi_cmi_floor.is_finite() && self.phi_cmi_floor > 0.0) {
@@ -163,27 +235,70 @@ impl ArmConfig {
         }
     }
 
-    /// Extra copies `s(X) = F_s(φ^CMI(X))` of one sample (eq 18) with `m` modalities; the sample
-    /// is trained `1 + s` times in the epoch. Non-increasing in `phi_cmi_joint`; a non-finite
-    /// value gives 0.
-    pub fn extra_copies(&self, phi_cmi_joint: f64, m: usize) -> u32 {
-        if !phi_cmi_joint.is_finite() {
+    /// Warm-up epochs of a run of `run_epochs` epochs: `warm_up_epochs` of the paper's
+    /// `schedule_epochs`, scaled with [`scale_epoch`] (`round(10 · 12 / 80)` = 2 for a 12-epoch
+    /// run with the defaults).
+    pub fn warm_up_for(&self, run_epochs: usize) -> usize {
+        scale_epoch(self.warm_up_epochs, self.schedule_epochs, run_epochs)
+    }
+
+    /// `"spread"` sampling of one sample with standard score `z`: `max(0, round(k (z − z_0)))`.
+    /// Non-finite `z` gives 0.
+    pub fn spread_copies(&self, z: f64) -> u32 {
+        if !z.is_finite() {
             return 0;
         }
+        let s = (self.slope_k * (z - self.spread_zero_point)).round();
+        s.clamp(0.0, u32::MAX as f64) as u32
+    }
+
+    /// Upper bound on the mean extra copies per sample of `"spread"` sampling, for **any** φ:
+    /// `|k| (√(1 + c²) + c) / 2`, `c = z_0 + 1/(2|k|)`. Proof: `round(x) ≤ x + ½`, so
+    /// `s_n ≤ |k| (c − z_n)⁺`; the `z_n` have mean 0 and variance 1 over the epoch, and
+    /// `E[(c − Z)⁺] ≤ (√(1 + c²) + c) / 2` for every such distribution (Scarf's bound). 0.5 for
+    /// the defaults (k = −2, z_0 = −1).
+    pub fn spread_mean_copies_bound(&self) -> f64 {
+        let k = self.slope_k.abs();
+        let c = self.spread_zero_point + 0.5 / k;
+        k * ((1.0 + c * c).sqrt() + c) / 2.0
+    }
+
+    /// Extra copies `s_n = F_s(φ^CMI_n(X))` (eq 18) of every sample of the epoch, with `m`
+    /// modalities; sample n is trained `1 + s_n` times. Non-increasing in φ (within one epoch);
+    /// a non-finite value gives 0 (and is left out of the spread's mean and deviation).
+    pub fn extra_copies(&self, phi_cmi_joint: &[f64], m: usize) -> Vec<u32> {
         match self.sampling {
-            Sampling::Slope => {
-                let s = (self.slope_k * phi_cmi_joint - self.slope_k * m as f64).round();
-                s.clamp(0.0, u32::MAX as f64) as u32
-            }
-            Sampling::Step => {
-                if phi_cmi_joint < 0.5 {
-                    3
-                } else if phi_cmi_joint < 0.9 {
-                    2
-                } else {
-                    1
-                }
-            }
+            Sampling::Spread => match phi_spread(phi_cmi_joint) {
+                Some((mean, std)) if std > SPREAD_MIN_STD => phi_cmi_joint
+                    .iter()
+                    .map(|&p| self.spread_copies((p - mean) / std))
+                    .collect(),
+                _ => vec![0; phi_cmi_joint.len()],
+            },
+            Sampling::Slope => phi_cmi_joint
+                .iter()
+                .map(|&p| {
+                    if !p.is_finite() {
+                        return 0;
+                    }
+                    let s = (self.slope_k * p - self.slope_k * m as f64).round();
+                    s.clamp(0.0, u32::MAX as f64) as u32
+                })
+                .collect(),
+            Sampling::Step => phi_cmi_joint
+                .iter()
+                .map(|&p| {
+                    if !p.is_finite() {
+                        0
+                    } else if p < 0.5 {
+                        3
+                    } else if p < 0.9 {
+                        2
+                    } else {
+                        1
+                    }
+                })
+                .collect(),
         }
     }
 }
@@ -305,8 +420,9 @@ impl Arm {
         &self.state.extra_copies
     }
 
-    /// Set each sample's extra copies from its joint contribution `φ^CMI(X)` (eq 18); samples
-    /// not listed get 0. Errors: length mismatch.
+    /// Set each sample's extra copies from its joint contribution `φ^CMI(X)` (eq 18, with
+    /// [`ArmConfig::extra_copies`] over the given set: for `"spread"` sampling the mean and
+    /// deviation are those of `phi_cmi_joint`); samples not listed get 0. Errors: length mismatch.
     pub fn set_sample_contributions(
         &mut self,
         sample_ids: &[usize],
@@ -322,15 +438,31 @@ impl Arm {
         }
         let len = sample_ids.iter().max().map(|&i| i + 1).unwrap_or(0);
         let mut extra = vec![0u32; len];
-        for (&id, &phi) in sample_ids.iter().zip(phi_cmi_joint) {
-            extra[id] = self.cfg.extra_copies(phi, num_modalities);
+        let copies = self.cfg.extra_copies(phi_cmi_joint, num_modalities);
+        for (&id, s) in sample_ids.iter().zip(copies) {
+            extra[id] = s;
         }
         self.state.extra_copies = extra;
         Ok(())
     }
 
-    fn active(&self, epoch: usize) -> bool {
-        epoch >= self.cfg.warm_up_epochs
+    /// The run's warm-up (epochs) from `warm_up_epochs` on the paper's schedule; an error when
+    /// it leaves no ARM epoch in the run.
+    fn warm_up(&self, ctx: &RunContext) -> Result<usize> {
+        let w = self.cfg.warm_up_for(ctx.num_epochs);
+        if ctx.num_epochs > 0 && w >= ctx.num_epochs {
+            return cfg_err(format!(
+                "method arm: the warm-up ({w} epochs: warm_up_epochs = {} of schedule_epochs = {}) \
+                 covers the whole {}-epoch run, so ARM never activates; lower \
+                 method.warm_up_epochs or raise train.epochs",
+                self.cfg.warm_up_epochs, self.cfg.schedule_epochs, ctx.num_epochs
+            ));
+        }
+        Ok(w)
+    }
+
+    fn active(&self, ctx: &RunContext) -> Result<bool> {
+        Ok(ctx.epoch >= self.warm_up(ctx)?)
     }
 
     /// The FW to apply, if DFE is on and weights are set.
@@ -404,6 +536,10 @@ impl Arm {
         let report = miv.report()?;
         let per = miv.per_sample()?;
         self.set_sample_contributions(&ids, &per.phi_cmi_joint, m)?;
+        if let Some((mean, std)) = phi_spread(&per.phi_cmi_joint) {
+            ctx.log.set("dsr.phi_mean", mean);
+            ctx.log.set("dsr.phi_std", std);
+        }
         for (i, name) in names.iter().enumerate() {
             ctx.log.set(format!("miv_train.nmi.{name}"), report.nmi[i]);
             ctx.log
@@ -424,17 +560,18 @@ impl Arm {
     }
 }
 
-/// Histogram of extra copies: `{"0": n0, "1": n1, …}` (keys in numeric order of appearance).
-fn histogram(extra: impl Iterator<Item = u32>) -> serde_json::Value {
-    let mut h: BTreeMap<u32, usize> = BTreeMap::new();
+/// Histogram of extra copies as a dense array: entry `s` = number of samples with `s` extra
+/// copies (`[n0, n1, …, n_max]`; `[]` for no samples).
+pub fn copies_histogram(extra: impl IntoIterator<Item = u32>) -> Vec<usize> {
+    let mut h: Vec<usize> = Vec::new();
     for e in extra {
-        *h.entry(e).or_insert(0) += 1;
+        let e = e as usize;
+        if h.len() <= e {
+            h.resize(e + 1, 0);
+        }
+        h[e] += 1;
     }
-    serde_json::Value::Object(
-        h.into_iter()
-            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-            .collect(),
-    )
+    h
 }
 
 impl Method for Arm {
@@ -442,7 +579,10 @@ impl Method for Arm {
         "arm"
     }
 
-    /// DSR (eq 18): every index `1 + s_n` times after warm-up, `None` otherwise.
+    /// DSR (eq 18): every index `1 + s_n` times after warm-up, `None` otherwise. Logs (DSR on)
+    /// `dsr.active`, `dsr.copies_hist` (samples with 0, 1, 2, … extra copies this epoch),
+    /// `dsr.epoch_len`, `dsr.epoch_len_ratio` (`epoch_len / train_len`; 1 when inactive) and
+    /// `dsr.mean_extra_copies`.
     fn epoch_indices(
         &mut self,
         train_len: usize,
@@ -451,28 +591,43 @@ impl Method for Arm {
         if !self.cfg.dsr {
             return Ok(None);
         }
-        let active = self.active(ctx.epoch) && !self.state.extra_copies.is_empty();
-        ctx.log.set("resample.active", active);
+        let active = self.active(ctx)? && !self.state.extra_copies.is_empty();
+        ctx.log.set("dsr.active", active);
+        let extra = |i: usize| {
+            if active {
+                self.state.extra_copies.get(i).copied().unwrap_or(0)
+            } else {
+                0
+            }
+        };
+        let extra_total: usize = (0..train_len).map(|i| extra(i) as usize).sum();
+        let epoch_len = train_len + extra_total;
+        ctx.log.set(
+            "dsr.copies_hist",
+            copies_histogram((0..train_len).map(extra)),
+        );
+        ctx.log.set("dsr.epoch_len", epoch_len);
+        let denom = train_len.max(1) as f64;
+        ctx.log.set("dsr.epoch_len_ratio", epoch_len as f64 / denom);
+        ctx.log
+            .set("dsr.mean_extra_copies", extra_total as f64 / denom);
         if !active {
             return Ok(None);
         }
-        let extra = |i: usize| self.state.extra_copies.get(i).copied().unwrap_or(0);
-        let mut order = Vec::with_capacity(train_len);
+        let mut order = Vec::with_capacity(epoch_len);
         for i in 0..train_len {
             for _ in 0..=extra(i) {
                 order.push(i);
             }
         }
-        ctx.log
-            .set("resample.hist", histogram((0..train_len).map(extra)));
-        ctx.log.set("resample.epoch_len", order.len());
         Ok(Some(order))
     }
 
     /// Promotes the FW valued at the end of the previous epoch (eq 13: "will take effect in the
-    /// next epoch"), once warm-up is over.
+    /// next epoch"), once warm-up is over. Logs `warm_up_epochs_run` (the scaled warm-up).
     fn on_epoch_start(&mut self, model: &dyn MultimodalModel, ctx: &mut RunContext) -> Result<()> {
-        if self.cfg.dfe && self.active(ctx.epoch) {
+        ctx.log.set("warm_up_epochs_run", self.warm_up(ctx)?);
+        if self.cfg.dfe && self.active(ctx)? {
             if let Some(next) = self.state.fw_next.take() {
                 self.state.fw = Some(next);
             }
@@ -545,18 +700,11 @@ impl Method for Arm {
 
         // eq 14 with eq 16: L_φMI = mean_n (1 − φ^MI_n(X)).
         let l_mi = miv.phi_mi_joint_smooth.affine(-1.0, 1.0)?.mean_all()?;
-        // eq 15: L_φCMI = mean_n Σ_i |φ^CMI_n(x^i) − φ^CMI_n(X)| / max(φ^CMI_n(X), floor).
-        let floor = self.cfg.phi_cmi_floor;
-        let joint = &miv.phi_cmi_joint; // [N]
-        let num = miv
-            .phi_cmi
-            .broadcast_sub(&joint.unsqueeze(1)?)?
-            .abs()?
-            .sum(1)?;
-        let den = joint.affine(1.0, -floor)?.relu()?.affine(1.0, floor)?;
-        let l_cmi = num.div(&den)?.mean_all()?;
+        // eq 15: L_φCMI = mean_n Σ_i |φ^CMI_n(x^i) − φ^CMI_n(X)| / max((1/M) Σ_i |φ^CMI_n(x^i)|,
+        // floor); the denominator is φ^CMI_n(X) on the paper's range, the term ≤ 2(M − 1).
+        let l_cmi = cmi_gap_loss(&miv.phi_cmi, self.cfg.phi_cmi_floor)?.mean_all()?;
 
-        let use_bmml = self.cfg.bmml && (self.active(ctx.epoch) || self.cfg.bmml_during_warm_up);
+        let use_bmml = self.cfg.bmml && (self.active(ctx)? || self.cfg.bmml_during_warm_up);
         let total = if use_bmml {
             let t = (&ce + l_mi.affine(self.cfg.lambda1, 0.0)?)?;
             (t + l_cmi.affine(self.cfg.lambda2, 0.0)?)?
@@ -585,8 +733,8 @@ impl Method for Arm {
         self.value_training_set(model, ctx)?;
         if self.cfg.dsr {
             ctx.log.set(
-                "resample.next_hist",
-                histogram(self.state.extra_copies.iter().copied()),
+                "dsr.next_copies_hist",
+                copies_histogram(self.state.extra_copies.iter().copied()),
             );
         }
         Ok(())
