@@ -115,3 +115,31 @@ fn the_test_curve_is_opt_in_labelled_and_changes_nothing_else() {
     let json = read(&b.run_dir.join("summary.json"));
     assert!(json.contains("\"test_curve\"") && json.contains("\"test_last\""));
 }
+
+#[test]
+fn udi_on_the_shift_benchmark_anchors_on_the_modality_without_the_cue() {
+    // With OOD validation the colour view's unimodal validation accuracy is near chance (its
+    // shortcut does not transfer), so UDI's anchor rule (best unimodal validation accuracy,
+    // §3.2) must pick `gray`; the reported epoch must be a follower-stage epoch.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = shift(dir.path(), "udi", &["method.name=\"udi\""]);
+    let out = common::train(&cfg);
+    let s = out.summary.unwrap();
+    let history = common::read_metrics(&out.run_dir);
+    let anchors: Vec<&str> = history
+        .iter()
+        .filter_map(|r| r.method.get("anchor").and_then(|v| v.as_str()))
+        .collect();
+    assert!(!anchors.is_empty(), "UDI logged no anchor");
+    assert!(anchors.iter().all(|a| *a == "gray"), "{anchors:?}");
+    let stage = &history
+        .iter()
+        .find(|r| r.epoch == s.best_epoch)
+        .unwrap()
+        .stage;
+    assert!(
+        !stage.starts_with("unimodal"),
+        "best epoch {} is in stage {stage}",
+        s.best_epoch
+    );
+}
