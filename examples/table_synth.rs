@@ -364,10 +364,7 @@ fn synth(o: &Opts) -> Res<()> {
             .collect::<Vec<f64>>()
     };
     for (label, per) in &results {
-        let last: Vec<f64> = per
-            .iter()
-            .map(|(_, _, s)| s.test_last.fusion_acc)
-            .collect();
+        let last: Vec<f64> = per.iter().map(|(_, _, s)| s.test_last.fusion_acc).collect();
         let _ = write!(
             md,
             "| {label} | {} | {} |",
