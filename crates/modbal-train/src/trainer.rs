@@ -386,6 +386,20 @@ struct Session {
     opts: TrainOptions,
 }
 
+impl Session {
+    /// Evaluate the current model and method on `ds` (see [`evaluate`]).
+    fn evaluate(&self, ds: Arc<dyn Dataset>) -> Result<(SplitMetrics, EvalOutputs)> {
+        evaluate(
+            &self.model,
+            self.method.as_ref(),
+            ds,
+            self.cfg.train.eval_batch_size,
+            self.cfg.train.prefetch,
+            &self.device,
+        )
+    }
+}
+
 /// Evaluate on a split: metrics and the collected outputs (for `on_validation`).
 fn evaluate(
     model: &dyn MultimodalModel,
@@ -558,18 +572,9 @@ pub fn evaluate_test(run_dir: &Path, noise: Option<&NoiseConfig>) -> Result<Spli
         .map_err(|e| ModbalError::Data(format!("{}: {e}", best.display())))?;
     let bs: BestState = read_json(&best.join("state.json"))?;
     s.method.load_state(&bs.method)?;
-    Ok(evaluate(
-        &s.model,
-        s.method.as_ref(),
-        s.splits.test.clone(),
-        s.cfg.train.eval_batch_size,
-        s.cfg.train.prefetch,
-        &s.device,
-    )?
-    .0)
+    Ok(s.evaluate(s.splits.test.clone())?.0)
 }
 
-/// Continue an interrupted run from `run_dir/checkpoints/last`.
 /// Rewrite a JSONL file of [`EpochRecord`]s keeping the lines of epochs `< epochs_done`.
 fn keep_completed_epochs(path: &Path, epochs_done: usize) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(|e| ModbalError::io("reading", path, e))?;
@@ -588,6 +593,7 @@ fn keep_completed_epochs(path: &Path, epochs_done: usize) -> Result<()> {
     std::fs::write(path, body).map_err(|e| ModbalError::io("writing", path, e))
 }
 
+/// Continue an interrupted run from `run_dir/checkpoints/last`.
 pub fn resume(run_dir: &Path, opts: &TrainOptions) -> Result<RunOutcome> {
     let cfg = RunConfig::from_file(&run_dir.join("config.toml"))?;
     let mut s = build_session(&cfg, opts, Some(run_dir.to_path_buf()))?;
@@ -820,14 +826,7 @@ fn run_loop(
         // The rate the optimizer ended the epoch with (a method may set it per step).
         let lr = opt.lr();
         let train_m = acc.finish(&names);
-        let (val_m, val_out) = evaluate(
-            &s.model,
-            s.method.as_ref(),
-            s.splits.val.clone(),
-            s.cfg.train.eval_batch_size,
-            s.cfg.train.prefetch,
-            &s.device,
-        )?;
+        let (val_m, val_out) = s.evaluate(s.splits.val.clone())?;
         s.method.on_validation(&s.model, &val_out, &mut s.ctx)?;
         s.method.on_epoch_end(&s.model, &mut s.ctx)?;
         let stage_name = stages[stage].name.clone();
@@ -844,14 +843,7 @@ fn run_loop(
         // Opt-in test curve: evaluated after every decision of the epoch, written to its own
         // file; nothing reads it back during training.
         if s.cfg.train.report_test_curve {
-            let (test_m, _) = evaluate(
-                &s.model,
-                s.method.as_ref(),
-                s.splits.test.clone(),
-                s.cfg.train.eval_batch_size,
-                s.cfg.train.prefetch,
-                &s.device,
-            )?;
+            let (test_m, _) = s.evaluate(s.splits.test.clone())?;
             let mut te = EpochRecord::new(epoch, &stage_name, "test", &test_m, lr);
             if let Some(n) = &s.cfg.noise {
                 te.noise = n.on.covers("test").then(|| n.clone());
@@ -921,19 +913,8 @@ fn run_loop(
             history,
         });
     }
-    let eval = |s: &Session, ds: Arc<dyn Dataset>| {
-        evaluate(
-            &s.model,
-            s.method.as_ref(),
-            ds,
-            s.cfg.train.eval_batch_size,
-            s.cfg.train.prefetch,
-            &s.device,
-        )
-        .map(|x| x.0)
-    };
     // The model as the last epoch left it, on test (no selection).
-    let test_last = eval(s, s.splits.test.clone())?;
+    let test_last = s.evaluate(s.splits.test.clone())?.0;
     let test_curve = if s.cfg.train.report_test_curve {
         Some(test_curve_summary(&s.dir.join(TEST_CURVE_FILE), epochs)?)
     } else {
@@ -957,8 +938,8 @@ fn run_loop(
     s.model.params().restore(&snap)?;
     s.method.load_state(&mstate)?;
     let best = best_epoch.expect("set with the snapshot");
-    let val = eval(s, s.splits.val.clone())?;
-    let test = eval(s, s.splits.test.clone())?;
+    let val = s.evaluate(s.splits.val.clone())?.0;
+    let test = s.evaluate(s.splits.test.clone())?.0;
     let summary = Summary {
         run: s
             .dir
