@@ -15,7 +15,7 @@ pub mod schedule;
 
 pub use batch::{Batch, EvalOutputs, MultimodalOutput};
 pub use error::{ModbalError, Result};
-pub use method::{LossTerms, Method, MethodLog, RunContext, StageSpec, StepOutput};
+pub use method::{check_loss, LossTerms, Method, MethodLog, RunContext, StageSpec, StepOutput};
 pub use modbal_tensors as tensors;
 pub use model::MultimodalModel;
 pub use schedule::scale_epoch;

@@ -114,6 +114,41 @@ impl LossTerms {
     }
 }
 
+impl LossTerms {
+    /// The value of `total` after the finiteness check, with every part added to the epoch's log
+    /// as `loss.<name>` (epoch means). What the default [`Method::train_step`] does with a loss;
+    /// methods with their own step use it (or [`check_loss`]) so that a NaN is reported the same
+    /// way everywhere.
+    pub fn value_logged(&self, ctx: &mut RunContext) -> Result<f64> {
+        let value = check_loss(
+            self.total
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?,
+            "loss",
+            ctx,
+        )?;
+        for (k, t) in &self.parts {
+            let v = t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            ctx.log.add_mean(format!("loss.{k}"), v);
+        }
+        Ok(value)
+    }
+}
+
+/// `value` if it is finite, else [`crate::ModbalError::NonFinite`] naming `what` (e.g. `"loss"`,
+/// `"loss of modality audio"`), the epoch and the step.
+pub fn check_loss(value: f64, what: &str, ctx: &RunContext) -> Result<f64> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(crate::ModbalError::NonFinite {
+            what: format!("{what} ({value})"),
+            epoch: ctx.epoch,
+            step: ctx.step,
+        })
+    }
+}
+
 /// What a train step reports back to the loop (for metrics).
 #[derive(Clone, Debug)]
 pub struct StepOutput {
@@ -151,6 +186,15 @@ pub trait Method: Send {
     /// Default: every epoch.
     fn selectable(&self, _stage: usize, _stages: &[StageSpec]) -> bool {
         true
+    }
+
+    /// The learning rate of this epoch's steps, given the rate of the run's schedule
+    /// (`train.schedule` at this stage epoch): the loop calls it once per epoch, before
+    /// [`Method::on_epoch_start`], and sets the optimizer to the result. A method with its own
+    /// schedule on top of the run's (IBML's warm-up) overrides it; values it wants logged go
+    /// through `ctx.log`. Default: `scheduled` unchanged.
+    fn epoch_lr(&mut self, scheduled: f64, _ctx: &mut RunContext) -> Result<f64> {
+        Ok(scheduled)
     }
 
     /// Parameter-group prefixes trained in `stage` (a fresh optimizer is built over them at
@@ -272,21 +316,7 @@ pub trait Method: Send {
         self.modulate_inputs(&mut batch, ctx)?;
         let out = self.forward(model, &batch, ctx)?;
         let loss = self.loss(model, &batch, &out, ctx)?;
-        let value = loss
-            .total
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?;
-        if !value.is_finite() {
-            return Err(crate::ModbalError::NonFinite {
-                what: format!("loss ({value})"),
-                epoch: ctx.epoch,
-                step: ctx.step,
-            });
-        }
-        for (k, t) in &loss.parts {
-            let v = t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-            ctx.log.add_mean(format!("loss.{k}"), v);
-        }
+        let value = loss.value_logged(ctx)?;
         let grads = self.backward(model, &batch, &out, &loss, ctx)?;
         opt.step(&grads)?;
         self.after_step(model, &batch, &out, ctx)?;

@@ -28,7 +28,7 @@
 //! 4 and the decay starts at epoch 9. `schedule_epochs = 0` takes every epoch literally.
 //!
 //! # Hooks
-//! * `train_step`: the default composition, preceded by `opt.set_lr(loop lr × warm-up factor)`;
+//! * `epoch_lr`: the run's scheduled rate × the warm-up factor (the default `train_step`);
 //! * `modulate_inputs`: TCM via `modbal_modulate::Tcm` (randomness from `ctx.rng`);
 //! * `loss`: records the predictions, then BIO (eq 12);
 //! * `on_epoch_end`: rolls the recorder, writes the epoch's log;
@@ -47,11 +47,11 @@ use candle_core::DType;
 use modbal_contrib::ibml::{IbmlConfig as IndicatorConfig, IbmlRecorder, IbmlReport};
 use modbal_core::{
     scale_epoch, Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
-    RunContext, StepOutput,
+    RunContext,
 };
 use modbal_encoders::FusionConfig;
 use modbal_modulate::{ModulationWindow, Tcm, TcmConfig, TcmNoise};
-use modbal_tensors::{cross_entropy, Optimizer};
+use modbal_tensors::cross_entropy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -298,8 +298,6 @@ pub struct Ibml {
     recorder: Option<IbmlRecorder>,
     modalities: Vec<String>,
     sums: EpochSums,
-    /// `(epoch, loop lr)`: the rate the loop set for the epoch, read at its first step.
-    base_lr: Option<(usize, f64)>,
 }
 
 impl Ibml {
@@ -320,7 +318,6 @@ impl Ibml {
             recorder: None,
             modalities: Vec::new(),
             sums: EpochSums::default(),
-            base_lr: None,
         })
     }
 
@@ -489,49 +486,12 @@ impl Method for Ibml {
         Ok(LossTerms { total, parts })
     }
 
-    fn train_step(
-        &mut self,
-        model: &dyn MultimodalModel,
-        mut batch: Batch,
-        opt: &mut dyn Optimizer,
-        ctx: &mut RunContext,
-    ) -> Result<StepOutput> {
-        // The loop sets the epoch's rate before the first step; read it once per epoch.
-        let base = match self.base_lr {
-            Some((e, lr)) if e == ctx.epoch => lr,
-            _ => {
-                let lr = opt.lr();
-                self.base_lr = Some((ctx.epoch, lr));
-                lr
-            }
-        };
+    fn epoch_lr(&mut self, scheduled: f64, ctx: &mut RunContext) -> Result<f64> {
+        // The warm-up multiplies the rate the run's schedule gives this epoch.
         let factor = self.lr_factor(ctx.epoch, ctx.num_epochs);
-        opt.set_lr(base * factor);
-        ctx.log.set("lr", base * factor);
+        ctx.log.set("lr", scheduled * factor);
         ctx.log.set("warmup_factor", factor);
-        // The default composition of the hooks (modbal_core::Method::train_step).
-        self.modulate_inputs(&mut batch, ctx)?;
-        let out = self.forward(model, &batch, ctx)?;
-        let loss = self.loss(model, &batch, &out, ctx)?;
-        let value = loss.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !value.is_finite() {
-            return Err(ModbalError::NonFinite {
-                what: format!("loss ({value})"),
-                epoch: ctx.epoch,
-                step: ctx.step,
-            });
-        }
-        for (k, t) in &loss.parts {
-            let v = t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            ctx.log.add_mean(format!("loss.{k}"), v);
-        }
-        let grads = self.backward(model, &batch, &out, &loss, ctx)?;
-        opt.step(&grads)?;
-        self.after_step(model, &batch, &out, ctx)?;
-        Ok(StepOutput {
-            loss: value,
-            output: out.detach(),
-        })
+        Ok(scheduled * factor)
     }
 
     fn on_epoch_end(&mut self, model: &dyn MultimodalModel, ctx: &mut RunContext) -> Result<()> {

@@ -45,8 +45,8 @@ use crate::registry::{parse_options, Built};
 use crate::util::{by_name, entropy, rows, softmax_row};
 use candle_core::{DType, Tensor, Var};
 use modbal_core::{
-    Batch, EvalOutputs, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
-    StepOutput,
+    check_loss, Batch, EvalOutputs, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
+    RunContext, StepOutput,
 };
 use modbal_encoders::FusionConfig;
 use modbal_modulate::{MlaProjectionConfig, MlaProjector, MlaProjectorState};
@@ -294,14 +294,11 @@ impl Method for Mla {
                 .matmul(&w.as_tensor().t()?)?
                 .broadcast_add(b.as_tensor())?;
             let loss = cross_entropy(&z, &batch.labels)?;
-            let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if !value.is_finite() {
-                return Err(ModbalError::NonFinite {
-                    what: format!("loss of modality {} ({value})", names[m]),
-                    epoch: ctx.epoch,
-                    step: ctx.step,
-                });
-            }
+            let value = check_loss(
+                loss.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+                &format!("loss of modality {}", names[m]),
+                ctx,
+            )?;
             ctx.log.add_mean(format!("loss.{}", names[m]), value);
             loss_sum += value;
             let mut grads = loss.backward()?;

@@ -36,8 +36,8 @@ use crate::registry::{parse_options, Built};
 use crate::util::{accuracy, by_name, labels, rows};
 use candle_core::{backprop::GradStore, DType, Tensor, Var};
 use modbal_core::{
-    Batch, EvalOutputs, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
-    StepOutput,
+    check_loss, Batch, EvalOutputs, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
+    RunContext, StepOutput,
 };
 use modbal_encoders::FusionConfig;
 use modbal_modulate::{sum_grads, MmPareto, MmParetoConfig, MmParetoReport};
@@ -276,13 +276,7 @@ impl MmParetoMethod {
             ctx.log.add_mean(format!("loss.{n}"), v);
             value += v;
         }
-        if !value.is_finite() {
-            return Err(ModbalError::NonFinite {
-                what: format!("loss ({value})"),
-                epoch: ctx.epoch,
-                step: ctx.step,
-            });
-        }
+        check_loss(value, "loss", ctx)?;
         let g_mm = l_mm.backward()?;
         let g_uni = l_uni
             .iter()

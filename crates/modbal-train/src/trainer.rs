@@ -760,6 +760,7 @@ fn run_loop(
             .train
             .schedule
             .lr_at(s.cfg.train.optimizer.lr(), stage_epoch);
+        let lr = s.method.epoch_lr(lr, &mut s.ctx)?;
         opt.set_lr(lr);
         let n = s.splits.train.len();
         let mut order = match s.method.epoch_indices(n, &mut s.ctx)? {
