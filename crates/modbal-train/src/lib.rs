@@ -23,6 +23,38 @@
 //!
 //! A run can be resumed from `checkpoints/last` with [`resume`]; the resumed run's
 //! `metrics.jsonl` is byte-identical to an uninterrupted one.
+//!
+//! # Example
+//!
+//! ```
+//! use modbal_train::{MethodConfig, RunConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // What `modbal train --set dataset.name=synth-vec --set method.name=unimodal ...` resolves.
+//! let cfg = RunConfig::default().with_overrides(&[
+//!     "dataset.name=synth-vec".into(),
+//!     "dataset.classes=4".into(),
+//!     "method.name=unimodal".into(),
+//!     "method.modality=visual".into(),
+//!     "train.epochs=3".into(),
+//!     "train.optimizer.lr=0.05".into(),
+//! ])?;
+//! assert_eq!(cfg.train.epochs, 3);
+//! assert_eq!(cfg.method, MethodConfig::unimodal("visual"));
+//! assert_eq!(cfg.run_name(), "synth-vec-unimodal-s0");
+//!
+//! // Unknown keys are errors that name them.
+//! let err = RunConfig::default().with_overrides(&["train.epoks=3".into()]).unwrap_err();
+//! assert!(err.to_string().contains("epoks"));
+//!
+//! // The resolved config (a run's `config.toml`) reloads to the same config.
+//! let back = RunConfig::from_toml_value(toml::Value::Table(cfg.to_toml_string()?.parse()?))?;
+//! assert_eq!(back, cfg);
+//! // `modbal_train::train(&cfg, &TrainOptions::default())` would now train and write the run
+//! // directory `runs/synth-vec-unimodal-s0`.
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod config;
 pub mod metrics;
@@ -30,7 +62,7 @@ pub mod plot;
 pub mod presets;
 pub mod trainer;
 
-pub use config::{MethodConfig, ModelConfig, RunConfig, TrainConfig, METHOD_NAMES};
+pub use config::{DeviceConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, METHOD_NAMES};
 pub use metrics::{MetricAccumulator, SplitMetrics};
 pub use trainer::{
     evaluate_test, load_splits, resume, train, EpochRecord, RunOutcome, Summary, TestCurveSummary,
