@@ -1,4 +1,4 @@
-//! # modbal
+//! # modbal: imbalanced multimodal learning on candle (the CLI and facade crate)
 //!
 //! Imbalanced multimodal learning on candle. This facade re-exports the workspace crates; the
 //! `modbal` binary is the command-line interface (`modbal --help`).
@@ -11,6 +11,35 @@
 //! | [`data`] | `Dataset`, splits, prefetching loader, the built-in `synth-av` / `synth-vec` |
 //! | [`train`] | the one training loop, metrics, run directory, checkpoints |
 //! | [`info`] | estimators: Gaussian MI/entropy, CLUB, discrete NMI/CMI/NCMI, KL/JS, softmax bound |
+//! | [`contrib`] | contribution metrics: OGM scores and ratios, CAL φ, ARM MIV, IBML ρ, Shapley values |
+//! | [`modulate`] | gradient and input modulators: OGM-GE, CAL, MMPareto, ARL, MLA, IBML TCM, UDI |
+//! | [`methods`] | the balancing methods and baselines on the `Method` hooks, registered by name |
+//! | [`kernels`] | custom ops with CPU and CUDA paths (CLUB matrix, fused noise, Philox RNG) |
+//!
+//! # Example
+//!
+//! ```
+//! use modbal::data::Dataset;
+//! use modbal::train::RunConfig;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // What `modbal train --set dataset.name=synth-vec --set method.name=ogm-ge --set train.epochs=5`
+//! // resolves before training.
+//! let cfg = RunConfig::default().with_overrides(&[
+//!     "dataset.name=synth-vec".into(),
+//!     "dataset.train=60".into(),
+//!     "method.name=ogm-ge".into(),
+//!     "train.epochs=5".into(),
+//! ])?;
+//! assert_eq!(cfg.run_name(), "synth-vec-ogm-ge-s0");
+//! let splits = modbal::train::load_splits(&cfg)?;
+//! assert_eq!(splits.train.modalities(), ["audio", "visual"]);
+//! assert_eq!(splits.train.len(), 60);
+//! // `modbal::train::train(&cfg, &modbal::train::TrainOptions::default())?` would now train and
+//! // write `runs/synth-vec-ogm-ge-s0`.
+//! # Ok(())
+//! # }
+//! ```
 
 pub use modbal_contrib as contrib;
 pub use modbal_core as core;

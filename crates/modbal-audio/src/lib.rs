@@ -5,7 +5,7 @@
 //!
 //! * [`decode`]: WAV (hound: PCM 8/16/24/32-bit, float 32) and FLAC/MP3/AAC-in-MP4/Vorbis/MKV
 //!   (symphonia) → mono `f32`; corrupt or truncated files are errors naming the file.
-//! * [`resample`]: Kaiser-windowed sinc resampler (resampy `kaiser_best` design; librosa ≥ 0.10
+//! * [`mod@resample`]: Kaiser-windowed sinc resampler (resampy `kaiser_best` design; librosa ≥ 0.10
 //!   uses soxr — the difference is documented there).
 //! * [`stft`] (librosa conventions), [`fbank`] (Kaldi / `torchaudio.compliance.kaldi.fbank`),
 //!   [`spectrogram`] (`scipy.signal.spectrogram`), [`window`], [`fft`].
@@ -14,6 +14,31 @@
 //!
 //! Every numeric building block is tested against an independent implementation (numpy / scipy /
 //! librosa / torchaudio; the snippets are quoted in `tests/reference.rs`).
+//!
+//! # Example
+//!
+//! ```
+//! use modbal_audio::{resample, Audio, Recipe, ResampleConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // One second of a 440 Hz tone at 22050 Hz.
+//! let samples: Vec<f32> = (0..22050)
+//!     .map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 22050.0).sin() * 0.5)
+//!     .collect();
+//! let tone = Audio { samples, sample_rate: 22050, channels: 1, encoding: "example".into() };
+//!
+//! // OGM-GE's CREMA-D recipe: tile to 3 s, |STFT| (n_fft 512, hop 353), ln(|S| + 1e-7).
+//! let recipe = Recipe::from_name("ogm-ge")?;
+//! let feature = recipe.compute(&tone)?;
+//! assert_eq!(feature.shape, [257, 188]);
+//! assert_eq!(feature.shape, recipe.output_shape());
+//!
+//! // Band-limited resampling, e.g. to the 16 kHz of the `fbank` and `ave` recipes.
+//! let x16 = resample(&tone.samples, 22050, 16000, &ResampleConfig::default())?;
+//! assert_eq!(x16.len(), 16000);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod decode;
 pub mod error;

@@ -23,6 +23,27 @@
 //! Errors: one enum, [`ContribError`] (`Param` for bad hyper-parameters, `Input` for bad data
 //! — shape mismatches name the shapes —, `Candle`), convertible into
 //! `modbal_core::ModbalError`.
+//!
+//! # Example
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use modbal_contrib::ogm::ogm_scores;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Per-modality logits of two samples, two classes, labels [0, 1]: the audio head gives the
+//! // label probability 0.75 on both samples, the visual head 0.5 (it has learnt nothing).
+//! let ln3 = 3f64.ln();
+//! let audio = Tensor::new(&[[ln3, 0.0], [0.0, ln3]], &Device::Cpu)?;
+//! let visual = Tensor::zeros((2, 2), candle_core::DType::F64, &Device::Cpu)?;
+//! let report = ogm_scores(&[audio, visual], &[0, 1])?;
+//! // OGM-GE eq 9: s_m = Σ_i softmax(z_m,i)[y_i]; eq 10: ρ = s_audio / s_visual.
+//! assert!((report.scores[0] - 1.5).abs() < 1e-12 && (report.scores[1] - 1.0).abs() < 1e-12);
+//! assert!((report.pair_ratio.unwrap() - 1.5).abs() < 1e-12);
+//! assert!((report.discrepancy - 1.5).abs() < 1e-12); // max / min: 1 would be balanced
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod arm;
 pub mod cal;

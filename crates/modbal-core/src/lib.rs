@@ -6,6 +6,23 @@
 //! core error type [`ModbalError`].
 //!
 //! The hook design and the mapping of every method onto it are in `docs/architecture.md`.
+//!
+//! # Example
+//!
+//! ```
+//! use modbal_core::RunContext;
+//!
+//! // What the training loop hands to every `Method` hook: where training stands, the run's
+//! // seeded RNG and the per-epoch log written under `method` in `metrics.jsonl`.
+//! let mut ctx = RunContext::new(0, candle_core::Device::Cpu, 10);
+//! ctx.log.add_mean("weight.audio", 0.25); // averaged over the calls of an epoch
+//! ctx.log.add_mean("weight.audio", 0.75);
+//! ctx.log.set("phase", "warm-up"); // overwritten by later calls
+//! let logged = ctx.log.take(); // what the loop writes at the epoch's end
+//! assert_eq!(logged["weight.audio"], 0.5);
+//! assert_eq!(logged["phase"], "warm-up");
+//! assert!(ctx.log.take().is_empty());
+//! ```
 
 pub mod batch;
 pub mod error;

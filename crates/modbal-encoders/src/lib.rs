@@ -25,6 +25,8 @@
 //! * fusion head: `features[m]: [B, D_m] → (fused [B, C], per-modality [B, C] each)`
 //! * [`MultimodalNet`]: `inputs[m] → MultimodalOutput { fused_logits, per_modality_logits, features }`
 //!
+//! # Example
+//!
 //! ```
 //! use modbal_core::MultimodalModel;
 //! use modbal_encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet};

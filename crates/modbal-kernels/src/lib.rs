@@ -13,6 +13,32 @@
 //! the device. See `docs/cuda.md` for the build and what remains to be verified on a GPU.
 //!
 //! Only f32 and f64 are supported; inputs are made contiguous by the wrapper functions.
+//!
+//! # Example
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use modbal_kernels::{rng, scale_add_noise, standard_normal};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Element i of a draw is normal(seed, offset + i), whatever the chunking or the device.
+//! let z = standard_normal(6usize, DType::F64, &Device::Cpu, 7, 0)?.to_vec1::<f64>()?;
+//! for (i, zi) in z.iter().enumerate() {
+//!     assert_eq!(*zi, rng::normal_f64(7, i as u64));
+//! }
+//! // `offset` draws the continuation of the same stream.
+//! let tail = standard_normal(3usize, DType::F64, &Device::Cpu, 7, 3)?.to_vec1::<f64>()?;
+//! assert_eq!(tail, z[3..]);
+//!
+//! // Fused k·x + σ·z in one pass (OGM-GE's GE term, IBML TCM's input noise).
+//! let x = Tensor::new(&[1.0f64, 2.0, 3.0], &Device::Cpu)?;
+//! let y = scale_add_noise(&x, 0.5, 0.1, 7, 0)?.to_vec1::<f64>()?;
+//! for i in 0..3 {
+//!     assert!((y[i] - (0.5 * (i + 1) as f64 + 0.1 * z[i])).abs() < 1e-12);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod club;
 #[cfg(feature = "cuda")]

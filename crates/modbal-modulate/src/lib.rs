@@ -30,16 +30,25 @@
 //! Where the paper and the official code differ, the paper is the default and the official
 //! behaviour an option; each module's docs list the differences.
 //!
+//! # Example
+//!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
 //! use modbal_modulate::{OgmGe, OgmGeConfig};
 //! use modbal_tensors::SeededRng;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // OGM-GE eq 10 with the default α = 0.8: audio scores 1.2× visual, so ρ_audio = 1.2 > 1 and
+//! // audio's gradients are scaled by k = 1 − tanh(α·ρ) = 1 − tanh(0.96); visual keeps k = 1.
+//! let ogm = OgmGe::new(OgmGeConfig { ge: false, ..Default::default() })?;
+//! let (rho, k) = ogm.coefficients(&[12.0, 10.0])?;
+//! assert!((rho[0] - 1.2).abs() < 1e-12 && rho[1] == 1.0);
+//! assert!((k[0] - (1.0 - 0.96f64.tanh())).abs() < 1e-12 && k[1] == 1.0);
+//!
+//! // Applied in place to the gradients of the parameter group `encoder.audio`:
 //! let w = Var::from_tensor(&Tensor::ones((2, 1, 3, 3), candle_core::DType::F32, &Device::Cpu)?)?;
 //! let loss = (w.as_tensor() * 2.0)?.sum_all()?;
 //! let mut grads = loss.backward()?;
 //! let params = vec![("encoder.audio.conv.weight".to_string(), w.clone())];
-//! let ogm = OgmGe::new(OgmGeConfig { ge: false, ..Default::default() })?;
 //! // audio is twice as confident as visual: ρ_audio = 2 > 1, k = 1 − tanh(0.8 · 2) (eq 10).
 //! let report = ogm.apply(
 //!     &mut grads,

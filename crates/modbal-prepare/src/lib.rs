@@ -17,6 +17,28 @@
 //! exits with [`EXIT_SKIPPED`]. Outputs are written to temporary names and renamed, so an
 //! interrupted run leaves no half-written array; a re-run reuses every complete clip (audio array
 //! of the exact expected size and frame folder present) and computes only the rest.
+//!
+//! # Example
+//!
+//! ```
+//! use modbal_prepare::{default_recipe, prepare, PrepareOptions};
+//!
+//! // `modbal prepare crema-d --raw data/CREMA-D --out datasets/crema-d`
+//! let opts = PrepareOptions {
+//!     dataset: "crema-d".into(),
+//!     raw: "data/CREMA-D".into(),
+//!     out: "datasets/crema-d".into(),
+//!     recipe: None, // the dataset's default recipe
+//!     jobs: 0,      // all cores
+//!     progress: false,
+//! };
+//! assert_eq!(default_recipe(&opts.dataset), "ogm-ge");
+//! // With the raw download in place, `prepare(&opts)?` writes the layout above and returns
+//! // what it prepared, reused and skipped. A wrong dataset name is refused before anything is
+//! // read or written, with the valid names:
+//! let typo = PrepareOptions { dataset: "cremad".into(), ..opts.clone() };
+//! assert!(prepare(&typo).unwrap_err().to_string().contains("crema-d"));
+//! ```
 
 pub mod csv;
 pub mod error;

@@ -19,6 +19,32 @@
 //!
 //! Everything works on any candle device for which the underlying tensor ops exist; the custom
 //! ops (`ops::conv2d`, `ops::max_pool2d`, `ops::logdet`) have CPU kernels.
+//!
+//! # Example
+//!
+//! ```
+//! use candle_core::{DType, Device};
+//! use modbal_tensors::SeededRng;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Same seed ⇒ same draws, on any machine (candle's own CPU RNG cannot be seeded).
+//! let mut a = SeededRng::new(42);
+//! let mut b = SeededRng::new(42);
+//! assert_eq!(a.normal_vec(4, 0.0, 1.0), b.normal_vec(4, 0.0, 1.0));
+//! assert_eq!(a.permutation(10), b.permutation(10));
+//!
+//! // The state goes into a checkpoint; restoring it continues the exact same stream.
+//! let saved = a.state();
+//! let next = a.uniform();
+//! let mut resumed = SeededRng::from_state(&saved)?;
+//! assert_eq!(resumed.uniform(), next);
+//!
+//! // Tensors are drawn from it too (here initial weights of a 3×2 layer).
+//! let w = resumed.randn((3, 2), 0.0, 0.02, DType::F32, &Device::Cpu)?;
+//! assert_eq!(w.dims(), &[3, 2]);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod alloc;
 pub mod clip;

@@ -11,6 +11,21 @@
 //! Every dataset implements [`modbal_data::Dataset`] and is built from a root path and an
 //! options struct (`Food101::splits(&Food101Config)`, …). `datasets/<name>/README.md` documents
 //! the source, the licence, the layout and the caveats of each.
+//!
+//! # Example
+//!
+//! ```
+//! use modbal_text::pickle::{loads, Value};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // `pickle.dumps({'train': [1, 2.5]}, protocol=2)`
+//! let bytes = b"\x80\x02}q\x00X\x05\x00\x00\x00trainq\x01]q\x02(K\x01G@\x04\x00\x00\x00\x00\x00\x00es.";
+//! let v = loads(bytes)?;
+//! assert_eq!(v.keys(), ["train"]);
+//! assert_eq!(v.get("train"), Some(&Value::List(vec![Value::Int(1), Value::Float(2.5)])));
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod image_text;
 pub mod mosei;
