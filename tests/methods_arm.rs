@@ -723,6 +723,19 @@ fn warm_up_is_scaled_from_the_paper_schedule() {
             assert_eq!(r.method[k], on, "epoch {}: {k}", r.epoch);
         }
     }
+    // The reported model is ARM's: the best validation epoch among epochs 2-11 only (the warm-up
+    // epochs are plain joint training and not selectable), recomputed here from the val lines.
+    let val: Vec<_> = common::read_metrics(&out.run_dir)
+        .into_iter()
+        .filter(|r| r.split == "val" && r.epoch >= 2)
+        .collect();
+    let mut best = &val[0];
+    for r in &val {
+        if r.fusion_acc > best.fusion_acc {
+            best = r;
+        }
+    }
+    assert_eq!(out.summary.as_ref().unwrap().best_epoch, best.epoch);
 
     // A warm-up that covers the whole run (taken literally here) is an error, named.
     let dir = tempfile::tempdir().unwrap();

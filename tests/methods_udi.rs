@@ -945,13 +945,18 @@ fn controller_g_cls_is_the_gradient_of_the_fused_ce() {
 fn only_the_last_follower_stage_is_selectable() {
     let udi = Udi::new(UdiConfig::default()).unwrap();
     let mods = |m: &[&str]| m.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let at = |stage: usize| {
+        let mut ctx = modbal::core::RunContext::new(0, Device::Cpu, 10);
+        ctx.stage = stage;
+        ctx
+    };
     let st = udi.stages(6, &mods(&["audio", "visual"]));
-    let sel: Vec<bool> = (0..st.len()).map(|i| udi.selectable(i, &st)).collect();
+    let sel: Vec<bool> = (0..st.len()).map(|i| udi.selectable(&at(i), &st)).collect();
     assert_eq!(sel, [false, false, true]);
     let st = udi.stages(10, &mods(&["audio", "visual", "text"]));
-    let sel: Vec<bool> = (0..st.len()).map(|i| udi.selectable(i, &st)).collect();
+    let sel: Vec<bool> = (0..st.len()).map(|i| udi.selectable(&at(i), &st)).collect();
     assert_eq!(sel, [false, false, false, false, true]);
-    assert!(!udi.selectable(7, &st), "out of range");
+    assert!(!udi.selectable(&at(7), &st), "out of range");
 }
 
 // Issue 14 item 2, end to end: summary.json reports an epoch of the follower stage even when a

@@ -178,13 +178,14 @@ pub trait Method: Send {
         }]
     }
 
-    /// Whether the model after an epoch of `stage` (index into `stages`) may be selected as the
-    /// run's result (the best-on-validation snapshot that `summary.json` reports). Epochs that are
-    /// not selectable are trained, validated and logged as usual, but never reported as the
-    /// method's number: UDI's unimodal stages train single encoders, so only its (last) follower
-    /// stage is UDI. The trainer errors if no epoch of a finished run was selectable.
-    /// Default: every epoch.
-    fn selectable(&self, _stage: usize, _stages: &[StageSpec]) -> bool {
+    /// Whether the model after the epoch `ctx.epoch` (in stage `ctx.stage`, an index into
+    /// `stages`) may be selected as the run's result (the best-on-validation snapshot that
+    /// `summary.json` reports). Epochs that are not selectable are trained, validated and logged
+    /// as usual, but never reported as the method's number: UDI's unimodal stages train single
+    /// encoders, so only its (last) follower stage is UDI; ARM's warm-up epochs are plain joint
+    /// training, so only the epochs after it are ARM. The trainer errors if no epoch of a
+    /// finished run was selectable. Default: every epoch.
+    fn selectable(&self, _ctx: &RunContext, _stages: &[StageSpec]) -> bool {
         true
     }
 

@@ -465,6 +465,13 @@ impl Arm {
         Ok(ctx.epoch >= self.warm_up(ctx)?)
     }
 
+    /// Whether `ctx.epoch` is past the warm-up (the epochs ARM may report; see
+    /// [`Method::selectable`]).
+    pub fn is_arm_epoch(&self, ctx: &RunContext) -> bool {
+        // A warm-up that covers the run is an error at its first use (`warm_up`).
+        self.active(ctx).unwrap_or(false)
+    }
+
     /// The FW to apply, if DFE is on and weights are set.
     fn applied_fw(&self) -> Option<&ArmFusionWeights> {
         if self.cfg.dfe {
@@ -577,6 +584,13 @@ pub fn copies_histogram(extra: impl IntoIterator<Item = u32>) -> Vec<usize> {
 impl Method for Arm {
     fn name(&self) -> &str {
         "arm"
+    }
+
+    /// Only epochs after the warm-up are ARM (the warm-up is plain joint training): the model of
+    /// a warm-up epoch is logged but never reported as ARM's number (issue 14, as UDI's
+    /// unimodal stages).
+    fn selectable(&self, ctx: &RunContext, _stages: &[modbal_core::StageSpec]) -> bool {
+        self.is_arm_epoch(ctx)
     }
 
     /// DSR (eq 18): every index `1 + s_n` times after warm-up, `None` otherwise. Logs (DSR on)

@@ -613,10 +613,10 @@ impl Method for Udi {
     /// Only the last follower stage is UDI (for M = 2 the one follower stage; for M ≥ 3 the
     /// stage that trains the last modality, when every modality has been trained): the unimodal
     /// stages (and earlier follower stages) are logged but never selected as the best epoch.
-    fn selectable(&self, stage: usize, stages: &[StageSpec]) -> bool {
-        stage + 1 == stages.len()
+    fn selectable(&self, ctx: &RunContext, stages: &[StageSpec]) -> bool {
+        ctx.stage + 1 == stages.len()
             && stages
-                .get(stage)
+                .get(ctx.stage)
                 .is_some_and(|s| s.name.starts_with("follower"))
     }
 

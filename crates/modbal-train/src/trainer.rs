@@ -852,7 +852,7 @@ fn run_loop(
             append_line(&s.dir.join(TEST_CURVE_FILE), &serde_json::to_string(&te)?)?;
         }
         // Model selection on validation only, among the epochs the method may report.
-        if s.method.selectable(stage, &stages) && val_m.fusion_acc > best_acc {
+        if s.method.selectable(&s.ctx, &stages) && val_m.fusion_acc > best_acc {
             best_acc = val_m.fusion_acc;
             best_epoch = Some(epoch);
             let snap = s.model.params().snapshot()?;
