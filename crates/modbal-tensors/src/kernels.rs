@@ -18,7 +18,7 @@
 //! Groups run in parallel (single-threaded gemm calls, one scratch buffer per task) when there
 //! are enough of them, else one after the other with the gemm crate's own parallelism.
 
-use crate::ops::Window;
+use crate::window::Window;
 use gemm::Parallelism;
 use rayon::prelude::*;
 

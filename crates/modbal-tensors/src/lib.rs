@@ -58,6 +58,7 @@ pub mod params;
 pub mod rng;
 pub mod schedule;
 pub mod threads;
+pub mod window;
 
 pub use clip::{clip_grad_norm, global_grad_norm};
 pub use init::Init;

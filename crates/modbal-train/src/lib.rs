@@ -60,6 +60,7 @@ pub mod config;
 pub mod metrics;
 pub mod plot;
 pub mod presets;
+pub mod record;
 pub mod trainer;
 
 pub use config::{DeviceConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, METHOD_NAMES};

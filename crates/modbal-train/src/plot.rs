@@ -5,7 +5,7 @@
 //! to its first `.`, so `phi.audio` and `phi.visual` share a panel); absent when a method logs
 //! no numbers.
 
-use crate::trainer::EpochRecord;
+use crate::record::EpochRecord;
 use modbal_core::{ModbalError, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write;
