@@ -57,6 +57,7 @@
 mod blocks;
 pub mod conv4;
 pub mod encoder;
+pub mod encoder_config;
 pub mod error;
 pub mod fusion;
 pub mod mlp;
@@ -75,8 +76,9 @@ pub mod wordpiece;
 
 pub use bert::{BertConfig, BertEncoder, BertModel, BertPooling};
 pub use conv4::Conv4Encoder;
-pub use encoder::{
-    default_conv4_channels, default_mlp_hidden, default_small_cnn_channels, Encoder, EncoderConfig,
+pub use encoder::Encoder;
+pub use encoder_config::{
+    default_conv4_channels, default_mlp_hidden, default_small_cnn_channels, EncoderConfig,
 };
 pub use error::{EncoderError, Result};
 pub use fusion::{ConcatHead, FusionConfig, FusionHead, SumHead};

@@ -10,7 +10,8 @@
 //! `inputs[m]: [B, ...input_shape_m]` → `features[m]: [B, D_m]` → fused logits `[B, C]` and
 //! per-modality logits `[B, C]` (see [`crate::fusion`]).
 
-use crate::encoder::{Encoder, EncoderConfig};
+use crate::encoder::Encoder;
+use crate::encoder_config::EncoderConfig;
 use crate::error::{config_err, EncoderError, Result};
 use crate::fusion::{FusionConfig, FusionHead};
 use candle_core::{DType, Device, Tensor};

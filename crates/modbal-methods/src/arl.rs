@@ -48,7 +48,7 @@
 //! (mean global norm before clipping), `clipped` (fraction of steps clipped), and the loss parts
 //! `loss.fused`, `loss.<m>`.
 
-use crate::registry::{parse_options, Built};
+use crate::built::{parse_options, Built};
 use crate::util::{by_name, entropy, rows, softmax_row};
 use candle_core::{backprop::GradStore, Tensor};
 use modbal_core::{

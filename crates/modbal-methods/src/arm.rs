@@ -58,7 +58,7 @@
 //!   `head(FW ⊙ features)` → fused `[B, C]`, per-modality `[B, C]`
 //! * `predict`: `out.features[m]: [B, D_m]` → `head(FW ⊙ features).fused`, `[B, C]`
 
-use crate::registry::{parse_options, Built};
+use crate::built::{parse_options, Built};
 use candle_core::{DType, Device, Tensor};
 use modbal_contrib::arm::{cmi_gap_loss, ArmConfig as MivConfig, ArmFusionWeights, ArmMiv};
 use modbal_core::{

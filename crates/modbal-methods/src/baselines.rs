@@ -2,7 +2,7 @@
 //! cross-entropy on the fused logits (every `Method` hook keeps its default). They differ only in
 //! the model: concatenation head, sum head (one fc per modality), or a single modality.
 
-use crate::registry::{parse_options, Built};
+use crate::built::{parse_options, Built};
 use modbal_core::{Method, Result};
 use modbal_encoders::FusionConfig;
 use serde::{Deserialize, Serialize};

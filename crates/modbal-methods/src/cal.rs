@@ -93,7 +93,7 @@
 //! means of the estimated shrinkage, `full_shrinkage` only), and the loss parts
 //! `loss.ce_fused`, `loss.ce.<m>`, `loss.aib`, `loss.aib.<m>`.
 
-use crate::registry::{parse_options, Built};
+use crate::built::{parse_options, Built};
 use candle_core::{backprop::GradStore, DType, Tensor, Var};
 pub use modbal_contrib::cal::DEFAULT_TEMPERATURE;
 use modbal_contrib::cal::{

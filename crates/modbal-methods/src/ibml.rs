@@ -42,7 +42,7 @@
 //! `perturbed.<m>` (samples perturbed in the epoch), `pair_ratio` (mean ρ̃^0/ρ̃^1, M = 2),
 //! `active` (fraction of steps inside the window), `loss.fused`, `loss.<m>`.
 
-use crate::registry::{parse_options, Built};
+use crate::built::{parse_options, Built};
 use candle_core::DType;
 use modbal_contrib::ibml::{IbmlConfig as IndicatorConfig, IbmlRecorder, IbmlReport};
 use modbal_core::{

@@ -36,6 +36,7 @@
 pub mod arl;
 pub mod arm;
 pub mod baselines;
+pub mod built;
 pub mod cal;
 pub mod ibml;
 pub mod mla;

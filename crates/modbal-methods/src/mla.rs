@@ -41,7 +41,7 @@
 //! and fraction of validation samples in which each modality had the largest weight), and the
 //! loss parts `loss.<m>`.
 
-use crate::registry::{parse_options, Built};
+use crate::built::{parse_options, Built};
 use crate::util::{by_name, entropy, rows, softmax_row};
 use candle_core::{DType, Tensor, Var};
 use modbal_core::{

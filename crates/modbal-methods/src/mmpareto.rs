@@ -32,7 +32,7 @@
 //! unimodal head) and `val_uni_acc` (its validation accuracy); the loss parts `loss.mm`,
 //! `loss.<m>`.
 
-use crate::registry::{parse_options, Built};
+use crate::built::{parse_options, Built};
 use crate::util::{accuracy, by_name, labels, rows};
 use candle_core::{backprop::GradStore, DType, Tensor, Var};
 use modbal_core::{

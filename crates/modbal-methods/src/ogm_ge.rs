@@ -33,7 +33,7 @@
 //! inside the window), `window.start` / `window.end` (the scaled window of the run),
 //! `loss.fused` and `loss.<m>` (unimodal CE, logged only).
 
-use crate::registry::{parse_options, Built};
+use crate::built::{parse_options, Built};
 use candle_core::{backprop::GradStore, Var};
 use modbal_core::{
     Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,

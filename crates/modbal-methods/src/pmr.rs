@@ -44,7 +44,7 @@
 //! (fraction of steps with prototypes inside the window), `window.start` / `window.end` (the
 //! scaled window), and the loss parts `loss.ce`, `loss.pce.<m>`.
 
-use crate::registry::{parse_options, Built};
+use crate::built::{parse_options, Built};
 use crate::util::{by_name, rows};
 use candle_core::{Device, Tensor};
 use modbal_core::{

@@ -62,7 +62,7 @@
 //! `features[m]: [B, D_m]`, `per_modality_logits[m]: [B, C]`; the controller's inner products are
 //! scalars over the follower's parameters.
 
-use crate::registry::{parse_options, Built};
+use crate::built::{parse_options, Built};
 use candle_core::{DType, Tensor, Var, D};
 use modbal_core::{
     Batch, EvalOutputs, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,

@@ -115,7 +115,7 @@ fn default_encoder(dataset: &DatasetConfig, modality: &str, shape: &[usize]) -> 
             return match enc {
                 // WordPiece ids only make sense to BERT (pretrained weights required).
                 TextEncoding::Wordpiece { .. } => EncoderConfig::Bert {
-                    repo: modbal_encoders::encoder::default_bert_repo(),
+                    repo: modbal_encoders::encoder_config::default_bert_repo(),
                     revision: modbal_encoders::pretrained::default_revision(),
                     weights: None,
                     pretrained: true,
@@ -128,14 +128,14 @@ fn default_encoder(dataset: &DatasetConfig, modality: &str, shape: &[usize]) -> 
                     glove: Some(glove.clone()),
                     max_words: *max_words,
                     trainable_embeddings: false,
-                    hidden: modbal_encoders::encoder::default_gru_hidden(),
+                    hidden: modbal_encoders::encoder_config::default_gru_hidden(),
                     pooling: Default::default(),
                 },
                 TextEncoding::GloveVectors { .. } => EncoderConfig::BiGru {
                     glove: None,
                     max_words: 0,
                     trainable_embeddings: false,
-                    hidden: modbal_encoders::encoder::default_gru_hidden(),
+                    hidden: modbal_encoders::encoder_config::default_gru_hidden(),
                     pooling: Default::default(),
                 },
             };
