@@ -651,6 +651,78 @@ fn save_checkpoint(s: &Session, opt: &dyn Optimizer, st: &CheckpointState) -> Re
     std::fs::rename(&tmp, &last).map_err(|e| ModbalError::io("renaming", &tmp, e))
 }
 
+/// One training epoch: the method's indices (shuffled), the loader, every step; the epoch's
+/// training metrics.
+fn train_epoch(
+    s: &mut Session,
+    opt: &mut dyn Optimizer,
+    epoch: usize,
+    epochs: usize,
+) -> Result<SplitMetrics> {
+    let names = s.model.modalities().to_vec();
+    let n = s.splits.train.len();
+    let mut order = match s.method.epoch_indices(n, &mut s.ctx)? {
+        Some(v) => {
+            if let Some(&bad) = v.iter().find(|&&i| i >= n) {
+                return Err(ModbalError::Data(format!(
+                    "method {} asked for training index {bad} of {n}",
+                    s.method.name()
+                )));
+            }
+            v
+        }
+        None => (0..n).collect(),
+    };
+    s.ctx.rng.shuffle(&mut order);
+    // Augmentation of the real datasets is seeded by (run seed, epoch, sample).
+    s.splits.train.set_epoch(s.cfg.seed, epoch);
+    // Dropout masks too (BERT, sequence Transformer): seeded by (run seed, epoch, modality).
+    s.model.set_epoch(s.cfg.seed, epoch);
+    let loader = DataLoader::new(
+        s.splits.train.clone(),
+        order,
+        s.cfg.train.batch_size,
+        s.cfg.train.prefetch,
+    )?;
+    s.ctx.batches_per_epoch = loader.num_batches();
+    s.method.on_epoch_start(&s.model, &mut s.ctx)?;
+    let pb = if s.opts.progress && !s.opts.quiet {
+        let pb = ProgressBar::new(loader.num_batches() as u64);
+        pb.set_style(
+            ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        pb.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut acc = MetricAccumulator::new(s.model.num_classes(), names.len());
+    for (bi, batch) in loader.enumerate() {
+        let batch = batch?.to_device(&s.device)?;
+        s.ctx.batch_index = bi;
+        let y: Vec<u32> = batch.labels.to_vec1()?;
+        let step = s
+            .method
+            .train_step(&s.model, batch, opt, &mut s.ctx)
+            .map_err(|e| match e {
+                ModbalError::Candle(c) => ModbalError::Data(format!(
+                    "epoch {epoch}, batch {bi}: {c} (metrics and checkpoints of completed epochs are kept in {})",
+                    s.dir.display()
+                )),
+                e => e,
+            })?;
+        s.ctx.step += 1;
+        let pred = s.method.predict(&s.model, &step.output)?;
+        acc.add(step.loss, &y, &pred, &step.output.per_modality_logits)?;
+        pb.inc(1);
+        pb.set_message(format!("loss {:.4}", step.loss));
+    }
+    pb.finish_and_clear();
+    Ok(acc.finish(&names))
+}
+
 fn run_loop(
     s: &mut Session,
     resumed: Option<(CheckpointState, OptimizerState)>,
@@ -669,11 +741,10 @@ fn run_loop(
             plan.join(", ")
         )));
     }
-    let names = s.model.modalities().to_vec();
     let metrics_path = s.dir.join("metrics.jsonl");
     let mut history: Vec<EpochRecord> = Vec::new();
     let (mut start_epoch, mut best_epoch, mut best_acc) = (0, None, f64::NEG_INFINITY);
-    let mut best_snapshot: Option<(BTreeMap<String, Tensor>, serde_json::Value)> = None;
+    let mut best_snapshot: Option<Snapshot> = None;
     let mut pending_opt_state = None;
     if let Some((st, os)) = resumed {
         start_epoch = st.epochs_done;
@@ -727,71 +798,9 @@ fn run_loop(
             .lr_at(s.cfg.train.optimizer.lr(), stage_epoch);
         let lr = s.method.epoch_lr(lr, &mut s.ctx)?;
         opt.set_lr(lr);
-        let n = s.splits.train.len();
-        let mut order = match s.method.epoch_indices(n, &mut s.ctx)? {
-            Some(v) => {
-                if let Some(&bad) = v.iter().find(|&&i| i >= n) {
-                    return Err(ModbalError::Data(format!(
-                        "method {} asked for training index {bad} of {n}",
-                        s.method.name()
-                    )));
-                }
-                v
-            }
-            None => (0..n).collect(),
-        };
-        s.ctx.rng.shuffle(&mut order);
-        // Augmentation of the real datasets is seeded by (run seed, epoch, sample).
-        s.splits.train.set_epoch(s.cfg.seed, epoch);
-        // Dropout masks too (BERT, sequence Transformer): seeded by (run seed, epoch, modality).
-        s.model.set_epoch(s.cfg.seed, epoch);
-        let loader = DataLoader::new(
-            s.splits.train.clone(),
-            order,
-            s.cfg.train.batch_size,
-            s.cfg.train.prefetch,
-        )?;
-        s.ctx.batches_per_epoch = loader.num_batches();
-        s.method.on_epoch_start(&s.model, &mut s.ctx)?;
-        let pb = if s.opts.progress && !s.opts.quiet {
-            let pb = ProgressBar::new(loader.num_batches() as u64);
-            pb.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
-                )
-                .expect("static template")
-                .progress_chars("=> "),
-            );
-            pb.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
-            pb
-        } else {
-            ProgressBar::hidden()
-        };
-        let mut acc = MetricAccumulator::new(s.model.num_classes(), names.len());
-        for (bi, batch) in loader.enumerate() {
-            let batch = batch?.to_device(&s.device)?;
-            s.ctx.batch_index = bi;
-            let y: Vec<u32> = batch.labels.to_vec1()?;
-            let step = s
-                .method
-                .train_step(&s.model, batch, opt.as_mut(), &mut s.ctx)
-                .map_err(|e| match e {
-                    ModbalError::Candle(c) => ModbalError::Data(format!(
-                        "epoch {epoch}, batch {bi}: {c} (metrics and checkpoints of completed epochs are kept in {})",
-                        s.dir.display()
-                    )),
-                    e => e,
-                })?;
-            s.ctx.step += 1;
-            let pred = s.method.predict(&s.model, &step.output)?;
-            acc.add(step.loss, &y, &pred, &step.output.per_modality_logits)?;
-            pb.inc(1);
-            pb.set_message(format!("loss {:.4}", step.loss));
-        }
-        pb.finish_and_clear();
+        let train_m = train_epoch(s, opt.as_mut(), epoch, epochs)?;
         // The rate the optimizer ended the epoch with (a method may set it per step).
         let lr = opt.lr();
-        let train_m = acc.finish(&names);
         let (val_m, val_out) = s.evaluate(s.splits.val.clone())?;
         s.method.on_validation(&s.model, &val_out, &mut s.ctx)?;
         s.method.on_epoch_end(&s.model, &mut s.ctx)?;
@@ -879,6 +888,26 @@ fn run_loop(
             history,
         });
     }
+    let summary = finish_run(s, &stages, best_epoch.zip(best_snapshot))?;
+    Ok(RunOutcome {
+        run_dir: s.dir.clone(),
+        summary: Some(summary),
+        history,
+    })
+}
+
+/// A model's parameters and the method's state, as the best-on-validation epoch left them.
+type Snapshot = (BTreeMap<String, Tensor>, serde_json::Value);
+
+/// The end of a finished run: test after the last epoch, the opt-in test curve's summary, then
+/// the selected (best-on-validation) model and method state restored and evaluated once on
+/// validation and test; `summary.json` written (and the table printed unless quiet).
+fn finish_run(
+    s: &mut Session,
+    stages: &[modbal_core::StageSpec],
+    best: Option<(usize, Snapshot)>,
+) -> Result<Summary> {
+    let epochs = s.cfg.train.epochs;
     // The model as the last epoch left it, on test (no selection).
     let test_last = s.evaluate(s.splits.test.clone())?.0;
     let test_curve = if s.cfg.train.report_test_curve {
@@ -887,7 +916,7 @@ fn run_loop(
         None
     };
     // Final report: the best-val model, evaluated once on test.
-    let (snap, mstate) = best_snapshot.ok_or_else(|| {
+    let (best, (snap, mstate)) = best.ok_or_else(|| {
         ModbalError::Config(format!(
             "method {} reported no selectable epoch in {epochs} epochs (stages: {}): no model to \
              evaluate; give the stages that the method reports (e.g. UDI's follower stage) at \
@@ -903,7 +932,6 @@ fn run_loop(
     let snap: HashMap<String, Tensor> = snap.into_iter().collect();
     s.model.params().restore(&snap)?;
     s.method.load_state(&mstate)?;
-    let best = best_epoch.expect("set with the snapshot");
     let val = s.evaluate(s.splits.val.clone())?.0;
     let test = s.evaluate(s.splits.test.clone())?.0;
     let summary = Summary {
@@ -928,11 +956,7 @@ fn run_loop(
     if !s.opts.quiet {
         print_table(&summary, &s.dir);
     }
-    Ok(RunOutcome {
-        run_dir: s.dir.clone(),
-        summary: Some(summary),
-        history,
-    })
+    Ok(summary)
 }
 
 /// The best test epoch of `test_curve.jsonl` (one line per epoch `0..epochs`, checked).
