@@ -143,3 +143,34 @@ fn udi_on_the_shift_benchmark_anchors_on_the_modality_without_the_cue() {
         s.best_epoch
     );
 }
+
+#[test]
+fn a_resumed_run_keeps_its_test_curve_and_summary() {
+    // Stopped after 2 of 5 epochs, a run with the test curve resumes to the same curve file and
+    // the same summary (test, test_last, test_curve) as an uninterrupted one.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::small_vec(dir.path(), 4, 5);
+    cfg.train.report_test_curve = true;
+    cfg.name = "full".into();
+    let full = common::train(&cfg);
+    cfg.name = "part".into();
+    let part = modbal::train::train(
+        &cfg,
+        &modbal::train::TrainOptions {
+            quiet: true,
+            stop_after: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(part.summary.is_none());
+    let curve = |p: &Path| std::fs::read_to_string(p.join("test_curve.jsonl")).unwrap();
+    assert_eq!(curve(&part.run_dir).lines().count(), 2);
+    let resumed = modbal::train::resume(&part.run_dir, &common::quiet()).unwrap();
+    assert_eq!(curve(&full.run_dir), curve(&resumed.run_dir));
+    let (a, b) = (full.summary.unwrap(), resumed.summary.unwrap());
+    assert_eq!(
+        (a.test, a.test_last, a.test_curve, a.best_epoch),
+        (b.test, b.test_last, b.test_curve, b.best_epoch)
+    );
+}
