@@ -11,6 +11,14 @@ pub fn quiet() -> TrainOptions {
     }
 }
 
+/// Quiet, and stopping after `epochs` epochs of this call (the run stays resumable).
+pub fn stop_after(epochs: usize) -> TrainOptions {
+    TrainOptions {
+        stop_after: Some(epochs),
+        ..quiet()
+    }
+}
+
 /// A small synth-vec run configuration (seconds to train).
 pub fn small_vec(out: &Path, seed: u64, epochs: usize) -> RunConfig {
     RunConfig::default()

@@ -755,11 +755,7 @@ fn warm_up_is_scaled_from_the_paper_schedule() {
 fn resumed_run_matches_an_uninterrupted_one() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let full = common::train(&arm_run(d1.path(), 5, 4, &[]));
-    let opts = modbal::train::TrainOptions {
-        quiet: true,
-        stop_after: Some(2),
-        ..Default::default()
-    };
+    let opts = common::stop_after(2);
     let part = modbal::train::train(&arm_run(d2.path(), 5, 4, &[]), &opts).unwrap();
     assert!(part.summary.is_none());
     let resumed = modbal::train::resume(&part.run_dir, &common::quiet()).unwrap();

@@ -834,11 +834,7 @@ fn resumed_runs_match_uninterrupted_ones() {
             |out: &std::path::Path| common::small_vec(out, 3, 3).with_overrides(&sets).unwrap();
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let full = common::train(&cfg(a.path()));
-        let stop = modbal::train::TrainOptions {
-            quiet: true,
-            stop_after: Some(1),
-            ..Default::default()
-        };
+        let stop = common::stop_after(1);
         let part = modbal::train::train(&cfg(b.path()), &stop).unwrap();
         assert_ne!(
             read(&full.run_dir),

@@ -493,15 +493,7 @@ fn resumed_run_matches_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ibml_run(dir.path(), 3, &["train.epochs=4"]);
     let full = common::train(&cfg);
-    let part = modbal::train::train(
-        &cfg,
-        &modbal::train::TrainOptions {
-            quiet: true,
-            stop_after: Some(2),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let part = modbal::train::train(&cfg, &common::stop_after(2)).unwrap();
     assert!(part.summary.is_none());
     let resumed = modbal::train::resume(&part.run_dir, &common::quiet()).unwrap();
     let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();

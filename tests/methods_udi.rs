@@ -208,11 +208,7 @@ fn anchor_parameters_and_buffers_stay_bit_identical() {
             format!("out_dir={:?}", dir.path().display().to_string()),
         ])
         .unwrap();
-    let step = |n| TrainOptions {
-        quiet: true,
-        stop_after: Some(n),
-        ..Default::default()
-    };
+    let step = |n| common::stop_after(n);
     let run = train(&cfg, &step(1)).unwrap().run_dir;
     let after_audio = load(&run);
     resume(&run, &step(1)).unwrap();
@@ -467,11 +463,7 @@ fn three_modalities_follow_the_sequential_extension() {
             "method.name=udi".into(),
         ])
         .unwrap();
-    let step = |n| TrainOptions {
-        quiet: true,
-        stop_after: Some(n),
-        ..Default::default()
-    };
+    let step = |n| common::stop_after(n);
     let run = train(&cfg, &step(4)).unwrap().run_dir;
     let before = load(&run);
     let done = resume(
@@ -570,15 +562,7 @@ fn anchor_rule_accuracy_then_entropy() {
 fn resume_at_the_stage_boundary_is_exact() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let full = common::train(&udi_cfg(d1.path(), 5, 4, &[])); // plan 1/1/2
-    let cut = train(
-        &udi_cfg(d2.path(), 5, 4, &[]),
-        &TrainOptions {
-            quiet: true,
-            stop_after: Some(2),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let cut = train(&udi_cfg(d2.path(), 5, 4, &[]), &common::stop_after(2)).unwrap();
     assert!(cut.summary.is_none());
     resume(&cut.run_dir, &common::quiet()).unwrap();
     let a = std::fs::read_to_string(full.run_dir.join("metrics.jsonl")).unwrap();
@@ -602,17 +586,8 @@ fn resume_inside_the_follower_stage_is_exact() {
         );
         // plan 2/2/2: epochs 4 and 5 are the follower stage; stop after epoch 4 (its first).
         let full = common::train(&udi_cfg(d1.path(), 3, 6, &[&opt]));
-        let stop = |dir: &Path| {
-            train(
-                &udi_cfg(dir, 3, 6, &[&opt]),
-                &TrainOptions {
-                    quiet: true,
-                    stop_after: Some(5),
-                    ..Default::default()
-                },
-            )
-            .unwrap()
-        };
+        let stop =
+            |dir: &Path| train(&udi_cfg(dir, 3, 6, &[&opt]), &common::stop_after(5)).unwrap();
         let cut = stop(d2.path());
         assert!(cut.summary.is_none());
         let last = cut.run_dir.join("checkpoints/last");
@@ -665,11 +640,7 @@ fn missing_q_network_tensors_are_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let cut = train(
         &udi_cfg(dir.path(), 1, 4, &[]), // plan 1/1/2
-        &TrainOptions {
-            quiet: true,
-            stop_after: Some(3),
-            ..Default::default()
-        },
+        &common::stop_after(3),
     )
     .unwrap();
     std::fs::remove_file(cut.run_dir.join("checkpoints/last/method.safetensors")).unwrap();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use modbal::train::{RunConfig, TrainOptions};
+use modbal::train::RunConfig;
 
 #[test]
 fn run_writes_everything_and_same_seed_is_byte_identical() {
@@ -115,15 +115,7 @@ fn resumed_run_matches_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let full = common::train(&common::small_vec(dir.path(), 5, 4));
     let cfg = common::small_vec(dir.path(), 5, 4);
-    let part = modbal::train::train(
-        &cfg,
-        &TrainOptions {
-            quiet: true,
-            stop_after: Some(2),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let part = modbal::train::train(&cfg, &common::stop_after(2)).unwrap();
     assert!(part.summary.is_none());
     assert_eq!(common::read_metrics(&part.run_dir).len(), 4);
     let resumed = modbal::train::resume(&part.run_dir, &common::quiet()).unwrap();

@@ -154,15 +154,7 @@ fn a_resumed_run_keeps_its_test_curve_and_summary() {
     cfg.name = "full".into();
     let full = common::train(&cfg);
     cfg.name = "part".into();
-    let part = modbal::train::train(
-        &cfg,
-        &modbal::train::TrainOptions {
-            quiet: true,
-            stop_after: Some(2),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let part = modbal::train::train(&cfg, &common::stop_after(2)).unwrap();
     assert!(part.summary.is_none());
     let curve = |p: &Path| std::fs::read_to_string(p.join("test_curve.jsonl")).unwrap();
     assert_eq!(curve(&part.run_dir).lines().count(), 2);
