@@ -95,10 +95,17 @@ impl OptimizerConfig {
                         c.momentum
                     ));
                 }
-                if c.weight_decay < 0.0 {
+                // NaN fails every comparison: `!(x >= 0)` rejects it with the negatives.
+                if !(c.weight_decay >= 0.0 && c.weight_decay.is_finite()) {
                     return Err(format!(
-                        "sgd: weight_decay must be >= 0, got {}",
+                        "sgd: weight_decay must be finite and >= 0, got {}",
                         c.weight_decay
+                    ));
+                }
+                if !(0.0..=1.0).contains(&c.dampening) {
+                    return Err(format!(
+                        "sgd: dampening must be in [0, 1], got {}",
+                        c.dampening
                     ));
                 }
                 if c.nesterov && (c.momentum == 0.0 || c.dampening != 0.0) {
@@ -115,8 +122,14 @@ impl OptimizerConfig {
                         c.beta1, c.beta2
                     ));
                 }
-                if c.eps <= 0.0 || c.weight_decay < 0.0 {
-                    return Err("adamw: eps must be > 0 and weight_decay >= 0".into());
+                if !(c.eps > 0.0 && c.eps.is_finite())
+                    || !(c.weight_decay >= 0.0 && c.weight_decay.is_finite())
+                {
+                    return Err(format!(
+                        "adamw: eps must be finite and > 0 and weight_decay finite and >= 0, got \
+                         eps {} and weight_decay {}",
+                        c.eps, c.weight_decay
+                    ));
                 }
             }
         }

@@ -197,6 +197,47 @@ fn invalid_configs_are_rejected() {
         assert!(c.validate().is_err(), "{c:?}");
         assert!(c.build(Vec::new()).is_err(), "{c:?}");
     }
+    // Non-finite values are named (issue 17: `weight_decay = nan` used to be accepted).
+    for wd in [f64::NAN, f64::INFINITY, -1.0] {
+        let e = OptimizerConfig::Sgd(SgdConfig {
+            weight_decay: wd,
+            ..SgdConfig::default()
+        })
+        .validate()
+        .unwrap_err();
+        assert!(
+            e.contains("weight_decay") && e.contains(&wd.to_string()),
+            "{e}"
+        );
+        let e = OptimizerConfig::Adamw(AdamWConfig {
+            weight_decay: wd,
+            ..AdamWConfig::default()
+        })
+        .validate()
+        .unwrap_err();
+        assert!(
+            e.contains("weight_decay") && e.contains(&wd.to_string()),
+            "{e}"
+        );
+    }
+    for eps in [f64::NAN, f64::INFINITY] {
+        let e = OptimizerConfig::Adamw(AdamWConfig {
+            eps,
+            ..AdamWConfig::default()
+        })
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("eps"), "{e}");
+    }
+    for d in [f64::NAN, -0.5, 1.5] {
+        let e = OptimizerConfig::Sgd(SgdConfig {
+            dampening: d,
+            ..SgdConfig::default()
+        })
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("dampening"), "{e}");
+    }
 }
 
 /// A unique, fresh directory under the system temp dir (removed by the caller).
