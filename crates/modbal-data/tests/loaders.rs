@@ -360,6 +360,24 @@ fn cgmnist_colour_protocol_within_binomial_bounds() {
         e.contains("t10k-labels-idx1-ubyte") && e.contains("magic"),
         "{e}"
     );
+    // A gzip file under the raw IDX name (RFC 1952 header: 1f 8b, deflate, no flags) gets the
+    // unpacking advice, not the bad-magic message.
+    let gz = dir.path().join("gz");
+    fixtures::write_mnist(&gz, 20, 10, 0).unwrap();
+    let mut body = vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0x03];
+    body.extend_from_slice(&[0x4b, 0x4c, 0x4a, 0x06, 0x00]);
+    std::fs::write(gz.join("train-images-idx3-ubyte"), body).unwrap();
+    let e = CgmnistConfig {
+        root: gz,
+        ..Default::default()
+    }
+    .build()
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("train-images-idx3-ubyte") && e.contains("gzip") && e.contains("gunzip"),
+        "{e}"
+    );
     std::fs::remove_file(bad.join("train-images-idx3-ubyte")).unwrap();
     let e = CgmnistConfig {
         root: bad,

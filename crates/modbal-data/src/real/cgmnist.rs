@@ -145,6 +145,20 @@ pub fn read_idx_pair(images: &Path, labels: &Path) -> Result<Idx> {
     let ib = std::fs::read(images).map_err(|e| ModbalError::io("reading", images, e))?;
     let lb = std::fs::read(labels).map_err(|e| ModbalError::io("reading", labels, e))?;
     let bad = |p: &Path, m: String| ModbalError::Data(format!("{}: {m}", p.display()));
+    // A gzip file under the plain IDX name (the MNIST mirrors ship .gz): say so, not "bad magic".
+    for (p, b) in [(images, &ib), (labels, &lb)] {
+        if b.starts_with(&[0x1f, 0x8b]) {
+            return Err(bad(
+                p,
+                format!(
+                    "is gzip-compressed although its name has no .gz: unpack it \
+                     (gunzip -c {} > unpacked && mv unpacked {})",
+                    p.display(),
+                    p.display()
+                ),
+            ));
+        }
+    }
     if ib.len() < 16 || be_u32(&ib, 0) != 0x0803 {
         return Err(bad(
             images,
