@@ -122,9 +122,9 @@ impl OptimizerConfig {
                         c.beta1, c.beta2
                     ));
                 }
-                if !(c.eps > 0.0 && c.eps.is_finite())
-                    || !(c.weight_decay >= 0.0 && c.weight_decay.is_finite())
-                {
+                let eps_ok = c.eps > 0.0 && c.eps.is_finite();
+                let wd_ok = c.weight_decay >= 0.0 && c.weight_decay.is_finite();
+                if !(eps_ok && wd_ok) {
                     return Err(format!(
                         "adamw: eps must be finite and > 0 and weight_decay finite and >= 0, got \
                          eps {} and weight_decay {}",
