@@ -16,18 +16,19 @@ fn modbal(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-#[test]
-fn train_one_epoch_on_tiny_cgmnist() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("mnist");
-    fixtures::write_mnist(&data, 300, 100, 1).unwrap();
-    let out = dir.path().join("runs");
-    let (code, stdout, stderr) = modbal(&[
-        "train",
-        "--dataset",
-        "cgmnist",
+/// `modbal train ARGS… --set dataset.root=DATA` for one epoch with small conv4 encoders on both
+/// CGMNIST views, into `out`.
+fn train_tiny_cgmnist(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    args: &[&str],
+) -> (i32, String, String) {
+    let root = format!("dataset.root={:?}", data.display().to_string());
+    let mut all = vec!["train"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
         "--set",
-        &format!("dataset.root={:?}", data.display().to_string()),
+        &root,
         "--set",
         "model.encoders.gray.kind=conv4",
         "--set",
@@ -42,6 +43,16 @@ fn train_one_epoch_on_tiny_cgmnist() {
         out.to_str().unwrap(),
         "--no-progress",
     ]);
+    modbal(&all)
+}
+
+#[test]
+fn train_one_epoch_on_tiny_cgmnist() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mnist");
+    fixtures::write_mnist(&data, 300, 100, 1).unwrap();
+    let out = dir.path().join("runs");
+    let (code, stdout, stderr) = train_tiny_cgmnist(&data, &out, &["--dataset", "cgmnist"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let run = out.join("cgmnist-concat-s0");
     let summary: serde_json::Value =
@@ -144,30 +155,12 @@ fn a_paper_preset_sets_the_protocol_and_is_recorded() {
     let data = dir.path().join("mnist");
     fixtures::write_mnist(&data, 200, 60, 2).unwrap();
     let out = dir.path().join("runs");
-    let root = format!("dataset.root={:?}", data.display().to_string());
     // The UDI CGMNIST protocol with another method: protocol kept, method's own defaults.
-    let (code, stdout, stderr) = modbal(&[
-        "train",
-        "--preset",
-        "udi/cgmnist",
-        "--method",
-        "concat",
-        "--set",
-        &root,
-        "--set",
-        "model.encoders.gray.kind=conv4",
-        "--set",
-        "model.encoders.gray.channels=[4, 4, 8, 8]",
-        "--set",
-        "model.encoders.color.kind=conv4",
-        "--set",
-        "model.encoders.color.channels=[4, 4, 8, 8]",
-        "--epochs",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-        "--no-progress",
-    ]);
+    let (code, stdout, stderr) = train_tiny_cgmnist(
+        &data,
+        &out,
+        &["--preset", "udi/cgmnist", "--method", "concat"],
+    );
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let cfg: toml::Table = std::fs::read_to_string(out.join("cgmnist-concat-s0/config.toml"))
         .unwrap()

@@ -77,7 +77,10 @@ impl GaussianConfig {
     }
 }
 
-fn as_matrix(x: &Tensor, what: &str) -> Result<Tensor> {
+/// A `[N, D]` or `[N]` float tensor as `[N, D]`; any other rank or an integer dtype is an
+/// error naming `what` (the shape check of every Gaussian estimator, shared with estimators
+/// built elsewhere, e.g. CAL's shrinkage MI in modbal-methods).
+pub fn float_matrix(x: &Tensor, what: &str) -> Result<Tensor> {
     let x = match x.rank() {
         1 => x.unsqueeze(1)?,
         2 => x.clone(),
@@ -94,6 +97,11 @@ fn as_matrix(x: &Tensor, what: &str) -> Result<Tensor> {
             x.dtype()
         )));
     }
+    Ok(x)
+}
+
+fn as_matrix(x: &Tensor, what: &str) -> Result<Tensor> {
+    let x = float_matrix(x, what)?;
     let (n, d) = x.dims2()?;
     if n < 2 {
         return Err(InfoError::Input(format!(

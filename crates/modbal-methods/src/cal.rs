@@ -458,22 +458,7 @@ pub struct ShrinkageMi {
 
 /// `[N, D]` (or `[N]`) float → `[N, D]` f64 (differentiable), with the name in errors.
 fn as_f64_matrix(x: &Tensor, what: &str) -> Result<Tensor> {
-    let x = match x.rank() {
-        1 => x.unsqueeze(1)?,
-        2 => x.clone(),
-        _ => {
-            return Err(ModbalError::Data(format!(
-                "shrinkage_gaussian_mi: {what} must be [N, D] or [N], got {:?}",
-                x.dims()
-            )))
-        }
-    };
-    if !x.dtype().is_float() {
-        return Err(ModbalError::Data(format!(
-            "shrinkage_gaussian_mi: {what} must be a float tensor, got {:?}",
-            x.dtype()
-        )));
-    }
+    let x = modbal_info::gaussian::float_matrix(x, &format!("shrinkage_gaussian_mi: {what}"))?;
     Ok(x.to_dtype(DType::F64)?)
 }
 
