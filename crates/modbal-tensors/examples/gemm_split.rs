@@ -2,7 +2,7 @@
 //! (`Parallelism::Rayon`) against one single-threaded gemm call per block of output columns
 //! (`SplitN`) or rows (`SplitM`), on the products of modbal's convolutions (forward, input
 //! gradient, weight gradient) for shapes of the benchmark encoders. The evidence behind
-//! `kernels::Par` (which side each product is cut along).
+//! `cpu::matmul::Par` (which side each product is cut along).
 //!
 //! ```sh
 //! cargo run --release -p modbal-tensors --example gemm_split [-- THREADS]

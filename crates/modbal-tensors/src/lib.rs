@@ -48,8 +48,8 @@
 
 pub mod alloc;
 pub mod clip;
+mod cpu;
 pub mod init;
-mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod ops;

@@ -3,7 +3,7 @@
 //! * [`conv2d`] / [`conv2d_bias`]: 2-D convolution for any input H×W, stride, padding and
 //!   dilation. candle's own conv2d backward derives the output padding from the height only and
 //!   fails on inputs such as 257×188 spectrograms. Here forward and both backward passes are
-//!   im2col / col2im + direct `gemm` calls (the `kernels` module), and the backward computes only
+//!   im2col / col2im + direct `gemm` calls (the `cpu` module), and the backward computes only
 //!   the gradients of tracked operands.
 //! * [`batch_norm_train`] (training-mode batch norm, optionally fused with ReLU), [`add_relu`]
 //!   (ResNet's residual connection) and [`global_avg_pool`]: single fused ops with closed-form
@@ -31,12 +31,14 @@
 //!   count as −∞.
 //! * `logdet(a: [D, D] or [N, D, D]) -> [] or [N]`.
 
-use crate::kernels::{
-    add_relu_fwd, bn_bwd_input, bn_bwd_sums, channel_affine, channel_stats, channel_sums_as,
-    col_sums, conv_bwd_input, conv_bwd_weight, conv_fwd, linear_bwd_input, linear_bwd_weight,
-    linear_fwd, plane_means, plane_spread, relu_in_place, relu_mask, softmax_ce_bwd,
-    softmax_ce_fwd, ConvShape,
+use crate::cpu::channel::{
+    bn_bwd_input, bn_bwd_sums, channel_affine, channel_stats, channel_sums_as,
 };
+use crate::cpu::conv::{conv_bwd_input, conv_bwd_weight, conv_fwd, ConvShape};
+use crate::cpu::cross_entropy::{softmax_ce_bwd, softmax_ce_fwd};
+use crate::cpu::elementwise::{add_relu_fwd, relu_in_place, relu_mask};
+use crate::cpu::linear::{col_sums, linear_bwd_input, linear_bwd_weight, linear_fwd};
+use crate::cpu::pool::{max_pool_2x2_plane, max_pool_plane, plane_means, plane_spread};
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
@@ -45,7 +47,7 @@ use rayon::prelude::*;
 
 pub use crate::window::Window;
 
-trait Elem: crate::kernels::Float {}
+trait Elem: crate::cpu::simd::Float {}
 impl Elem for f32 {}
 impl Elem for f64 {}
 
@@ -57,7 +59,7 @@ fn contiguous_slice<'a, T: candle_core::WithDType>(v: &'a [T], l: &Layout) -> Re
 }
 
 // ---------------------------------------------------------------------------------------------
-// convolution (gemm kernels in `crate::kernels`)
+// convolution (gemm kernels in `crate::cpu::conv`)
 // ---------------------------------------------------------------------------------------------
 
 /// Runs `$body` with `$v` bound to the f32 or f64 slice of a contiguous CPU storage and wraps
@@ -389,7 +391,7 @@ fn conv_shape(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<ConvShape> {
 /// 2-D convolution (cross-correlation, as PyTorch), differentiable in `x` and `w`.
 ///
 /// `x: [B, C, H, W]`, `w: [O, C, kh, kw]` → `[B, O, Ho, Wo]`. No bias (see [`conv2d_bias`]).
-/// Forward and both backward passes are im2col / col2im + gemm (see the `kernels` module); the
+/// Forward and both backward passes are im2col / col2im + gemm (see the `cpu` module); the
 /// backward computes only the gradients that are needed (none for an untracked input).
 pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeometry) -> Result<Tensor> {
     conv2d_impl(x, w, None, g, false)
@@ -464,9 +466,9 @@ fn max_pool_fwd<T: Elem>(x: &[T], dims: &[usize], win: &Window) -> Result<(Vec<T
         .for_each(|(bc, (o, a))| {
             let plane = &x[bc * h * w..(bc + 1) * h * w];
             if two_by_two {
-                crate::kernels::max_pool_2x2_plane(plane, w, o, a, wo);
+                max_pool_2x2_plane(plane, w, o, a, wo);
             } else {
-                crate::kernels::max_pool_plane(plane, h, w, win, o, a, wo);
+                max_pool_plane(plane, h, w, win, o, a, wo);
             }
         });
     Ok((out, arg))

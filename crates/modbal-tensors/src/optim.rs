@@ -14,6 +14,8 @@
 //! A parameter that has no gradient in the `GradStore` is skipped entirely (its state and step
 //! count do not advance), as PyTorch skips parameters whose `.grad` is `None`.
 
+use crate::cpu::elementwise::all_finite;
+use crate::cpu::sgd::{sgd_momentum, sgd_step, SgdDirection};
 use candle_core::{
     backprop::GradStore, CpuStorage, DType, Device, InplaceOp3, Layout, Result, Tensor, Var,
 };
@@ -226,8 +228,8 @@ fn cpu_all_finite(g: &Tensor) -> Option<bool> {
     let (st, l) = g.storage_and_layout();
     let (a, b) = l.contiguous_offsets()?;
     match &*st {
-        candle_core::Storage::Cpu(CpuStorage::F32(v)) => Some(crate::kernels::all_finite(&v[a..b])),
-        candle_core::Storage::Cpu(CpuStorage::F64(v)) => Some(crate::kernels::all_finite(&v[a..b])),
+        candle_core::Storage::Cpu(CpuStorage::F32(v)) => Some(all_finite(&v[a..b])),
+        candle_core::Storage::Cpu(CpuStorage::F64(v)) => Some(all_finite(&v[a..b])),
         _ => None,
     }
 }
@@ -475,7 +477,7 @@ impl InplaceOp3 for SgdBufUpdate {
         sgd_inplace!(self, s1, l1, s2, l2, s3, l3, |buf, g, p, T| {
             let wd = (self.weight_decay != 0.0).then_some(self.weight_decay as T);
             let (m, damp) = (self.momentum as T, (1.0 - self.dampening) as T);
-            crate::kernels::sgd_momentum(buf, g, p, m, damp, wd, self.first);
+            sgd_momentum(buf, g, p, m, damp, wd, self.first);
         })
     }
 }
@@ -497,13 +499,13 @@ impl InplaceOp3 for SgdParamUpdate {
             let wd = (self.weight_decay != 0.0).then_some(self.weight_decay as T);
             let (m, lr) = (self.momentum as T, self.lr as T);
             let dir = if !self.has_buf {
-                crate::kernels::SgdDirection::Gradient
+                SgdDirection::Gradient
             } else if self.nesterov {
-                crate::kernels::SgdDirection::Nesterov
+                SgdDirection::Nesterov
             } else {
-                crate::kernels::SgdDirection::Buffer
+                SgdDirection::Buffer
             };
-            crate::kernels::sgd_step(p, g, buf, lr, m, wd, dir);
+            sgd_step(p, g, buf, lr, m, wd, dir);
         })
     }
 }

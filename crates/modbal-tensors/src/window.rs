@@ -1,5 +1,5 @@
-//! The geometry of a 2-D convolution or pooling window, shared by the ops ([`crate::ops`]) and
-//! their CPU kernels (the private `kernels` module).
+//! The geometry of a 2-D convolution or pooling window, shared by the ops (the `ops` module) and
+//! their CPU kernels (the private `cpu` module).
 
 use candle_core::Result;
 

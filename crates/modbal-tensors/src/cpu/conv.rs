@@ -1,0 +1,474 @@
+//! Convolution forward and both backward passes as im2col / col2im + `gemm` calls.
+//!
+//! # Convolution layout
+//! Samples are processed in groups of `nb` (so that a group has at least [`MIN_COLS`] output
+//! positions). For a group, im2col writes the "K-major" matrix `C [K, nb·Ho·Wo]`
+//! (`K = C_in·kh·kw`, row `(c, ky, kx)`, column `(sample, oy, ox)`); each row is a shifted,
+//! strided copy of one input plane, built with contiguous copies when the stride is 1. Then
+//!
+//! * forward: `Y_g [O, nb·HW] = W [O, K] · C` (written straight into the `[B, O, Ho, Wo]` output
+//!   when `nb = 1`, else scattered from a scratch buffer),
+//! * input gradient: `G_C [K, nb·HW] = Wᵀ · G_Y`, then col2im adds each row back into its plane,
+//! * weight gradient: `G_W [O, K] += G_Y · Cᵀ`, accumulated over groups in a fixed number of
+//!   partial sums (the result does not depend on the thread count).
+//!
+//! A 1×1 convolution with stride 1 and no padding needs no im2col (`C` is the input itself).
+//! Groups run in parallel (single-threaded gemm calls, one scratch buffer per task) when there
+//! are enough of them, else one after the other with the gemm crate's own parallelism.
+
+use super::matmul::{mm, transpose_into, Par};
+use super::simd::Float;
+use crate::window::Window;
+use rayon::prelude::*;
+
+/// Minimum number of output columns of one group's matrix product.
+pub(crate) const MIN_COLS: usize = 256;
+/// Number of partial sums of the weight gradient (fixed: results independent of threads).
+const WGRAD_PARTS: usize = 8;
+
+/// Shapes of one convolution.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvShape {
+    pub b: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub ho: usize,
+    pub wo: usize,
+    pub win: Window,
+}
+
+impl ConvShape {
+    fn k(&self) -> usize {
+        self.c * self.win.kh * self.win.kw
+    }
+    fn hw(&self) -> usize {
+        self.ho * self.wo
+    }
+    fn identity(&self) -> bool {
+        let w = &self.win;
+        w.kh == 1 && w.kw == 1 && w.sh == 1 && w.sw == 1 && w.ph == 0 && w.pw == 0
+    }
+    /// Samples per group.
+    fn nb(&self) -> usize {
+        MIN_COLS.div_ceil(self.hw().max(1)).clamp(1, self.b.max(1))
+    }
+    fn groups(&self) -> usize {
+        self.b.div_ceil(self.nb())
+    }
+    /// `(first sample, samples)` of group `g`.
+    fn group(&self, g: usize) -> (usize, usize) {
+        let nb = self.nb();
+        (g * nb, nb.min(self.b - g * nb))
+    }
+    /// Parallel over groups (single-threaded gemm calls; `0`) or not (each product split over
+    /// the returned number of threads).
+    fn plan(&self, tasks: usize) -> (bool, usize) {
+        let threads = rayon::current_num_threads();
+        if threads <= 1 {
+            (false, 1)
+        } else if tasks >= 2 * threads {
+            (true, 1)
+        } else {
+            (false, threads)
+        }
+    }
+}
+
+/// Range of output columns `ox` whose input column `ox·s + off` lies in `0..w`.
+#[inline]
+fn valid_range(wo: usize, w: usize, s: usize, off: isize) -> (usize, usize) {
+    let s = s as isize;
+    let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
+    let end = w as isize - off; // ox·s < end
+    let hi = if end <= 0 { 0 } else { (end + s - 1) / s };
+    let lo = (lo as usize).min(wo);
+    let hi = (hi as usize).clamp(lo, wo);
+    (lo, hi)
+}
+
+/// im2col of samples `b0..b0+nbg` into `dst [K, nbg·HW]`.
+fn im2col_group<T: Float>(x: &[T], s: &ConvShape, b0: usize, nbg: usize, dst: &mut [T]) {
+    let (hw, win, zero) = (s.hw(), &s.win, T::from_f64(0.0));
+    let ld = nbg * hw;
+    for j in 0..nbg {
+        let xb = &x[(b0 + j) * s.c * s.h * s.w..][..s.c * s.h * s.w];
+        for ci in 0..s.c {
+            let plane = &xb[ci * s.h * s.w..][..s.h * s.w];
+            for ky in 0..win.kh {
+                for kx in 0..win.kw {
+                    let row = (ci * win.kh + ky) * win.kw + kx;
+                    let d = &mut dst[row * ld + j * hw..][..hw];
+                    let off = (kx * win.dw) as isize - win.pw as isize;
+                    let (lo, hi) = valid_range(s.wo, s.w, win.sw, off);
+                    if win.sw == 1 && win.sh == 1 && s.wo == s.w && lo < hi {
+                        // Same-size output ("same" padding, stride 1): the valid rows of this
+                        // tap are ONE contiguous shifted copy of the plane (destination and
+                        // source advance by the same `w` per row); the cells that wrapped around
+                        // a row end are then reset to the zero padding. For narrow planes this
+                        // replaces one short copy per output row.
+                        let (oy0, oy1) =
+                            valid_range(s.ho, s.h, 1, (ky * win.dh) as isize - win.ph as isize);
+                        let w = s.w;
+                        if oy0 < oy1 {
+                            let iy0 =
+                                (oy0 as isize + (ky * win.dh) as isize - win.ph as isize) as usize;
+                            let (da, db) = (oy0 * w + lo, (oy1 - 1) * w + hi);
+                            let sa = (iy0 * w + lo) as isize + off;
+                            d[da..db].copy_from_slice(&plane[sa as usize..sa as usize + (db - da)]);
+                        }
+                        for v in &mut d[..oy0 * w] {
+                            *v = zero;
+                        }
+                        for v in &mut d[oy1 * w..] {
+                            *v = zero;
+                        }
+                        for drow in d[oy0 * w..oy1 * w].chunks_exact_mut(w) {
+                            for v in &mut drow[..lo] {
+                                *v = zero;
+                            }
+                            for v in &mut drow[hi..] {
+                                *v = zero;
+                            }
+                        }
+                        continue;
+                    }
+                    for oy in 0..s.ho {
+                        let drow = &mut d[oy * s.wo..][..s.wo];
+                        let iy = (oy * win.sh + ky * win.dh) as isize - win.ph as isize;
+                        if iy < 0 || iy as usize >= s.h {
+                            drow.fill(zero);
+                            continue;
+                        }
+                        let src = &plane[iy as usize * s.w..][..s.w];
+                        // the borders are 0-2 cells wide: no memset call for them
+                        for v in &mut drow[..lo] {
+                            *v = zero;
+                        }
+                        for v in &mut drow[hi..] {
+                            *v = zero;
+                        }
+                        if win.sw == 1 {
+                            let a = (lo as isize + off) as usize;
+                            drow[lo..hi].copy_from_slice(&src[a..a + (hi - lo)]);
+                        } else {
+                            for (ox, v) in drow[lo..hi].iter_mut().enumerate() {
+                                *v = src[(((ox + lo) * win.sw) as isize + off) as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `cols [K, nbg·HW]` back into the planes of `gx` (the `nbg` samples of the group,
+/// `[nbg, C, H, W]`).
+fn col2im_group<T: Float>(cols: &[T], s: &ConvShape, nbg: usize, gx: &mut [T]) {
+    let (hw, win) = (s.hw(), &s.win);
+    let ld = nbg * hw;
+    for j in 0..nbg {
+        let gb = &mut gx[j * s.c * s.h * s.w..][..s.c * s.h * s.w];
+        for ci in 0..s.c {
+            let plane = &mut gb[ci * s.h * s.w..][..s.h * s.w];
+            for ky in 0..win.kh {
+                for kx in 0..win.kw {
+                    let row = (ci * win.kh + ky) * win.kw + kx;
+                    let src = &cols[row * ld + j * hw..][..hw];
+                    let off = (kx * win.dw) as isize - win.pw as isize;
+                    let (lo, hi) = valid_range(s.wo, s.w, win.sw, off);
+                    for oy in 0..s.ho {
+                        let iy = (oy * win.sh + ky * win.dh) as isize - win.ph as isize;
+                        if iy < 0 || iy as usize >= s.h {
+                            continue;
+                        }
+                        let srow = &src[oy * s.wo..][..s.wo];
+                        let drow = &mut plane[iy as usize * s.w..][..s.w];
+                        if win.sw == 1 {
+                            let a = (lo as isize + off) as usize;
+                            for (d, &v) in drow[a..a + (hi - lo)].iter_mut().zip(&srow[lo..hi]) {
+                                *d += v;
+                            }
+                        } else {
+                            for ox in lo..hi {
+                                drow[((ox * win.sw) as isize + off) as usize] += srow[ox];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies the `[nbg, O, HW]` slab `src` into `dst [O, nbg·HW]` (or back with `to_nchw`).
+fn regroup<T: Float>(src: &[T], dst: &mut [T], o: usize, hw: usize, nbg: usize, to_nchw: bool) {
+    let ld = nbg * hw;
+    for j in 0..nbg {
+        for oi in 0..o {
+            let a = (j * o + oi) * hw;
+            let g = oi * ld + j * hw;
+            if to_nchw {
+                dst[a..a + hw].copy_from_slice(&src[g..g + hw]);
+            } else {
+                dst[g..g + hw].copy_from_slice(&src[a..a + hw]);
+            }
+        }
+    }
+}
+
+/// Runs `f(group, chunk of out)` over the groups, in parallel with a per-task scratch buffer
+/// or one after the other.
+fn for_groups<T: Float, F>(out: &mut [T], per_group: usize, parallel: bool, scratch: usize, f: F)
+where
+    F: Fn(usize, &mut [T], &mut Vec<T>) + Sync + Send,
+{
+    let zero = T::from_f64(0.0);
+    if parallel {
+        out.par_chunks_mut(per_group)
+            .enumerate()
+            .for_each_init(|| vec![zero; scratch], |buf, (g, chunk)| f(g, chunk, buf));
+    } else {
+        let mut buf = vec![zero; scratch];
+        for (g, chunk) in out.chunks_mut(per_group).enumerate() {
+            f(g, chunk, &mut buf);
+        }
+    }
+}
+
+/// Convolution forward: `x [B, C, H, W]`, `w [O, K]`, optional bias `[O]` → `[B, O, Ho, Wo]`.
+pub(crate) fn conv_fwd<T: Float>(x: &[T], wt: &[T], bias: Option<&[T]>, s: &ConvShape) -> Vec<T> {
+    let (k, hw, o, nb) = (s.k(), s.hw(), s.o, s.nb());
+    let mut y = vec![T::from_f64(0.0); s.b * o * hw];
+    if y.is_empty() {
+        return y;
+    }
+    let (parallel, par) = s.plan(s.groups());
+    let direct = s.identity() && nb == 1;
+    let scratch = (if direct { 0 } else { k * nb * hw }) + (if nb > 1 { o * nb * hw } else { 0 });
+    for_groups(&mut y, nb * o * hw, parallel, scratch, |g, yg, buf| {
+        let (b0, nbg) = s.group(g);
+        let ld = nbg * hw;
+        let (cols_buf, out_buf) = buf.split_at_mut(if direct { 0 } else { k * nb * hw });
+        let cols: &[T] = if direct {
+            &x[b0 * s.c * s.h * s.w..][..k * hw]
+        } else {
+            im2col_group(x, s, b0, nbg, &mut cols_buf[..k * ld]);
+            &cols_buf[..k * ld]
+        };
+        if nbg == 1 {
+            if let Some(bv) = bias {
+                for (oi, row) in yg.chunks_mut(hw).enumerate() {
+                    row.fill(bv[oi]);
+                }
+            }
+            // SAFETY: yg is [O, HW], wt [O, K], cols [K, HW]; all in bounds.
+            unsafe {
+                mm(
+                    o,
+                    hw,
+                    k,
+                    yg.as_mut_ptr(),
+                    hw,
+                    bias.is_some(),
+                    wt.as_ptr(),
+                    1,
+                    k,
+                    cols.as_ptr(),
+                    1,
+                    ld,
+                    Par::SplitN(par),
+                )
+            };
+        } else {
+            let ob = &mut out_buf[..o * ld];
+            // SAFETY: ob is [O, ld], wt [O, K], cols [K, ld].
+            unsafe {
+                mm(
+                    o,
+                    ld,
+                    k,
+                    ob.as_mut_ptr(),
+                    ld,
+                    false,
+                    wt.as_ptr(),
+                    1,
+                    k,
+                    cols.as_ptr(),
+                    1,
+                    ld,
+                    Par::SplitN(par),
+                )
+            };
+            regroup(ob, yg, o, hw, nbg, true);
+            if let Some(bv) = bias {
+                for (r, row) in yg.chunks_mut(hw).enumerate() {
+                    let v = bv[r % o];
+                    for e in row {
+                        *e += v;
+                    }
+                }
+            }
+        }
+    });
+    y
+}
+
+/// Input gradient of the convolution: `gy [B, O, Ho, Wo]`, `w [O, K]` → `[B, C, H, W]`.
+pub(crate) fn conv_bwd_input<T: Float>(gy: &[T], wt: &[T], s: &ConvShape) -> Vec<T> {
+    let (k, hw, o, nb) = (s.k(), s.hw(), s.o, s.nb());
+    let plane = s.c * s.h * s.w;
+    let mut gx = vec![T::from_f64(0.0); s.b * plane];
+    if gx.is_empty() || hw == 0 {
+        return gx;
+    }
+    let (parallel, par) = s.plan(s.groups());
+    let direct = s.identity() && nb == 1;
+    let scratch = (if direct { 0 } else { k * nb * hw }) + (if nb > 1 { o * nb * hw } else { 0 });
+    for_groups(&mut gx, nb * plane, parallel, scratch, |g, gxg, buf| {
+        let (b0, nbg) = s.group(g);
+        let ld = nbg * hw;
+        let (cols_buf, gy_buf) = buf.split_at_mut(if direct { 0 } else { k * nb * hw });
+        let gyg: &[T] = if nbg == 1 {
+            &gy[b0 * o * hw..][..o * hw]
+        } else {
+            regroup(
+                &gy[b0 * o * hw..][..nbg * o * hw],
+                &mut gy_buf[..o * ld],
+                o,
+                hw,
+                nbg,
+                false,
+            );
+            &gy_buf[..o * ld]
+        };
+        let (dst, accumulate) = if direct {
+            (&mut gxg[..], false)
+        } else {
+            (&mut cols_buf[..k * ld], false)
+        };
+        // SAFETY: dst is [K, ld]; Wᵀ is read from wt [O, K] with column stride K; gyg is [O, ld].
+        unsafe {
+            mm(
+                k,
+                ld,
+                o,
+                dst.as_mut_ptr(),
+                ld,
+                accumulate,
+                wt.as_ptr(),
+                k,
+                1,
+                gyg.as_ptr(),
+                1,
+                ld,
+                Par::SplitN(par),
+            )
+        };
+        if !direct {
+            col2im_group(&cols_buf[..k * ld], s, nbg, gxg);
+        }
+    });
+    gx
+}
+
+/// Weight gradient of the convolution: `x [B, C, H, W]`, `gy [B, O, Ho, Wo]` → `[O, K]`.
+///
+/// Per group, `G_Wᵀ [K, O] += C [K, ld] · G_Yᵀ [ld, O]` with `G_Y` transposed into a scratch
+/// buffer first: both factors of `G_Y · Cᵀ` have the summed (spatial) index contiguous, a
+/// layout for which the gemm crate runs several times slower than for this one.
+pub(crate) fn conv_bwd_weight<T: Float>(x: &[T], gy: &[T], s: &ConvShape) -> Vec<T> {
+    let (k, hw, o, nb) = (s.k(), s.hw(), s.o, s.nb());
+    let zero = T::from_f64(0.0);
+    let groups = s.groups();
+    let parts = groups.clamp(1, WGRAD_PARTS);
+    if hw == 0 || s.b == 0 {
+        return vec![zero; o * k];
+    }
+    let direct = s.identity() && nb == 1;
+    let (parallel, par) = s.plan(parts);
+    let per_part = groups.div_ceil(parts);
+    let cols_len = if direct { 0 } else { k * nb * hw };
+    let scratch = cols_len + o * nb * hw;
+    let mut acc = vec![zero; parts * o * k];
+    for_groups(&mut acc, o * k, parallel, scratch, |p, accp, buf| {
+        for g in p * per_part..((p + 1) * per_part).min(groups) {
+            let (b0, nbg) = s.group(g);
+            let ld = nbg * hw;
+            let (cols_buf, gyt) = buf.split_at_mut(cols_len);
+            let cols: &[T] = if direct {
+                &x[b0 * s.c * s.h * s.w..][..k * hw]
+            } else {
+                im2col_group(x, s, b0, nbg, &mut cols_buf[..k * ld]);
+                &cols_buf[..k * ld]
+            };
+            // G_Yᵀ [ld, O]: row (j, p) holds gy[b0 + j, :, p].
+            let gyt = &mut gyt[..ld * o];
+            let src = &gy[b0 * o * hw..][..nbg * o * hw];
+            for j in 0..nbg {
+                for oi in 0..o {
+                    let srow = &src[(j * o + oi) * hw..][..hw];
+                    for (pi, &v) in srow.iter().enumerate() {
+                        gyt[(j * hw + pi) * o + oi] = v;
+                    }
+                }
+            }
+            // SAFETY: accp is [K, O]; cols [K, ld]; gyt [ld, O].
+            unsafe {
+                mm(
+                    k,
+                    o,
+                    ld,
+                    accp.as_mut_ptr(),
+                    o,
+                    true,
+                    cols.as_ptr(),
+                    1,
+                    ld,
+                    gyt.as_ptr(),
+                    1,
+                    o,
+                    Par::SplitM(par),
+                )
+            };
+        }
+    });
+    let (first, rest) = acc.split_at_mut(o * k);
+    for part in rest.chunks(o * k) {
+        for (a, &v) in first.iter_mut().zip(part) {
+            *a += v;
+        }
+    }
+    // [K, O] → [O, K].
+    let mut out = vec![zero; o * k];
+    transpose_into(first, k, o, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_range;
+
+    #[test]
+    fn valid_range_matches_brute_force() {
+        for wo in 0..6 {
+            for w in 1..7 {
+                for s in 1..4 {
+                    for off in -4isize..5 {
+                        let want: Vec<usize> = (0..wo)
+                            .filter(|&ox| {
+                                let ix = (ox * s) as isize + off;
+                                ix >= 0 && (ix as usize) < w
+                            })
+                            .collect();
+                        let (lo, hi) = valid_range(wo, w, s, off);
+                        let got: Vec<usize> = (lo..hi).collect();
+                        assert_eq!(got, want, "wo {wo} w {w} s {s} off {off}");
+                    }
+                }
+            }
+        }
+    }
+}

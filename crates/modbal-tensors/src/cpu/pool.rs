@@ -1,0 +1,109 @@
+//! Pooling kernels: max-pooling of one plane (a vectorised 2×2 / stride-2 case and the general
+//! window with padding and dilation, both recording the arg-max) and the global average pool
+//! (plane means) with its backward.
+
+use super::channel::channel_sum;
+use super::simd::{simd_fn, Float};
+use crate::window::Window;
+use rayon::prelude::*;
+
+simd_fn! {
+    /// Max-pooling of one `[h, w]` plane with the 2×2 / stride-2 window into `o`, `a`
+    /// (`[ho, wo]`, arg-max as flat index into the plane), branch-free, with the scan order of
+    /// the general loop (row-major, first maximum wins, NaN wins).
+    pub(crate) fn max_pool_2x2_plane<T>(plane: &[T], w: usize, o: &mut [T], a: &mut [u32], wo: usize) {
+        // Selects and `pool_better`'s bitwise test: no branches, so that the compiler vectorises
+        // the loop (the ReLU'd inputs make a branchy maximum mispredict constantly).
+        let (w32, wo2) = (w as u32, 2 * wo);
+        for (oy, (orow, arow)) in o.chunks_exact_mut(wo).zip(a.chunks_exact_mut(wo)).enumerate() {
+            let r0 = &plane[2 * oy * w..][..wo2];
+            let r1 = &plane[(2 * oy + 1) * w..][..wo2];
+            let base = (2 * oy * w) as u32;
+            for ox in 0..wo {
+                let (p00, p01, p10, p11) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+                let i0 = base + 2 * ox as u32;
+                let (mut bv, mut bi) = (p00, i0);
+                let t = pool_better(p01, bv);
+                bv = if t { p01 } else { bv };
+                bi = if t { i0 + 1 } else { bi };
+                let t = pool_better(p10, bv);
+                bv = if t { p10 } else { bv };
+                bi = if t { i0 + w32 } else { bi };
+                let t = pool_better(p11, bv);
+                bv = if t { p11 } else { bv };
+                bi = if t { i0 + w32 + 1 } else { bi };
+                orow[ox] = bv;
+                arow[ox] = bi;
+            }
+        }
+    }
+}
+
+/// Whether `v` replaces the running maximum `bv` of a pooling window: strictly greater (the
+/// first maximum wins ties), or NaN over a non-NaN (NaN propagates, as PyTorch's max-pool).
+/// Bitwise `|` / `&`, no short-circuit: branch-free.
+#[allow(clippy::eq_op)]
+#[inline(always)]
+fn pool_better<T: Float>(v: T, bv: T) -> bool {
+    (v > bv) | ((v != v) & (bv == bv))
+}
+
+/// Index range `lo..hi` of the window taps `k` whose input coordinate `o·s + k·d − p` lies in
+/// `0..n` (`kn` taps).
+#[inline(always)]
+fn tap_range(o: usize, s: usize, d: usize, p: usize, n: usize, kn: usize) -> (usize, usize) {
+    let start = (o * s) as isize - p as isize; // coordinate of tap 0
+    let d = d as isize;
+    let lo = if start >= 0 { 0 } else { (-start + d - 1) / d };
+    let hi = (n as isize - start + d - 1)
+        .div_euclid(d)
+        .clamp(0, kn as isize);
+    (lo.min(kn as isize) as usize, hi.max(lo) as usize)
+}
+
+simd_fn! {
+    /// Max-pooling of one `[h, w]` plane with any window (padding never wins, dilation) into
+    /// `o`, `a` (`[ho, wo]`, arg-max as flat index into the plane): row-major scan, first maximum
+    /// wins, NaN wins; the taps outside the input are skipped by range, not tested one by one.
+    pub(crate) fn max_pool_plane<T>(plane: &[T], h: usize, w: usize, win: &Window, o: &mut [T], a: &mut [u32], wo: usize) {
+        for (oy, (orow, arow)) in o.chunks_exact_mut(wo).zip(a.chunks_exact_mut(wo)).enumerate() {
+            let (ky0, ky1) = tap_range(oy, win.sh, win.dh, win.ph, h, win.kh);
+            let iy0 = oy * win.sh + ky0 * win.dh - win.ph;
+            for (ox, (ov, av)) in orow.iter_mut().zip(arow.iter_mut()).enumerate() {
+                let (kx0, kx1) = tap_range(ox, win.sw, win.dw, win.pw, w, win.kw);
+                let ix0 = ox * win.sw + kx0 * win.dw - win.pw;
+                let mut bi = iy0 * w + ix0;
+                let mut bv = plane[bi];
+                for ky in ky0..ky1 {
+                    let row = (iy0 + (ky - ky0) * win.dh) * w;
+                    for kx in kx0..kx1 {
+                        let idx = row + ix0 + (kx - kx0) * win.dw;
+                        let v = plane[idx];
+                        let t = pool_better(v, bv);
+                        bv = if t { v } else { bv };
+                        bi = if t { idx } else { bi };
+                    }
+                }
+                *ov = bv;
+                *av = bi as u32;
+            }
+        }
+    }
+}
+
+/// Mean of every `hw`-long plane.
+pub(crate) fn plane_means<T: Float>(x: &[T], hw: usize) -> Vec<T> {
+    x.par_chunks(hw)
+        .map(|p| T::from_f64(channel_sum(p, 1, 1, p.len(), 0) / hw as f64))
+        .collect()
+}
+
+/// Spreads `g[p]/hw` over plane `p` (backward of [`plane_means`]).
+pub(crate) fn plane_spread<T: Float>(g: &[T], hw: usize) -> Vec<T> {
+    let mut out = vec![T::from_f64(0.0); g.len() * hw];
+    let inv = 1.0 / hw as f64;
+    out.par_chunks_mut(hw)
+        .zip(g.par_iter())
+        .for_each(|(p, &v)| p.fill(T::from_f64(v.to_f64() * inv)));
+    out
+}
