@@ -12,7 +12,7 @@
 //! with the same seed and settings. See `docs/methods/arm.md` ("Observed") for the numbers this
 //! prints on synth-vec.
 
-use modbal::train::{train, MethodConfig, RunConfig, TrainOptions};
+use modbal::{train, MethodConfig, RunConfig, TrainOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -12,7 +12,7 @@
 //! W = (0.071, 0.030), a = (0.770, 0.230) for (audio, visual). With `method.temperature=1` (the
 //! value before the sweep of docs/results/cal-temperature-sweep.md) a stays at ≈ (0.51, 0.49).
 
-use modbal::train::{train, MethodConfig, RunConfig, TrainOptions};
+use modbal::{train, MethodConfig, RunConfig, TrainOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut sets = vec![

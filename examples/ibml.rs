@@ -13,7 +13,7 @@
 //! visual slice at 0.538; IBML fusion 0.960 with the visual slice at 0.757 (discrepancy
 //! 1.86 → 1.12); see `docs/methods/ibml.md`.
 
-use modbal::train::{train, RunConfig, TrainOptions};
+use modbal::{train, RunConfig, TrainOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -11,7 +11,7 @@
 //! Expected on `synth-vec` (seed 0, defaults): visual alone ≈ 0.72 on val, visual slice inside
 //! concat ≈ 0.51, concat fusion ≈ 0.94 (numbers in datasets/README.md).
 
-use modbal::train::{train, MethodConfig, RunConfig, TrainOptions};
+use modbal::{train, MethodConfig, RunConfig, TrainOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dataset = std::env::args()

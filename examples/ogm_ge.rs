@@ -13,7 +13,7 @@
 //! slice at 0.538; OGM-GE fusion 0.965 with the visual slice at 0.608 (ρ_audio 1.40 → 1.85 → 1.58,
 //! k_audio 0.24 → 0.10 → 0.16 in epochs 0-5, then 1); see `docs/methods/ogm-ge.md`.
 
-use modbal::train::{train, RunConfig, TrainOptions};
+use modbal::{train, RunConfig, TrainOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -11,7 +11,7 @@
 //! 12-epoch concat run, more for the methods with extra passes).
 
 use modbal::data::noise::{NoiseConfig, NoiseKind, NoiseOn};
-use modbal::train::{evaluate_test, resume, train, RunConfig, SplitMetrics, Summary, TrainOptions};
+use modbal::{evaluate_test, resume, train, RunConfig, SplitMetrics, Summary, TrainOptions};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -55,7 +55,7 @@ cargo run --release --example table_synth -- robust [options]   # docs/results/s
 options (defaults):
   --epochs 12              epochs per run (the README's 12)
   --seeds 0,1,2            run seeds
-  --methods all            synth: every name in modbal::methods::METHOD_NAMES (unimodal once
+  --methods all            synth: every name of modbal::Registry::builtin() (unimodal once
                            per modality); robust: concat,cal
   --dataset synth-av
   --out runs/tables        run directories go to <out>/<table>-e<epochs>/
@@ -277,12 +277,13 @@ fn write_doc(path: &Path, body: &str) -> Res<()> {
 fn synth_rows(o: &Opts, base: &RunConfig) -> Res<Vec<(String, RunConfig)>> {
     let names: Vec<String> = match &o.methods {
         Some(m) => m.clone(),
-        None => modbal::methods::METHOD_NAMES
+        None => modbal::Registry::builtin()
+            .method_names()
             .iter()
             .map(|s| s.to_string())
             .collect(),
     };
-    let modalities = base.dataset.load()?.train.modalities().to_vec();
+    let modalities = modbal::load_splits(base)?.train.modalities().to_vec();
     let mut rows = Vec::new();
     for name in names {
         if name == "unimodal" {

@@ -11,7 +11,7 @@
 //! vs 0.968 for concat. With `js_reduction=\"sum\"` (eq 5 as printed) the consistency term
 //! pulls the follower onto the weaker audio predictions (see docs/methods/udi.md).
 
-use modbal::train::{train, RunConfig, TrainOptions};
+use modbal::{train, RunConfig, TrainOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

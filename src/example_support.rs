@@ -1,7 +1,7 @@
 //! What the per-method example binaries share: train one method next to plain `concat` with the
 //! same seed and settings, print chosen per-epoch mechanism quantities, then both test results.
 
-use crate::train::{train, RunConfig, TrainOptions};
+use crate::{train, RunConfig, TrainOptions};
 
 /// Runs `method` on the dataset named by the first command-line argument (default `synth-vec`),
 /// with every further `key=value` argument passed as a `[method]` option; prints, per training

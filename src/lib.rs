@@ -7,20 +7,27 @@
 //! |---|---|
 //! | [`core`] | vocabulary: `Batch`, `MultimodalOutput`, `MultimodalModel`, the `Method` hooks |
 //! | [`tensors`] | what candle lacks for training: seeded RNG, init, optimizers, conv/pool/logdet ops |
-//! | [`encoders`] | MLP, CGMNIST conv4, ResNet18, small CNN; concat and sum fusion heads |
-//! | [`data`] | `Dataset`, splits, prefetching loader, the built-in `synth-av` / `synth-vec` |
-//! | [`train`] | the one training loop, metrics, run directory, checkpoints |
+//! | [`encoders`] | MLP, CGMNIST conv4, ResNet18, small CNN, BERT, BiGRU, Transformer; fusion heads |
+//! | [`data`] | `Dataset`, splits, prefetching loader, the built-in and real-data loaders |
+//! | [`train`] | the generic training loop ([`train::Learner`]): metrics, run directory, checkpoints |
 //! | [`info`] | estimators: Gaussian MI/entropy, CLUB, discrete NMI/CMI/NCMI, KL/JS, softmax bound |
 //! | [`contrib`] | contribution metrics: OGM scores and ratios, CAL φ, ARM MIV, IBML ρ, Shapley values |
 //! | [`modulate`] | gradient and input modulators: OGM-GE, CAL, MMPareto, ARL, MLA, IBML TCM, UDI |
-//! | [`methods`] | the balancing methods and baselines on the `Method` hooks, registered by name |
+//! | [`methods`] | the balancing methods and baselines on the `Method` hooks, each with its `MethodParams` |
 //! | [`kernels`] | custom ops with CPU and CUDA paths (CLUB matrix, fused noise, Philox RNG) |
+//!
+//! This crate is the composition layer: the one name → thing table ([`Registry`]: methods,
+//! datasets, encoder kinds, presets), the run configuration with `--set` ([`RunConfig`]), the
+//! run functions ([`train()`], [`resume`], [`evaluate_test`]) and the command line
+//! ([`cli::main`]). A program adds its own method, dataset or encoder to a registry and gets
+//! the same loop, run directory, checkpoints, resume and CLI as the built-in ones
+//! (`examples/custom-method/`, `docs/extending.md`).
 //!
 //! # Example
 //!
 //! ```
 //! use modbal::data::Dataset;
-//! use modbal::train::RunConfig;
+//! use modbal::RunConfig;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // What `modbal train --set dataset.name=synth-vec --set method.name=ogm-ge --set train.epochs=5`
@@ -32,10 +39,10 @@
 //!     "train.epochs=5".into(),
 //! ])?;
 //! assert_eq!(cfg.run_name(), "synth-vec-ogm-ge-s0");
-//! let splits = modbal::train::load_splits(&cfg)?;
+//! let splits = modbal::load_splits(&cfg)?;
 //! assert_eq!(splits.train.modalities(), ["audio", "visual"]);
 //! assert_eq!(splits.train.len(), 60);
-//! // `modbal::train::train(&cfg, &modbal::train::TrainOptions::default())?` would now train and
+//! // `modbal::train(&cfg, &modbal::TrainOptions::default())?` would now train and
 //! // write `runs/synth-vec-ogm-ge-s0`.
 //! # Ok(())
 //! # }
@@ -52,4 +59,19 @@ pub use modbal_modulate as modulate;
 pub use modbal_tensors as tensors;
 pub use modbal_train as train;
 
+mod builtin;
+pub mod cli;
+pub mod config;
 pub mod example_support;
+pub mod presets;
+pub mod registry;
+pub mod run;
+
+pub use config::{DatasetChoice, MethodConfig, ModelConfig, RunConfig};
+pub use modbal_methods::{MethodParams, MethodPlan};
+pub use modbal_train::{
+    EpochRecord, Learner, RunOutcome, SplitMetrics, Summary, TrainConfig, TrainOptions,
+    TEST_CURVE_FILE,
+};
+pub use registry::{DatasetSpec, EncoderChoice, EncoderSpec, Registry};
+pub use run::{evaluate_test, load_splits, resume, train};

@@ -1,7 +1,7 @@
 #![allow(dead_code)]
 //! Helpers shared by the integration tests.
 
-use modbal::train::{EpochRecord, RunConfig, RunOutcome, TrainOptions};
+use modbal::{EpochRecord, RunConfig, RunOutcome, TrainOptions};
 use std::path::Path;
 
 pub fn quiet() -> TrainOptions {
@@ -35,7 +35,7 @@ pub fn small_vec(out: &Path, seed: u64, epochs: usize) -> RunConfig {
 }
 
 pub fn train(cfg: &RunConfig) -> RunOutcome {
-    modbal::train::train(cfg, &quiet()).unwrap()
+    modbal::train(cfg, &quiet()).unwrap()
 }
 
 pub fn read_metrics(dir: &Path) -> Vec<EpochRecord> {
@@ -43,5 +43,31 @@ pub fn read_metrics(dir: &Path) -> Vec<EpochRecord> {
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A built-in method's `[method]` options parsed and checked by the registry.
+#[derive(Debug)]
+pub struct Built {
+    /// The options with every default filled in (what `config.toml` records).
+    pub resolved: toml::Table,
+    /// The fusion head the method's model needs.
+    pub fusion: modbal::encoders::FusionConfig,
+}
+
+pub fn build_method(name: &str, options: &toml::Table) -> modbal::core::Result<Built> {
+    let plan = modbal::Registry::builtin().method(name, options)?;
+    Ok(Built {
+        resolved: plan.options()?,
+        fusion: plan.fusion_head(),
+    })
+}
+
+/// Every built-in method name.
+pub fn method_names() -> Vec<String> {
+    modbal::Registry::builtin()
+        .method_names()
+        .into_iter()
+        .map(String::from)
         .collect()
 }

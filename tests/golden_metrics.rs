@@ -16,13 +16,14 @@
 
 mod common;
 
-use modbal::train::{RunConfig, METHOD_NAMES};
+use modbal::RunConfig;
 use std::path::{Path, PathBuf};
 
 /// (file stem, config overrides) for every built-in method; `unimodal` once per modality.
 fn cases() -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
-    for &m in METHOD_NAMES {
+    for m in common::method_names() {
+        let m = m.as_str();
         if m == "unimodal" {
             for modality in ["audio", "visual"] {
                 out.push((

@@ -8,12 +8,12 @@
 
 mod common;
 
-use modbal::train::MethodConfig;
+use modbal::MethodConfig;
 
 #[test]
 fn concat_shows_the_imbalance_signature_on_synth_vec() {
     let dir = tempfile::tempdir().unwrap();
-    let base = modbal::train::RunConfig::default()
+    let base = modbal::RunConfig::default()
         .with_overrides(&[
             "dataset.name=synth-vec".into(),
             format!("out_dir={:?}", dir.path().display().to_string()),
@@ -52,7 +52,7 @@ fn concat_shows_the_imbalance_signature_on_synth_vec() {
 #[test]
 fn concat_shows_the_imbalance_signature_on_synth_av() {
     let dir = tempfile::tempdir().unwrap();
-    let base = modbal::train::RunConfig::default()
+    let base = modbal::RunConfig::default()
         .with_overrides(&[
             "train.epochs=8".into(),
             format!("out_dir={:?}", dir.path().display().to_string()),

@@ -169,7 +169,7 @@ fn a_paper_preset_sets_the_protocol_and_is_recorded() {
     assert_eq!(cfg["preset"].as_str(), Some("udi/cgmnist"));
     assert_eq!(cfg["method"]["name"].as_str(), Some("concat"));
     let train = &cfg["train"];
-    // Values of modbal::train::presets "udi/cgmnist" (UDI A.6), --epochs wins over the preset.
+    // Values of modbal::presets "udi/cgmnist" (UDI A.6), --epochs wins over the preset.
     assert_eq!(train["epochs"].as_integer(), Some(1));
     assert_eq!(train["batch_size"].as_integer(), Some(64));
     assert_eq!(train["optimizer"]["lr"].as_float(), Some(0.001));

@@ -12,7 +12,7 @@ use modbal::core::{Batch, EvalOutputs, Method, MultimodalModel, RunContext};
 use modbal::encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet};
 use modbal::methods::arm::{Arm, ArmConfig, Sampling};
 use modbal::tensors::SeededRng;
-use modbal::train::RunConfig;
+use modbal::RunConfig;
 use std::path::Path;
 
 // ---- helpers ------------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ fn run_completes_and_logs_miv_fw_and_resampling() {
     }
     // Same settings with concat, for the record (not asserted: 4 epochs are too few to rank).
     let mut concat = cfg.clone();
-    concat.method = modbal::train::MethodConfig::from_name("concat").unwrap();
+    concat.method = modbal::MethodConfig::from_name("concat").unwrap();
     let c = common::train(&concat).summary.unwrap();
     eprintln!(
         "arm test acc {:.3} (val {:.3}, visual slice {:.3}) | concat test acc {:.3} (val {:.3}, visual slice {:.3})",
@@ -613,7 +613,7 @@ fn bad_options_are_named() {
     let err = |k: &str, v: toml::Value| {
         let mut t = toml::Table::new();
         t.insert(k.into(), v);
-        modbal::methods::build("arm", &t).unwrap_err().to_string()
+        common::build_method("arm", &t).unwrap_err().to_string()
     };
     assert!(err("warmup_epochs", 1.into()).contains("warmup_epochs"));
     let e = err("slope_k", 0.5.into());
@@ -644,7 +644,7 @@ fn bad_options_are_named() {
         .to_string();
     assert!(e.contains("dsr_k"), "{e}");
     // The resolved options record every default.
-    let built = modbal::methods::build("arm", &toml::Table::new()).unwrap();
+    let built = common::build_method("arm", &toml::Table::new()).unwrap();
     for k in [
         "warm_up_epochs",
         "schedule_epochs",
@@ -740,7 +740,7 @@ fn warm_up_is_scaled_from_the_paper_schedule() {
     // A warm-up that covers the whole run (taken literally here) is an error, named.
     let dir = tempfile::tempdir().unwrap();
     let cfg = arm_run(dir.path(), 0, 4, &["method.warm_up_epochs=4"]);
-    let e = modbal::train::train(&cfg, &common::quiet())
+    let e = modbal::train(&cfg, &common::quiet())
         .unwrap_err()
         .to_string();
     assert!(
@@ -756,9 +756,9 @@ fn resumed_run_matches_an_uninterrupted_one() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let full = common::train(&arm_run(d1.path(), 5, 4, &[]));
     let opts = common::stop_after(2);
-    let part = modbal::train::train(&arm_run(d2.path(), 5, 4, &[]), &opts).unwrap();
+    let part = modbal::train(&arm_run(d2.path(), 5, 4, &[]), &opts).unwrap();
     assert!(part.summary.is_none());
-    let resumed = modbal::train::resume(&part.run_dir, &common::quiet()).unwrap();
+    let resumed = modbal::resume(&part.run_dir, &common::quiet()).unwrap();
     let a = std::fs::read_to_string(full.run_dir.join("metrics.jsonl")).unwrap();
     let b = std::fs::read_to_string(resumed.run_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(a, b);

@@ -92,7 +92,7 @@ fn run(
     seed: u64,
     epochs: usize,
     extra: &[&str],
-) -> modbal::train::RunOutcome {
+) -> modbal::RunOutcome {
     let mut sets = vec![format!("method.name={method}")];
     sets.extend(extra.iter().map(|s| s.to_string()));
     common::train(
@@ -102,7 +102,7 @@ fn run(
     )
 }
 
-fn per_mod(rec: &modbal::train::EpochRecord, key: &str, m: &str) -> f64 {
+fn per_mod(rec: &modbal::EpochRecord, key: &str, m: &str) -> f64 {
     rec.method[key][m]
         .as_f64()
         .unwrap_or_else(|| panic!("method.{key}.{m} missing in {:?}", rec.method))
@@ -113,13 +113,13 @@ fn per_mod(rec: &modbal::train::EpochRecord, key: &str, m: &str) -> f64 {
 #[test]
 fn registry_builds_the_baselines_with_their_defaults() {
     for name in ["mmpareto", "pmr", "mla", "arl"] {
-        assert!(modbal::methods::METHOD_NAMES.contains(&name), "{name}");
-        let e = modbal::methods::build(name, &toml::from_str("nope = 1").unwrap())
+        assert!(common::method_names().iter().any(|n| n == name), "{name}");
+        let e = common::build_method(name, &toml::from_str("nope = 1").unwrap())
             .unwrap_err()
             .to_string();
         assert!(e.contains("nope"), "{name}: {e}");
     }
-    let b = |n: &str| modbal::methods::build(n, &toml::Table::new()).unwrap();
+    let b = |n: &str| common::build_method(n, &toml::Table::new()).unwrap();
     let m = b("mmpareto");
     assert_eq!(m.resolved["gamma"].as_float(), Some(1.5));
     assert_eq!(m.fusion, FusionConfig::Concat);
@@ -138,7 +138,7 @@ fn registry_builds_the_baselines_with_their_defaults() {
     assert_eq!(a.resolved["start_epoch"].as_integer(), Some(6));
     assert_eq!(a.resolved["schedule_epochs"].as_integer(), Some(100));
     let bad = |n: &str, o: &str| {
-        modbal::methods::build(n, &toml::from_str(o).unwrap())
+        common::build_method(n, &toml::from_str(o).unwrap())
             .unwrap_err()
             .to_string()
     };
@@ -720,7 +720,7 @@ fn same_seed_gives_identical_metrics_for_every_baseline() {
 #[test]
 fn runs_log_each_mechanism() {
     let dir = tempfile::tempdir().unwrap();
-    let val_acc = |o: &modbal::train::RunOutcome| o.summary.as_ref().unwrap().test.fusion_acc;
+    let val_acc = |o: &modbal::RunOutcome| o.summary.as_ref().unwrap().test.fusion_acc;
     // MMPareto: cosines, weights and conflict counts per encoder.
     let o = run(dir.path(), "mmpareto", 0, 3, &[]);
     for r in o.history.iter().filter(|r| r.split == "train") {
@@ -817,7 +817,7 @@ fn runs_log_each_mechanism() {
     assert!(val_acc(&o) > 0.5);
 }
 
-/// A run stopped after its first epoch and resumed (`modbal::train::resume`) writes the same
+/// A run stopped after its first epoch and resumed (`modbal::resume`) writes the same
 /// metrics as an uninterrupted run, for each baseline; MMPareto's unimodal heads and their
 /// optimizer state come back from the checkpoint's `method.safetensors` (control: without that
 /// file the resume is refused, naming it).
@@ -835,7 +835,7 @@ fn resumed_runs_match_uninterrupted_ones() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let full = common::train(&cfg(a.path()));
         let stop = common::stop_after(1);
-        let part = modbal::train::train(&cfg(b.path()), &stop).unwrap();
+        let part = modbal::train(&cfg(b.path()), &stop).unwrap();
         assert_ne!(
             read(&full.run_dir),
             read(&part.run_dir),
@@ -844,7 +844,7 @@ fn resumed_runs_match_uninterrupted_ones() {
         if name == "mmpareto" {
             // Control: the same stopped run without the heads' file cannot be resumed.
             let c = tempfile::tempdir().unwrap();
-            let ctl = modbal::train::train(&cfg(c.path()), &stop).unwrap();
+            let ctl = modbal::train(&cfg(c.path()), &stop).unwrap();
             let f = ctl.run_dir.join("checkpoints/last/method.safetensors");
             assert!(
                 f.exists(),
@@ -852,12 +852,12 @@ fn resumed_runs_match_uninterrupted_ones() {
                 f.display()
             );
             std::fs::remove_file(&f).unwrap();
-            let e = modbal::train::resume(&ctl.run_dir, &common::quiet())
+            let e = modbal::resume(&ctl.run_dir, &common::quiet())
                 .expect_err("resume without method.safetensors")
                 .to_string();
             assert!(e.contains("method"), "{e}");
         }
-        modbal::train::resume(&part.run_dir, &common::quiet()).unwrap();
+        modbal::resume(&part.run_dir, &common::quiet()).unwrap();
         assert_eq!(read(&full.run_dir), read(&part.run_dir), "{name}");
     }
 }

@@ -5,6 +5,8 @@
 //! "None": `(1 + η/M)·g`), `β = exp(−λ a)` inside eq 13, and the Gaussian MI of a correlated
 //! Gaussian sample, `−½ log(1 − r²)` per pair (the `full_shrinkage` estimator).
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use modbal::core::{Batch, EvalOutputs, Method, MultimodalModel, RunContext};
 use modbal::encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet};
@@ -13,7 +15,7 @@ use modbal::methods::cal::{
     GradientStrategy, DEFAULT_TEMPERATURE,
 };
 use modbal::tensors::SeededRng;
-use modbal::train::{EpochRecord, RunConfig, TrainOptions};
+use modbal::{EpochRecord, RunConfig, TrainOptions};
 use std::path::Path;
 
 fn quiet() -> TrainOptions {
@@ -63,7 +65,7 @@ fn per_mod(r: &EpochRecord, key: &str, m: &str) -> f64 {
 #[test]
 fn run_logs_phi_r_w_a_per_modality_with_softmax_a() {
     let dir = tempfile::tempdir().unwrap();
-    let out = modbal::train::train(&cal_cfg(dir.path(), 0, 4, &[]), &quiet()).unwrap();
+    let out = modbal::train(&cal_cfg(dir.path(), 0, 4, &[]), &quiet()).unwrap();
     let summary = out.summary.unwrap();
     assert_eq!(summary.method, "cal");
     let recs = read_metrics(&out.run_dir);
@@ -315,8 +317,8 @@ fn aib_is_finite_and_its_gradient_reaches_compressors_and_encoders() {
 fn same_seed_gives_identical_metrics() {
     let d1 = tempfile::tempdir().unwrap();
     let d2 = tempfile::tempdir().unwrap();
-    let r1 = modbal::train::train(&cal_cfg(d1.path(), 5, 2, &[]), &quiet()).unwrap();
-    let r2 = modbal::train::train(&cal_cfg(d2.path(), 5, 2, &[]), &quiet()).unwrap();
+    let r1 = modbal::train(&cal_cfg(d1.path(), 5, 2, &[]), &quiet()).unwrap();
+    let r2 = modbal::train(&cal_cfg(d2.path(), 5, 2, &[]), &quiet()).unwrap();
     let m1 = std::fs::read_to_string(r1.run_dir.join("metrics.jsonl")).unwrap();
     let m2 = std::fs::read_to_string(r2.run_dir.join("metrics.jsonl")).unwrap();
     assert!(!m1.is_empty());
@@ -327,8 +329,8 @@ fn same_seed_gives_identical_metrics() {
 fn resumed_run_matches_an_uninterrupted_one() {
     let d1 = tempfile::tempdir().unwrap();
     let d2 = tempfile::tempdir().unwrap();
-    let full = modbal::train::train(&cal_cfg(d1.path(), 2, 3, &[]), &quiet()).unwrap();
-    let part = modbal::train::train(
+    let full = modbal::train(&cal_cfg(d1.path(), 2, 3, &[]), &quiet()).unwrap();
+    let part = modbal::train(
         &cal_cfg(d2.path(), 2, 3, &[]),
         &TrainOptions {
             quiet: true,
@@ -337,7 +339,7 @@ fn resumed_run_matches_an_uninterrupted_one() {
         },
     )
     .unwrap();
-    modbal::train::resume(&part.run_dir, &quiet()).unwrap();
+    modbal::resume(&part.run_dir, &quiet()).unwrap();
     let m1 = std::fs::read_to_string(full.run_dir.join("metrics.jsonl")).unwrap();
     let m2 = std::fs::read_to_string(part.run_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(m1, m2);
@@ -358,7 +360,7 @@ fn bad_options_are_errors_naming_them() {
             .and_then(|c| {
                 let mut c = c;
                 c.out_dir = dir.path().into();
-                c.method.build().map(|_| ())
+                common::build_method(&c.method.name, &c.method.options).map(|_| ())
             }) {
             Ok(()) => panic!("{sets:?} accepted"),
             Err(e) => e.to_string(),
@@ -374,7 +376,7 @@ fn bad_options_are_errors_naming_them() {
     let e = err(&["method.gradient=\"sideways\""]);
     assert!(e.contains("sideways") || e.contains("gradient"), "{e}");
     // Defaults resolve to the paper's values.
-    let built = modbal::methods::build("cal", &toml::Table::new()).unwrap();
+    let built = common::build_method("cal", &toml::Table::new()).unwrap();
     assert_eq!(built.resolved["gamma"].as_float(), Some(0.2));
     assert_eq!(built.resolved["window"].as_integer(), Some(5));
     assert_eq!(built.resolved["lambda_potential"].as_float(), Some(0.5));
@@ -604,7 +606,7 @@ fn ablation_options_run() {
             "method.mi_estimator=\"full_shrinkage\"",
         ][..],
     ] {
-        let out = modbal::train::train(&cal_cfg(dir.path(), 1, 2, extra), &quiet()).unwrap();
+        let out = modbal::train(&cal_cfg(dir.path(), 1, 2, extra), &quiet()).unwrap();
         let s = out.summary.unwrap();
         assert!(s.test.fusion_acc > 0.0, "{extra:?}");
         let recs = read_metrics(&out.run_dir);

@@ -15,7 +15,7 @@ use modbal::encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet}
 use modbal::methods::ibml::{Ibml, IbmlMethodConfig, IbmlWarmup};
 use modbal::tensors::{cross_entropy, SeededRng};
 
-fn ibml_run(out: &std::path::Path, seed: u64, extra: &[&str]) -> modbal::train::RunConfig {
+fn ibml_run(out: &std::path::Path, seed: u64, extra: &[&str]) -> modbal::RunConfig {
     let mut sets = vec!["method.name=ibml".to_string()];
     sets.extend(extra.iter().map(|s| s.to_string()));
     common::small_vec(out, seed, 3)
@@ -23,13 +23,13 @@ fn ibml_run(out: &std::path::Path, seed: u64, extra: &[&str]) -> modbal::train::
         .unwrap()
 }
 
-fn get(rec: &modbal::train::EpochRecord, key: &str, m: &str) -> f64 {
+fn get(rec: &modbal::EpochRecord, key: &str, m: &str) -> f64 {
     rec.method[key][m]
         .as_f64()
         .unwrap_or_else(|| panic!("method.{key}.{m} missing in {:?}", rec.method))
 }
 
-fn train_records(extra: &[&str]) -> Vec<modbal::train::EpochRecord> {
+fn train_records(extra: &[&str]) -> Vec<modbal::EpochRecord> {
     let dir = tempfile::tempdir().unwrap();
     let out = common::train(&ibml_run(dir.path(), 0, extra));
     common::read_metrics(&out.run_dir)
@@ -225,7 +225,7 @@ fn same_seed_gives_identical_metrics() {
 fn bad_options_are_named() {
     let err = |opts: &str| {
         let t: toml::Table = toml::from_str(opts).unwrap();
-        modbal::methods::build("ibml", &t).unwrap_err().to_string()
+        common::build_method("ibml", &t).unwrap_err().to_string()
     };
     let e = err("lamda = 10.0");
     assert!(e.contains("lamda"), "{e}");
@@ -244,7 +244,7 @@ fn bad_options_are_named() {
     assert!(e.contains("scale_to_run"), "{e}");
     let e = err("noise = \"pink\"");
     assert!(e.contains("pink"), "{e}");
-    let b = modbal::methods::build("ibml", &toml::Table::new()).unwrap();
+    let b = common::build_method("ibml", &toml::Table::new()).unwrap();
     assert_eq!(b.resolved["lambda"].as_float(), Some(10.0));
     assert_eq!(b.resolved["window"]["start"].as_integer(), Some(1));
     assert_eq!(b.resolved["window"]["end"].as_integer(), Some(90));
@@ -493,9 +493,9 @@ fn resumed_run_matches_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ibml_run(dir.path(), 3, &["train.epochs=4"]);
     let full = common::train(&cfg);
-    let part = modbal::train::train(&cfg, &common::stop_after(2)).unwrap();
+    let part = modbal::train(&cfg, &common::stop_after(2)).unwrap();
     assert!(part.summary.is_none());
-    let resumed = modbal::train::resume(&part.run_dir, &common::quiet()).unwrap();
+    let resumed = modbal::resume(&part.run_dir, &common::quiet()).unwrap();
     let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
     assert_eq!(read(&full.run_dir), read(&resumed.run_dir));
 }

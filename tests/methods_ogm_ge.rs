@@ -13,7 +13,7 @@ use modbal::methods::ogm_ge::{OgmGeMethod, OgmGeMethodConfig, OgmGeScope};
 use modbal::modulate::true_class_score;
 use modbal::tensors::SeededRng;
 
-fn ogm_run(out: &std::path::Path, seed: u64, extra: &[&str]) -> modbal::train::RunConfig {
+fn ogm_run(out: &std::path::Path, seed: u64, extra: &[&str]) -> modbal::RunConfig {
     let mut sets = vec!["method.name=ogm-ge".to_string()];
     sets.extend(extra.iter().map(|s| s.to_string()));
     common::small_vec(out, seed, 3)
@@ -21,7 +21,7 @@ fn ogm_run(out: &std::path::Path, seed: u64, extra: &[&str]) -> modbal::train::R
         .unwrap()
 }
 
-fn per_mod(rec: &modbal::train::EpochRecord, key: &str, m: &str) -> f64 {
+fn per_mod(rec: &modbal::EpochRecord, key: &str, m: &str) -> f64 {
     rec.method[key][m]
         .as_f64()
         .unwrap_or_else(|| panic!("method.{key}.{m} missing in {:?}", rec.method))
@@ -82,7 +82,7 @@ fn same_seed_gives_identical_metrics() {
 fn bad_options_are_named() {
     let err = |opts: &str| {
         let t: toml::Table = toml::from_str(opts).unwrap();
-        modbal::methods::build("ogm-ge", &t)
+        common::build_method("ogm-ge", &t)
             .unwrap_err()
             .to_string()
     };
@@ -95,7 +95,7 @@ fn bad_options_are_named() {
     let e = err("window = { start = 5, end = 2 }");
     assert!(e.contains("window"), "{e}");
     // The defaults are recorded in the resolved options.
-    let b = modbal::methods::build("ogm-ge", &toml::Table::new()).unwrap();
+    let b = common::build_method("ogm-ge", &toml::Table::new()).unwrap();
     assert_eq!(b.resolved["alpha"].as_float(), Some(0.8));
     assert_eq!(b.resolved["form"].as_str(), Some("paper"));
     assert_eq!(b.resolved["scope"].as_str(), Some("auto"));
@@ -104,10 +104,10 @@ fn bad_options_are_named() {
     // "official" is accepted as an alias of "paper" (eq 10 = the official code) and resolves to
     // "paper"; "continuous" is the variant; anything else is named.
     let t: toml::Table = toml::from_str("form = \"official\"").unwrap();
-    let b = modbal::methods::build("ogm-ge", &t).unwrap();
+    let b = common::build_method("ogm-ge", &t).unwrap();
     assert_eq!(b.resolved["form"].as_str(), Some("paper"));
     let t: toml::Table = toml::from_str("form = \"continuous\"").unwrap();
-    let b = modbal::methods::build("ogm-ge", &t).unwrap();
+    let b = common::build_method("ogm-ge", &t).unwrap();
     assert_eq!(b.resolved["form"].as_str(), Some("continuous"));
     let e = err("form = \"relu\"");
     assert!(e.contains("relu"), "{e}");

@@ -10,7 +10,7 @@ mod common;
 use candle_core::{DType, Device, Tensor, D};
 use modbal::core::{Batch, EvalOutputs, Method, MultimodalModel, MultimodalOutput, RunContext};
 use modbal::methods::udi::{JsReduction, Prediction, Udi, UdiConfig};
-use modbal::train::{resume, train, EpochRecord, RunConfig, TrainOptions};
+use modbal::{resume, train, EpochRecord, RunConfig, TrainOptions};
 use std::collections::HashMap;
 use std::path::Path;
 

@@ -7,7 +7,7 @@ mod common;
 
 use modbal::data::noise::{NoiseConfig, NoiseKind, NoiseOn};
 use modbal::data::{Dataset, Splits};
-use modbal::train::{evaluate_test, load_splits, RunConfig};
+use modbal::{evaluate_test, load_splits, RunConfig};
 use std::path::Path;
 use std::process::Command;
 
@@ -363,7 +363,7 @@ fn bad_values_are_clear_errors() {
     }
     // Unknown modality: known only once the dataset is loaded.
     let cfg = with_noise(&base, "gaussian", 0.1, "test", &["depth"]);
-    let e = modbal::train::train(&cfg, &common::quiet())
+    let e = modbal::train(&cfg, &common::quiet())
         .unwrap_err()
         .to_string();
     assert!(e.contains("depth") && e.contains("audio, visual"), "{e}");

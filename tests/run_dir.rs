@@ -2,7 +2,7 @@
 
 mod common;
 
-use modbal::train::RunConfig;
+use modbal::RunConfig;
 
 #[test]
 fn run_writes_everything_and_same_seed_is_byte_identical() {
@@ -71,7 +71,7 @@ fn best_epoch_is_selected_on_validation_and_reported_on_test() {
     // First epoch with the maximal validation accuracy.
     let best = val
         .iter()
-        .fold(None::<&&modbal::train::EpochRecord>, |b, r| match b {
+        .fold(None::<&&modbal::EpochRecord>, |b, r| match b {
             Some(b) if b.fusion_acc >= r.fusion_acc => Some(b),
             _ => Some(r),
         })
@@ -115,10 +115,10 @@ fn resumed_run_matches_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let full = common::train(&common::small_vec(dir.path(), 5, 4));
     let cfg = common::small_vec(dir.path(), 5, 4);
-    let part = modbal::train::train(&cfg, &common::stop_after(2)).unwrap();
+    let part = modbal::train(&cfg, &common::stop_after(2)).unwrap();
     assert!(part.summary.is_none());
     assert_eq!(common::read_metrics(&part.run_dir).len(), 4);
-    let resumed = modbal::train::resume(&part.run_dir, &common::quiet()).unwrap();
+    let resumed = modbal::resume(&part.run_dir, &common::quiet()).unwrap();
     assert_eq!(
         std::fs::read_to_string(full.run_dir.join("metrics.jsonl")).unwrap(),
         std::fs::read_to_string(resumed.run_dir.join("metrics.jsonl")).unwrap()
@@ -135,7 +135,7 @@ fn divergence_stops_with_a_clear_error_and_keeps_the_run_directory() {
             "train.optimizer.momentum=0.0".into(),
         ])
         .unwrap();
-    let err = modbal::train::train(&cfg, &common::quiet())
+    let err = modbal::train(&cfg, &common::quiet())
         .unwrap_err()
         .to_string();
     assert!(err.contains("non-finite"), "{err}");

@@ -8,7 +8,7 @@
 
 mod common;
 
-use modbal::train::{MethodConfig, RunConfig, Summary};
+use modbal::{MethodConfig, RunConfig, Summary};
 use std::path::Path;
 
 fn shift(out: &Path, name: &str, sets: &[&str]) -> RunConfig {
@@ -89,10 +89,10 @@ fn the_test_curve_is_opt_in_labelled_and_changes_nothing_else() {
     assert_eq!(sa.test, sb.test);
     assert_eq!(sa.best_epoch, sb.best_epoch);
     assert!(sa.test_curve.is_none());
-    assert!(!a.run_dir.join(modbal::train::TEST_CURVE_FILE).exists());
+    assert!(!a.run_dir.join(modbal::TEST_CURVE_FILE).exists());
     // The curve: one test line per epoch; its best epoch is the argmax (first on ties); the
     // last line is the summary's test_last.
-    let lines: Vec<modbal::train::EpochRecord> = read(&b.run_dir.join("test_curve.jsonl"))
+    let lines: Vec<modbal::EpochRecord> = read(&b.run_dir.join("test_curve.jsonl"))
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -154,11 +154,11 @@ fn a_resumed_run_keeps_its_test_curve_and_summary() {
     cfg.name = "full".into();
     let full = common::train(&cfg);
     cfg.name = "part".into();
-    let part = modbal::train::train(&cfg, &common::stop_after(2)).unwrap();
+    let part = modbal::train(&cfg, &common::stop_after(2)).unwrap();
     assert!(part.summary.is_none());
     let curve = |p: &Path| std::fs::read_to_string(p.join("test_curve.jsonl")).unwrap();
     assert_eq!(curve(&part.run_dir).lines().count(), 2);
-    let resumed = modbal::train::resume(&part.run_dir, &common::quiet()).unwrap();
+    let resumed = modbal::resume(&part.run_dir, &common::quiet()).unwrap();
     assert_eq!(curve(&full.run_dir), curve(&resumed.run_dir));
     let (a, b) = (full.summary.unwrap(), resumed.summary.unwrap());
     assert_eq!(

@@ -45,5 +45,5 @@ pub mod vision;
 
 pub use dataset::{Dataset, InMemoryDataset, ModalitySelect, Sample, Splits};
 pub use loader::DataLoader;
-pub use synth::{DatasetConfig, SynthAvConfig, SynthVecConfig};
+pub use synth::{SynthAvConfig, SynthVecConfig};
 pub use synth_shift::{SynthShiftConfig, ValidationShift};

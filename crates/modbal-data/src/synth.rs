@@ -1,5 +1,5 @@
-//! The built-in imbalanced benchmarks: `synth-av` and `synth-vec` (and the registry of every
-//! dataset; the train/test-shift benchmark `synth-shift` lives in [`crate::synth_shift`]).
+//! The built-in imbalanced benchmarks `synth-av` and `synth-vec` (the train/test-shift benchmark
+//! `synth-shift` lives in [`crate::synth_shift`]).
 //!
 //! Both are seeded generators of labelled multimodal samples (no download) that reproduce the
 //! field's *modality imbalance*: one modality (`audio`) carries class evidence that is easy and
@@ -39,155 +39,6 @@ use modbal_core::{ModbalError, Result};
 use modbal_tensors::SeededRng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// Which dataset to load, with its options (`[dataset] name = "synth-av"` in TOML).
-///
-/// The real datasets (`crema-d`, `kinetics-sounds`, `ave`, `vggsound`, `ucf101`, `nyu-depth`,
-/// `cgmnist`) need `root = "DIR"`; their options and layouts are documented in
-/// [`crate::real`] and `datasets/<name>/README.md`.
-///
-/// The image–text and sequence datasets (`food101`, `mvsa`, `cmu-mosei`) live in
-/// `modbal-text`, which depends on this crate: their options are kept here as an opaque
-/// [`ExternalOptions`] table, parsed, checked (unknown keys are errors) and built by
-/// `modbal-train`. [`DatasetConfig::load`] refuses them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name")]
-pub enum DatasetConfig {
-    #[serde(rename = "synth-av")]
-    SynthAv(SynthAvConfig),
-    #[serde(rename = "synth-vec")]
-    SynthVec(SynthVecConfig),
-    /// The built-in train/test-shift benchmark ([`crate::synth_shift`]).
-    #[serde(rename = "synth-shift")]
-    SynthShift(crate::synth_shift::SynthShiftConfig),
-    #[serde(rename = "crema-d")]
-    CremaD(crate::real::av::CremaDConfig),
-    #[serde(rename = "kinetics-sounds")]
-    KineticsSounds(crate::real::av::KineticsSoundsConfig),
-    #[serde(rename = "ave")]
-    Ave(crate::real::av::AveConfig),
-    #[serde(rename = "vggsound")]
-    VggSound(crate::real::av::VggSoundConfig),
-    #[serde(rename = "ucf101")]
-    Ucf101(crate::real::ucf101::Ucf101Config),
-    #[serde(rename = "nyu-depth")]
-    NyuDepth(crate::real::nyu::NyuDepthConfig),
-    #[serde(rename = "cgmnist")]
-    Cgmnist(crate::real::cgmnist::CgmnistConfig),
-    /// UPMC Food-101 (`modbal_text::Food101Config`).
-    #[serde(rename = "food101")]
-    Food101(ExternalOptions),
-    /// MVSA-Single (`modbal_text::MvsaConfig`).
-    #[serde(rename = "mvsa")]
-    Mvsa(ExternalOptions),
-    /// CMU-MOSEI (`modbal_text::CmuMoseiConfig`).
-    #[serde(rename = "cmu-mosei")]
-    CmuMosei(ExternalOptions),
-}
-
-/// The options of a dataset implemented outside this crate (the keys of `[dataset]` except
-/// `name`), validated by the crate that builds it.
-pub type ExternalOptions = toml::Table;
-
-impl Default for DatasetConfig {
-    fn default() -> Self {
-        DatasetConfig::SynthAv(SynthAvConfig::default())
-    }
-}
-
-/// Names accepted by [`DatasetConfig::from_name`].
-pub const DATASET_NAMES: &[&str] = &[
-    "synth-av",
-    "synth-vec",
-    "synth-shift",
-    "crema-d",
-    "kinetics-sounds",
-    "ave",
-    "vggsound",
-    "ucf101",
-    "nyu-depth",
-    "cgmnist",
-    "food101",
-    "mvsa",
-    "cmu-mosei",
-];
-
-impl DatasetConfig {
-    /// The default configuration of a dataset by name.
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "synth-av" => Ok(DatasetConfig::SynthAv(SynthAvConfig::default())),
-            "synth-vec" => Ok(DatasetConfig::SynthVec(SynthVecConfig::default())),
-            "synth-shift" => Ok(DatasetConfig::SynthShift(Default::default())),
-            "crema-d" => Ok(DatasetConfig::CremaD(Default::default())),
-            "kinetics-sounds" => Ok(DatasetConfig::KineticsSounds(Default::default())),
-            "ave" => Ok(DatasetConfig::Ave(Default::default())),
-            "vggsound" => Ok(DatasetConfig::VggSound(Default::default())),
-            "ucf101" => Ok(DatasetConfig::Ucf101(Default::default())),
-            "nyu-depth" => Ok(DatasetConfig::NyuDepth(Default::default())),
-            "cgmnist" => Ok(DatasetConfig::Cgmnist(Default::default())),
-            "food101" => Ok(DatasetConfig::Food101(ExternalOptions::new())),
-            "mvsa" => Ok(DatasetConfig::Mvsa(ExternalOptions::new())),
-            "cmu-mosei" => Ok(DatasetConfig::CmuMosei(ExternalOptions::new())),
-            _ => Err(ModbalError::Unknown {
-                kind: "dataset",
-                name: name.into(),
-                valid: DATASET_NAMES.join(", "),
-            }),
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            DatasetConfig::SynthAv(_) => "synth-av",
-            DatasetConfig::SynthVec(_) => "synth-vec",
-            DatasetConfig::SynthShift(_) => "synth-shift",
-            DatasetConfig::CremaD(_) => "crema-d",
-            DatasetConfig::KineticsSounds(_) => "kinetics-sounds",
-            DatasetConfig::Ave(_) => "ave",
-            DatasetConfig::VggSound(_) => "vggsound",
-            DatasetConfig::Ucf101(_) => "ucf101",
-            DatasetConfig::NyuDepth(_) => "nyu-depth",
-            DatasetConfig::Cgmnist(_) => "cgmnist",
-            DatasetConfig::Food101(_) => "food101",
-            DatasetConfig::Mvsa(_) => "mvsa",
-            DatasetConfig::CmuMosei(_) => "cmu-mosei",
-        }
-    }
-
-    /// The options table of a dataset implemented outside this crate (`food101`, `mvsa`,
-    /// `cmu-mosei`); `None` for the datasets of this crate.
-    pub fn external_options(&self) -> Option<&ExternalOptions> {
-        match self {
-            DatasetConfig::Food101(t) | DatasetConfig::Mvsa(t) | DatasetConfig::CmuMosei(t) => {
-                Some(t)
-            }
-            _ => None,
-        }
-    }
-
-    /// Build the three splits.
-    pub fn load(&self) -> Result<Splits> {
-        match self {
-            DatasetConfig::SynthAv(c) => c.build(),
-            DatasetConfig::SynthVec(c) => c.build(),
-            DatasetConfig::SynthShift(c) => c.build(),
-            DatasetConfig::CremaD(c) => c.build(),
-            DatasetConfig::KineticsSounds(c) => c.build(),
-            DatasetConfig::Ave(c) => c.build(),
-            DatasetConfig::VggSound(c) => c.build(),
-            DatasetConfig::Ucf101(c) => c.build(),
-            DatasetConfig::NyuDepth(c) => c.build(),
-            DatasetConfig::Cgmnist(c) => c.build(),
-            DatasetConfig::Food101(_) | DatasetConfig::Mvsa(_) | DatasetConfig::CmuMosei(_) => {
-                Err(ModbalError::Config(format!(
-                    "dataset {:?} is provided by modbal-text: build it with modbal_train::config::load_dataset",
-                    self.name()
-                )))
-            }
-        }
-    }
-}
 
 /// Options shared by both synthetic benchmarks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -578,37 +429,13 @@ mod tests {
         let mut c = SynthVecConfig::default();
         c.common.classes = 1;
         assert!(c.build().unwrap_err().to_string().contains("classes"));
-        let e = DatasetConfig::from_name("cremad").unwrap_err().to_string();
-        assert!(e.contains("synth-av"), "{e}");
     }
 
     #[test]
-    fn toml_roundtrip_with_tag() {
-        let c = DatasetConfig::SynthVec(SynthVecConfig::default());
-        let s = serde_json::to_string(&c).unwrap();
-        let back: DatasetConfig = serde_json::from_str(&s).unwrap();
-        assert_eq!(c, back);
-    }
-
-    #[test]
-    fn external_options_roundtrip_with_tag() {
-        let mut t = ExternalOptions::new();
-        t.insert("path".into(), toml::Value::String("x.pkl".into()));
-        t.insert("labels".into(), toml::Value::String("seven".into()));
-        let c = DatasetConfig::CmuMosei(t);
+    fn toml_roundtrip() {
+        let c = SynthVecConfig::default();
         let s = toml::to_string(&c).unwrap();
-        assert!(s.contains("name = \"cmu-mosei\""), "{s}");
-        let back: DatasetConfig = toml::from_str(&s).unwrap();
+        let back: SynthVecConfig = toml::from_str(&s).unwrap();
         assert_eq!(c, back);
-        assert_eq!(
-            back.external_options().unwrap()["labels"].as_str(),
-            Some("seven")
-        );
-        for n in ["food101", "mvsa", "cmu-mosei"] {
-            let d = DatasetConfig::from_name(n).unwrap();
-            assert_eq!(d.name(), n);
-            assert!(DATASET_NAMES.contains(&n));
-            assert!(d.load().unwrap_err().to_string().contains("modbal-text"));
-        }
     }
 }

@@ -9,7 +9,7 @@ use modbal_data::real::nyu::NyuDepthConfig;
 use modbal_data::real::ucf101::Ucf101Config;
 use modbal_data::real::{Layout, OnMissing};
 use modbal_data::vision::{IMAGENET_MEAN, IMAGENET_STD};
-use modbal_data::{Dataset, DatasetConfig};
+use modbal_data::Dataset;
 use std::path::Path;
 
 fn cremad(root: &Path, frames: usize, size: usize, workers: usize) -> CremaDConfig {
@@ -467,29 +467,38 @@ fn nyu_depth_list_layout() {
 }
 
 #[test]
-fn dataset_config_names_and_toml() {
-    for name in [
-        "crema-d",
-        "kinetics-sounds",
-        "ave",
-        "vggsound",
-        "ucf101",
-        "nyu-depth",
-        "cgmnist",
-    ] {
-        let c = DatasetConfig::from_name(name).unwrap();
-        assert_eq!(c.name(), name);
-        let e = c.load().unwrap_err().to_string();
+fn dataset_configs_need_a_root_and_roundtrip() {
+    use modbal_data::real::{av, cgmnist::CgmnistConfig, nyu::NyuDepthConfig, ucf101::Ucf101Config};
+    fn check<C>(name: &str)
+    where
+        C: Default + PartialEq + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+        C: Build,
+    {
+        let c = C::default();
+        let e = c.splits().unwrap_err().to_string();
         assert!(e.contains("dataset.root is not set"), "{name}: {e}");
         let s = serde_json::to_string(&c).unwrap();
-        let back: DatasetConfig = serde_json::from_str(&s).unwrap();
+        let back: C = serde_json::from_str(&s).unwrap();
         assert_eq!(back, c);
     }
-    // Per-dataset defaults survive a round trip with only the name and root given.
-    let c: DatasetConfig = serde_json::from_str(r#"{"name": "ave", "root": "/x"}"#).unwrap();
-    match c {
-        DatasetConfig::Ave(a) => assert_eq!((a.frames, a.train_list.as_str()), (4, "trainSet.txt")),
-        _ => panic!(),
+    trait Build {
+        fn splits(&self) -> modbal_core::Result<modbal_data::Splits>;
     }
+    macro_rules! build {
+        ($($t:ty),*) => {$(impl Build for $t {
+            fn splits(&self) -> modbal_core::Result<modbal_data::Splits> { self.build() }
+        })*};
+    }
+    build!(av::CremaDConfig, av::KineticsSoundsConfig, av::AveConfig, av::VggSoundConfig, Ucf101Config, NyuDepthConfig, CgmnistConfig);
+    check::<av::CremaDConfig>("crema-d");
+    check::<av::KineticsSoundsConfig>("kinetics-sounds");
+    check::<av::AveConfig>("ave");
+    check::<av::VggSoundConfig>("vggsound");
+    check::<Ucf101Config>("ucf101");
+    check::<NyuDepthConfig>("nyu-depth");
+    check::<CgmnistConfig>("cgmnist");
+    // Per-dataset defaults survive a round trip with only the root given.
+    let a: av::AveConfig = serde_json::from_str(r#"{"root": "/x"}"#).unwrap();
+    assert_eq!((a.frames, a.train_list.as_str()), (4, "trainSet.txt"));
     let _unused: AvConfig<CremaD> = Default::default();
 }

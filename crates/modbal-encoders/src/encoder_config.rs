@@ -204,6 +204,18 @@ impl EncoderConfig {
         }
     }
 
+    /// Every `kind` tag, in declaration order.
+    pub const KINDS: &'static [&'static str] = &[
+        "mlp",
+        "conv4",
+        "resnet18",
+        "small_cnn",
+        "bert",
+        "resnet18_pretrained",
+        "bigru",
+        "seq_transformer",
+    ];
+
     /// The serde tag of this kind.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -16,7 +16,7 @@ use crate::error::{config_err, EncoderError, Result};
 use crate::fusion::{FusionConfig, FusionHead};
 use candle_core::{DType, Device, Tensor};
 use modbal_core::MultimodalModel;
-use modbal_tensors::{ParamStore, SeededRng};
+use modbal_tensors::{ParamBuilder, ParamStore, SeededRng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -119,7 +119,6 @@ impl ModelConfig {
 #[derive(Debug)]
 pub struct MultimodalNet {
     modalities: Vec<String>,
-    specs: Vec<ModalitySpec>,
     encoders: Vec<Box<dyn Encoder>>,
     head: Box<dyn FusionHead>,
     fusion: FusionConfig,
@@ -141,34 +140,11 @@ impl MultimodalNet {
         rng: &mut SeededRng,
         device: &Device,
     ) -> Result<Self> {
-        if specs.is_empty() {
-            return config_err("a model needs at least one modality");
-        }
-        for (i, s) in specs.iter().enumerate() {
-            if s.name.is_empty() || s.name.contains('.') {
-                return config_err(format!(
-                    "modality name {:?} must be non-empty and contain no '.'",
-                    s.name
-                ));
-            }
-            if specs[..i].iter().any(|o| o.name == s.name) {
-                return config_err(format!("modality {:?} listed twice", s.name));
-            }
-            // `ParamStore::trainable_with_prefix` matches plain string prefixes, so the group
-            // `encoder.audio` would also take `encoder.audio2`'s parameters.
-            if let Some(o) = specs
-                .iter()
-                .find(|o| o.name != s.name && o.name.starts_with(&s.name))
-            {
-                return config_err(format!(
-                    "modality name {:?} is a prefix of {:?}: their parameter groups would overlap",
-                    s.name, o.name
-                ));
-            }
-        }
-        if num_classes == 0 {
-            return config_err("num_classes is 0");
-        }
+        let modalities: Vec<(String, Vec<usize>)> = specs
+            .iter()
+            .map(|s| (s.name.clone(), s.input_shape.clone()))
+            .collect();
+        check_modalities(&modalities, num_classes)?;
         // Validate everything before drawing any weight.
         for s in specs {
             s.encoder.validate(&s.input_shape).map_err(|e| match e {
@@ -178,21 +154,47 @@ impl MultimodalNet {
                 other => other,
             })?;
         }
+        Self::with_encoders(
+            &modalities,
+            &mut |m, pb, rng| specs[m].encoder.build(pb, &specs[m].input_shape, rng),
+            fusion,
+            num_classes,
+            rng,
+            device,
+        )
+    }
+
+    /// Like [`MultimodalNet::new`], with encoders built by the caller: `build(m, pb, rng)` makes
+    /// the encoder of modality `m` (any [`Encoder`], e.g. a user's own network) with its
+    /// parameters under `pb` (`encoder.<name>`) and its initial weights from `rng`. Encoders are
+    /// built in modality order, then the head.
+    pub fn with_encoders(
+        modalities: &[(String, Vec<usize>)],
+        build: &mut dyn FnMut(usize, &ParamBuilder, &mut SeededRng) -> Result<Box<dyn Encoder>>,
+        fusion: &FusionConfig,
+        num_classes: usize,
+        rng: &mut SeededRng,
+        device: &Device,
+    ) -> Result<Self> {
+        check_modalities(modalities, num_classes)?;
         let params = ParamStore::new();
         let root = params.root(DType::F32, device);
-        let encoders = specs
-            .iter()
-            .map(|s| {
-                s.encoder
-                    .build(&root.pp("encoder").pp(&s.name), &s.input_shape, rng)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let modalities: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let mut encoders = Vec::with_capacity(modalities.len());
+        for (m, (name, shape)) in modalities.iter().enumerate() {
+            let enc = build(m, &root.pp("encoder").pp(name), rng)?;
+            if enc.input_shape() != shape.as_slice() {
+                return config_err(format!(
+                    "modality {name:?}: the encoder was built for input {:?}, the data have {shape:?}",
+                    enc.input_shape()
+                ));
+            }
+            encoders.push(enc);
+        }
+        let names: Vec<String> = modalities.iter().map(|(n, _)| n.clone()).collect();
         let dims: Vec<usize> = encoders.iter().map(|e| e.out_dim()).collect();
-        let head = fusion.build(&root.pp("head"), &modalities, &dims, num_classes, rng)?;
+        let head = fusion.build(&root.pp("head"), &names, &dims, num_classes, rng)?;
         Ok(Self {
-            modalities,
-            specs: specs.to_vec(),
+            modalities: names,
             encoders,
             head,
             fusion: *fusion,
@@ -224,10 +226,6 @@ impl MultimodalNet {
     /// The fusion head's configuration.
     pub fn fusion_config(&self) -> FusionConfig {
         self.fusion
-    }
-    /// The modality specifications the net was built from.
-    pub fn specs(&self) -> &[ModalitySpec] {
-        &self.specs
     }
     /// Feature dimension `D_m` of every modality.
     pub fn feature_dims(&self) -> Vec<usize> {
@@ -271,6 +269,37 @@ impl MultimodalModel for MultimodalNet {
     fn head(&self, features: &[Tensor]) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
         self.head.forward(features)
     }
+}
+
+/// The checks of [`MultimodalNet::new`] on the modality names and the class count.
+fn check_modalities(modalities: &[(String, Vec<usize>)], num_classes: usize) -> Result<()> {
+    if modalities.is_empty() {
+        return config_err("a model needs at least one modality");
+    }
+    for (i, (name, _)) in modalities.iter().enumerate() {
+        if name.is_empty() || name.contains('.') {
+            return config_err(format!(
+                "modality name {name:?} must be non-empty and contain no '.'"
+            ));
+        }
+        if modalities[..i].iter().any(|(o, _)| o == name) {
+            return config_err(format!("modality {name:?} listed twice"));
+        }
+        // `ParamStore::trainable_with_prefix` matches plain string prefixes, so the group
+        // `encoder.audio` would also take `encoder.audio2`'s parameters.
+        if let Some((o, _)) = modalities
+            .iter()
+            .find(|(o, _)| o != name && o.starts_with(name.as_str()))
+        {
+            return config_err(format!(
+                "modality name {name:?} is a prefix of {o:?}: their parameter groups would overlap"
+            ));
+        }
+    }
+    if num_classes == 0 {
+        return config_err("num_classes is 0");
+    }
+    Ok(())
 }
 
 /// Seed of encoder `m`'s random draws in training epoch `epoch` of a run with seed `seed`

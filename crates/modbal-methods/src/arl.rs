@@ -48,14 +48,13 @@
 //! (mean global norm before clipping), `clipped` (fraction of steps clipped), and the loss parts
 //! `loss.fused`, `loss.<m>`.
 
-use crate::built::{parse_options, Built};
+use crate::params::MethodParams;
 use crate::util::{by_name, entropy, rows, softmax_row};
 use candle_core::{backprop::GradStore, Tensor};
 use modbal_core::{
     scale_epoch, Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
     RunContext,
 };
-use modbal_encoders::FusionConfig;
 use modbal_modulate::arl_scale_feature;
 use modbal_tensors::{clip_grad_norm, cross_entropy, global_grad_norm};
 use serde::{Deserialize, Serialize};
@@ -471,14 +470,13 @@ impl Method for Arl {
 }
 
 /// Registry entry: `[method] name = "arl"` with [`ArlConfig`]'s keys; concat head.
-pub fn build(options: &toml::Table) -> Result<Built> {
-    let (cfg, resolved): (ArlConfig, _) = parse_options("arl", options)?;
-    Ok(Built {
-        method: Box::new(Arl::new(cfg)?),
-        fusion: FusionConfig::Concat,
-        resolved,
-        modalities: None,
-    })
+impl MethodParams for ArlConfig {
+    fn check(&self) -> Result<()> {
+        self.validate()
+    }
+    fn build(&self) -> Result<Box<dyn Method>> {
+        Ok(Box::new(Arl::new(self.clone())?))
+    }
 }
 
 #[cfg(test)]

@@ -58,14 +58,13 @@
 //!   `head(FW ⊙ features)` → fused `[B, C]`, per-modality `[B, C]`
 //! * `predict`: `out.features[m]: [B, D_m]` → `head(FW ⊙ features).fused`, `[B, C]`
 
-use crate::built::{parse_options, Built};
+use crate::params::MethodParams;
 use candle_core::{DType, Device, Tensor};
 use modbal_contrib::arm::{cmi_gap_loss, ArmConfig as MivConfig, ArmFusionWeights, ArmMiv};
 use modbal_core::{
     scale_epoch, Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
     RunContext,
 };
-use modbal_encoders::FusionConfig;
 use modbal_tensors::cross_entropy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -772,12 +771,11 @@ impl Method for Arm {
 }
 
 /// Registry entry: options → [`Arm`] with a concat head (DFE scales the concatenated slices).
-pub fn build(options: &toml::Table) -> Result<Built> {
-    let (cfg, resolved): (ArmConfig, _) = parse_options("arm", options)?;
-    Ok(Built {
-        method: Box::new(Arm::new(cfg)?),
-        fusion: FusionConfig::Concat,
-        resolved,
-        modalities: None,
-    })
+impl MethodParams for ArmConfig {
+    fn check(&self) -> Result<()> {
+        self.validate()
+    }
+    fn build(&self) -> Result<Box<dyn Method>> {
+        Ok(Box::new(Arm::new(self.clone())?))
+    }
 }

@@ -93,7 +93,7 @@
 //! means of the estimated shrinkage, `full_shrinkage` only), and the loss parts
 //! `loss.ce_fused`, `loss.ce.<m>`, `loss.aib`, `loss.aib.<m>`.
 
-use crate::built::{parse_options, Built};
+use crate::params::MethodParams;
 use candle_core::{backprop::GradStore, DType, Tensor, Var};
 pub use modbal_contrib::cal::DEFAULT_TEMPERATURE;
 use modbal_contrib::cal::{
@@ -104,7 +104,6 @@ use modbal_core::{
     Batch, EvalOutputs, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
     RunContext,
 };
-use modbal_encoders::FusionConfig;
 use modbal_info::gaussian::{gaussian_mi, GaussianConfig};
 use modbal_modulate::{
     true_class_score, CalReinforcement, CalReinforcementConfig, ModulationWindow, OgmForm, OgmGe,
@@ -1173,12 +1172,13 @@ impl Method for Cal {
 }
 
 /// Registry entry: `cal` with its options (see [`CalMethodConfig`]); concat fusion.
-pub fn build(options: &toml::Table) -> Result<Built> {
-    let (cfg, resolved): (CalMethodConfig, _) = parse_options("cal", options)?;
-    Ok(Built {
-        method: Box::new(Cal::new(cfg)?),
-        fusion: FusionConfig::Concat,
-        resolved,
-        modalities: None,
-    })
+impl MethodParams for CalMethodConfig {
+    fn check(&self) -> Result<()> {
+        self.validate()?;
+        CalReinforcementConfig { eta: self.eta }.validate()?;
+        Ok(self.ogm().validate()?)
+    }
+    fn build(&self) -> Result<Box<dyn Method>> {
+        Ok(Box::new(Cal::new(self.clone())?))
+    }
 }

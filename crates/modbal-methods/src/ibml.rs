@@ -42,14 +42,13 @@
 //! `perturbed.<m>` (samples perturbed in the epoch), `pair_ratio` (mean ρ̃^0/ρ̃^1, M = 2),
 //! `active` (fraction of steps inside the window), `loss.fused`, `loss.<m>`.
 
-use crate::built::{parse_options, Built};
+use crate::params::MethodParams;
 use candle_core::DType;
 use modbal_contrib::ibml::{IbmlConfig as IndicatorConfig, IbmlRecorder, IbmlReport};
 use modbal_core::{
     scale_epoch, Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
     RunContext,
 };
-use modbal_encoders::FusionConfig;
 use modbal_modulate::{ModulationWindow, Tcm, TcmConfig, TcmNoise};
 use modbal_tensors::cross_entropy;
 use serde::{Deserialize, Serialize};
@@ -553,12 +552,18 @@ impl Method for Ibml {
 }
 
 /// Registry entry: `[method] name = "ibml"` with [`IbmlMethodConfig`]'s keys.
-pub fn build(options: &toml::Table) -> Result<Built> {
-    let (cfg, resolved): (IbmlMethodConfig, _) = parse_options("ibml", options)?;
-    Ok(Built {
-        method: Box::new(Ibml::new(cfg)?),
-        fusion: FusionConfig::Concat,
-        resolved,
-        modalities: None,
-    })
+impl MethodParams for IbmlMethodConfig {
+    fn check(&self) -> Result<()> {
+        // What Ibml::new checks: λ, the unscaled window, the TCM and the warm-up schedule.
+        self.tcm_config(0).validate()?;
+        self.window.validate()?;
+        IndicatorConfig {
+            lambda: self.lambda,
+        }
+        .validate()?;
+        self.warmup_schedule.validate()
+    }
+    fn build(&self) -> Result<Box<dyn Method>> {
+        Ok(Box::new(Ibml::new(self.clone())?))
+    }
 }

@@ -2,51 +2,50 @@
 //!
 //! Every method is one module implementing [`modbal_core::Method`] plus a config struct whose
 //! defaults are the paper's (or the official code's where the paper is silent; each module
-//! says which), registered in [`build`] by name. `docs/methods/<name>.md` documents each one.
-//!
-//! The registry contract: `build(name, options)` deserialises `options` (a TOML table: the
-//! `[method]` section of a run config without its `name` key) into the method's config,
-//! rejecting unknown keys, and returns the method, the fusion head its model needs, and the
-//! fully resolved options (defaults filled in) that `config.toml` records.
+//! says which) and which implements [`MethodParams`] (checked once, then built once per run).
+//! `docs/methods/<name>.md` documents each one. The name → method table lives in the `modbal`
+//! crate's `Registry`, where a user's own method registers the same way.
 //!
 //! # Example
 //!
 //! ```
 //! use modbal_encoders::FusionConfig;
+//! use modbal_methods::{ogm_ge::OgmGeMethodConfig, params};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // The `[method]` section of a run config, without its `name` key.
 //! let mut options = toml::Table::new();
 //! options.insert("alpha".into(), toml::Value::Float(0.5));
-//! let built = modbal_methods::build("ogm-ge", &options)?;
-//! assert_eq!(built.method.name(), "ogm-ge");
-//! assert_eq!(built.fusion, FusionConfig::Concat);
+//! let plan = params::parse::<OgmGeMethodConfig>("ogm-ge", &options)?;
+//! assert_eq!(plan.fusion_head(), FusionConfig::Concat);
 //! // The resolved options have every default filled in (what `config.toml` records).
-//! assert_eq!(built.resolved["alpha"].as_float(), Some(0.5));
-//! assert!(built.resolved.contains_key("window"));
+//! let resolved = plan.options()?;
+//! assert_eq!(resolved["alpha"].as_float(), Some(0.5));
+//! assert!(resolved.contains_key("window"));
+//! // Built once per run.
+//! assert_eq!(plan.instantiate()?.name(), "ogm-ge");
 //!
-//! // Unknown keys and unknown methods are errors that name them.
+//! // Unknown keys and out-of-range values are errors that name them.
 //! options.insert("alhpa".into(), toml::Value::Float(0.5));
-//! assert!(modbal_methods::build("ogm-ge", &options).unwrap_err().to_string().contains("alhpa"));
-//! assert!(modbal_methods::build("ogm", &toml::Table::new()).is_err());
+//! let err = params::parse::<OgmGeMethodConfig>("ogm-ge", &options).err().unwrap();
+//! assert!(err.to_string().contains("alhpa"));
 //! # Ok(())
 //! # }
 //! ```
 
 pub mod arl;
 pub mod arm;
-pub mod baselines;
-pub mod built;
 pub mod cal;
 pub mod ibml;
 pub mod mla;
 pub mod mmpareto;
 pub mod ogm_ge;
+pub mod params;
+pub mod plain;
 pub mod pmr;
-pub mod registry;
 pub mod udi;
 
-pub use registry::{build, Built, METHOD_NAMES};
+pub use params::{MethodParams, MethodPlan};
 
 /// Small helpers shared by the baseline methods.
 pub(crate) mod util {

@@ -41,7 +41,7 @@
 //! and fraction of validation samples in which each modality had the largest weight), and the
 //! loss parts `loss.<m>`.
 
-use crate::built::{parse_options, Built};
+use crate::params::MethodParams;
 use crate::util::{by_name, entropy, rows, softmax_row};
 use candle_core::{DType, Tensor, Var};
 use modbal_core::{
@@ -441,14 +441,20 @@ impl Method for Mla {
 
 /// Registry entry: `[method] name = "mla"` with [`MlaConfig`]'s keys; sum head (tied, see the
 /// module docs).
-pub fn build(options: &toml::Table) -> Result<Built> {
-    let (cfg, resolved): (MlaConfig, _) = parse_options("mla", options)?;
-    Ok(Built {
-        method: Box::new(Mla::new(cfg)?),
-        fusion: FusionConfig::Sum,
-        resolved,
-        modalities: None,
-    })
+impl MethodParams for MlaConfig {
+    fn check(&self) -> Result<()> {
+        MlaProjectionConfig {
+            alpha_base: self.alpha_base,
+        }
+        .validate()
+        .map_err(|e| ModbalError::Config(format!("method mla: alpha_base: {e}")))
+    }
+    fn fusion(&self) -> FusionConfig {
+        FusionConfig::Sum
+    }
+    fn build(&self) -> Result<Box<dyn Method>> {
+        Ok(Box::new(Mla::new(self.clone())?))
+    }
 }
 
 #[cfg(test)]

@@ -32,14 +32,13 @@
 //! unimodal head) and `val_uni_acc` (its validation accuracy); the loss parts `loss.mm`,
 //! `loss.<m>`.
 
-use crate::built::{parse_options, Built};
+use crate::params::MethodParams;
 use crate::util::{accuracy, by_name, labels, rows};
 use candle_core::{backprop::GradStore, DType, Tensor, Var};
 use modbal_core::{
     check_loss, Batch, EvalOutputs, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
     RunContext, StepOutput,
 };
-use modbal_encoders::FusionConfig;
 use modbal_modulate::{sum_grads, MmPareto, MmParetoConfig, MmParetoReport};
 use modbal_tensors::{
     cross_entropy, Linear, Optimizer, OptimizerState, ParamStore, SeededRng, Sgd, SgdConfig,
@@ -479,12 +478,12 @@ impl Method for MmParetoMethod {
 
 /// Registry entry: `[method] name = "mmpareto"` with [`MmParetoMethodConfig`]'s keys; concat
 /// head (the fused head) plus the method-owned unimodal heads.
-pub fn build(options: &toml::Table) -> Result<Built> {
-    let (cfg, resolved): (MmParetoMethodConfig, _) = parse_options("mmpareto", options)?;
-    Ok(Built {
-        method: Box::new(MmParetoMethod::new(cfg)?),
-        fusion: FusionConfig::Concat,
-        resolved,
-        modalities: None,
-    })
+impl MethodParams for MmParetoMethodConfig {
+    fn check(&self) -> Result<()> {
+        self.validate()?;
+        Ok(self.modulator().validate()?)
+    }
+    fn build(&self) -> Result<Box<dyn Method>> {
+        Ok(Box::new(MmParetoMethod::new(self.clone())?))
+    }
 }

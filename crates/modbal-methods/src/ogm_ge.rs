@@ -33,12 +33,11 @@
 //! inside the window), `window.start` / `window.end` (the scaled window of the run),
 //! `loss.fused` and `loss.<m>` (unimodal CE, logged only).
 
-use crate::built::{parse_options, Built};
+use crate::params::MethodParams;
 use candle_core::{backprop::GradStore, Var};
 use modbal_core::{
     Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
 };
-use modbal_encoders::FusionConfig;
 use modbal_modulate::{true_class_score, ModulationWindow, OgmForm, OgmGe, OgmGeConfig, OgmScope};
 use modbal_tensors::cross_entropy;
 use serde::{Deserialize, Serialize};
@@ -307,12 +306,11 @@ impl Method for OgmGeMethod {
 }
 
 /// Registry entry: `[method] name = "ogm-ge"` with [`OgmGeMethodConfig`]'s keys.
-pub fn build(options: &toml::Table) -> Result<Built> {
-    let (cfg, resolved): (OgmGeMethodConfig, _) = parse_options("ogm-ge", options)?;
-    Ok(Built {
-        method: Box::new(OgmGeMethod::new(cfg)?),
-        fusion: FusionConfig::Concat,
-        resolved,
-        modalities: None,
-    })
+impl MethodParams for OgmGeMethodConfig {
+    fn check(&self) -> Result<()> {
+        Ok(self.modulator_config().validate()?)
+    }
+    fn build(&self) -> Result<Box<dyn Method>> {
+        Ok(Box::new(OgmGeMethod::new(self.clone())?))
+    }
 }

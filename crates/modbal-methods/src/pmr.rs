@@ -44,13 +44,12 @@
 //! (fraction of steps with prototypes inside the window), `window.start` / `window.end` (the
 //! scaled window), and the loss parts `loss.ce`, `loss.pce.<m>`.
 
-use crate::built::{parse_options, Built};
+use crate::params::MethodParams;
 use crate::util::{by_name, rows};
 use candle_core::{Device, Tensor};
 use modbal_core::{
     Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
 };
-use modbal_encoders::FusionConfig;
 use modbal_modulate::{true_class_score, ModulationWindow};
 use modbal_tensors::cross_entropy;
 use serde::{Deserialize, Serialize};
@@ -478,14 +477,13 @@ impl Method for Pmr {
 }
 
 /// Registry entry: `[method] name = "pmr"` with [`PmrConfig`]'s keys; concat head.
-pub fn build(options: &toml::Table) -> Result<Built> {
-    let (cfg, resolved): (PmrConfig, _) = parse_options("pmr", options)?;
-    Ok(Built {
-        method: Box::new(Pmr::new(cfg)?),
-        fusion: FusionConfig::Concat,
-        resolved,
-        modalities: None,
-    })
+impl MethodParams for PmrConfig {
+    fn check(&self) -> Result<()> {
+        self.validate()
+    }
+    fn build(&self) -> Result<Box<dyn Method>> {
+        Ok(Box::new(Pmr::new(self.clone())?))
+    }
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@
 //! `features[m]: [B, D_m]`, `per_modality_logits[m]: [B, C]`; the controller's inner products are
 //! scalars over the follower's parameters.
 
-use crate::built::{parse_options, Built};
+use crate::params::MethodParams;
 use candle_core::{DType, Tensor, Var, D};
 use modbal_core::{
     Batch, EvalOutputs, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
@@ -956,17 +956,18 @@ impl Method for Udi {
 }
 
 /// Registry entry: `method.name = "udi"`.
-pub fn build(options: &toml::Table) -> Result<Built> {
-    let (cfg, resolved): (UdiConfig, _) = parse_options("udi", options)?;
-    let modalities = if cfg.modalities.is_empty() {
-        None
-    } else {
-        Some(cfg.modalities.clone())
-    };
-    Ok(Built {
-        method: Box::new(Udi::new(cfg)?),
-        fusion: FusionConfig::Sum,
-        resolved,
-        modalities,
-    })
+impl MethodParams for UdiConfig {
+    fn check(&self) -> Result<()> {
+        self.validate()?;
+        Ok(UdiControllerConfig { eps: self.eps }.validate()?)
+    }
+    fn fusion(&self) -> FusionConfig {
+        FusionConfig::Sum
+    }
+    fn modalities(&self) -> Option<Vec<String>> {
+        (!self.modalities.is_empty()).then(|| self.modalities.clone())
+    }
+    fn build(&self) -> Result<Box<dyn Method>> {
+        Ok(Box::new(Udi::new(self.clone())?))
+    }
 }

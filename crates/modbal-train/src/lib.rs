@@ -1,13 +1,16 @@
-//! # modbal-train: the one training loop
+//! # modbal-train: the generic training loop
 //!
-//! [`train`] runs a [`RunConfig`]: it loads the dataset, builds the model and the method,
-//! trains stage by stage and epoch by epoch through the [`modbal_core::Method`] hooks, evaluates
-//! on the validation split after every epoch, selects the best epoch on validation fusion
-//! accuracy (never on test), evaluates that model once on test, and writes the run directory:
+//! [`Learner`] trains any [`modbal_core::MultimodalModel`] with any [`modbal_core::Method`] on
+//! any [`modbal_data::Splits`] under a typed [`TrainConfig`]. It knows no method, dataset or
+//! encoder by name (the name tables live in the `modbal` crate's registry). Per epoch it
+//! trains stage by stage through the method's hooks, evaluates on the validation split, selects
+//! the best epoch on validation fusion accuracy among the epochs the method reports (never on
+//! test), evaluates that model once on test, and writes the run directory:
 //!
 //! ```text
 //! runs/<name>/
-//!   config.toml        fully resolved, reloadable with --config
+//!   config.toml        the caller's record of the configuration (the modbal CLI writes the fully
+//!                      resolved run config, reloadable with --config)
 //!   metrics.jsonl      one JSON object per (epoch, split); no timing fields (deterministic)
 //!   timing.jsonl       wall-clock seconds per epoch
 //!   summary.json       best-val epoch, its val and test metrics (the headline), test metrics
@@ -21,51 +24,58 @@
 //!   checkpoints/best/  model.safetensors, state.json
 //! ```
 //!
-//! A run can be resumed from `checkpoints/last` with [`resume`]; the resumed run's
+//! A run can be resumed from `checkpoints/last` with [`Learner::resume`]; the resumed run's
 //! `metrics.jsonl` is byte-identical to an uninterrupted one.
 //!
 //! # Example
 //!
 //! ```
-//! use modbal_train::{MethodConfig, RunConfig};
+//! use modbal_core::Method;
+//! use modbal_data::{synth::SynthVecConfig, Dataset};
+//! use modbal_encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet};
+//! use modbal_train::{init_rng, Learner, TrainConfig, TrainOptions};
+//!
+//! /// Plain joint training: every hook keeps its default (cross-entropy on the fused logits).
+//! struct Joint;
+//! impl Method for Joint {
+//!     fn name(&self) -> &str {
+//!         "joint"
+//!     }
+//! }
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // What `modbal train --set dataset.name=synth-vec --set method.name=unimodal ...` resolves.
-//! let cfg = RunConfig::default().with_overrides(&[
-//!     "dataset.name=synth-vec".into(),
-//!     "dataset.classes=4".into(),
-//!     "method.name=unimodal".into(),
-//!     "method.modality=visual".into(),
-//!     "train.epochs=3".into(),
-//!     "train.optimizer.lr=0.05".into(),
-//! ])?;
-//! assert_eq!(cfg.train.epochs, 3);
-//! assert_eq!(cfg.method, MethodConfig::unimodal("visual"));
-//! assert_eq!(cfg.run_name(), "synth-vec-unimodal-s0");
-//!
-//! // Unknown keys are errors that name them.
-//! let err = RunConfig::default().with_overrides(&["train.epoks=3".into()]).unwrap_err();
-//! assert!(err.to_string().contains("epoks"));
-//!
-//! // The resolved config (a run's `config.toml`) reloads to the same config.
-//! let back = RunConfig::from_toml_value(toml::Value::Table(cfg.to_toml_string()?.parse()?))?;
-//! assert_eq!(back, cfg);
-//! // `modbal_train::train(&cfg, &TrainOptions::default())` would now train and write the run
-//! // directory `runs/synth-vec-unimodal-s0`.
+//! let data = SynthVecConfig { common: modbal_data::synth::SynthCommon { train: 64, val: 32, test: 32, ..Default::default() }, ..Default::default() };
+//! let splits = data.build()?;
+//! let specs: Vec<ModalitySpec> = splits.train.modalities().iter()
+//!     .zip(splits.train.input_shapes())
+//!     .map(|(m, shape)| ModalitySpec::new(m.clone(), EncoderConfig::Mlp { hidden: vec![16] }, shape))
+//!     .collect();
+//! let seed = 3;
+//! let model = MultimodalNet::new(&specs, &FusionConfig::Concat, splits.train.num_classes(),
+//!                                &mut init_rng(seed), &candle_core::Device::Cpu)?;
+//! let train = TrainConfig { epochs: 2, batch_size: 16, ..Default::default() };
+//! let dir = tempfile::tempdir()?;
+//! let run = Learner::new(Box::new(model), Box::new(Joint), splits, train, seed)?
+//!     .with_dataset_name("synth-vec")
+//!     .fit(&dir.path().join("joint"), "", &TrainOptions { quiet: true, ..Default::default() })?;
+//! let summary = run.summary.expect("a finished run has a summary");
+//! assert_eq!((summary.method.as_str(), summary.epochs), ("joint", 2));
+//! assert!(run.run_dir.join("checkpoints/best/model.safetensors").exists());
 //! # Ok(())
 //! # }
 //! ```
 
+mod clip;
 pub mod config;
+pub mod learner;
 pub mod metrics;
 pub mod plot;
-pub mod presets;
 pub mod record;
-pub mod trainer;
+mod run_dir;
+pub mod summary;
 
-pub use config::{DeviceConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, METHOD_NAMES};
+pub use config::{DeviceConfig, TrainConfig};
+pub use learner::{init_rng, EpochRecord, Learner, RunOutcome, TrainOptions};
 pub use metrics::{MetricAccumulator, SplitMetrics};
-pub use trainer::{
-    evaluate_test, load_splits, resume, train, EpochRecord, RunOutcome, Summary, TestCurveSummary,
-    TrainOptions, TEST_CURVE_FILE, TEST_CURVE_WARNING,
-};
+pub use run_dir::fresh_run_dir;
+pub use summary::{format_table, Summary, TestCurveSummary, TEST_CURVE_FILE, TEST_CURVE_WARNING};

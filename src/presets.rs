@@ -14,6 +14,7 @@
 //! `modbal presets` lists them, `modbal presets NAME` shows one.
 
 use crate::config::RunConfig;
+use crate::registry::Registry;
 use modbal_core::{ModbalError, Result};
 
 /// One setting of a preset: a dotted config key, its value (TOML literal) and its source.
@@ -194,7 +195,8 @@ pub const PRESETS: &[Preset] = &[
     },
 ];
 
-/// The preset called `name` (errors list the valid names).
+/// The built-in preset called `name` (errors list the valid names; a [`Registry`] also has
+/// the presets registered with it: [`Registry::preset`]).
 pub fn find(name: &str) -> Result<&'static Preset> {
     PRESETS
         .iter()
@@ -232,6 +234,16 @@ impl Preset {
     /// any; when it differs from the preset's, the preset's `method.*` keys are skipped and
     /// `method.name` is set to it. The result records the preset's name.
     pub fn apply(&self, cfg: &RunConfig, method: Option<&str>) -> Result<RunConfig> {
+        self.apply_in(crate::config::builtin(), cfg, method)
+    }
+
+    /// [`Preset::apply`] with the names of `reg`.
+    pub fn apply_in(
+        &self,
+        reg: &Registry,
+        cfg: &RunConfig,
+        method: Option<&str>,
+    ) -> Result<RunConfig> {
         let other_method = method.filter(|m| Some(*m) != self.method());
         let mut sets: Vec<String> = Vec::new();
         for x in self.values {
@@ -243,7 +255,7 @@ impl Preset {
         if let Some(m) = other_method {
             sets.push(format!("method.name=\"{m}\""));
         }
-        let mut out = cfg.with_overrides(&sets).map_err(|e| match e {
+        let mut out = cfg.with_overrides_in(reg, &sets).map_err(|e| match e {
             ModbalError::Config(m) => ModbalError::Config(format!("preset {}: {m}", self.name)),
             e => e,
         })?;

@@ -346,7 +346,7 @@ fn synth_av_epochs(warmup: usize, steps: usize, seed: u64) -> Result<(Vec<f64>, 
         std::process::id(),
         Instant::now().elapsed().as_nanos()
     ));
-    let mut cfg = modbal_train::RunConfig {
+    let mut cfg = crate::RunConfig {
         seed,
         ..Default::default()
     };
@@ -356,7 +356,7 @@ fn synth_av_epochs(warmup: usize, steps: usize, seed: u64) -> Result<(Vec<f64>, 
         run_dir: Some(dir.clone()),
         ..Default::default()
     };
-    let res = modbal_train::train(&cfg, &opts).context("training synth-av");
+    let res = crate::run::train(&cfg, &opts).context("training synth-av");
     let timing = std::fs::read_to_string(dir.join("timing.jsonl"));
     let _ = std::fs::remove_dir_all(&dir);
     res?;

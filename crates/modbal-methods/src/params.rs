@@ -1,0 +1,132 @@
+//! A method's configuration, typed and checked once: [`MethodParams`] (what every method's
+//! config implements: `check`, the model it needs, `build`) and [`MethodPlan`] (the same behind
+//! a trait object, what a registry stores). [`parse`] turns a `[method]` table into a checked
+//! plan: unknown keys are errors naming them, defaults are filled in ([`MethodPlan::options`]
+//! is what `config.toml` records), and [`MethodParams::check`] runs once. The method itself is
+//! built once per run, by [`MethodPlan::build`].
+//!
+//! The name → method table is not here: it belongs to whoever composes a program (the `modbal`
+//! crate's `Registry`), so a user's own method registers exactly like a built-in one.
+
+use modbal_core::{Method, ModbalError, Result};
+use modbal_encoders::FusionConfig;
+use serde::{de::DeserializeOwned, Serialize};
+
+/// The configuration of a method: deserialised from the `[method]` section of a run config
+/// (without its `name` key), checked once, then turned into the method.
+///
+/// Every field needs a default (`#[serde(default)]`) so that `[method] name = "..."` alone is a
+/// complete configuration.
+pub trait MethodParams: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// Checks what serde cannot (ranges, combinations); the error names the option. Called once,
+    /// when the options are parsed.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The fusion head the method's model needs. Default: concatenation.
+    fn fusion(&self) -> FusionConfig {
+        FusionConfig::Concat
+    }
+    /// The modalities the model must have, in this order (`None`: all of the dataset's).
+    fn modalities(&self) -> Option<Vec<String>> {
+        None
+    }
+    /// Fill the defaults that depend on the data, given the dataset's modalities (e.g.
+    /// `unimodal`'s modality: the first). Called once the data are known, before
+    /// [`MethodParams::modalities`]; the result is what `config.toml` records.
+    fn fit_data(&mut self, _dataset_modalities: &[String]) {}
+    /// The method, ready to train (called once per run, after [`MethodParams::check`]).
+    fn build(&self) -> Result<Box<dyn Method>>;
+}
+
+/// A parsed, checked method configuration behind a trait object (see [`parse`]).
+pub trait MethodPlan: Send + Sync {
+    /// The options with every default filled in (the `[method]` keys `config.toml` records).
+    fn options(&self) -> Result<toml::Table>;
+    /// See [`MethodParams::fusion`].
+    fn fusion_head(&self) -> FusionConfig;
+    /// See [`MethodParams::modalities`].
+    fn required_modalities(&self) -> Option<Vec<String>>;
+    /// See [`MethodParams::fit_data`].
+    fn fit_to_data(&mut self, dataset_modalities: &[String]);
+    /// See [`MethodParams::build`].
+    fn instantiate(&self) -> Result<Box<dyn Method>>;
+}
+
+struct Parsed<P>(P);
+
+impl<P: MethodParams> MethodPlan for Parsed<P> {
+    fn options(&self) -> Result<toml::Table> {
+        to_table(&self.0)
+    }
+    fn fusion_head(&self) -> FusionConfig {
+        self.0.fusion()
+    }
+    fn required_modalities(&self) -> Option<Vec<String>> {
+        self.0.modalities()
+    }
+    fn fit_to_data(&mut self, dataset_modalities: &[String]) {
+        self.0.fit_data(dataset_modalities)
+    }
+    fn instantiate(&self) -> Result<Box<dyn Method>> {
+        self.0.build()
+    }
+}
+
+/// Parse and check the options of method `name` as `P` (see the module docs).
+pub fn parse<P: MethodParams>(name: &str, options: &toml::Table) -> Result<Box<dyn MethodPlan>> {
+    let p: P = parse_typed(&format!("method {name}"), "method.", options)?;
+    p.check()?;
+    Ok(Box::new(Parsed(p)))
+}
+
+/// Deserialise `options` as `P`: serde's errors (prefixed with `what`, e.g. `"method cal"`) and
+/// every key that `P` does not have (also under `#[serde(flatten)]`, where serde cannot deny
+/// unknown fields; named with `key_prefix`, e.g. `"method."`) are configuration errors.
+pub fn parse_typed<P: Serialize + DeserializeOwned>(
+    what: &str,
+    key_prefix: &str,
+    options: &toml::Table,
+) -> Result<P> {
+    let p: P = toml::Value::Table(options.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            ModbalError::Config(format!("{what}: {}", e.to_string().trim()))
+        })?;
+    let known = to_table(&p)?;
+    if let Some(k) = unknown_key(options, &known, "") {
+        return Err(ModbalError::Config(format!(
+            "{what}: unknown key \"{key_prefix}{k}\""
+        )));
+    }
+    Ok(p)
+}
+
+/// The first dotted key of `given` that `known` lacks (tables are compared key by key).
+fn unknown_key(given: &toml::Table, known: &toml::Table, prefix: &str) -> Option<String> {
+    for (k, v) in given {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match (v, known.get(k)) {
+            (_, None) => return Some(path),
+            (toml::Value::Table(g), Some(toml::Value::Table(kn))) => {
+                if let Some(p) = unknown_key(g, kn, &path) {
+                    return Some(p);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn to_table<P: Serialize>(p: &P) -> Result<toml::Table> {
+    match toml::Value::try_from(p) {
+        Ok(toml::Value::Table(t)) => Ok(t),
+        Ok(_) => Ok(toml::Table::new()),
+        Err(e) => Err(ModbalError::Serde(e.to_string())),
+    }
+}

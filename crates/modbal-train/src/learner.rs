@@ -1,0 +1,678 @@
+//! [`Learner`]: the training loop. It takes a model, a method, the three splits and a typed
+//! [`TrainConfig`], and knows no method, dataset or encoder by name: everything specific happens
+//! in the [`Method`] hooks. See the crate docs for the run directory it writes.
+
+use crate::clip::Clipped;
+use crate::config::TrainConfig;
+use crate::metrics::{MetricAccumulator, SplitMetrics};
+pub use crate::record::EpochRecord;
+use crate::run_dir::{
+    append_line, fresh_run_dir, git_revision, keep_completed_epochs, read_json, save_checkpoint,
+    write_json, BestState, CheckpointState, METHOD_TENSORS,
+};
+use crate::summary::{print_table, test_curve_summary, Summary, TEST_CURVE_FILE};
+use candle_core::{Device, Tensor, Var};
+use indicatif::{ProgressBar, ProgressStyle};
+use modbal_core::{EvalOutputs, Method, ModbalError, MultimodalModel, Result, RunContext};
+use modbal_data::noise::NoiseConfig;
+use modbal_data::{DataLoader, Dataset, Splits};
+use modbal_tensors::{Optimizer, OptimizerState, SeededRng};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How the loop reports progress.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Show an indicatif progress bar per epoch.
+    pub progress: bool,
+    /// Print nothing (no per-epoch lines, no table).
+    pub quiet: bool,
+    /// Stop after this many epochs of this call (the run stays resumable). For tests and
+    /// time-sliced jobs.
+    pub stop_after: Option<usize>,
+    /// Write into exactly this directory (must not hold a run), instead of the directory the
+    /// caller names (a run config's `out_dir/name`).
+    pub run_dir: Option<PathBuf>,
+}
+
+/// What [`Learner::fit`] and [`Learner::resume`] return.
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    pub run_dir: PathBuf,
+    pub summary: Option<Summary>,
+    pub history: Vec<EpochRecord>,
+}
+
+/// The two random streams of a run with seed `seed`: the model's initial weights come from the
+/// first ([`init_rng`]), everything the loop and the method draw from the second (the
+/// [`RunContext`]'s `rng`). Build the model with `init_rng(seed)` so that the same seed gives the
+/// same run whoever composes it.
+fn seed_streams(seed: u64) -> (SeededRng, SeededRng) {
+    let mut root = SeededRng::new(seed);
+    let init = root.fork();
+    let run = root.fork();
+    (init, run)
+}
+
+/// The generator a model of a run with seed `seed` draws its initial weights from.
+pub fn init_rng(seed: u64) -> SeededRng {
+    seed_streams(seed).0
+}
+
+/// A model, a method and the data, ready to train: the generic loop.
+///
+/// ```no_run
+/// # fn demo(model: Box<dyn modbal_core::MultimodalModel>, method: Box<dyn modbal_core::Method>,
+/// #         splits: modbal_data::Splits) -> modbal_core::Result<()> {
+/// use modbal_train::{Learner, TrainConfig, TrainOptions};
+/// let learner = Learner::new(model, method, splits, TrainConfig::default(), 0)?
+///     .with_dataset_name("my-data");
+/// let run = learner.fit("runs/my-run".as_ref(), "", &TrainOptions::default())?;
+/// println!("{:?}", run.summary.map(|s| s.test.fusion_acc));
+/// # Ok(()) }
+/// ```
+pub struct Learner {
+    model: Box<dyn MultimodalModel>,
+    method: Box<dyn Method>,
+    splits: Splits,
+    train: TrainConfig,
+    seed: u64,
+    dataset: String,
+    noise: Option<NoiseConfig>,
+}
+
+impl std::fmt::Debug for Learner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Learner")
+            .field("method", &self.method.name())
+            .field("modalities", &self.model.modalities())
+            .field("splits", &self.splits)
+            .field("train", &self.train)
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+impl Learner {
+    /// A learner for `model` (built with [`init_rng`]`(seed)` for reproducible runs) trained by
+    /// `method` on `splits` under `train`. Checks `train` ([`TrainConfig::check`]), the splits,
+    /// and that the model's modalities and classes are the data's.
+    pub fn new(
+        model: Box<dyn MultimodalModel>,
+        method: Box<dyn Method>,
+        splits: Splits,
+        train: TrainConfig,
+        seed: u64,
+    ) -> Result<Self> {
+        train.check()?;
+        splits.validate()?;
+        if model.modalities() != splits.train.modalities() {
+            return Err(ModbalError::Config(format!(
+                "the model's modalities {:?} are not the data's {:?} (same names, same order)",
+                model.modalities(),
+                splits.train.modalities()
+            )));
+        }
+        if model.num_classes() != splits.train.num_classes() {
+            return Err(ModbalError::Config(format!(
+                "the model has {} classes, the data {}",
+                model.num_classes(),
+                splits.train.num_classes()
+            )));
+        }
+        Ok(Self {
+            model,
+            method,
+            splits,
+            train,
+            seed,
+            dataset: "custom".into(),
+            noise: None,
+        })
+    }
+
+    /// The dataset's name as `summary.json` reports it (default `"custom"`).
+    pub fn with_dataset_name(mut self, name: impl Into<String>) -> Self {
+        self.dataset = name.into();
+        self
+    }
+
+    /// The robustness protocol's corruption already applied to the splits (recorded in
+    /// `metrics.jsonl` and `summary.json`; the learner does not apply it).
+    pub fn with_noise(mut self, noise: Option<NoiseConfig>) -> Self {
+        self.noise = noise;
+        self
+    }
+
+    /// The model.
+    pub fn model(&self) -> &dyn MultimodalModel {
+        self.model.as_ref()
+    }
+
+    /// The method.
+    pub fn method(&self) -> &dyn Method {
+        self.method.as_ref()
+    }
+
+    /// The splits.
+    pub fn splits(&self) -> &Splits {
+        &self.splits
+    }
+
+    fn session(self, dir: PathBuf, opts: &TrainOptions) -> Session {
+        let device = Device::Cpu;
+        let mut ctx = RunContext::new(self.seed, device.clone(), self.train.epochs);
+        ctx.rng = seed_streams(self.seed).1;
+        Session {
+            model: self.model,
+            method: self.method,
+            splits: self.splits,
+            train: self.train,
+            seed: self.seed,
+            dataset: self.dataset,
+            noise: self.noise,
+            ctx,
+            dir,
+            device,
+            opts: opts.clone(),
+        }
+    }
+
+    /// Train a new run in `base` (or `base-1`, `base-2`… if `base` holds a run already; or in
+    /// `opts.run_dir`), writing `config_toml` (the caller's record of the run's configuration,
+    /// reloaded by whoever resumes it) as `config.toml`.
+    pub fn fit(self, base: &Path, config_toml: &str, opts: &TrainOptions) -> Result<RunOutcome> {
+        let dir = fresh_run_dir(opts.run_dir.as_deref().unwrap_or(base))?;
+        let mut s = self.session(dir, opts);
+        std::fs::write(s.dir.join("config.toml"), config_toml)
+            .map_err(|e| ModbalError::io("writing", s.dir.join("config.toml"), e))?;
+        write_json(
+            &s.dir.join("meta.json"),
+            &serde_json::json!({
+                "modbal_version": env!("CARGO_PKG_VERSION"),
+                "git_revision": git_revision(),
+                "seed": s.seed,
+                "trainable_parameters": s.model.params().num_trainable(),
+            }),
+        )?;
+        for f in ["metrics.jsonl", "timing.jsonl"] {
+            std::fs::write(s.dir.join(f), "")
+                .map_err(|e| ModbalError::io("writing", s.dir.join(f), e))?;
+        }
+        run_loop(&mut s, None)
+    }
+
+    /// Continue the interrupted run in `run_dir` from `checkpoints/last`. The learner must be
+    /// built as the run's was (same configuration, seed and data): its weights, optimizer and
+    /// method state and the RNG are then replaced by the checkpoint's, and the resumed
+    /// `metrics.jsonl` is byte-identical to an uninterrupted run's.
+    pub fn resume(self, run_dir: &Path, opts: &TrainOptions) -> Result<RunOutcome> {
+        let mut s = self.session(run_dir.to_path_buf(), opts);
+        let last = run_dir.join("checkpoints").join("last");
+        let st: CheckpointState = read_json(&last.join("state.json"))?;
+        s.model
+            .params()
+            .load(last.join("model.safetensors"))
+            .map_err(|e| ModbalError::Data(format!("{}: {e}", last.display())))?;
+        s.method.load_state(&st.method)?;
+        let mt = last.join(METHOD_TENSORS);
+        let method_tensors: BTreeMap<String, Tensor> = if mt.exists() {
+            candle_core::safetensors::load(&mt, &s.device)
+                .map_err(|e| ModbalError::Data(format!("{}: {e}", mt.display())))?
+                .into_iter()
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        s.method.load_state_tensors(&method_tensors)?;
+        s.ctx.rng = SeededRng::from_state(&st.rng).map_err(ModbalError::Data)?;
+        s.ctx.step = st.step;
+        // Keep only the metrics of completed epochs.
+        keep_completed_epochs(&run_dir.join("metrics.jsonl"), st.epochs_done)?;
+        let tc = run_dir.join(TEST_CURVE_FILE);
+        if tc.exists() {
+            keep_completed_epochs(&tc, st.epochs_done)?;
+        }
+        let opt_state = OptimizerState::load(&last, "optimizer", &s.device)?;
+        run_loop(&mut s, Some((st, opt_state)))
+    }
+
+    /// Load the selected (best-on-validation) model and method state of the finished run in
+    /// `run_dir` (`checkpoints/best`) and evaluate it on this learner's test split.
+    pub fn test_checkpoint(self, run_dir: &Path) -> Result<SplitMetrics> {
+        let opts = TrainOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let mut s = self.session(run_dir.to_path_buf(), &opts);
+        let best = run_dir.join("checkpoints").join("best");
+        s.model
+            .params()
+            .load(best.join("model.safetensors"))
+            .map_err(|e| ModbalError::Data(format!("{}: {e}", best.display())))?;
+        let bs: BestState = read_json(&best.join("state.json"))?;
+        s.method.load_state(&bs.method)?;
+        Ok(s.evaluate(s.splits.test.clone())?.0)
+    }
+}
+
+/// Everything a run needs in memory.
+struct Session {
+    model: Box<dyn MultimodalModel>,
+    method: Box<dyn Method>,
+    splits: Splits,
+    train: TrainConfig,
+    seed: u64,
+    dataset: String,
+    noise: Option<NoiseConfig>,
+    ctx: RunContext,
+    dir: PathBuf,
+    device: Device,
+    opts: TrainOptions,
+}
+
+impl Session {
+    /// Evaluate the current model and method on `ds` (see [`evaluate`]).
+    fn evaluate(&self, ds: Arc<dyn Dataset>) -> Result<(SplitMetrics, EvalOutputs)> {
+        evaluate(
+            self.model.as_ref(),
+            self.method.as_ref(),
+            ds,
+            self.train.eval_batch_size,
+            self.train.prefetch,
+            &self.device,
+        )
+    }
+}
+
+/// Evaluate on a split: metrics and the collected outputs (for `on_validation`).
+fn evaluate(
+    model: &dyn MultimodalModel,
+    method: &dyn Method,
+    ds: Arc<dyn Dataset>,
+    batch_size: usize,
+    prefetch: usize,
+    device: &Device,
+) -> Result<(SplitMetrics, EvalOutputs)> {
+    let names = model.modalities().to_vec();
+    let mut acc = MetricAccumulator::new(model.num_classes(), names.len());
+    let mut ids = Vec::new();
+    let mut labels = Vec::new();
+    let mut fused = Vec::new();
+    let mut per: Vec<Vec<Tensor>> = vec![Vec::new(); names.len()];
+    let mut feats: Vec<Vec<Tensor>> = vec![Vec::new(); names.len()];
+    for batch in DataLoader::new(ds.clone(), (0..ds.len()).collect(), batch_size, prefetch)? {
+        let batch = batch?.to_device(device)?;
+        let out = model.forward_t(&batch.inputs, false)?;
+        let pred = method.predict(model, &out)?;
+        let loss = modbal_tensors::cross_entropy(&pred, &batch.labels)?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
+        let y: Vec<u32> = batch.labels.to_vec1()?;
+        acc.add(loss, &y, &pred, &out.per_modality_logits)?;
+        ids.extend(batch.sample_ids.iter().copied());
+        labels.extend(y);
+        fused.push(pred.to_device(&Device::Cpu)?);
+        for m in 0..names.len() {
+            per[m].push(out.per_modality_logits[m].to_device(&Device::Cpu)?);
+            feats[m].push(out.features[m].to_device(&Device::Cpu)?);
+        }
+    }
+    let cat = |v: &[Tensor]| Tensor::cat(v, 0);
+    let outputs = EvalOutputs {
+        sample_ids: ids,
+        labels,
+        fused_logits: cat(&fused)?,
+        per_modality_logits: per
+            .iter()
+            .map(|v| cat(v))
+            .collect::<candle_core::Result<_>>()?,
+        features: feats
+            .iter()
+            .map(|v| cat(v))
+            .collect::<candle_core::Result<_>>()?,
+    };
+    Ok((acc.finish(&names), outputs))
+}
+
+fn stage_of(stages: &[modbal_core::StageSpec], epoch: usize) -> (usize, usize) {
+    let mut start = 0;
+    for (i, st) in stages.iter().enumerate() {
+        if epoch < start + st.epochs {
+            return (i, epoch - start);
+        }
+        start += st.epochs;
+    }
+    (
+        stages.len() - 1,
+        epoch - (start - stages.last().map(|s| s.epochs).unwrap_or(0)),
+    )
+}
+
+fn build_optimizer(s: &Session, stage: usize) -> Result<Box<dyn Optimizer>> {
+    let prefixes = s.method.trainable_prefixes(stage, s.model.as_ref());
+    let mut vars: BTreeMap<String, Var> = BTreeMap::new();
+    for p in &prefixes {
+        for (n, v) in s.model.params().trainable_with_prefix(p) {
+            vars.insert(n, v);
+        }
+    }
+    if vars.is_empty() {
+        return Err(ModbalError::Config(format!(
+            "stage {stage}: no trainable parameters match the prefixes {prefixes:?}"
+        )));
+    }
+    let inner = s.train.optimizer.build(vars.into_iter().collect())?;
+    Ok(Box::new(Clipped {
+        inner,
+        max_norm: s.train.clip_grad_norm,
+    }))
+}
+
+/// One training epoch: the method's indices (shuffled), the loader, every step; the epoch's
+/// training metrics.
+fn train_epoch(
+    s: &mut Session,
+    opt: &mut dyn Optimizer,
+    epoch: usize,
+    epochs: usize,
+) -> Result<SplitMetrics> {
+    let names = s.model.modalities().to_vec();
+    let n = s.splits.train.len();
+    let mut order = match s.method.epoch_indices(n, &mut s.ctx)? {
+        Some(v) => {
+            if let Some(&bad) = v.iter().find(|&&i| i >= n) {
+                return Err(ModbalError::Data(format!(
+                    "method {} asked for training index {bad} of {n}",
+                    s.method.name()
+                )));
+            }
+            v
+        }
+        None => (0..n).collect(),
+    };
+    s.ctx.rng.shuffle(&mut order);
+    // Augmentation of the real datasets is seeded by (run seed, epoch, sample).
+    s.splits.train.set_epoch(s.seed, epoch);
+    // Dropout masks too (BERT, sequence Transformer): seeded by (run seed, epoch, modality).
+    s.model.set_epoch(s.seed, epoch);
+    let loader = DataLoader::new(
+        s.splits.train.clone(),
+        order,
+        s.train.batch_size,
+        s.train.prefetch,
+    )?;
+    s.ctx.batches_per_epoch = loader.num_batches();
+    s.method.on_epoch_start(s.model.as_ref(), &mut s.ctx)?;
+    let pb = if s.opts.progress && !s.opts.quiet {
+        let pb = ProgressBar::new(loader.num_batches() as u64);
+        pb.set_style(
+            ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        pb.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut acc = MetricAccumulator::new(s.model.num_classes(), names.len());
+    for (bi, batch) in loader.enumerate() {
+        let batch = batch?.to_device(&s.device)?;
+        s.ctx.batch_index = bi;
+        let y: Vec<u32> = batch.labels.to_vec1()?;
+        let step = s
+            .method
+            .train_step(s.model.as_ref(), batch, opt, &mut s.ctx)
+            .map_err(|e| match e {
+                ModbalError::Candle(c) => ModbalError::Data(format!(
+                    "epoch {epoch}, batch {bi}: {c} (metrics and checkpoints of completed epochs are kept in {})",
+                    s.dir.display()
+                )),
+                e => e,
+            })?;
+        s.ctx.step += 1;
+        let pred = s.method.predict(s.model.as_ref(), &step.output)?;
+        acc.add(step.loss, &y, &pred, &step.output.per_modality_logits)?;
+        pb.inc(1);
+        pb.set_message(format!("loss {:.4}", step.loss));
+    }
+    pb.finish_and_clear();
+    Ok(acc.finish(&names))
+}
+
+fn run_loop(
+    s: &mut Session,
+    resumed: Option<(CheckpointState, OptimizerState)>,
+) -> Result<RunOutcome> {
+    let epochs = s.train.epochs;
+    let stages = s.method.stages(epochs, s.model.modalities());
+    let total: usize = stages.iter().map(|x| x.epochs).sum();
+    if total != epochs {
+        let plan: Vec<String> = stages
+            .iter()
+            .map(|x| format!("{} {}", x.name, x.epochs))
+            .collect();
+        return Err(ModbalError::Config(format!(
+            "method {} plans {total} epochs over its stages ({}), train.epochs is {epochs}",
+            s.method.name(),
+            plan.join(", ")
+        )));
+    }
+    let metrics_path = s.dir.join("metrics.jsonl");
+    let mut history: Vec<EpochRecord> = Vec::new();
+    let (mut start_epoch, mut best_epoch, mut best_acc) = (0, None, f64::NEG_INFINITY);
+    let mut best_snapshot: Option<Snapshot> = None;
+    let mut pending_opt_state = None;
+    if let Some((st, os)) = resumed {
+        start_epoch = st.epochs_done;
+        best_epoch = st.best_epoch;
+        best_acc = st.best_val_acc.unwrap_or(f64::NEG_INFINITY);
+        let bdir = s.dir.join("checkpoints").join("best");
+        if best_epoch.is_some() {
+            let map = candle_core::safetensors::load(bdir.join("model.safetensors"), &s.device)?;
+            let bs: BestState = read_json(&bdir.join("state.json"))?;
+            best_snapshot = Some((map.into_iter().collect(), bs.method));
+        }
+        pending_opt_state = Some(os);
+        for line in std::fs::read_to_string(&metrics_path)
+            .map_err(|e| ModbalError::io("reading", &metrics_path, e))?
+            .lines()
+        {
+            history.push(serde_json::from_str(line)?);
+        }
+    }
+    let stop_at = s
+        .opts
+        .stop_after
+        .map(|n| (start_epoch + n).min(epochs))
+        .unwrap_or(epochs);
+    let mut opt: Option<Box<dyn Optimizer>> = None;
+    let mut cur_stage = usize::MAX;
+    for epoch in start_epoch..stop_at {
+        let t0 = Instant::now();
+        let (stage, stage_epoch) = stage_of(&stages, epoch);
+        s.ctx.epoch = epoch;
+        s.ctx.stage = stage;
+        s.ctx.stage_epoch = stage_epoch;
+        if stage != cur_stage {
+            let mut o = build_optimizer(s, stage)?;
+            if let Some(os) = pending_opt_state.take() {
+                if stage_epoch > 0 {
+                    o.load_state(&os)?;
+                }
+            }
+            opt = Some(o);
+            cur_stage = stage;
+            if stage_epoch == 0 {
+                s.method.on_stage_start(s.model.as_ref(), &mut s.ctx)?;
+            }
+        }
+        let opt = opt.as_mut().expect("optimizer built at stage start");
+        let lr = s.train.schedule.lr_at(s.train.optimizer.lr(), stage_epoch);
+        let lr = s.method.epoch_lr(lr, &mut s.ctx)?;
+        opt.set_lr(lr);
+        let train_m = train_epoch(s, opt.as_mut(), epoch, epochs)?;
+        // The rate the optimizer ended the epoch with (a method may set it per step).
+        let lr = opt.lr();
+        let (val_m, val_out) = s.evaluate(s.splits.val.clone())?;
+        s.method.on_validation(s.model.as_ref(), &val_out, &mut s.ctx)?;
+        s.method.on_epoch_end(s.model.as_ref(), &mut s.ctx)?;
+        let stage_name = stages[stage].name.clone();
+        let mut tr = EpochRecord::new(epoch, &stage_name, "train", &train_m, lr);
+        tr.method = s.ctx.log.take();
+        let mut va = EpochRecord::new(epoch, &stage_name, "val", &val_m, lr);
+        if let Some(n) = &s.noise {
+            tr.noise = n.on.covers("train").then(|| n.clone());
+            va.noise = n.on.covers("val").then(|| n.clone());
+        }
+        for r in [&tr, &va] {
+            append_line(&metrics_path, &serde_json::to_string(r)?)?;
+        }
+        // Opt-in test curve: evaluated after every decision of the epoch, written to its own
+        // file; nothing reads it back during training.
+        if s.train.report_test_curve {
+            let (test_m, _) = s.evaluate(s.splits.test.clone())?;
+            let mut te = EpochRecord::new(epoch, &stage_name, "test", &test_m, lr);
+            if let Some(n) = &s.noise {
+                te.noise = n.on.covers("test").then(|| n.clone());
+            }
+            append_line(&s.dir.join(TEST_CURVE_FILE), &serde_json::to_string(&te)?)?;
+        }
+        // Model selection on validation only, among the epochs the method may report.
+        if s.method.selectable(&s.ctx, &stages) && val_m.fusion_acc > best_acc {
+            best_acc = val_m.fusion_acc;
+            best_epoch = Some(epoch);
+            let snap = s.model.params().snapshot()?;
+            let bdir = s.dir.join("checkpoints").join("best");
+            std::fs::create_dir_all(&bdir).map_err(|e| ModbalError::io("creating", &bdir, e))?;
+            s.model.params().save(bdir.join("model.safetensors"))?;
+            write_json(
+                &bdir.join("state.json"),
+                &BestState {
+                    epoch,
+                    method: s.method.state(),
+                },
+            )?;
+            best_snapshot = Some((snap, s.method.state()));
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        append_line(
+            &s.dir.join("timing.jsonl"),
+            &serde_json::json!({"epoch": epoch, "seconds": secs}).to_string(),
+        )?;
+        if !s.opts.quiet {
+            let mods: Vec<String> = val_m
+                .modality_acc
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.3}"))
+                .collect();
+            println!(
+                "epoch {:>3}/{epochs}  train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} ({}) | lr {lr:.2e} | {secs:.1}s",
+                epoch + 1,
+                train_m.loss,
+                train_m.fusion_acc,
+                val_m.loss,
+                val_m.fusion_acc,
+                mods.join(", ")
+            );
+        }
+        history.push(tr);
+        history.push(va);
+        if (epoch + 1) % s.train.checkpoint_every == 0 || epoch + 1 == stop_at {
+            save_checkpoint(
+                &s.dir,
+                &*s.model,
+                s.method.as_ref(),
+                opt.as_ref(),
+                &CheckpointState {
+                    epochs_done: epoch + 1,
+                    step: s.ctx.step,
+                    rng: s.ctx.rng.state(),
+                    method: s.method.state(),
+                    best_epoch,
+                    best_val_acc: best_epoch.map(|_| best_acc),
+                },
+            )?;
+        }
+    }
+    crate::plot::write_plots(&s.dir, &history)?;
+    if stop_at < epochs {
+        return Ok(RunOutcome {
+            run_dir: s.dir.clone(),
+            summary: None,
+            history,
+        });
+    }
+    let summary = finish_run(s, &stages, best_epoch.zip(best_snapshot))?;
+    Ok(RunOutcome {
+        run_dir: s.dir.clone(),
+        summary: Some(summary),
+        history,
+    })
+}
+
+/// A model's parameters and the method's state, as the best-on-validation epoch left them.
+type Snapshot = (BTreeMap<String, Tensor>, serde_json::Value);
+
+/// The end of a finished run: test after the last epoch, the opt-in test curve's summary, then
+/// the selected (best-on-validation) model and method state restored and evaluated once on
+/// validation and test; `summary.json` written (and the table printed unless quiet).
+fn finish_run(
+    s: &mut Session,
+    stages: &[modbal_core::StageSpec],
+    best: Option<(usize, Snapshot)>,
+) -> Result<Summary> {
+    let epochs = s.train.epochs;
+    // The model as the last epoch left it, on test (no selection).
+    let test_last = s.evaluate(s.splits.test.clone())?.0;
+    let test_curve = if s.train.report_test_curve {
+        Some(test_curve_summary(&s.dir.join(TEST_CURVE_FILE), epochs)?)
+    } else {
+        None
+    };
+    // Final report: the best-val model, evaluated once on test.
+    let (best, (snap, mstate)) = best.ok_or_else(|| {
+        ModbalError::Config(format!(
+            "method {} reported no selectable epoch in {epochs} epochs (stages: {}): no model to \
+             evaluate; give the stages that the method reports (e.g. UDI's follower stage) at \
+             least one epoch",
+            s.method.name(),
+            stages
+                .iter()
+                .map(|x| format!("{} {}", x.name, x.epochs))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let snap: HashMap<String, Tensor> = snap.into_iter().collect();
+    s.model.params().restore(&snap)?;
+    s.method.load_state(&mstate)?;
+    let val = s.evaluate(s.splits.val.clone())?.0;
+    let test = s.evaluate(s.splits.test.clone())?.0;
+    let summary = Summary {
+        run: s
+            .dir
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        method: s.method.name().to_string(),
+        dataset: s.dataset.clone(),
+        seed: s.seed,
+        epochs,
+        best_epoch: best,
+        selected_on: "val.fusion_acc".into(),
+        val,
+        test,
+        test_last,
+        test_curve,
+        noise: s.noise.clone(),
+    };
+    write_json(&s.dir.join("summary.json"), &summary)?;
+    if !s.opts.quiet {
+        print_table(&summary, &s.dir);
+    }
+    Ok(summary)
+}

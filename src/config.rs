@@ -1,0 +1,465 @@
+//! The run configuration: one TOML document, fully resolved and written to
+//! `runs/<name>/config.toml`, reloadable with `--config`.
+//!
+//! Overrides use dotted keys: `--set train.epochs=5`, `--set train.optimizer.lr=0.01`,
+//! `--set dataset.visual_snr=0.8`. A value is parsed as TOML (`5`, `0.01`, `true`, `[1, 2]`,
+//! `"text"`) and taken as a plain string if it is not valid TOML. Unknown keys are rejected,
+//! naming the key, wherever they occur.
+//!
+//! The `[method]`, `[dataset]` and `[model.encoders.*]` sections are resolved by a
+//! [`Registry`]: the plain functions use [`Registry::builtin`], the `_in` ones the registry
+//! given (a program with its own methods, datasets or encoders).
+
+use crate::registry::{EncoderChoice, Registry};
+use modbal_core::{ModbalError, Result};
+use modbal_data::noise::NoiseConfig;
+use modbal_train::TrainConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+static BUILTIN: LazyLock<Registry> = LazyLock::new(Registry::builtin);
+
+/// The registry the plain (non-`_in`) functions use.
+pub(crate) fn builtin() -> &'static Registry {
+    &BUILTIN
+}
+
+/// The method and its options (`[method] name = "concat"`, then the method's own keys),
+/// resolved by the registry's method of that name (unknown keys rejected, defaults filled in).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MethodConfig {
+    pub name: String,
+    #[serde(flatten)]
+    pub options: toml::Table,
+}
+
+impl MethodConfig {
+    /// The default configuration of a built-in method by name (errors on unknown names).
+    pub fn from_name(name: &str) -> Result<Self> {
+        Self::from_name_in(builtin(), name)
+    }
+
+    /// The default configuration of method `name` of `reg`.
+    pub fn from_name_in(reg: &Registry, name: &str) -> Result<Self> {
+        Ok(Self {
+            name: name.to_string(),
+            options: reg.method(name, &toml::Table::new())?.options()?,
+        })
+    }
+
+    /// A method with explicit options (checked when the config is).
+    pub fn with_options(name: &str, options: &[(&str, toml::Value)]) -> Self {
+        Self {
+            name: name.to_string(),
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// `unimodal` on one modality.
+    pub fn unimodal(modality: &str) -> Self {
+        Self::with_options(
+            "unimodal",
+            &[("modality", toml::Value::String(modality.into()))],
+        )
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The dataset and its options (`[dataset] name = "synth-av"`, then the dataset's own keys),
+/// resolved by the registry's dataset of that name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetChoice {
+    pub name: String,
+    #[serde(flatten)]
+    pub options: toml::Table,
+}
+
+impl Default for DatasetChoice {
+    fn default() -> Self {
+        Self {
+            name: "synth-av".into(),
+            options: crate::registry::to_table(&modbal_data::SynthAvConfig::default())
+                .expect("synth-av options serialise"),
+        }
+    }
+}
+
+impl DatasetChoice {
+    /// Dataset `name` with no options given (its defaults are filled in when the config is
+    /// checked; datasets that need a root or a path say so then).
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            options: toml::Table::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Model options: encoders per modality (defaults chosen per dataset when absent).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub encoders: BTreeMap<String, EncoderChoice>,
+}
+
+/// Everything that defines a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Run name: the directory `out_dir/name`. Empty: `<dataset>-<method>-s<seed>`.
+    pub name: String,
+    pub seed: u64,
+    pub out_dir: PathBuf,
+    pub dataset: DatasetChoice,
+    pub method: MethodConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    /// The paper-protocol preset the run started from (`--preset`, [`crate::presets`]); absent
+    /// when none. Informational: the preset's values are already in the other sections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// Robustness protocol (`[noise]`, `modbal_data::noise`): corruption of the test split (and
+    /// the training / validation splits if asked). Absent: clean data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<NoiseConfig>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            seed: 0,
+            out_dir: PathBuf::from("runs"),
+            dataset: DatasetChoice::default(),
+            method: MethodConfig {
+                name: "concat".into(),
+                options: toml::Table::new(),
+            },
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            preset: None,
+            noise: None,
+        }
+    }
+}
+
+/// Collects dotted key paths of every leaf of a TOML value (arrays are leaves).
+fn key_paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+    if let toml::Value::Table(t) = v {
+        for (k, v) in t {
+            let p = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if let toml::Value::Table(_) = v {
+                key_paths(v, &p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+}
+
+fn lookup<'a>(v: &'a toml::Value, path: &str) -> Option<&'a toml::Value> {
+    path.split('.').try_fold(v, |v, k| v.as_table()?.get(k))
+}
+
+/// Parse a `--set` value: TOML literal, else a string.
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Set `parts` (a dotted path) in `v`, creating tables on the way.
+fn set_path(v: &mut toml::Value, parts: &[&str], value: toml::Value, key: &str) -> Result<()> {
+    let table = v.as_table_mut().ok_or_else(|| {
+        ModbalError::Config(format!(
+            "--set {key}: a parent of {:?} is not a table",
+            parts[0]
+        ))
+    })?;
+    if parts.len() == 1 {
+        table.insert(parts[0].to_string(), value);
+        return Ok(());
+    }
+    let child = table
+        .entry(parts[0].to_string())
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    set_path(child, &parts[1..], value, key)
+}
+
+impl RunConfig {
+    /// Deserialize from a TOML value, rejecting unknown keys (named), with the built-in names.
+    pub fn from_toml_value(v: toml::Value) -> Result<Self> {
+        Self::from_toml_value_in(builtin(), v)
+    }
+
+    /// [`RunConfig::from_toml_value`] with the names of `reg`: the method's, dataset's and
+    /// registered encoders' options are parsed and checked once and recorded with their
+    /// defaults filled in.
+    pub fn from_toml_value_in(reg: &Registry, v: toml::Value) -> Result<Self> {
+        let mut cfg: RunConfig = v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| ModbalError::Config(e.to_string().trim().to_string()))?;
+        cfg.resolve_options(reg)?;
+        // serde cannot deny unknown keys inside flattened tables: compare the user's keys with
+        // the keys of the resolved config instead.
+        let resolved =
+            toml::Value::try_from(&cfg).map_err(|e| ModbalError::Serde(e.to_string()))?;
+        let mut keys = Vec::new();
+        key_paths(&v, "", &mut keys);
+        for k in keys {
+            if lookup(&resolved, &k).is_none() {
+                return Err(ModbalError::Config(format!("unknown key {k:?}")));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parse every registry-owned section (method, dataset, registered encoders), check them
+    /// and the rest, and record the options with their defaults.
+    fn resolve_options(&mut self, reg: &Registry) -> Result<()> {
+        self.train.check()?;
+        self.method.options = reg.method(&self.method.name, &self.method.options)?.options()?;
+        self.dataset.options = reg
+            .dataset(&self.dataset.name, &self.dataset.options)?
+            .options()?;
+        for (m, e) in self.model.encoders.iter_mut() {
+            if let EncoderChoice::Custom { kind, options } = e {
+                *options = reg
+                    .encoder(kind, options)
+                    .and_then(|p| p.options())
+                    .map_err(|e| ModbalError::Config(format!("model.encoders.{m}: {e}")))?;
+            }
+        }
+        if let Some(n) = &self.noise {
+            n.validate()?;
+        }
+        Ok(())
+    }
+
+    /// Read a config file (built-in names).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        Self::from_file_in(builtin(), path)
+    }
+
+    /// Read a config file with the names of `reg`.
+    pub fn from_file_in(reg: &Registry, path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ModbalError::io("reading", path, e))?;
+        let v: toml::Value = text
+            .parse::<toml::Table>()
+            .map(toml::Value::Table)
+            .map_err(|e| {
+                ModbalError::Config(format!("{}: {}", path.display(), e.to_string().trim()))
+            })?;
+        Self::from_toml_value_in(reg, v).map_err(|e| match e {
+            ModbalError::Config(m) => ModbalError::Config(format!("{}: {m}", path.display())),
+            e => e,
+        })
+    }
+
+    /// Apply `key=value` overrides (dotted keys) and re-validate.
+    pub fn with_overrides(&self, sets: &[String]) -> Result<Self> {
+        self.with_overrides_in(builtin(), sets)
+    }
+
+    /// [`RunConfig::with_overrides`] with the names of `reg`.
+    pub fn with_overrides_in(&self, reg: &Registry, sets: &[String]) -> Result<Self> {
+        let mut v = toml::Value::try_from(self).map_err(|e| ModbalError::Serde(e.to_string()))?;
+        for s in sets {
+            let Some((key, raw)) = s.split_once('=') else {
+                return Err(ModbalError::Config(format!(
+                    "malformed --set {s:?}: expected key=value, e.g. train.epochs=5"
+                )));
+            };
+            let key = key.trim();
+            if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
+                return Err(ModbalError::Config(format!(
+                    "malformed --set {s:?}: empty key"
+                )));
+            }
+            let parts: Vec<&str> = key.split('.').collect();
+            let value = parse_value(raw.trim());
+            // Switching the kind of a tagged section (`dataset.name`, `method.name`,
+            // `train.optimizer.kind`, `model.encoders.audio.kind`…) starts that section from the
+            // new kind's defaults: the old kind's options do not carry over.
+            if let [parents @ .., tag @ ("name" | "kind")] = parts.as_slice() {
+                if !parents.is_empty() && lookup(&v, key) != Some(&value) {
+                    let mut fresh = toml::Table::new();
+                    fresh.insert(tag.to_string(), value);
+                    set_path(&mut v, parents, toml::Value::Table(fresh), key)?;
+                    if parents == ["dataset"] {
+                        // Encoders are chosen per dataset.
+                        if let Some(t) = v.as_table_mut() {
+                            t.remove("model");
+                        }
+                    }
+                    continue;
+                }
+            }
+            set_path(&mut v, &parts, value, key)?;
+        }
+        Self::from_toml_value_in(reg, v)
+    }
+
+    /// Checks the whole config against the built-in names.
+    pub fn validate(&self) -> Result<()> {
+        self.validate_in(builtin())
+    }
+
+    /// Checks the whole config against the names of `reg`.
+    pub fn validate_in(&self, reg: &Registry) -> Result<()> {
+        self.clone().resolve_options(reg)
+    }
+
+    /// The run directory name (`<dataset>-<method>-s<seed>`, then `-<noise tag>` with noise).
+    pub fn run_name(&self) -> String {
+        if self.name.is_empty() {
+            let mut n = format!(
+                "{}-{}-s{}",
+                self.dataset.name,
+                self.method.name,
+                self.seed
+            );
+            if let Some(noise) = &self.noise {
+                n.push('-');
+                n.push_str(&noise.tag());
+            }
+            n
+        } else {
+            self.name.clone()
+        }
+    }
+
+    pub fn to_toml_string(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| ModbalError::Serde(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modbal_train::DeviceConfig;
+
+    #[test]
+    fn overrides_apply_and_roundtrip() {
+        let c = RunConfig::default()
+            .with_overrides(&[
+                "train.epochs=3".into(),
+                "train.optimizer.lr=0.05".into(),
+                "dataset.classes=4".into(),
+                "method.name=unimodal".into(),
+                "method.modality=visual".into(),
+            ])
+            .unwrap();
+        assert_eq!(c.train.epochs, 3);
+        let a = RunConfig::default()
+            .with_overrides(&[
+                "train.optimizer.kind=adamw".into(),
+                "train.optimizer.lr=0.002".into(),
+                "train.schedule.schedule.kind=cosine".into(),
+                "train.schedule.schedule.t_max=20".into(),
+            ])
+            .unwrap();
+        assert_eq!(
+            a.train.optimizer,
+            modbal_tensors::OptimizerConfig::Adamw(modbal_tensors::AdamWConfig {
+                lr: 0.002,
+                ..Default::default()
+            })
+        );
+        assert_eq!(c.train.optimizer.lr(), 0.05);
+        assert_eq!(c.method, MethodConfig::unimodal("visual"));
+        let text = c.to_toml_string().unwrap();
+        let back = RunConfig::from_toml_value(toml::Value::Table(text.parse().unwrap())).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn devices_parse_print_and_are_checked() {
+        for (text, d) in [
+            ("cpu", DeviceConfig::Cpu),
+            ("cuda", DeviceConfig::Cuda(0)),
+            ("cuda:3", DeviceConfig::Cuda(3)),
+        ] {
+            assert_eq!(text.parse::<DeviceConfig>().unwrap(), d);
+        }
+        assert_eq!(DeviceConfig::Cuda(2).to_string(), "cuda:2");
+        for bad in ["gpu", "cuda:", "cuda:x", "CPU"] {
+            assert!(bad.parse::<DeviceConfig>().unwrap_err().contains(bad));
+        }
+        let c = RunConfig::default()
+            .with_overrides(&["train.device=\"cpu\"".into()])
+            .unwrap();
+        assert_eq!(c.train.device, DeviceConfig::Cpu);
+        assert!(c.to_toml_string().unwrap().contains("device = \"cpu\""));
+        let e = RunConfig::default()
+            .with_overrides(&["train.device=\"cuda:1\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cuda:1") && e.contains("--features cuda"), "{e}");
+        let e = RunConfig::default()
+            .with_overrides(&["train.device=\"tpu\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tpu"), "{e}");
+    }
+
+    #[test]
+    fn bad_overrides_are_named() {
+        let c = RunConfig::default();
+        let e = c
+            .with_overrides(&["train.epochs".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("malformed --set") && e.contains("train.epochs"),
+            "{e}"
+        );
+        let e = c
+            .with_overrides(&["train.epoks=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("epoks"), "{e}");
+        let e = c
+            .with_overrides(&["dataset.clases=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dataset.clases"), "{e}");
+        let e = c
+            .with_overrides(&["train.epochs=zero".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("epochs"), "{e}");
+        let e = c
+            .with_overrides(&["method.name=magic".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("magic"), "{e}");
+        let e = c
+            .with_overrides(&["train.epochs=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("train.epochs must be > 0"), "{e}");
+    }
+}
