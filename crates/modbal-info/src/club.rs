@@ -390,7 +390,7 @@ impl Club {
 
     /// The fused f64 path of [`Club::club`] (`perm = None`) and [`Club::club_sample`]: when x and
     /// y (validated) do not track gradients and everything is f64 on the CPU, the estimate is
-    /// computed in one pass over the rows (see `fused` below) and attached to q's parameters, so
+    /// computed in one pass over the rows (see `fast` below) and attached to q's parameters, so
     /// that it stays differentiable in φ (its backward rebuilds the tensor formula).
     fn fused(&self, x: &Tensor, y: &Tensor, perm: Option<&[u32]>) -> Option<Result<Tensor>> {
         if x.track_op()
@@ -416,10 +416,10 @@ impl Club {
         };
         let mut ts: Vec<&Tensor> = vec![y, &hidden];
         ts.extend(params);
-        let value = crate::kernels::cpu_f64(&ts, |s| {
-            let mu = fused::Net::new(s[3], s[4], s[5], h, dy);
-            let lv = fused::Net::new(s[7], s[8], s[9], h, dy);
-            fused::club_value(s[1], s[0], n, dy, &mu, &lv, perm)
+        let value = crate::fast::cpu_f64(&ts, |s| {
+            let mu = fast::Net::new(s[3], s[4], s[5], h, dy);
+            let lv = fast::Net::new(s[7], s[8], s[9], h, dy);
+            fast::club_value(s[1], s[0], n, dy, &mu, &lv, perm)
         })?;
         let (x, y) = (x.clone(), y.clone());
         let perm = perm.map(|p| p.to_vec());
@@ -430,8 +430,8 @@ impl Club {
                 .map(|t| t.flatten_all())
                 .collect::<candle_core::Result<_>>()?;
             let packed = Tensor::cat(&flat, 0)?;
-            crate::kernels::attach(value, &packed, move |packed: &Tensor| {
-                let (mu, logvar) = fused::unpack(packed, dims)?;
+            crate::fast::attach(value, &packed, move |packed: &Tensor| {
+                let (mu, logvar) = fast::unpack(packed, dims)?;
                 match &perm {
                     None => club_formula(&mu, &logvar, &x, &y),
                     Some(p) => {
@@ -627,9 +627,9 @@ fn club_sample_formula(
 /// The fused f64 kernel of CLUB / CLUBSample: per row, q's two hidden layers (7 units each by
 /// default), μ and logvar for every output dimension, and the row's term, without `[N, D]`
 /// intermediates; rows split over threads.
-mod fused {
+mod fast {
     use super::Mlp;
-    use crate::kernels::{par_ranges, simd_fn, sum_lanes, vm};
+    use crate::fast::{par_ranges, simd_fn, sum_lanes, vm};
     use candle_core::Tensor;
     use modbal_tensors::Linear;
 

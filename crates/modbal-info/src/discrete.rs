@@ -840,7 +840,7 @@ fn check_probs(p: &Tensor, what: &str) -> Result<(usize, usize)> {
         )));
     }
     // Contiguous f64 CPU data is checked in place, anything else through a host copy.
-    if let Some(r) = crate::kernels::cpu_f64(&[p], |s| validate_probs(s[0], c, what)) {
+    if let Some(r) = crate::fast::cpu_f64(&[p], |s| validate_probs(s[0], c, what)) {
         r?;
         return Ok((n, c));
     }
@@ -969,12 +969,12 @@ pub fn soft_mutual_information(p: &Tensor, q: &Tensor) -> Result<Tensor> {
     mi_of_joint(&soft_joint(p, q, n)?)
 }
 
-/// The fused f64 path of [`soft_mutual_information_labels`] (see `kernels`): the soft joint
+/// The fused f64 path of [`soft_mutual_information_labels`] (see the crate's `fast` module): the soft joint
 /// `J = pᵀ onehot(y) / N` accumulated directly (row `i` of p added to the column of label `y_i`,
 /// O(N·C) instead of the O(N·C·K) product with the one-hot matrix; the same sums), then
 /// `max(0, Σ J (ln(J + ε) − ln(P(a) + ε) − ln(P(b) + ε)))` as `mi_of_joint`.
 fn soft_mi_labels_fused(p: &[f64], n: usize, c: usize, y: &[u32]) -> f64 {
-    use crate::kernels::{par_ranges, simd_fn, sum_lanes, vm};
+    use crate::fast::{par_ranges, simd_fn, sum_lanes, vm};
     let (ids, k) = compact_labels(y);
     // S[b][a] = Σ_{i: y_i = b} p_i(a), threads split the columns a (so that the sums, in row
     // order, do not depend on the number of threads).
@@ -1040,8 +1040,8 @@ fn soft_mi_labels_fused(p: &[f64], n: usize, c: usize, y: &[u32]) -> f64 {
 pub fn soft_mutual_information_labels(p: &Tensor, y: &[u32]) -> Result<Tensor> {
     let (n, c) = check_probs(p, "soft_mutual_information_labels: p")?;
     check_same_n("soft_mutual_information_labels", n, y.len())?;
-    if let Some(mi) = crate::kernels::untracked_f64(&[p], |s| soft_mi_labels_fused(s[0], n, c, y)) {
-        return Ok(crate::kernels::scalar(mi)?);
+    if let Some(mi) = crate::fast::untracked_f64(&[p], |s| soft_mi_labels_fused(s[0], n, c, y)) {
+        return Ok(crate::fast::scalar(mi)?);
     }
     let (q, _) = one_hot_like(y, p)?;
     mi_of_joint(&soft_joint(p, &q, n)?)

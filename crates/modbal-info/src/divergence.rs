@@ -149,11 +149,11 @@ pub fn softmax_mi_lower_bound(logits: &Tensor, labels: &Tensor, r: Reduction) ->
     reduce((ce.neg()? + (c as f64).ln())?, r)
 }
 
-/// Fused f64 paths (see `kernels`): one pass over the rows, logs and exps vectorised, rows split
+/// Fused f64 paths (see the crate's `fast` module): one pass over the rows, logs and exps vectorised, rows split
 /// over threads; the same floors, validation and error messages as the tensor path.
 mod fast {
     use super::{reduce, InfoError, Reduction, Result, PROB_FLOOR};
-    use crate::kernels::{
+    use crate::fast::{
         max_lanes, par_ranges, simd_fn, sum_lanes, sum_min_finite, untracked_f64, vm,
     };
     use candle_core::{DType, Device, Tensor};
@@ -342,7 +342,7 @@ mod fast {
             return None;
         }
         // Finite logits and valid labels only: otherwise the tensor path gives its errors.
-        if crate::kernels::tensor_all_finite(logits) != Some(true) {
+        if crate::fast::tensor_all_finite(logits) != Some(true) {
             return None;
         }
         let y = class_labels(labels, n, c)?;

@@ -29,7 +29,7 @@ impl From<InfoError> for modbal_core::ModbalError {
 /// Error if `t` holds a NaN or infinite value; `what` names the argument.
 pub fn check_finite(t: &candle_core::Tensor, what: &str) -> Result<()> {
     // Contiguous f32/f64 CPU tensors: one read-only pass, no copy.
-    let finite = match crate::kernels::tensor_all_finite(t) {
+    let finite = match crate::fast::tensor_all_finite(t) {
         Some(ok) => ok,
         None => t
             .to_dtype(candle_core::DType::F64)?

@@ -1,4 +1,8 @@
-//! Plain-loop CPU kernels behind the estimators' fast paths.
+//! The shared machinery of the estimators' fast paths (each estimator's own loops sit next to
+//! it, e.g. in `gaussian`'s private `fast` module): whether a fast path applies ([`untracked_f64`], [`cpu_f64`]), run-time
+//! AVX2 dispatch (`simd_fn!`), work split over threads ([`par_ranges`], [`par_rows_mut`]), lane
+//! sums, vectorisable `exp` / `ln` ([`vm`]), and a fast value attached to a differentiable graph
+//! ([`attach`]).
 //!
 //! The estimators are written as chains of differentiable candle ops, so that they can sit inside
 //! a loss. When an estimate is only *read* (monitoring, evaluation, benchmarks), that graph costs a
@@ -14,7 +18,7 @@
 //! order, and `exp`/`ln` from [`vm`] (fdlibm's algorithms, < 1 ulp) instead of the C library's.
 //! The tests of each estimator compare both paths (relative differences of order 1e-15). Work
 //! split over threads is reduced per row (or per fixed block) and then summed in order, so the
-//! kernels' results do not depend on the number of threads.
+//! fast paths' results do not depend on the number of threads.
 
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 use std::ops::Range;
@@ -48,7 +52,7 @@ macro_rules! simd_fn {
                 unsafe fn avx2($($arg: $ty),*) -> $ret {
                     generic($($arg),*)
                 }
-                if $crate::kernels::has_avx2() {
+                if $crate::fast::has_avx2() {
                     // SAFETY: the CPU has the enabled features (checked just above).
                     return unsafe { avx2($($arg),*) };
                 }

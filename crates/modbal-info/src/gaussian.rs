@@ -166,10 +166,9 @@ pub fn gaussian_entropy(x: &Tensor, cfg: &GaussianConfig) -> Result<Tensor> {
     let d = x.dim(1)? as f64;
     let c = d * (2.0 * std::f64::consts::PI * std::f64::consts::E).ln();
     let (n, dx) = x.dims2()?;
-    if let Some(ld) =
-        crate::kernels::untracked_f64(&[&x], |s| fast::entropy_logdet(s[0], n, dx, cfg))
+    if let Some(ld) = crate::fast::untracked_f64(&[&x], |s| fast::entropy_logdet(s[0], n, dx, cfg))
     {
-        return Ok(crate::kernels::scalar((ld? + c) * 0.5)?);
+        return Ok(crate::fast::scalar((ld? + c) * 0.5)?);
     }
     let cov = regularised_cov(&x, cfg)?;
     let ld = logdet_named(&cov, "x")?;
@@ -199,9 +198,9 @@ pub fn gaussian_mi(x: &Tensor, y: &Tensor, cfg: &GaussianConfig) -> Result<Tenso
         )));
     }
     if let Some(mi) =
-        crate::kernels::untracked_f64(&[&x, &y], |s| fast::mi(s[0], s[1], nx, dx, dy, cfg))
+        crate::fast::untracked_f64(&[&x, &y], |s| fast::mi(s[0], s[1], nx, dx, dy, cfg))
     {
-        return Ok(crate::kernels::scalar(mi?)?);
+        return Ok(crate::fast::scalar(mi?)?);
     }
     let z = Tensor::cat(&[&x, &y], 1)?;
     let cz = regularised_cov(&z, cfg)?;
@@ -213,7 +212,7 @@ pub fn gaussian_mi(x: &Tensor, y: &Tensor, cfg: &GaussianConfig) -> Result<Tenso
     Ok((((lx + ly)? - lz)? * 0.5)?)
 }
 
-/// The fused f64 path of the estimators (see `kernels`): same regularised covariances, log
+/// The fused f64 path of the estimators (see the crate's `fast` module): same regularised covariances, log
 /// determinants by Cholesky, no tensor graph.
 ///
 /// Two equivalent routes, chosen by flop count:
@@ -233,7 +232,7 @@ pub fn gaussian_mi(x: &Tensor, y: &Tensor, cfg: &GaussianConfig) -> Result<Tenso
 ///   one (the direct covariance is rank-deficient up to the ridge when N ≤ D).
 mod fast {
     use super::{GaussianConfig, InfoError, Result};
-    use crate::kernels::{par_ranges, par_rows_mut};
+    use crate::fast::{par_ranges, par_rows_mut};
     use modbal_tensors::ops::{cholesky_in_place, gram_lower, gram_lower_into};
 
     /// The columns of `[x, y]` (given as row-major parts `(values, width)`).
@@ -261,7 +260,7 @@ mod fast {
         }
     }
 
-    crate::kernels::simd_fn! {
+    crate::fast::simd_fn! {
         /// `acc[j] += Σ_rows (x_j − shift_j)^p` for the rows of one part (`p` = 1 when
         /// `square` is false, with `shift` ignored).
         fn accumulate(v: &[f64], d: usize, acc: &mut [f64], shift: &[f64], square: bool) -> () {
@@ -279,7 +278,7 @@ mod fast {
         }
     }
 
-    crate::kernels::simd_fn! {
+    crate::fast::simd_fn! {
         /// `out[j] = (row_j − mean_j)·scale_j` for one row of one part.
         fn centre_row(src: &[f64], means: &[f64], scale: &[f64], out: &mut [f64]) -> () {
             for (((o, &a), &m), &g) in out.iter_mut().zip(src).zip(means).zip(scale) {
@@ -288,7 +287,7 @@ mod fast {
         }
     }
 
-    crate::kernels::simd_fn! {
+    crate::fast::simd_fn! {
         /// Transposes rows `i0..i1` of one part (`v`, width `d`, first z-column `off`),
         /// centred by `means` (the part's), into columns `i0..i1` of `zt` (rows `ld` apart):
         /// 8 × 8 tiles, 8-value loads and stores. Adds the squared deviations of each column,

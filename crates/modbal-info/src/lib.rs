@@ -47,7 +47,7 @@ pub mod club;
 pub mod discrete;
 pub mod divergence;
 pub mod error;
+mod fast;
 pub mod gaussian;
-mod kernels;
 
 pub use error::{InfoError, Result};
