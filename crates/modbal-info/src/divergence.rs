@@ -149,8 +149,9 @@ pub fn softmax_mi_lower_bound(logits: &Tensor, labels: &Tensor, r: Reduction) ->
     reduce((ce.neg()? + (c as f64).ln())?, r)
 }
 
-/// Fused f64 paths (see the crate's `fast` module): one pass over the rows, logs and exps vectorised, rows split
-/// over threads; the same floors, validation and error messages as the tensor path.
+/// Fused f64 paths (see the crate's `fast` module): one pass over the rows, logs and exps
+/// vectorised, rows split over threads; the same floors, validation and error messages as the
+/// tensor path.
 mod fast {
     use super::{reduce, InfoError, Reduction, Result, PROB_FLOOR};
     use crate::fast::{

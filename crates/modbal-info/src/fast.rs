@@ -1,8 +1,8 @@
 //! The shared machinery of the estimators' fast paths (each estimator's own loops sit next to
-//! it, e.g. in `gaussian`'s private `fast` module): whether a fast path applies ([`untracked_f64`], [`cpu_f64`]), run-time
-//! AVX2 dispatch (`simd_fn!`), work split over threads ([`par_ranges`], [`par_rows_mut`]), lane
-//! sums, vectorisable `exp` / `ln` ([`vm`]), and a fast value attached to a differentiable graph
-//! ([`attach`]).
+//! it, e.g. in `gaussian`'s private `fast` module): whether a fast path applies
+//! ([`untracked_f64`], [`cpu_f64`]), run-time AVX2 dispatch (`simd_fn!`), work split over threads
+//! ([`par_ranges`], [`par_rows_mut`]), lane sums, vectorisable `exp` / `ln` ([`vm`]), and a fast
+//! value attached to a differentiable graph ([`attach`]).
 //!
 //! The estimators are written as chains of differentiable candle ops, so that they can sit inside
 //! a loss. When an estimate is only *read* (monitoring, evaluation, benchmarks), that graph costs a

@@ -212,8 +212,8 @@ pub fn gaussian_mi(x: &Tensor, y: &Tensor, cfg: &GaussianConfig) -> Result<Tenso
     Ok((((lx + ly)? - lz)? * 0.5)?)
 }
 
-/// The fused f64 path of the estimators (see the crate's `fast` module): same regularised covariances, log
-/// determinants by Cholesky, no tensor graph.
+/// The fused f64 path of the estimators (see the crate's `fast` module): same regularised
+/// covariances, log determinants by Cholesky, no tensor graph.
 ///
 /// Two equivalent routes, chosen by flop count:
 /// * **direct**: the data centred and transposed in one pass (`[D, N]`), the lower triangle of
