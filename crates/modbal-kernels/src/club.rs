@@ -21,7 +21,7 @@
 //! ∂y  = −2 (c ⊙ (Gᵀ w) − Gᵀ (w ⊙ m))
 //! ```
 
-use crate::{contiguous_slice, unsupported_dtype};
+use crate::storage::{contiguous_slice, unsupported_dtype};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;

@@ -2,7 +2,7 @@
 //! (`--fmad=false`, so products and sums round as in the Rust CPU paths), loaded once per device
 //! through candle's custom-module cache, launched with cudarc's builder API.
 
-use crate::noise::{SaltPepper, ScaleAddNoise};
+use crate::storage::unsupported_dtype;
 use crate::CUDA_SOURCE;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
@@ -43,7 +43,7 @@ fn suffix(dtype: DType, op: &str) -> Result<&'static str> {
     match dtype {
         DType::F32 => Ok("f32"),
         DType::F64 => Ok("f64"),
-        other => Err(crate::unsupported_dtype(op, other)),
+        other => Err(unsupported_dtype(op, other)),
     }
 }
 
@@ -64,19 +64,20 @@ fn contiguous_start(l: &Layout, op: &str) -> Result<usize> {
     }
 }
 
-/// `out = k·x + σ·z` on the device.
+/// `out = k·x + σ·z` on the device (the parameters of `noise::ScaleAddNoise`).
 pub(crate) fn scale_add_noise_fwd(
-    op: &ScaleAddNoise,
+    (k, sigma): (f64, f64),
+    (seed, offset): (u64, u64),
     s: &CudaStorage,
     l: &Layout,
 ) -> Result<(CudaStorage, Shape)> {
     fn run<T: CudaDType + DeviceRepr>(
-        op: &ScaleAddNoise,
         s: &CudaStorage,
         start: usize,
         n: usize,
         k: T,
         sigma: T,
+        (seed, offset): (u64, u64),
         name: &str,
     ) -> Result<CudaStorage> {
         let dev: &CudaDevice = s.device();
@@ -88,7 +89,7 @@ pub(crate) fn scale_add_noise_fwd(
             let n64 = n as u64;
             let mut b = func.builder();
             b.arg(&x).arg(&out).arg(&n64).arg(&k).arg(&sigma);
-            b.arg(&op.seed).arg(&op.offset);
+            b.arg(&seed).arg(&offset);
             // SAFETY: argument types and order match `scale_add_noise_*` in kernels.cu.
             unsafe { b.launch(elementwise_cfg(n)) }.w()?;
         }
@@ -98,25 +99,26 @@ pub(crate) fn scale_add_noise_fwd(
     let n = l.shape().elem_count();
     let name = format!("scale_add_noise_{}", suffix(s.dtype(), "scale_add_noise")?);
     let out = match s.dtype() {
-        DType::F32 => run(op, s, start, n, op.k as f32, op.sigma as f32, &name)?,
-        _ => run(op, s, start, n, op.k, op.sigma, &name)?,
+        DType::F32 => run(s, start, n, k as f32, sigma as f32, (seed, offset), &name)?,
+        _ => run(s, start, n, k, sigma, (seed, offset), &name)?,
     };
     Ok((out, l.shape().clone()))
 }
 
-/// Salt-and-pepper on the device.
+/// Salt-and-pepper on the device (the parameters of `noise::SaltPepper`).
 pub(crate) fn salt_pepper_fwd(
-    op: &SaltPepper,
+    (eps, lo, hi): (f64, f64, f64),
+    (seed, offset): (u64, u64),
     s: &CudaStorage,
     l: &Layout,
 ) -> Result<(CudaStorage, Shape)> {
     fn run<T: CudaDType + DeviceRepr>(
-        op: &SaltPepper,
         s: &CudaStorage,
         start: usize,
         n: usize,
-        lo: T,
-        hi: T,
+        eps: f64,
+        (lo, hi): (T, T),
+        (seed, offset): (u64, u64),
         name: &str,
     ) -> Result<CudaStorage> {
         let dev: &CudaDevice = s.device();
@@ -125,10 +127,10 @@ pub(crate) fn salt_pepper_fwd(
         let out: CudaSlice<T> = unsafe { dev.alloc::<T>(n)? };
         if n > 0 {
             let func = dev.get_or_load_custom_func(name, MODULE, ptx()?)?;
-            let (n64, half_eps) = (n as u64, op.eps / 2.0);
+            let (n64, half_eps) = (n as u64, eps / 2.0);
             let mut b = func.builder();
-            b.arg(&x).arg(&out).arg(&n64).arg(&half_eps).arg(&op.eps);
-            b.arg(&lo).arg(&hi).arg(&op.seed).arg(&op.offset);
+            b.arg(&x).arg(&out).arg(&n64).arg(&half_eps).arg(&eps);
+            b.arg(&lo).arg(&hi).arg(&seed).arg(&offset);
             // SAFETY: argument types and order match `salt_pepper_*` in kernels.cu.
             unsafe { b.launch(elementwise_cfg(n)) }.w()?;
         }
@@ -138,8 +140,16 @@ pub(crate) fn salt_pepper_fwd(
     let n = l.shape().elem_count();
     let name = format!("salt_pepper_{}", suffix(s.dtype(), "salt_pepper")?);
     let out = match s.dtype() {
-        DType::F32 => run(op, s, start, n, op.lo as f32, op.hi as f32, &name)?,
-        _ => run(op, s, start, n, op.lo, op.hi, &name)?,
+        DType::F32 => run(
+            s,
+            start,
+            n,
+            eps,
+            (lo as f32, hi as f32),
+            (seed, offset),
+            &name,
+        )?,
+        _ => run(s, start, n, eps, (lo, hi), (seed, offset), &name)?,
     };
     Ok((out, l.shape().clone()))
 }

@@ -45,29 +45,13 @@ pub mod club;
 mod cuda;
 pub mod noise;
 pub mod rng;
+mod storage;
 
 pub use club::{club_log_prob_matrix, ClubLogProbMatrix};
 pub use noise::{salt_pepper, scale_add_noise, standard_normal, SaltPepper, ScaleAddNoise};
 
-use candle_core::{DType, Layout, Result};
-
 /// The CUDA C source of every kernel of this crate (compiled with nvrtc under `cuda`).
 pub const CUDA_SOURCE: &str = include_str!("kernels.cu");
-
-/// The elements of a contiguous layout (an error for strided storage: the wrappers call
-/// `.contiguous()` first).
-pub(crate) fn contiguous_slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("modbal-kernels: non-contiguous input {:?}", l),
-    }
-}
-
-pub(crate) fn unsupported_dtype(op: &str, dtype: DType) -> candle_core::Error {
-    candle_core::Error::Msg(format!(
-        "{op}: only f32 and f64 are supported, got {dtype:?}"
-    ))
-}
 
 /// Whether a CUDA device can be opened (always `false` without the `cuda` feature). Tests use
 /// it to skip the CUDA cases with a message on machines without a GPU.

@@ -17,7 +17,7 @@
 //! corruption without backward.
 
 use crate::rng::{normal_f32, normal_f64, salt_pepper_uniform};
-use crate::{contiguous_slice, unsupported_dtype};
+use crate::storage::{contiguous_slice, unsupported_dtype};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -149,7 +149,7 @@ impl CustomOp1 for ScaleAddNoise {
         s: &candle_core::CudaStorage,
         l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        crate::cuda::scale_add_noise_fwd(self, s, l)
+        crate::cuda::scale_add_noise_fwd((self.k, self.sigma), (self.seed, self.offset), s, l)
     }
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -216,6 +216,6 @@ impl CustomOp1 for SaltPepper {
         s: &candle_core::CudaStorage,
         l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        crate::cuda::salt_pepper_fwd(self, s, l)
+        crate::cuda::salt_pepper_fwd((self.eps, self.lo, self.hi), (self.seed, self.offset), s, l)
     }
 }
