@@ -2,8 +2,8 @@
 //! (`--fmad=false`, so products and sums round as in the Rust CPU paths), loaded once per device
 //! through candle's custom-module cache, launched with cudarc's builder API.
 
+use crate::source::CUDA_SOURCE;
 use crate::storage::unsupported_dtype;
-use crate::CUDA_SOURCE;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,

@@ -45,13 +45,12 @@ pub mod club;
 mod cuda;
 pub mod noise;
 pub mod rng;
+mod source;
 mod storage;
 
 pub use club::{club_log_prob_matrix, ClubLogProbMatrix};
 pub use noise::{salt_pepper, scale_add_noise, standard_normal, SaltPepper, ScaleAddNoise};
-
-/// The CUDA C source of every kernel of this crate (compiled with nvrtc under `cuda`).
-pub const CUDA_SOURCE: &str = include_str!("kernels.cu");
+pub use source::CUDA_SOURCE;
 
 /// Whether a CUDA device can be opened (always `false` without the `cuda` feature). Tests use
 /// it to skip the CUDA cases with a message on machines without a GPU.
