@@ -48,6 +48,8 @@
 //! # }
 //! ```
 
+/// candle (`candle-core`), the tensor library everything is built on.
+pub use candle_core as candle;
 pub use modbal_contrib as contrib;
 pub use modbal_core as core;
 pub use modbal_data as data;

@@ -194,7 +194,13 @@ impl<'de> serde::Deserialize<'de> for EncoderChoice {
         let mut t = toml::Table::deserialize(d)?;
         let kind = match t.get("kind") {
             Some(toml::Value::String(k)) => k.clone(),
-            _ => return Err(D::Error::custom("an encoder needs kind = \"...\"")),
+            _ => {
+                return Err(D::Error::custom(
+                    "an encoder section needs kind = \"...\" (set it with its options, e.g. \
+                     --set model.encoders.<m>.kind=mlp; a dataset's default encoder is used \
+                     only when the modality's section is absent)",
+                ))
+            }
         };
         if EncoderConfig::KINDS.contains(&kind.as_str()) {
             toml::Value::Table(t)

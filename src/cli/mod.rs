@@ -138,6 +138,10 @@ struct TrainArgs {
     /// sees the same corrupted test set).
     #[arg(long, value_name = "S")]
     noise_seed: Option<u64>,
+    /// Stop after this many epochs (the run stays resumable: `resume RUN_DIR` continues it,
+    /// with the same metrics as an uninterrupted run). For time-sliced jobs.
+    #[arg(long, value_name = "N")]
+    stop_after: Option<usize>,
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -287,9 +291,13 @@ pub fn run(reg: &Registry, cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => {
             let cfg = build_config(reg, &a)?;
+            if a.stop_after == Some(0) {
+                bail!("--stop-after must be at least 1");
+            }
             let opts = TrainOptions {
                 progress: !a.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 quiet: a.quiet,
+                stop_after: a.stop_after,
                 ..Default::default()
             };
             reg.train(&cfg, &opts).context("training failed")?;
