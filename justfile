@@ -90,7 +90,7 @@ table-real PROTOCOL ROOT METHOD="concat" PAPER="-" SEEDS="0 1 2" *ARGS:
     done
     printf '%s\n' "${accs[@]}" | awk -v paper="{{PAPER}}" '{s+=$1; q+=$1*$1; n++} END {m=s/n; sd=(n>1)?sqrt((q-n*m*m)/(n-1)):0; printf "ours: %.2f ± %.2f %% (%d seeds)   paper: %s %%\n", 100*m, 100*sd, n, paper}'
 
-# Results tables: every method of modbal::methods::METHOD_NAMES (unimodal once per modality) ×
+# Results tables: every method of modbal::Registry::builtin() (unimodal once per modality) ×
 # seeds on each of DATASETS (default synth-av and the shift benchmark synth-shift) →
 # docs/results/<dataset>.md: test fusion accuracy selected on validation (mean ± std over seeds),
 # test accuracy after the last epoch, per-modality accuracy, macro F1, discrepancy ratio, wall time, and the

@@ -20,7 +20,9 @@ fn check(what: &str, got: f64, want: f64, tol: f64) -> Result<(), String> {
     if (got - want).abs() <= tol {
         Ok(())
     } else {
-        Err(format!("{what}: {got} differs from {want} by more than {tol}"))
+        Err(format!(
+            "{what}: {got} differs from {want} by more than {tol}"
+        ))
     }
 }
 
@@ -57,7 +59,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // OGM-GE eq 9: s_m = Σ_i softmax(z_m,i)[y_i]; the discrepancy max/min is 1 when balanced.
     check("OGM score of audio (eq 9)", report.scores[0], 1.5, 1e-12)?;
     check("OGM score of visual (eq 9)", report.scores[1], 1.0, 1e-12)?;
-    check("discrepancy ratio s_audio / s_visual", report.discrepancy, 1.5, 1e-12)?;
+    check(
+        "discrepancy ratio s_audio / s_visual",
+        report.discrepancy,
+        1.5,
+        1e-12,
+    )?;
 
     // 3. Gradient modulator. OGM-GE eq 10 with α = 0.8 on those scores: audio (ρ = 1.5 > 1) has
     //    its encoder's gradients scaled by k = 1 − tanh(α·ρ); visual keeps k = 1.
@@ -77,13 +84,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let groups = ["encoder.audio".to_string(), "encoder.visual".to_string()];
     let applied = ogm.apply(&mut grads, &params, &groups, &report.scores, 0, &mut rng)?;
     let k_audio = 1.0 - (0.8f64 * 1.5).tanh();
-    check("OGM-GE coefficient of audio (eq 10)", applied.coefficients[0], k_audio, 1e-12)?;
+    check(
+        "OGM-GE coefficient of audio (eq 10)",
+        applied.coefficients[0],
+        k_audio,
+        1e-12,
+    )?;
     let g = |v: &Var| -> Result<f64, Box<dyn std::error::Error>> {
         let t = grads.get(v.as_tensor()).ok_or("no gradient")?;
         Ok(t.to_dtype(DType::F64)?.mean_all()?.to_scalar::<f64>()?)
     };
-    check("audio weight gradient after modulation", g(&w_audio)?, k_audio, 1e-6)?;
-    check("visual weight gradient after modulation", g(&w_visual)?, 1.0, 1e-6)?;
+    check(
+        "audio weight gradient after modulation",
+        g(&w_audio)?,
+        k_audio,
+        1e-6,
+    )?;
+    check(
+        "visual weight gradient after modulation",
+        g(&w_visual)?,
+        1.0,
+        1e-6,
+    )?;
     println!("all building blocks agree with their closed forms");
     Ok(())
 }

@@ -239,7 +239,9 @@ impl RunConfig {
     /// and the rest, and record the options with their defaults.
     fn resolve_options(&mut self, reg: &Registry) -> Result<()> {
         self.train.check()?;
-        self.method.options = reg.method(&self.method.name, &self.method.options)?.options()?;
+        self.method.options = reg
+            .method(&self.method.name, &self.method.options)?
+            .options()?;
         self.dataset.options = reg
             .dataset(&self.dataset.name, &self.dataset.options)?
             .options()?;
@@ -335,12 +337,7 @@ impl RunConfig {
     /// The run directory name (`<dataset>-<method>-s<seed>`, then `-<noise tag>` with noise).
     pub fn run_name(&self) -> String {
         if self.name.is_empty() {
-            let mut n = format!(
-                "{}-{}-s{}",
-                self.dataset.name,
-                self.method.name,
-                self.seed
-            );
+            let mut n = format!("{}-{}-s{}", self.dataset.name, self.method.name, self.seed);
             if let Some(noise) = &self.noise {
                 n.push('-');
                 n.push_str(&noise.tag());

@@ -9,7 +9,7 @@
 //! | [`tensors`] | what candle lacks for training: seeded RNG, init, optimizers, conv/pool/logdet ops |
 //! | [`encoders`] | MLP, CGMNIST conv4, ResNet18, small CNN, BERT, BiGRU, Transformer; fusion heads |
 //! | [`data`] | `Dataset`, splits, prefetching loader, the built-in and real-data loaders |
-//! | [`train`] | the generic training loop ([`train::Learner`]): metrics, run directory, checkpoints |
+//! | [`train`](mod@train) | the generic training loop ([`train::Learner`]): metrics, run directory, checkpoints |
 //! | [`info`] | estimators: Gaussian MI/entropy, CLUB, discrete NMI/CMI/NCMI, KL/JS, softmax bound |
 //! | [`contrib`] | contribution metrics: OGM scores and ratios, CAL φ, ARM MIV, IBML ρ, Shapley values |
 //! | [`modulate`] | gradient and input modulators: OGM-GE, CAL, MMPareto, ARL, MLA, IBML TCM, UDI |

@@ -81,7 +81,10 @@ impl<D: DatasetSpec> DatasetPlan for ParsedDataset<D> {
     }
 }
 
-fn parse_dataset<D: DatasetSpec>(name: &str, options: &toml::Table) -> Result<Box<dyn DatasetPlan>> {
+fn parse_dataset<D: DatasetSpec>(
+    name: &str,
+    options: &toml::Table,
+) -> Result<Box<dyn DatasetPlan>> {
     for (k, hint) in D::required() {
         if !options.contains_key(*k) {
             return Err(ModbalError::Config(format!(
@@ -144,7 +147,10 @@ impl<E: EncoderSpec> EncoderPlan for ParsedEncoder<E> {
     }
 }
 
-fn parse_encoder<E: EncoderSpec>(kind: &str, options: &toml::Table) -> Result<Box<dyn EncoderPlan>> {
+fn parse_encoder<E: EncoderSpec>(
+    kind: &str,
+    options: &toml::Table,
+) -> Result<Box<dyn EncoderPlan>> {
     let e: E = parse_typed(&format!("encoder {kind}"), "", options)?;
     Ok(Box::new(ParsedEncoder(e)))
 }

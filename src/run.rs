@@ -72,7 +72,11 @@ impl Registry {
     /// retraining: with `noise.on = "test"` training and validation see clean data, so a run
     /// trained with that noise selects the same model and reports these test metrics (tested).
     /// `noise.on` must therefore be `"test"`; corrupting the training split needs a new run.
-    pub fn evaluate_test(&self, run_dir: &Path, noise: Option<&NoiseConfig>) -> Result<SplitMetrics> {
+    pub fn evaluate_test(
+        &self,
+        run_dir: &Path,
+        noise: Option<&NoiseConfig>,
+    ) -> Result<SplitMetrics> {
         let mut cfg = RunConfig::from_file_in(self, &run_dir.join("config.toml"))?;
         if let Some(n) = noise {
             if n.on != NoiseOn::Test {
@@ -111,7 +115,13 @@ impl Registry {
             .zip(splits.train.input_shapes().iter().cloned())
             .collect();
         let model = self
-            .build_model(&cfg, &modalities, method.as_ref(), splits.train.num_classes(), &device)
+            .build_model(
+                &cfg,
+                &modalities,
+                method.as_ref(),
+                splits.train.num_classes(),
+                &device,
+            )
             .map_err(|e| ModbalError::Config(format!("building the model: {e}")))?;
         let learner = Learner::new(
             Box::new(model),

@@ -10,7 +10,11 @@ use std::process::Command;
 fn target_and_profile() -> (PathBuf, String) {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let profile = profile_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let profile = profile_dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     (profile_dir.parent().unwrap().to_path_buf(), profile)
 }
 
@@ -51,8 +55,19 @@ fn a_program_outside_the_workspace_trains_its_own_method_dataset_and_encoder() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
     let common = [
-        "train", "--dataset", "quadrants", "--method", "aux-ce", "--epochs", "8", "--seed", "3",
-        "--out", out, "--quiet", "--no-progress",
+        "train",
+        "--dataset",
+        "quadrants",
+        "--method",
+        "aux-ce",
+        "--epochs",
+        "8",
+        "--seed",
+        "3",
+        "--out",
+        out,
+        "--quiet",
+        "--no-progress",
     ];
     let train = |name: &str, extra: &[&str]| {
         let mut args: Vec<&str> = common.to_vec();
@@ -65,7 +80,13 @@ fn a_program_outside_the_workspace_trains_its_own_method_dataset_and_encoder() {
 
     // The full run: the user's dataset, method and default encoder, modbal's run directory.
     let full = train("full", &[]);
-    for f in ["config.toml", "metrics.jsonl", "summary.json", "meta.json", "plots"] {
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "summary.json",
+        "meta.json",
+        "plots",
+    ] {
         assert!(full.join(f).exists(), "{f} missing");
     }
     assert!(full.join("checkpoints/best/model.safetensors").exists());
@@ -77,7 +98,10 @@ fn a_program_outside_the_workspace_trains_its_own_method_dataset_and_encoder() {
     // it is right at most half of the time (the strong one: Φ(2.5)/2 = 0.497); the Bayes
     // accuracy of both is Φ(2.5)·Φ(1.0) = 0.836 (closed form of the generator).
     let acc = summary["test"]["fusion_acc"].as_f64().unwrap();
-    assert!(acc > 0.7 && acc < 0.836 + 0.06, "test fusion accuracy {acc}");
+    assert!(
+        acc > 0.7 && acc < 0.836 + 0.06,
+        "test fusion accuracy {acc}"
+    );
     // The method's own log (auxiliary losses per modality) is in metrics.jsonl.
     let metrics = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
@@ -87,8 +111,14 @@ fn a_program_outside_the_workspace_trains_its_own_method_dataset_and_encoder() {
     }
     // config.toml records the user's encoder with its defaults, and reloads.
     let cfg = std::fs::read_to_string(full.join("config.toml")).unwrap();
-    assert!(cfg.contains("kind = \"tanh-mlp\"") && cfg.contains("hidden = 16"), "{cfg}");
-    assert!(cfg.contains("weight = 1.0") && cfg.contains("strong_margin = 2.5"), "{cfg}");
+    assert!(
+        cfg.contains("kind = \"tanh-mlp\"") && cfg.contains("hidden = 16"),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains("weight = 1.0") && cfg.contains("strong_margin = 2.5"),
+        "{cfg}"
+    );
 
     // Stopped after 3 epochs and resumed: the same metrics as the uninterrupted run.
     let cut = train("cut", &["--stop-after", "3"]);
@@ -113,11 +143,17 @@ fn a_program_outside_the_workspace_trains_its_own_method_dataset_and_encoder() {
         ],
     );
     let cfg = std::fs::read_to_string(small.join("config.toml")).unwrap();
-    assert!(cfg.contains("hidden = 4") && cfg.contains("weight = 0.5"), "{cfg}");
+    assert!(
+        cfg.contains("hidden = 4") && cfg.contains("weight = 0.5"),
+        "{cfg}"
+    );
 
     // Errors name the culprit and list what is registered (built-in and the user's).
     let (ok, text) = run(&bin, &["train", "--method", "aux", "--out", out]);
-    assert!(!ok && text.contains("aux-ce") && text.contains("ogm-ge"), "{text}");
+    assert!(
+        !ok && text.contains("aux-ce") && text.contains("ogm-ge"),
+        "{text}"
+    );
     let mut args = common.to_vec();
     args.extend(["--set", "method.weight=-1"]);
     let (ok, text) = run(&bin, &args);

@@ -82,9 +82,7 @@ fn same_seed_gives_identical_metrics() {
 fn bad_options_are_named() {
     let err = |opts: &str| {
         let t: toml::Table = toml::from_str(opts).unwrap();
-        common::build_method("ogm-ge", &t)
-            .unwrap_err()
-            .to_string()
+        common::build_method("ogm-ge", &t).unwrap_err().to_string()
     };
     let e = err("alpah = 0.5");
     assert!(e.contains("alpah"), "{e}");

@@ -3,10 +3,9 @@
 //! [`Registry`] and calling [`main`] with it:
 //!
 //! ```no_run
-//! fn main() {
-//!     let registry = modbal::Registry::builtin(); // .with_method::<MyConfig>("mine") ...
-//!     modbal::cli::main(registry);
-//! }
+//! // In `fn main` of your binary:
+//! let registry = modbal::Registry::builtin(); // .with_method::<MyConfig>("mine") ...
+//! modbal::cli::main(registry);
 //! ```
 //!
 //! `my-bin train --method mine --dataset synth-vec --epochs 5 --set method.my_option=2` then
@@ -16,10 +15,10 @@ mod bench;
 mod estimate;
 mod prepare;
 
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
 use crate::config::{DatasetChoice, MethodConfig, RunConfig};
 use crate::registry::Registry;
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
 use modbal_train::TrainOptions;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -39,6 +38,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of `TrainArgs` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Train a model and write runs/<name>/ (config.toml, metrics.jsonl, summary.json, plots,
@@ -192,7 +193,9 @@ fn build_config(reg: &Registry, a: &TrainArgs) -> Result<RunConfig> {
     }
     if let Some(modality) = &a.modality {
         // The methods with a `modality` option (e.g. `unimodal`).
-        let options = reg.method(cfg.method.name(), &cfg.method.options)?.options()?;
+        let options = reg
+            .method(cfg.method.name(), &cfg.method.options)?
+            .options()?;
         if !options.contains_key("modality") {
             bail!(
                 "--modality is for methods with a `modality` option, e.g. --method unimodal \

@@ -468,7 +468,9 @@ fn nyu_depth_list_layout() {
 
 #[test]
 fn dataset_configs_need_a_root_and_roundtrip() {
-    use modbal_data::real::{av, cgmnist::CgmnistConfig, nyu::NyuDepthConfig, ucf101::Ucf101Config};
+    use modbal_data::real::{
+        av, cgmnist::CgmnistConfig, nyu::NyuDepthConfig, ucf101::Ucf101Config,
+    };
     fn check<C>(name: &str)
     where
         C: Default + PartialEq + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
@@ -489,7 +491,15 @@ fn dataset_configs_need_a_root_and_roundtrip() {
             fn splits(&self) -> modbal_core::Result<modbal_data::Splits> { self.build() }
         })*};
     }
-    build!(av::CremaDConfig, av::KineticsSoundsConfig, av::AveConfig, av::VggSoundConfig, Ucf101Config, NyuDepthConfig, CgmnistConfig);
+    build!(
+        av::CremaDConfig,
+        av::KineticsSoundsConfig,
+        av::AveConfig,
+        av::VggSoundConfig,
+        Ucf101Config,
+        NyuDepthConfig,
+        CgmnistConfig
+    );
     check::<av::CremaDConfig>("crema-d");
     check::<av::KineticsSoundsConfig>("kinetics-sounds");
     check::<av::AveConfig>("ave");

@@ -115,6 +115,11 @@ impl ModelConfig {
     }
 }
 
+/// What [`MultimodalNet::with_encoders`] calls to build modality `m`'s encoder under a
+/// parameter builder, drawing its initial weights from the generator.
+pub type BuildEncoder<'a> =
+    dyn FnMut(usize, &ParamBuilder, &mut SeededRng) -> Result<Box<dyn Encoder>> + 'a;
+
 /// A late-fusion classifier; see the [module docs](self).
 #[derive(Debug)]
 pub struct MultimodalNet {
@@ -170,7 +175,7 @@ impl MultimodalNet {
     /// built in modality order, then the head.
     pub fn with_encoders(
         modalities: &[(String, Vec<usize>)],
-        build: &mut dyn FnMut(usize, &ParamBuilder, &mut SeededRng) -> Result<Box<dyn Encoder>>,
+        build: &mut BuildEncoder<'_>,
         fusion: &FusionConfig,
         num_classes: usize,
         rng: &mut SeededRng,

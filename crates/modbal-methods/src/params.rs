@@ -3,7 +3,7 @@
 //! a trait object, what a registry stores). [`parse`] turns a `[method]` table into a checked
 //! plan: unknown keys are errors naming them, defaults are filled in ([`MethodPlan::options`]
 //! is what `config.toml` records), and [`MethodParams::check`] runs once. The method itself is
-//! built once per run, by [`MethodPlan::build`].
+//! built once per run, by [`MethodPlan::instantiate`].
 //!
 //! The name → method table is not here: it belongs to whoever composes a program (the `modbal`
 //! crate's `Registry`), so a user's own method registers exactly like a built-in one.

@@ -163,11 +163,41 @@ mod tests {
         let ok = TrainConfig::default();
         ok.check().unwrap();
         for (cfg, key) in [
-            (TrainConfig { epochs: 0, ..ok.clone() }, "train.epochs"),
-            (TrainConfig { batch_size: 0, ..ok.clone() }, "train.batch_size"),
-            (TrainConfig { checkpoint_every: 0, ..ok.clone() }, "train.checkpoint_every"),
-            (TrainConfig { clip_grad_norm: Some(f64::NAN), ..ok.clone() }, "train.clip_grad_norm"),
-            (TrainConfig { device: DeviceConfig::Cuda(1), ..ok.clone() }, "--features cuda"),
+            (
+                TrainConfig {
+                    epochs: 0,
+                    ..ok.clone()
+                },
+                "train.epochs",
+            ),
+            (
+                TrainConfig {
+                    batch_size: 0,
+                    ..ok.clone()
+                },
+                "train.batch_size",
+            ),
+            (
+                TrainConfig {
+                    checkpoint_every: 0,
+                    ..ok.clone()
+                },
+                "train.checkpoint_every",
+            ),
+            (
+                TrainConfig {
+                    clip_grad_norm: Some(f64::NAN),
+                    ..ok.clone()
+                },
+                "train.clip_grad_norm",
+            ),
+            (
+                TrainConfig {
+                    device: DeviceConfig::Cuda(1),
+                    ..ok.clone()
+                },
+                "--features cuda",
+            ),
         ] {
             let e = cfg.check().unwrap_err().to_string();
             assert!(e.contains(key), "{e}");

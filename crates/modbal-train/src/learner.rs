@@ -518,7 +518,8 @@ fn run_loop(
         // The rate the optimizer ended the epoch with (a method may set it per step).
         let lr = opt.lr();
         let (val_m, val_out) = s.evaluate(s.splits.val.clone())?;
-        s.method.on_validation(s.model.as_ref(), &val_out, &mut s.ctx)?;
+        s.method
+            .on_validation(s.model.as_ref(), &val_out, &mut s.ctx)?;
         s.method.on_epoch_end(s.model.as_ref(), &mut s.ctx)?;
         let stage_name = stages[stage].name.clone();
         let mut tr = EpochRecord::new(epoch, &stage_name, "train", &train_m, lr);

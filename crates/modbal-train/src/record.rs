@@ -1,5 +1,5 @@
 //! One line of `metrics.jsonl` (and of `test_curve.jsonl`), written by the loop
-//! ([`crate::trainer`]) and read by the plots ([`crate::plot`]) and by resume.
+//! ([`crate::learner`]) and read by the plots ([`crate::plot`]) and by resume.
 
 use crate::metrics::SplitMetrics;
 use modbal_data::noise::NoiseConfig;

@@ -55,7 +55,9 @@ impl MethodParams for AuxCeConfig {
         Ok(())
     }
     fn build(&self) -> modbal::core::Result<Box<dyn Method>> {
-        Ok(Box::new(AuxCe { weight: self.weight }))
+        Ok(Box::new(AuxCe {
+            weight: self.weight,
+        }))
     }
 }
 
@@ -130,7 +132,8 @@ impl DatasetSpec for QuadrantsConfig {
         Ok(())
     }
     fn load(&self) -> modbal::core::Result<Splits> {
-        let split = |tag: u64, n: usize| -> Arc<dyn Dataset> { Arc::new(Quadrants::new(self, tag, n)) };
+        let split =
+            |tag: u64, n: usize| -> Arc<dyn Dataset> { Arc::new(Quadrants::new(self, tag, n)) };
         Ok(Splits {
             train: split(0, self.train),
             val: split(1, self.val),
