@@ -9,8 +9,15 @@ use modbal_encoders::EncoderConfig;
 use modbal_methods::{arl, arm, cal, ibml, mla, mmpareto, ogm_ge, plain, pmr, udi};
 use modbal_text::{CmuMoseiConfig, Food101Config, MvsaConfig, TextEncoding};
 
+impl Registry {
+    /// modbal's methods, datasets and presets.
+    pub fn builtin() -> Self {
+        register(Self::empty())
+    }
+}
+
 /// `reg` with modbal's methods, datasets and presets added.
-pub(crate) fn register(reg: Registry) -> Registry {
+fn register(reg: Registry) -> Registry {
     let reg = reg
         .with_method::<plain::ConcatConfig>("concat")
         .with_method::<plain::SumConfig>("sum")

@@ -10,6 +10,7 @@
 //! [`Registry`]: the plain functions use [`Registry::builtin`], the `_in` ones the registry
 //! given (a program with its own methods, datasets or encoders).
 
+use crate::presets::Preset;
 use crate::registry::{EncoderChoice, Registry};
 use modbal_core::{ModbalError, Result};
 use modbal_data::noise::NoiseConfig;
@@ -353,6 +354,41 @@ impl RunConfig {
     }
 }
 
+impl Preset {
+    /// `cfg` with the preset applied. `method`: the method the user asked for (`--method`), if
+    /// any; when it differs from the preset's, the preset's `method.*` keys are skipped and
+    /// `method.name` is set to it. The result records the preset's name.
+    pub fn apply(&self, cfg: &RunConfig, method: Option<&str>) -> Result<RunConfig> {
+        self.apply_in(builtin(), cfg, method)
+    }
+
+    /// [`Preset::apply`] with the names of `reg`.
+    pub fn apply_in(
+        &self,
+        reg: &Registry,
+        cfg: &RunConfig,
+        method: Option<&str>,
+    ) -> Result<RunConfig> {
+        let other_method = method.filter(|m| Some(*m) != self.method());
+        let mut sets: Vec<String> = Vec::new();
+        for x in self.values {
+            if other_method.is_some() && x.key.starts_with("method.") {
+                continue;
+            }
+            sets.push(format!("{}={}", x.key, x.value));
+        }
+        if let Some(m) = other_method {
+            sets.push(format!("method.name=\"{m}\""));
+        }
+        let mut out = cfg.with_overrides_in(reg, &sets).map_err(|e| match e {
+            ModbalError::Config(m) => ModbalError::Config(format!("preset {}: {m}", self.name)),
+            e => e,
+        })?;
+        out.preset = Some(self.name.to_string());
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,5 +494,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("train.epochs must be > 0"), "{e}");
+    }
+
+    #[test]
+    fn every_preset_builds_a_valid_config_with_its_values() {
+        for p in crate::presets::PRESETS {
+            let cfg = p.apply(&RunConfig::default(), None).unwrap_or_else(|e| {
+                panic!("{}: {e}", p.name);
+            });
+            assert_eq!(cfg.preset.as_deref(), Some(p.name));
+            assert_eq!(Some(cfg.dataset.name()), p.dataset(), "{}", p.name);
+            assert_eq!(Some(cfg.method.name()), p.method(), "{}", p.name);
+            // Every value lands in the resolved config (read back through TOML).
+            let t = toml::Value::try_from(&cfg).unwrap();
+            for x in p.values {
+                let got = x
+                    .key
+                    .split('.')
+                    .try_fold(&t, |v, k| v.as_table()?.get(k))
+                    .unwrap_or_else(|| panic!("{}: {} missing", p.name, x.key));
+                let want: toml::Value =
+                    format!("v = {}", x.value).parse::<toml::Table>().unwrap()["v"].clone();
+                assert_eq!(got, &want, "{}: {}", p.name, x.key);
+                assert!(!x.source.is_empty(), "{}: {} has no source", p.name, x.key);
+            }
+            // Names are <paper>/<dataset>.
+            assert_eq!(p.name.split('/').nth(1), p.dataset(), "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn another_method_keeps_the_protocol_and_drops_the_method_keys() {
+        let p = crate::presets::find("ogm-ge/crema-d").unwrap();
+        let cfg = p.apply(&RunConfig::default(), Some("concat")).unwrap();
+        assert_eq!(cfg.method.name(), "concat");
+        assert!(!cfg.method.options.contains_key("alpha"));
+        assert_eq!(cfg.train.epochs, 100);
+        assert_eq!(cfg.train.optimizer.lr(), 0.001);
+        // A user's --set after the preset wins.
+        let c2 = cfg.with_overrides(&["train.epochs=3".into()]).unwrap();
+        assert_eq!(c2.train.epochs, 3);
+        assert_eq!(c2.preset.as_deref(), Some("ogm-ge/crema-d"));
+    }
+
+    #[test]
+    fn unknown_presets_list_the_valid_ones() {
+        let e = crate::presets::find("udi/mnist").unwrap_err().to_string();
+        assert!(
+            e.contains("udi/cgmnist") && e.contains("ogm-ge/crema-d"),
+            "{e}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! every value annotated with where it comes from.
 //!
 //! A preset is a list of `key = value` settings applied like `--set` (dotted keys of
-//! [`RunConfig`]), after `--config` and before `--set`, so a user's `--set` always wins. With
+//! [`crate::RunConfig`]), after `--config` and before `--set`, so a user's `--set` always wins. With
 //! `--method` naming another method than the preset's, the preset's `method.*` keys are skipped
 //! and the rest of the protocol (data, optimizer, schedule) is kept: every method of a table
 //! trains under the same protocol. `config.toml` records the preset's name (`preset = "…"`).
@@ -13,8 +13,6 @@
 //!
 //! `modbal presets` lists them, `modbal presets NAME` shows one.
 
-use crate::config::RunConfig;
-use crate::registry::Registry;
 use modbal_core::{ModbalError, Result};
 
 /// One setting of a preset: a dotted config key, its value (TOML literal) and its source.
@@ -195,8 +193,8 @@ pub const PRESETS: &[Preset] = &[
     },
 ];
 
-/// The built-in preset called `name` (errors list the valid names; a [`Registry`] also has
-/// the presets registered with it: [`Registry::preset`]).
+/// The built-in preset called `name` (errors list the valid names; a [`crate::Registry`] also has
+/// the presets registered with it: [`crate::Registry::preset`]).
 pub fn find(name: &str) -> Result<&'static Preset> {
     PRESETS
         .iter()
@@ -230,39 +228,6 @@ impl Preset {
             .map(|x| x.value.trim_matches('"'))
     }
 
-    /// `cfg` with the preset applied. `method`: the method the user asked for (`--method`), if
-    /// any; when it differs from the preset's, the preset's `method.*` keys are skipped and
-    /// `method.name` is set to it. The result records the preset's name.
-    pub fn apply(&self, cfg: &RunConfig, method: Option<&str>) -> Result<RunConfig> {
-        self.apply_in(crate::config::builtin(), cfg, method)
-    }
-
-    /// [`Preset::apply`] with the names of `reg`.
-    pub fn apply_in(
-        &self,
-        reg: &Registry,
-        cfg: &RunConfig,
-        method: Option<&str>,
-    ) -> Result<RunConfig> {
-        let other_method = method.filter(|m| Some(*m) != self.method());
-        let mut sets: Vec<String> = Vec::new();
-        for x in self.values {
-            if other_method.is_some() && x.key.starts_with("method.") {
-                continue;
-            }
-            sets.push(format!("{}={}", x.key, x.value));
-        }
-        if let Some(m) = other_method {
-            sets.push(format!("method.name=\"{m}\""));
-        }
-        let mut out = cfg.with_overrides_in(reg, &sets).map_err(|e| match e {
-            ModbalError::Config(m) => ModbalError::Config(format!("preset {}: {m}", self.name)),
-            e => e,
-        })?;
-        out.preset = Some(self.name.to_string());
-        Ok(out)
-    }
-
     /// A human-readable listing: every value with its source.
     pub fn describe(&self) -> String {
         let mut s = format!(
@@ -280,60 +245,5 @@ impl Preset {
             s.push_str(&format!("  {kv:<width$}  # {}\n", x.source, width = w + 3));
         }
         s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_preset_builds_a_valid_config_with_its_values() {
-        for p in PRESETS {
-            let cfg = p.apply(&RunConfig::default(), None).unwrap_or_else(|e| {
-                panic!("{}: {e}", p.name);
-            });
-            assert_eq!(cfg.preset.as_deref(), Some(p.name));
-            assert_eq!(Some(cfg.dataset.name()), p.dataset(), "{}", p.name);
-            assert_eq!(Some(cfg.method.name()), p.method(), "{}", p.name);
-            // Every value lands in the resolved config (read back through TOML).
-            let t = toml::Value::try_from(&cfg).unwrap();
-            for x in p.values {
-                let got = x
-                    .key
-                    .split('.')
-                    .try_fold(&t, |v, k| v.as_table()?.get(k))
-                    .unwrap_or_else(|| panic!("{}: {} missing", p.name, x.key));
-                let want: toml::Value =
-                    format!("v = {}", x.value).parse::<toml::Table>().unwrap()["v"].clone();
-                assert_eq!(got, &want, "{}: {}", p.name, x.key);
-                assert!(!x.source.is_empty(), "{}: {} has no source", p.name, x.key);
-            }
-            // Names are <paper>/<dataset>.
-            assert_eq!(p.name.split('/').nth(1), p.dataset(), "{}", p.name);
-        }
-    }
-
-    #[test]
-    fn another_method_keeps_the_protocol_and_drops_the_method_keys() {
-        let p = find("ogm-ge/crema-d").unwrap();
-        let cfg = p.apply(&RunConfig::default(), Some("concat")).unwrap();
-        assert_eq!(cfg.method.name(), "concat");
-        assert!(!cfg.method.options.contains_key("alpha"));
-        assert_eq!(cfg.train.epochs, 100);
-        assert_eq!(cfg.train.optimizer.lr(), 0.001);
-        // A user's --set after the preset wins.
-        let c2 = cfg.with_overrides(&["train.epochs=3".into()]).unwrap();
-        assert_eq!(c2.train.epochs, 3);
-        assert_eq!(c2.preset.as_deref(), Some("ogm-ge/crema-d"));
-    }
-
-    #[test]
-    fn unknown_presets_list_the_valid_ones() {
-        let e = find("udi/mnist").unwrap_err().to_string();
-        assert!(
-            e.contains("udi/cgmnist") && e.contains("ogm-ge/crema-d"),
-            "{e}"
-        );
     }
 }

@@ -255,11 +255,6 @@ impl Registry {
         }
     }
 
-    /// modbal's methods, datasets and presets.
-    pub fn builtin() -> Self {
-        crate::builtin::register(Self::empty())
-    }
-
     /// Register a method: `[method] name = "<name>"` parses its options as `P`. A name
     /// registered before is replaced.
     pub fn with_method<P: MethodParams>(mut self, name: &str) -> Self {

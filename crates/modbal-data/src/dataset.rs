@@ -1,6 +1,7 @@
 //! The `Dataset` trait and simple implementations.
 
 use modbal_core::{ModbalError, Result};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// One sample: per-modality values (row-major, shape [`Dataset::input_shapes`]) and its label.
@@ -34,6 +35,18 @@ pub trait Dataset: Send + Sync {
     /// epoch's batches do not depend on thread timing and a resumed run sees the same
     /// augmentations as an uninterrupted one. Default: nothing (no augmentation).
     fn set_epoch(&self, _seed: u64, _epoch: usize) {}
+}
+
+/// How the validation split of a dataset with a train/test shift is distributed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ValidationShift {
+    /// Held-out training samples with the TEST split's distribution of the shifted factor
+    /// ("OOD validation", as WILDS): selection does not reward the shortcut.
+    #[default]
+    Ood,
+    /// Held-out training samples as they are (the training distribution).
+    Iid,
 }
 
 /// The three splits of a benchmark.

@@ -27,24 +27,13 @@
 //! Everything random is seeded by `(data_seed, split, index)`: the data do not depend on the run
 //! seed, on the split sizes or on the validation protocol of the other splits.
 
+pub use crate::dataset::ValidationShift;
 use crate::dataset::{Dataset, InMemoryDataset, Splits};
 use crate::real::cgmnist::PALETTE;
 use modbal_core::{ModbalError, Result};
 use modbal_tensors::{rng::derive_seed, SeededRng};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// How the validation split of a dataset with a train/test shift is distributed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ValidationShift {
-    /// Held-out training samples with the TEST split's distribution of the shifted factor
-    /// ("OOD validation", as WILDS): selection does not reward the shortcut.
-    #[default]
-    Ood,
-    /// Held-out training samples as they are (the training distribution).
-    Iid,
-}
 
 /// Options of `synth-shift`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

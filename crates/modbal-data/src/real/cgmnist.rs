@@ -77,7 +77,7 @@ pub struct CgmnistConfig {
     pub pairing: Pairing,
     /// Colours of the validation split: `"ood"` (default: as the test split, independent of
     /// the label) or `"iid"` (as training, which rewards the colour shortcut).
-    pub validation: crate::synth_shift::ValidationShift,
+    pub validation: crate::dataset::ValidationShift,
     pub val_fraction: f64,
     pub split_seed: u64,
     pub data_seed: u64,
@@ -324,7 +324,7 @@ impl CgmnistConfig {
         let (tr, va) = stratified_split(&labels, 10, self.val_fraction, self.split_seed);
         let n_test = test.labels.len();
         // OOD validation: held-out training digits coloured as the test split is.
-        let val_as_test = self.validation == crate::synth_shift::ValidationShift::Ood;
+        let val_as_test = self.validation == crate::dataset::ValidationShift::Ood;
         Ok((
             self.dataset(train.clone(), 0, false, tr),
             self.dataset(train, 0, val_as_test, va),
