@@ -443,10 +443,50 @@ fn train_epoch(
     Ok(acc.finish(&names))
 }
 
-fn run_loop(
-    s: &mut Session,
-    resumed: Option<(CheckpointState, OptimizerState)>,
-) -> Result<RunOutcome> {
+/// The best selectable epoch so far: its validation accuracy and a snapshot of the model and
+/// the method state it left (what the end of the run restores).
+#[derive(Default)]
+struct Best {
+    epoch: Option<usize>,
+    acc: Option<f64>,
+    snapshot: Option<Snapshot>,
+}
+
+impl Best {
+    /// Model selection on validation only, among the epochs the method may report: a new best
+    /// is kept in memory and written to `checkpoints/best`.
+    fn consider(
+        &mut self,
+        s: &Session,
+        epoch: usize,
+        val_acc: f64,
+        selectable: bool,
+    ) -> Result<()> {
+        // `>`: a NaN accuracy is never better.
+        let better = val_acc > self.acc.unwrap_or(f64::NEG_INFINITY);
+        if !selectable || !better {
+            return Ok(());
+        }
+        self.acc = Some(val_acc);
+        self.epoch = Some(epoch);
+        let snap = s.model.params().snapshot()?;
+        let bdir = s.dir.join("checkpoints").join("best");
+        std::fs::create_dir_all(&bdir).map_err(|e| ModbalError::io("creating", &bdir, e))?;
+        s.model.params().save(bdir.join("model.safetensors"))?;
+        write_json(
+            &bdir.join("state.json"),
+            &BestState {
+                epoch,
+                method: s.method.state(),
+            },
+        )?;
+        self.snapshot = Some((snap, s.method.state()));
+        Ok(())
+    }
+}
+
+/// The method's stages, checked to add up to `train.epochs`.
+fn planned_stages(s: &Session) -> Result<Vec<modbal_core::StageSpec>> {
     let epochs = s.train.epochs;
     let stages = s.method.stages(epochs, s.model.modalities());
     let total: usize = stages.iter().map(|x| x.epochs).sum();
@@ -461,28 +501,108 @@ fn run_loop(
             plan.join(", ")
         )));
     }
+    Ok(stages)
+}
+
+/// Where a resumed run stands: the best epoch so far (and its snapshot from
+/// `checkpoints/best`) and the metrics lines of the completed epochs.
+fn restore_progress(s: &Session, st: &CheckpointState) -> Result<(Best, Vec<EpochRecord>)> {
+    let mut best = Best {
+        epoch: st.best_epoch,
+        acc: st.best_val_acc,
+        snapshot: None,
+    };
+    if best.epoch.is_some() {
+        let bdir = s.dir.join("checkpoints").join("best");
+        let map = candle_core::safetensors::load(bdir.join("model.safetensors"), &s.device)?;
+        let bs: BestState = read_json(&bdir.join("state.json"))?;
+        best.snapshot = Some((map.into_iter().collect(), bs.method));
+    }
     let metrics_path = s.dir.join("metrics.jsonl");
-    let mut history: Vec<EpochRecord> = Vec::new();
-    let (mut start_epoch, mut best_epoch, mut best_acc) = (0, None, f64::NEG_INFINITY);
-    let mut best_snapshot: Option<Snapshot> = None;
+    let mut history = Vec::new();
+    for line in std::fs::read_to_string(&metrics_path)
+        .map_err(|e| ModbalError::io("reading", &metrics_path, e))?
+        .lines()
+    {
+        history.push(serde_json::from_str(line)?);
+    }
+    Ok((best, history))
+}
+
+/// The epoch's `metrics.jsonl` lines (train with the method's log, val), and with
+/// `train.report_test_curve` the test split's line in `test_curve.jsonl` (evaluated after every
+/// decision of the epoch; nothing reads it back during training).
+fn record_epoch(
+    s: &mut Session,
+    epoch: usize,
+    stage: &str,
+    lr: f64,
+    train_m: &SplitMetrics,
+    val_m: &SplitMetrics,
+) -> Result<[EpochRecord; 2]> {
+    let mut tr = EpochRecord::new(epoch, stage, "train", train_m, lr);
+    tr.method = s.ctx.log.take();
+    let mut va = EpochRecord::new(epoch, stage, "val", val_m, lr);
+    if let Some(n) = &s.noise {
+        tr.noise = n.on.covers("train").then(|| n.clone());
+        va.noise = n.on.covers("val").then(|| n.clone());
+    }
+    let metrics_path = s.dir.join("metrics.jsonl");
+    for r in [&tr, &va] {
+        append_line(&metrics_path, &serde_json::to_string(r)?)?;
+    }
+    if s.train.report_test_curve {
+        let (test_m, _) = s.evaluate(s.splits.test.clone())?;
+        let mut te = EpochRecord::new(epoch, stage, "test", &test_m, lr);
+        if let Some(n) = &s.noise {
+            te.noise = n.on.covers("test").then(|| n.clone());
+        }
+        append_line(&s.dir.join(TEST_CURVE_FILE), &serde_json::to_string(&te)?)?;
+    }
+    Ok([tr, va])
+}
+
+/// The per-epoch line on stdout.
+fn print_epoch(
+    epoch: usize,
+    epochs: usize,
+    train_m: &SplitMetrics,
+    val_m: &SplitMetrics,
+    lr: f64,
+    secs: f64,
+) {
+    let mods: Vec<String> = val_m
+        .modality_acc
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.3}"))
+        .collect();
+    println!(
+        "epoch {:>3}/{epochs}  train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} ({}) | lr {lr:.2e} | {secs:.1}s",
+        epoch + 1,
+        train_m.loss,
+        train_m.fusion_acc,
+        val_m.loss,
+        val_m.fusion_acc,
+        mods.join(", ")
+    );
+}
+
+/// Epochs from the start (or the checkpoint) to the end (or `stop_after`): per stage a fresh
+/// optimizer over the method's trainable prefixes, per epoch the scheduled rate, training,
+/// validation and the method's epoch-end hooks, the records, model selection, the checkpoint;
+/// then the plots and, for a finished run, [`finish_run`].
+fn run_loop(
+    s: &mut Session,
+    resumed: Option<(CheckpointState, OptimizerState)>,
+) -> Result<RunOutcome> {
+    let epochs = s.train.epochs;
+    let stages = planned_stages(s)?;
+    let (mut start_epoch, mut best, mut history) = (0, Best::default(), Vec::new());
     let mut pending_opt_state = None;
     if let Some((st, os)) = resumed {
         start_epoch = st.epochs_done;
-        best_epoch = st.best_epoch;
-        best_acc = st.best_val_acc.unwrap_or(f64::NEG_INFINITY);
-        let bdir = s.dir.join("checkpoints").join("best");
-        if best_epoch.is_some() {
-            let map = candle_core::safetensors::load(bdir.join("model.safetensors"), &s.device)?;
-            let bs: BestState = read_json(&bdir.join("state.json"))?;
-            best_snapshot = Some((map.into_iter().collect(), bs.method));
-        }
+        (best, history) = restore_progress(s, &st)?;
         pending_opt_state = Some(os);
-        for line in std::fs::read_to_string(&metrics_path)
-            .map_err(|e| ModbalError::io("reading", &metrics_path, e))?
-            .lines()
-        {
-            history.push(serde_json::from_str(line)?);
-        }
     }
     let stop_at = s
         .opts
@@ -521,67 +641,18 @@ fn run_loop(
         s.method
             .on_validation(s.model.as_ref(), &val_out, &mut s.ctx)?;
         s.method.on_epoch_end(s.model.as_ref(), &mut s.ctx)?;
-        let stage_name = stages[stage].name.clone();
-        let mut tr = EpochRecord::new(epoch, &stage_name, "train", &train_m, lr);
-        tr.method = s.ctx.log.take();
-        let mut va = EpochRecord::new(epoch, &stage_name, "val", &val_m, lr);
-        if let Some(n) = &s.noise {
-            tr.noise = n.on.covers("train").then(|| n.clone());
-            va.noise = n.on.covers("val").then(|| n.clone());
-        }
-        for r in [&tr, &va] {
-            append_line(&metrics_path, &serde_json::to_string(r)?)?;
-        }
-        // Opt-in test curve: evaluated after every decision of the epoch, written to its own
-        // file; nothing reads it back during training.
-        if s.train.report_test_curve {
-            let (test_m, _) = s.evaluate(s.splits.test.clone())?;
-            let mut te = EpochRecord::new(epoch, &stage_name, "test", &test_m, lr);
-            if let Some(n) = &s.noise {
-                te.noise = n.on.covers("test").then(|| n.clone());
-            }
-            append_line(&s.dir.join(TEST_CURVE_FILE), &serde_json::to_string(&te)?)?;
-        }
-        // Model selection on validation only, among the epochs the method may report.
-        if s.method.selectable(&s.ctx, &stages) && val_m.fusion_acc > best_acc {
-            best_acc = val_m.fusion_acc;
-            best_epoch = Some(epoch);
-            let snap = s.model.params().snapshot()?;
-            let bdir = s.dir.join("checkpoints").join("best");
-            std::fs::create_dir_all(&bdir).map_err(|e| ModbalError::io("creating", &bdir, e))?;
-            s.model.params().save(bdir.join("model.safetensors"))?;
-            write_json(
-                &bdir.join("state.json"),
-                &BestState {
-                    epoch,
-                    method: s.method.state(),
-                },
-            )?;
-            best_snapshot = Some((snap, s.method.state()));
-        }
+        let records = record_epoch(s, epoch, &stages[stage].name, lr, &train_m, &val_m)?;
+        let selectable = s.method.selectable(&s.ctx, &stages);
+        best.consider(s, epoch, val_m.fusion_acc, selectable)?;
         let secs = t0.elapsed().as_secs_f64();
         append_line(
             &s.dir.join("timing.jsonl"),
             &serde_json::json!({"epoch": epoch, "seconds": secs}).to_string(),
         )?;
         if !s.opts.quiet {
-            let mods: Vec<String> = val_m
-                .modality_acc
-                .iter()
-                .map(|(k, v)| format!("{k} {v:.3}"))
-                .collect();
-            println!(
-                "epoch {:>3}/{epochs}  train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} ({}) | lr {lr:.2e} | {secs:.1}s",
-                epoch + 1,
-                train_m.loss,
-                train_m.fusion_acc,
-                val_m.loss,
-                val_m.fusion_acc,
-                mods.join(", ")
-            );
+            print_epoch(epoch, epochs, &train_m, &val_m, lr, secs);
         }
-        history.push(tr);
-        history.push(va);
+        history.extend(records);
         if (epoch + 1) % s.train.checkpoint_every == 0 || epoch + 1 == stop_at {
             save_checkpoint(
                 &s.dir,
@@ -593,8 +664,8 @@ fn run_loop(
                     step: s.ctx.step,
                     rng: s.ctx.rng.state(),
                     method: s.method.state(),
-                    best_epoch,
-                    best_val_acc: best_epoch.map(|_| best_acc),
+                    best_epoch: best.epoch,
+                    best_val_acc: best.epoch.and(best.acc),
                 },
             )?;
         }
@@ -607,7 +678,7 @@ fn run_loop(
             history,
         });
     }
-    let summary = finish_run(s, &stages, best_epoch.zip(best_snapshot))?;
+    let summary = finish_run(s, &stages, best.epoch.zip(best.snapshot))?;
     Ok(RunOutcome {
         run_dir: s.dir.clone(),
         summary: Some(summary),
