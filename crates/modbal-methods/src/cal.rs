@@ -100,6 +100,7 @@ use modbal_contrib::cal::{
     marginal_contribution, modulation_coefficients, CalConfig, CalContribution, CalEpochStats,
     CalState, CalVariant, TemperatureForm,
 };
+use modbal_core::stats::true_class_score;
 use modbal_core::{
     Batch, EvalOutputs, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
     RunContext,
@@ -107,8 +108,8 @@ use modbal_core::{
 use modbal_encoders::FusionConfig;
 use modbal_info::gaussian::{gaussian_mi, GaussianConfig};
 use modbal_modulate::{
-    true_class_score, CalReinforcement, CalReinforcementConfig, ModulationWindow, OgmForm, OgmGe,
-    OgmGeConfig, OgmScope,
+    CalReinforcement, CalReinforcementConfig, ModulationWindow, OgmForm, OgmGe, OgmGeConfig,
+    OgmScope,
 };
 use modbal_tensors::{
     cross_entropy, ops::logdet, AdamW, AdamWConfig, Init, Linear, Optimizer, OptimizerState,

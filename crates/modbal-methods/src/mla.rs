@@ -42,8 +42,9 @@
 //! loss parts `loss.<m>`.
 
 use crate::built::{parse_options, Built};
-use crate::util::{by_name, entropy, rows, softmax_row};
+use crate::util::{by_name, entropy, rows};
 use candle_core::{DType, Tensor, Var};
+use modbal_core::stats::softmax_row;
 use modbal_core::{
     check_loss, Batch, EvalOutputs, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
     RunContext, StepOutput,

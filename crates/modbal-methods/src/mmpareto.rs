@@ -33,8 +33,9 @@
 //! `loss.<m>`.
 
 use crate::built::{parse_options, Built};
-use crate::util::{accuracy, by_name, labels, rows};
+use crate::util::{by_name, rows};
 use candle_core::{backprop::GradStore, DType, Tensor, Var};
+use modbal_core::stats::{accuracy_rows, BatchStats, ModalityStats};
 use modbal_core::{
     check_loss, Batch, EvalOutputs, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
     RunContext, StepOutput,
@@ -128,7 +129,8 @@ struct EpochSums {
     k_mm: Vec<f64>,
     k_uni: Vec<f64>,
     conflicts: Vec<f64>,
-    uni_acc: Vec<f64>,
+    /// Per-step accuracy of the unimodal heads (`uni_acc` = its mean over the steps).
+    uni: ModalityStats,
 }
 
 /// The MMPareto method; see the [module docs](self).
@@ -238,7 +240,7 @@ impl MmParetoMethod {
                 k_mm: vec![0.0; m],
                 k_uni: vec![0.0; m],
                 conflicts: vec![0.0; m],
-                uni_acc: vec![0.0; m],
+                uni: ModalityStats::new(m),
                 ..Default::default()
             };
         }
@@ -295,7 +297,8 @@ impl MmParetoMethod {
             .modulator
             .apply(&mut total, &g_mm, &uni_refs, &model_params, &groups)?;
         self.ensure_sums(names.len());
-        let y = labels(&batch.labels)?;
+        let detached = uni.iter().map(Tensor::detach).collect::<Vec<_>>();
+        let uni_stats = BatchStats::from_logits(&detached, &batch.labels)?;
         let s = &mut self.sums;
         s.steps += 1;
         for m in 0..names.len() {
@@ -303,8 +306,8 @@ impl MmParetoMethod {
             s.k_mm[m] += report.k_mm[m];
             s.k_uni[m] += report.k_uni[m];
             s.conflicts[m] += f64::from(u8::from(report.conflict[m]));
-            s.uni_acc[m] += accuracy(&rows(&uni[m].detach())?, &y);
         }
+        s.uni.add(&uni_stats);
         self.last = Some(report);
         Ok((out, uni, value, total, plain))
     }
@@ -393,7 +396,7 @@ impl Method for MmParetoMethod {
             .zip(&val.features)
             .map(|(head, f)| {
                 let f = f.to_device(head.weight.device())?;
-                Ok(accuracy(&rows(&head.forward(&f)?)?, &y))
+                Ok(accuracy_rows(&rows(&head.forward(&f)?)?, &y))
             })
             .collect::<Result<Vec<_>>>()?;
         ctx.log
@@ -415,7 +418,8 @@ impl Method for MmParetoMethod {
         ctx.log.set("conflicts", by_name(names, &s.conflicts));
         ctx.log
             .set("conflict_rate", by_name(names, &div(&s.conflicts)));
-        ctx.log.set("uni_acc", by_name(names, &div(&s.uni_acc)));
+        ctx.log
+            .set("uni_acc", by_name(names, &s.uni.mean_batch_accuracy()));
         Ok(())
     }
 
