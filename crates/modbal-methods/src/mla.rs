@@ -89,7 +89,7 @@ pub struct MlaConfig {
 impl Default for MlaConfig {
     fn default() -> Self {
         Self {
-            alpha_base: 0.1,
+            alpha_base: MlaProjectionConfig::default().alpha_base,
             projection: true,
             fusion: MlaFusion::Entropy,
         }
