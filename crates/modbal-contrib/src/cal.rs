@@ -273,10 +273,7 @@ pub fn modulation_coefficients(
         TemperatureForm::Multiply => w.iter().map(|x| x * temperature).collect(),
         TemperatureForm::Divide => w.iter().map(|x| x / temperature).collect(),
     };
-    let m = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = scaled.iter().map(|x| (x - m).exp()).collect();
-    let s: f64 = e.iter().sum();
-    Ok(e.into_iter().map(|x| x / s).collect())
+    Ok(modbal_core::stats::softmax_row(&scaled))
 }
 
 /// One epoch's inputs to the tracker: φ(m) (eq 2) and P^m(t) (eq 3), one value per modality.

@@ -13,7 +13,7 @@
 //! | [`arm`] | φ^MI(x^i), φ^MI(X) (hard and smooth min), φ^CMI(x^i), φ^CMI(X), fusion weights FW | ARM eq 5-13, 16 |
 //! | [`ibml`] | recorder of previous-epoch predictions, ρ̃^m, ā_m, indicators 𝕀_m, Î, TCM noise probability | IBML eq 12-16, Table 4 |
 //! | [`shapley`] | exact modality Shapley values (M ≤ 4) by ablation, split-level and per sample | Shapley 1953; CAL §3.1 |
-//! | [`stats`] | label probabilities / log-likelihoods, accuracy, feature masking | — |
+//! | [`stats`] | label probabilities / log-likelihoods, accuracy (checked front of `modbal_core::stats`), feature masking | — |
 //!
 //! Conventions: "a modality is absent" always means its features are zeroed before
 //! `MultimodalModel::head` ([`stats::mask_features`]); per-modality predictions are the

@@ -26,6 +26,7 @@
 use crate::error::{input_err, Result};
 use crate::stats::label_probabilities;
 use candle_core::Tensor;
+use modbal_core::stats;
 use serde::{Deserialize, Serialize};
 
 /// Floor of every ratio's denominator.
@@ -152,12 +153,15 @@ pub fn pair_ratio(scores: &[f64], i: usize, j: usize) -> Result<f64> {
 }
 
 /// `max(max_m s_m, RATIO_FLOOR) / max(min_m s_m, RATIO_FLOOR)` (≥ 1, 1 = balanced; IBML
-/// Table 4's discrepancy ratio, order-free).
+/// Table 4's discrepancy ratio, order-free): [`modbal_core::stats::discrepancy_ratio`] with
+/// [`RatioFloor::Floor`](stats::RatioFloor::Floor)`(RATIO_FLOOR)`, after the checks below (the
+/// epoch metrics use the same function unfloored).
 ///
 /// Errors: as [`score_ratios`].
 pub fn discrepancy_ratio(scores: &[f64]) -> Result<f64> {
     check_scores(scores, "discrepancy_ratio")?;
-    let min = scores.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Ok(max.max(RATIO_FLOOR) / min.max(RATIO_FLOOR))
+    Ok(stats::discrepancy_ratio(
+        scores,
+        stats::RatioFloor::Floor(RATIO_FLOOR),
+    ))
 }

@@ -12,6 +12,11 @@
 //!
 //! These host-side statistics are not differentiable (they copy to the host as f64); the ARM
 //! quantities, which may sit in a loss, are built from tensor ops instead (see [`crate::arm`]).
+//! They are the checked tensor-level front of [`modbal_core::stats`], which holds the per-row
+//! formulas (log form [`modbal_core::stats::true_class_log_prob`], ties of
+//! [`modbal_core::stats::argmax_row`]) shared with the epoch metrics and the methods; the
+//! label probability here is `exp` of the log form (it can differ in the last bit from the ratio
+//! form `exp(z_y − m) / Σ exp(z − m)` of [`modbal_core::stats::true_class_score`]).
 //!
 //! **Ablation.** A modality is removed from the fusion by replacing its features with zeros of
 //! the same shape before `MultimodalModel::head` ([`mask_features`]). For the concat head this
@@ -26,6 +31,7 @@
 
 use crate::error::{input_err, Result};
 use candle_core::{DType, Device, Tensor};
+use modbal_core::stats::{argmax_row, true_class_log_prob};
 use modbal_core::MultimodalModel;
 
 /// `(N, C)` of a `[N, C]` float logits tensor with N ≥ 1, C ≥ 1.
@@ -84,24 +90,6 @@ fn host_logits(t: &Tensor, what: &str) -> Result<(usize, usize, Vec<f64>)> {
     Ok((n, c, v))
 }
 
-/// `log softmax(row)[y]` in f64 with the max shift.
-fn row_log_prob(row: &[f64], y: usize) -> f64 {
-    let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let lse = row.iter().map(|&z| (z - m).exp()).sum::<f64>().ln();
-    row[y] - m - lse
-}
-
-/// Index of the largest entry, ties → lowest index.
-fn row_argmax(row: &[f64]) -> usize {
-    let mut best = 0;
-    for (j, &z) in row.iter().enumerate() {
-        if z > row[best] {
-            best = j;
-        }
-    }
-    best
-}
-
 /// Per-sample label log-likelihood `log softmax(z_i)[y_i]` (CAL eq 2's `log p(y | x)`).
 ///
 /// `logits: [N, C]`, `labels: N` → `N` values ≤ 0. Errors: shape, label range, NaN/Inf.
@@ -110,7 +98,7 @@ pub fn label_log_probabilities(logits: &Tensor, labels: &[u32]) -> Result<Vec<f6
     check_labels(labels, n, c, "label_log_probabilities")?;
     Ok(v.chunks_exact(c)
         .zip(labels)
-        .map(|(row, &y)| row_log_prob(row, y as usize))
+        .map(|(row, &y)| true_class_log_prob(row, y as usize))
         .collect())
 }
 
@@ -129,7 +117,7 @@ pub fn label_probabilities(logits: &Tensor, labels: &[u32]) -> Result<Vec<f64>> 
 /// `logits: [N, C]` → `N` class ids. Errors: shape, NaN/Inf.
 pub fn predictions(logits: &Tensor) -> Result<Vec<u32>> {
     let (_, c, v) = host_logits(logits, "predictions")?;
-    Ok(v.chunks_exact(c).map(|r| row_argmax(r) as u32).collect())
+    Ok(v.chunks_exact(c).map(|r| argmax_row(r) as u32).collect())
 }
 
 /// Per-sample correctness `[argmax z_i = y_i]`.
@@ -140,7 +128,7 @@ pub fn correct(logits: &Tensor, labels: &[u32]) -> Result<Vec<bool>> {
     check_labels(labels, n, c, "correct")?;
     Ok(v.chunks_exact(c)
         .zip(labels)
-        .map(|(r, &y)| row_argmax(r) == y as usize)
+        .map(|(r, &y)| argmax_row(r) == y as usize)
         .collect())
 }
 
@@ -160,7 +148,7 @@ pub(crate) fn label_prob_and_correct(logits: &Tensor, labels: &[u32]) -> Result<
         .zip(labels)
         .map(|(r, &y)| {
             let y = y as usize;
-            (row_log_prob(r, y).exp(), row_argmax(r) == y)
+            (true_class_log_prob(r, y).exp(), argmax_row(r) == y)
         })
         .collect())
 }

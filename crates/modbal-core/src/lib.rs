@@ -5,6 +5,11 @@
 //! method plug into the one training loop, the [`RunContext`] handed to those hooks, and the
 //! core error type [`ModbalError`].
 //!
+//! [`stats`] is the one place for the per-modality classification statistics that the epoch
+//! metrics, the contribution metrics and the methods share: `softmax(z)[y]` and its batch sum
+//! (OGM-GE's score), accuracy, the discrepancy ratio, and the per-epoch accumulator
+//! [`ModalityStats`].
+//!
 //! The hook design and the mapping of every method onto it are in `docs/architecture.md`.
 //!
 //! # Example
@@ -29,6 +34,7 @@ pub mod error;
 pub mod method;
 pub mod model;
 pub mod schedule;
+pub mod stats;
 
 pub use batch::{Batch, EvalOutputs, MultimodalOutput};
 pub use error::{ModbalError, Result};
@@ -36,3 +42,4 @@ pub use method::{check_loss, LossTerms, Method, MethodLog, RunContext, StageSpec
 pub use modbal_tensors as tensors;
 pub use model::MultimodalModel;
 pub use schedule::scale_epoch;
+pub use stats::{BatchStats, ModalityStats};

@@ -49,8 +49,9 @@
 //! `loss.fused`, `loss.<m>`.
 
 use crate::params::MethodParams;
-use crate::util::{by_name, entropy, rows, softmax_row};
+use crate::util::{by_name, entropy, rows};
 use candle_core::{backprop::GradStore, Tensor};
+use modbal_core::stats::softmax_row;
 use modbal_core::{
     scale_epoch, Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
     RunContext,

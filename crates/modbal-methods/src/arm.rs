@@ -59,6 +59,7 @@
 //! * `predict`: `out.features[m]: [B, D_m]` → `head(FW ⊙ features).fused`, `[B, C]`
 
 use crate::params::MethodParams;
+use crate::util::{option_keys, FlatKeys};
 use candle_core::{DType, Device, Tensor};
 use modbal_contrib::arm::{cmi_gap_loss, ArmConfig as MivConfig, ArmFusionWeights, ArmMiv};
 use modbal_core::{
@@ -90,8 +91,12 @@ pub enum Sampling {
 pub const SPREAD_MIN_STD: f64 = 1e-6;
 
 /// ARM's options (`[method]` keys). Defaults are the paper's where it gives one.
+///
+/// The contribution estimator's config (`modbal_contrib::arm::ArmConfig`) is embedded under its
+/// own keys (`smooth_min_temperature`, `fw_epsilon`), not copied; unknown keys are errors that
+/// name them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct ArmConfig {
     /// Epochs of plain joint training (CE only, no FW, no re-sampling) before ARM activates, in
     /// epochs of the paper's schedule (`schedule_epochs`); scaled to the run. Default 10 (paper,
@@ -135,11 +140,12 @@ pub struct ArmConfig {
     /// estimator noise, whose ratio would otherwise drive the training with gradients up to
     /// 2/floor (2000 with the earlier 1e-3); below the floor the term is 10 × the absolute gap.
     pub phi_cmi_floor: f64,
-    /// τ of the smooth minimum (eq 16, sign corrected in `modbal_contrib::arm`), > 0. Default 1.0
-    /// (the paper's form).
-    pub smooth_min_temperature: f64,
-    /// FW fall back to 1 when the eq 13 denominator is ≤ this, ≥ 0. Default 1e-8.
-    pub fw_epsilon: f64,
+    /// The φ^MI / φ^CMI / FW estimator (`modbal_contrib::arm::ArmConfig`), keys
+    /// `smooth_min_temperature` (τ of the smooth minimum, eq 16, sign corrected in
+    /// `modbal_contrib::arm`, > 0; default 1.0, the paper's form) and `fw_epsilon` (FW fall back
+    /// to 1 when the eq 13 denominator is ≤ this, ≥ 0; default 1e-8). Default its `Default`.
+    #[serde(flatten, with = "miv_keys")]
+    pub miv: MivConfig,
 }
 
 impl Default for ArmConfig {
@@ -157,9 +163,29 @@ impl Default for ArmConfig {
             slope_k: -2.0,
             spread_zero_point: -1.0,
             phi_cmi_floor: 0.1,
-            smooth_min_temperature: 1.0,
-            fw_epsilon: 1e-8,
+            miv: MivConfig::default(),
         }
+    }
+}
+
+/// [`ArmConfig::miv`]'s keys: `modbal_contrib::arm::ArmConfig`'s field names.
+const MIV_KEYS: FlatKeys = FlatKeys {
+    prefix: "",
+    renames: &[],
+};
+
+/// `serde(with)` of [`ArmConfig::miv`].
+mod miv_keys {
+    use super::{option_keys, ArmConfig, MivConfig, MIV_KEYS};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &MivConfig, s: S) -> Result<S::Ok, S::Error> {
+        MIV_KEYS.serialize(v, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MivConfig, D::Error> {
+        let default = ArmConfig::default();
+        MIV_KEYS.deserialize(d, &default.miv, &option_keys(&default))
     }
 }
 
@@ -212,26 +238,20 @@ impl ArmConfig {
                 self.phi_cmi_floor
             ));
         }
-        if !(self.smooth_min_temperature.is_finite() && self.smooth_min_temperature > 0.0) {
+        let miv = &self.miv;
+        if !(miv.smooth_min_temperature.is_finite() && miv.smooth_min_temperature > 0.0) {
             return cfg_err(format!(
                 "method arm: smooth_min_temperature must be finite and > 0, got {}",
-                self.smooth_min_temperature
+                miv.smooth_min_temperature
             ));
         }
-        if !(self.fw_epsilon.is_finite() && self.fw_epsilon >= 0.0) {
+        if !(miv.fw_epsilon.is_finite() && miv.fw_epsilon >= 0.0) {
             return cfg_err(format!(
                 "method arm: fw_epsilon must be finite and >= 0, got {}",
-                self.fw_epsilon
+                miv.fw_epsilon
             ));
         }
         Ok(())
-    }
-
-    fn miv(&self) -> MivConfig {
-        MivConfig {
-            smooth_min_temperature: self.smooth_min_temperature,
-            fw_epsilon: self.fw_epsilon,
-        }
     }
 
     /// Warm-up epochs of a run of `run_epochs` epochs: `warm_up_epochs` of the paper's
@@ -538,7 +558,7 @@ impl Arm {
                 .collect();
             feats.push(Tensor::from_vec(flat, (ids.len(), d), &dev)?);
         }
-        let miv = ArmMiv::from_model(model, &feats, &labels, self.cfg.miv())?;
+        let miv = ArmMiv::from_model(model, &feats, &labels, self.cfg.miv.clone())?;
         let report = miv.report()?;
         let per = miv.per_sample()?;
         self.set_sample_contributions(&ids, &per.phi_cmi_joint, m)?;
@@ -700,7 +720,7 @@ impl Method for Arm {
             &out.fused_logits,
             &out.per_modality_logits,
             &labels,
-            self.cfg.miv(),
+            self.cfg.miv.clone(),
         )?;
         let report = miv.report()?;
         for (i, name) in model.modalities().iter().enumerate() {
@@ -777,5 +797,34 @@ impl MethodParams for ArmConfig {
     }
     fn build(&self) -> Result<Box<dyn Method>> {
         Ok(Box::new(Arm::new(self.clone())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::test_support::{self, parse_options};
+
+    fn build(options: &toml::Table) -> Result<test_support::Built> {
+        test_support::build::<ArmConfig>("arm", options)
+    }
+
+    #[test]
+    fn embedded_estimator_config_keeps_the_flat_keys() {
+        let built = build(&toml::Table::new()).unwrap();
+        assert_eq!(built.resolved.len(), 14);
+        assert_eq!(
+            built.resolved["smooth_min_temperature"].as_float(),
+            Some(1.0)
+        );
+        assert_eq!(built.resolved["fw_epsilon"].as_float(), Some(1e-8));
+        let t: toml::Table = toml::from_str("smooth_min_temperature = 2\nlambda1 = 0.5").unwrap();
+        let (cfg, _): (ArmConfig, _) = parse_options("arm", &t).unwrap();
+        assert_eq!(cfg.miv.smooth_min_temperature, 2.0);
+        assert_eq!(cfg.miv.fw_epsilon, 1e-8);
+        assert_eq!(cfg.lambda1, 0.5);
+        let t: toml::Table = toml::from_str("smooth_min_temp = 2").unwrap();
+        let e = build(&t).unwrap_err().to_string();
+        assert!(e.contains("unknown field `smooth_min_temp`"), "{e}");
     }
 }

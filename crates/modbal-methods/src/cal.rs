@@ -94,20 +94,22 @@
 //! `loss.ce_fused`, `loss.ce.<m>`, `loss.aib`, `loss.aib.<m>`.
 
 use crate::params::MethodParams;
+use crate::util::{option_keys, FlatKeys};
 use candle_core::{backprop::GradStore, DType, Tensor, Var};
 pub use modbal_contrib::cal::DEFAULT_TEMPERATURE;
 use modbal_contrib::cal::{
     marginal_contribution, modulation_coefficients, CalConfig, CalContribution, CalEpochStats,
-    CalState, CalVariant, TemperatureForm,
+    CalState,
 };
+use modbal_core::stats::true_class_score;
 use modbal_core::{
     Batch, EvalOutputs, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
     RunContext,
 };
 use modbal_info::gaussian::{gaussian_mi, GaussianConfig};
 use modbal_modulate::{
-    true_class_score, CalReinforcement, CalReinforcementConfig, ModulationWindow, OgmForm, OgmGe,
-    OgmGeConfig, OgmScope,
+    CalReinforcement, CalReinforcementConfig, ModulationWindow, OgmForm, OgmGe, OgmGeConfig,
+    OgmScope,
 };
 use modbal_tensors::{
     cross_entropy, ops::logdet, AdamW, AdamWConfig, Init, Linear, Optimizer, OptimizerState,
@@ -189,39 +191,35 @@ pub enum FusedTarget {
 }
 
 /// Options of `cal` (`[method]` keys). `Default` = the paper's values where it gives them.
+///
+/// The building blocks' configs are embedded, not copied: eq 1-7's [`CalConfig`]
+/// ([`Self::contribution`]) and the Gaussian MI's [`GaussianConfig`] ([`Self::mi`]) keep their
+/// fields, defaults and checks in their crates, under the flat keys users write (`gamma`,
+/// `temperature`, `lambda_potential`, `mi_ridge`, …: `#[serde(flatten)]` with a key mapping).
+/// Unknown keys are errors that name them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CalMethodConfig {
-    /// γ of eq 3, in (0, 1]. Default 0.2 (§4.1 "the smoothing coefficient γ was set to 0.2").
-    pub gamma: f64,
-    /// n of eq 4, ≥ 1. Default 5 (§3.1 "n is set to 5"; §4.1 "window size K was set to 5").
-    pub window: usize,
-    /// λ of eq 5, in [0, 1]. Default 0.5 (§4.1 "the dynamic potential parameter λ … 0.5").
-    pub lambda_potential: f64,
+    /// Eq 1-7 (the contribution tracker): [`CalConfig`]'s keys `gamma` (γ of eq 3), `window`
+    /// (n of eq 4), `epsilon` (ε of eq 4), `p_max` (P_max of eq 5), `temperature` (T of eq 7),
+    /// `temperature_form`, `variant` (eq 1 or a Table 5 row), and its `lambda` (λ of eq 5) under
+    /// the key `lambda_potential`. Default [`CalConfig::default`] (the paper's values; T =
+    /// [`DEFAULT_TEMPERATURE`]).
+    #[serde(flatten, with = "contribution_keys")]
+    pub contribution: CalConfig,
     /// λ of eq 9 (`β_m = exp(−λ a^m)`), > 0. Default 2 (§4.1 "the compression ratio parameter λ
     /// was set to 2").
     pub lambda_compression: f64,
     /// λ_m of eq 15 (weight of L_AIB), ≥ 0; 0 switches AIB off. Default 0.1 (§4.1 "the
     /// compression parameter λ_m was set to 0.1").
     pub lambda_m: f64,
-    /// Temperature T of eq 7, > 0. Default [`DEFAULT_TEMPERATURE`] (the paper gives none;
-    /// chosen by the sweep in `docs/results/cal-temperature-sweep.md`).
-    pub temperature: f64,
-    /// How T enters eq 7: `multiply` (eq 7 as printed, default) or `divide`.
-    pub temperature_form: TemperatureForm,
-    /// W formula (eq 1 or a Table 5 row): `phi_times_r` (default), `phi_only`, `r_only`,
-    /// `phi_plus_r`, `p_times_r`.
-    pub variant: CalVariant,
-    /// P_max of eq 5. Default 1 (accuracy; §3.1).
-    pub p_max: f64,
-    /// ε of eq 4. Default 1e-8 (§3.1).
-    pub epsilon: f64,
     /// η of the reinforcement term (eq 8 prints η = 1 implicitly; the text names η). Default 1.
     pub eta: f64,
     /// Table 6 strategy: `strong` (default), `weak`, `ogm`, `none` (fixed a = 1/M); `off`
     /// leaves the gradients untouched.
     pub gradient: GradientStrategy,
-    /// α of the `ogm` strategy, ≥ 0. Default 0.8 (OGM-GE's CREMA-D value).
+    /// α of the `ogm` strategy ([`OgmGeConfig::alpha`]), ≥ 0. Default OGM-GE's, 0.8 (its
+    /// CREMA-D value).
     pub ogm_alpha: f64,
     /// Table 4 AIB variant: `mi`, `mx`, `mx_mi`, `beta` (default), `inv_beta`.
     pub aib: AibVariant,
@@ -234,12 +232,12 @@ pub struct CalMethodConfig {
     pub projection_dim: usize,
     /// Estimator of the MI terms of eq 13: `projected` (default) or `full_shrinkage`.
     pub mi_estimator: MiEstimator,
-    /// Ridge of the Gaussian covariance (multiple of each variance), ≥ 0. Default 1e-3
-    /// (`projected` only).
-    pub mi_ridge: f64,
-    /// Shrinkage of the Gaussian covariance towards its diagonal, in [0, 1]. Default 0.1
-    /// (`projected` only).
-    pub mi_shrinkage: f64,
+    /// Regularisation of the `projected` estimator's Gaussian covariance ([`GaussianConfig`]):
+    /// key `mi_ridge` (ridge, multiple of each variance, ≥ 0) and `mi_shrinkage` (shrinkage
+    /// towards the diagonal, in [0, 1]). Default ridge 1e-3, shrinkage 0.1 (CAL's, not
+    /// [`GaussianConfig::default`]).
+    #[serde(flatten, with = "mi_keys")]
+    pub mi: GaussianConfig,
     /// Lower bound of the estimated shrinkage intensity of `full_shrinkage`, in (0, 1].
     /// Default 1e-3 (keeps the Gram route defined when the data call for no shrinkage).
     pub mi_shrinkage_min: f64,
@@ -249,42 +247,80 @@ pub struct CalMethodConfig {
     pub det_con_min: f64,
     /// Upper clamp of det_con, ≥ det_con_min. Default 10.
     pub det_con_max: f64,
-    /// Learning rate of the compressors' AdamW, > 0. Default 1e-3.
+    /// Learning rate of the compressors' AdamW, > 0. Default [`AdamWConfig`]'s, 1e-3.
     pub compressor_lr: f64,
-    /// Weight decay of the compressors' AdamW, ≥ 0. Default 0.01.
+    /// Weight decay of the compressors' AdamW, ≥ 0. Default [`AdamWConfig`]'s, 0.01.
     pub compressor_weight_decay: f64,
 }
 
 impl Default for CalMethodConfig {
     fn default() -> Self {
+        let adamw = AdamWConfig::default();
         Self {
-            gamma: 0.2,
-            window: 5,
-            lambda_potential: 0.5,
+            contribution: CalConfig::default(),
             lambda_compression: 2.0,
             lambda_m: 0.1,
-            temperature: DEFAULT_TEMPERATURE,
-            temperature_form: TemperatureForm::Multiply,
-            variant: CalVariant::PhiTimesR,
-            p_max: 1.0,
-            epsilon: 1e-8,
             eta: 1.0,
             gradient: GradientStrategy::Strong,
-            ogm_alpha: 0.8,
+            ogm_alpha: OgmGeConfig::default().alpha,
             aib: AibVariant::Beta,
             fused_target: FusedTarget::Logits,
             compressor_hidden: 64,
             projection_dim: 16,
             mi_estimator: MiEstimator::Projected,
-            mi_ridge: 1e-3,
-            mi_shrinkage: 0.1,
+            mi: GaussianConfig {
+                ridge: 1e-3,
+                shrinkage: 0.1,
+            },
             mi_shrinkage_min: 1e-3,
             phi_floor: 1e-3,
             det_con_min: 0.1,
             det_con_max: 10.0,
-            compressor_lr: 1e-3,
-            compressor_weight_decay: 0.01,
+            compressor_lr: adamw.lr,
+            compressor_weight_decay: adamw.weight_decay,
         }
+    }
+}
+
+/// [`CalMethodConfig::contribution`]'s keys: [`CalConfig`]'s field names, `lambda` renamed.
+const CONTRIBUTION_KEYS: FlatKeys = FlatKeys {
+    prefix: "",
+    renames: &[("lambda", "lambda_potential")],
+};
+
+/// [`CalMethodConfig::mi`]'s keys: [`GaussianConfig`]'s field names with the prefix `mi_`.
+const MI_KEYS: FlatKeys = FlatKeys {
+    prefix: "mi_",
+    renames: &[],
+};
+
+/// `serde(with)` of [`CalMethodConfig::contribution`].
+mod contribution_keys {
+    use super::{option_keys, CalConfig, CalMethodConfig, CONTRIBUTION_KEYS};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &CalConfig, s: S) -> Result<S::Ok, S::Error> {
+        CONTRIBUTION_KEYS.serialize(v, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CalConfig, D::Error> {
+        let default = CalMethodConfig::default();
+        CONTRIBUTION_KEYS.deserialize(d, &default.contribution, &option_keys(&default))
+    }
+}
+
+/// `serde(with)` of [`CalMethodConfig::mi`].
+mod mi_keys {
+    use super::{option_keys, CalMethodConfig, GaussianConfig, MI_KEYS};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &GaussianConfig, s: S) -> Result<S::Ok, S::Error> {
+        MI_KEYS.serialize(v, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<GaussianConfig, D::Error> {
+        let default = CalMethodConfig::default();
+        MI_KEYS.deserialize(d, &default.mi, &option_keys(&default))
     }
 }
 
@@ -293,27 +329,6 @@ fn cfg_err<T>(msg: String) -> Result<T> {
 }
 
 impl CalMethodConfig {
-    /// The contribution tracker's configuration (eq 1-7).
-    pub fn contribution(&self) -> CalConfig {
-        CalConfig {
-            gamma: self.gamma,
-            window: self.window,
-            epsilon: self.epsilon,
-            lambda: self.lambda_potential,
-            p_max: self.p_max,
-            temperature: self.temperature,
-            temperature_form: self.temperature_form,
-            variant: self.variant,
-        }
-    }
-
-    fn gaussian(&self) -> GaussianConfig {
-        GaussianConfig {
-            ridge: self.mi_ridge,
-            shrinkage: self.mi_shrinkage,
-        }
-    }
-
     fn ogm(&self) -> OgmGeConfig {
         OgmGeConfig {
             alpha: self.ogm_alpha,
@@ -330,7 +345,7 @@ impl CalMethodConfig {
     /// Checks every value; errors name the key.
     pub fn validate(&self) -> Result<()> {
         // γ, n, ε, λ_potential, P_max, T (messages name `cal.gamma`, …).
-        if let Err(e) = self.contribution().validate() {
+        if let Err(e) = self.contribution.validate() {
             let msg = e
                 .to_string()
                 .replace("cal.lambda", "lambda_potential")
@@ -349,7 +364,7 @@ impl CalMethodConfig {
             ("lambda_m", self.lambda_m),
             ("eta", self.eta),
             ("ogm_alpha", self.ogm_alpha),
-            ("mi_ridge", self.mi_ridge),
+            ("mi_ridge", self.mi.ridge),
             ("phi_floor", self.phi_floor),
             ("compressor_weight_decay", self.compressor_weight_decay),
         ] {
@@ -357,10 +372,10 @@ impl CalMethodConfig {
                 return cfg_err(format!("{k} must be finite and >= 0, got {v}"));
             }
         }
-        if !(0.0..=1.0).contains(&self.mi_shrinkage) {
+        if !(0.0..=1.0).contains(&self.mi.shrinkage) {
             return cfg_err(format!(
                 "mi_shrinkage must be in [0, 1], got {}",
-                self.mi_shrinkage
+                self.mi.shrinkage
             ));
         }
         if !(self.mi_shrinkage_min > 0.0 && self.mi_shrinkage_min <= 1.0) {
@@ -710,7 +725,7 @@ impl Cal {
 
     fn tracker(&mut self, m: usize) -> Result<&mut CalContribution> {
         if self.tracker.is_none() {
-            self.tracker = Some(CalContribution::new(self.cfg.contribution(), m)?);
+            self.tracker = Some(CalContribution::new(self.cfg.contribution.clone(), m)?);
         }
         Ok(self.tracker.as_mut().expect("just built"))
     }
@@ -815,7 +830,7 @@ impl Cal {
         let n_mod = out.features.len();
         let a = self.modulation(n_mod);
         let det = self.det_con(n_mod);
-        let g = self.cfg.gaussian();
+        let g = self.cfg.mi.clone();
         let target = self.target(out)?;
         // One MI term of eq 13 by the configured estimator; logs the shrinkage λ of
         // `full_shrinkage` under `key`.
@@ -1072,8 +1087,11 @@ impl Method for Cal {
         let stats = CalEpochStats::from_eval(model, val)?;
         let report = self.tracker(n_mod)?.update(&stats)?;
         let neg_w: Vec<f64> = report.contribution.iter().map(|w| -w).collect();
-        self.a_weak =
-            modulation_coefficients(&neg_w, self.cfg.temperature, self.cfg.temperature_form)?;
+        self.a_weak = modulation_coefficients(
+            &neg_w,
+            self.cfg.contribution.temperature,
+            self.cfg.contribution.temperature_form,
+        )?;
         self.a = report.modulation.clone();
         // det_con = φ(c_m)/φ(m) on the validation split (eq 14), guarded (module docs).
         let mut det = vec![1.0; n_mod];
@@ -1157,7 +1175,7 @@ impl Method for Cal {
                         ))
                     }
                 };
-                let mut tr = CalContribution::new(self.cfg.contribution(), m)?;
+                let mut tr = CalContribution::new(self.cfg.contribution.clone(), m)?;
                 tr.load_state(st)?;
                 self.tracker = Some(tr);
             }
@@ -1180,5 +1198,134 @@ impl MethodParams for CalMethodConfig {
     }
     fn build(&self) -> Result<Box<dyn Method>> {
         Ok(Box::new(Cal::new(self.clone())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::test_support::{self, parse_options};
+
+    fn build(options: &toml::Table) -> Result<test_support::Built> {
+        test_support::build::<CalMethodConfig>("cal", options)
+    }
+    use modbal_contrib::cal::CalVariant;
+
+    fn table(s: &str) -> toml::Table {
+        toml::from_str(s).unwrap()
+    }
+
+    /// The `[method]` keys of `cal` (what users write and `config.toml` records) are those of
+    /// the config before the building blocks were embedded.
+    #[test]
+    fn keys_and_defaults_are_the_flat_ones() {
+        let built = build(&toml::Table::new()).unwrap();
+        let keys: Vec<&str> = built.resolved.keys().map(String::as_str).collect();
+        let mut want = vec![
+            "gamma",
+            "window",
+            "lambda_potential",
+            "lambda_compression",
+            "lambda_m",
+            "temperature",
+            "temperature_form",
+            "variant",
+            "p_max",
+            "epsilon",
+            "eta",
+            "gradient",
+            "ogm_alpha",
+            "aib",
+            "fused_target",
+            "compressor_hidden",
+            "projection_dim",
+            "mi_estimator",
+            "mi_ridge",
+            "mi_shrinkage",
+            "mi_shrinkage_min",
+            "phi_floor",
+            "det_con_min",
+            "det_con_max",
+            "compressor_lr",
+            "compressor_weight_decay",
+        ];
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        let r = &built.resolved;
+        assert_eq!(r["lambda_potential"].as_float(), Some(0.5));
+        assert_eq!(r["window"].as_integer(), Some(5));
+        assert_eq!(r["temperature"].as_float(), Some(DEFAULT_TEMPERATURE));
+        assert_eq!(r["temperature_form"].as_str(), Some("multiply"));
+        assert_eq!(r["variant"].as_str(), Some("phi_times_r"));
+        assert_eq!(r["mi_ridge"].as_float(), Some(1e-3));
+        assert_eq!(r["mi_shrinkage"].as_float(), Some(0.1));
+        assert_eq!(r["ogm_alpha"].as_float(), Some(0.8));
+        assert_eq!(r["compressor_lr"].as_float(), Some(1e-3));
+        assert_eq!(r["compressor_weight_decay"].as_float(), Some(0.01));
+        assert_eq!(
+            CalMethodConfig::default().contribution,
+            CalConfig::default()
+        );
+    }
+
+    #[test]
+    fn flat_keys_set_the_embedded_configs_and_round_trip() {
+        let cfg: CalMethodConfig = toml::Value::Table(table(
+            "gamma = 0.5\nlambda_potential = 0.25\ntemperature = 2\nvariant = \"phi_only\"\n\
+             mi_ridge = 0.01\neta = 0.5",
+        ))
+        .try_into()
+        .unwrap();
+        assert_eq!(cfg.contribution.gamma, 0.5);
+        assert_eq!(cfg.contribution.lambda, 0.25);
+        assert_eq!(cfg.contribution.temperature, 2.0);
+        assert_eq!(cfg.contribution.variant, CalVariant::PhiOnly);
+        assert_eq!(cfg.contribution.window, 5); // unset: CalConfig's default
+        assert_eq!(cfg.mi.ridge, 0.01);
+        assert_eq!(cfg.mi.shrinkage, 0.1); // unset: CAL's default, not GaussianConfig's 0
+        assert_eq!(cfg.eta, 0.5);
+        // What `config.toml` records parses back to the same config.
+        let (back, resolved): (CalMethodConfig, _) = parse_options(
+            "cal",
+            &match toml::Value::try_from(&cfg).unwrap() {
+                toml::Value::Table(t) => t,
+                v => panic!("{v:?}"),
+            },
+        )
+        .unwrap();
+        assert_eq!(back, cfg);
+        assert_eq!(resolved["lambda_potential"].as_float(), Some(0.25));
+        assert!(!resolved.contains_key("lambda") && !resolved.contains_key("ridge"));
+    }
+
+    #[test]
+    fn unknown_and_bad_keys_are_named() {
+        for key in ["gamm", "lambda", "ridge", "shrinkage", "mi_lambda"] {
+            let e = build(&table(&format!("{key} = 0.5")))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("unknown field `{key}`")), "{e}");
+            // Also when deserialised directly, outside the registry.
+            let direct: std::result::Result<CalMethodConfig, _> =
+                toml::Value::Table(table(&format!("{key} = 0.5"))).try_into();
+            assert!(direct.is_err(), "{key}");
+        }
+        let e = build(&table("lambda_potential = \"x\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("in `lambda_potential`"), "{e}");
+        let e = build(&table("mi_shrinkage = true"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("in `mi_shrinkage`"), "{e}");
+        let e = build(&table("lambda_potential = 2.0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lambda_potential must be in [0, 1], got 2"),
+            "{e}"
+        );
+        let e = build(&table("mi_shrinkage = 2.0")).unwrap_err().to_string();
+        assert!(e.contains("mi_shrinkage must be in [0, 1], got 2"), "{e}");
     }
 }

@@ -212,14 +212,16 @@ pub struct IbmlMethodConfig {
 
 impl Default for IbmlMethodConfig {
     fn default() -> Self {
+        // λ, the noise draw and the window (in epochs of the 100-epoch schedule) are TCM's.
+        let tcm = TcmConfig::default();
         Self {
-            lambda: 10.0,
-            window: ModulationWindow { start: 1, end: 90 },
+            lambda: tcm.lambda,
+            window: tcm.window,
             schedule_epochs: 100,
             bio: true,
             tcm: true,
             warmup: true,
-            noise: TcmNoise::SharedDraw,
+            noise: tcm.noise,
             warmup_schedule: IbmlWarmup::default(),
         }
     }

@@ -42,8 +42,9 @@
 //! loss parts `loss.<m>`.
 
 use crate::params::MethodParams;
-use crate::util::{by_name, entropy, rows, softmax_row};
+use crate::util::{by_name, entropy, rows};
 use candle_core::{DType, Tensor, Var};
+use modbal_core::stats::softmax_row;
 use modbal_core::{
     check_loss, Batch, EvalOutputs, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
     RunContext, StepOutput,
@@ -88,7 +89,7 @@ pub struct MlaConfig {
 impl Default for MlaConfig {
     fn default() -> Self {
         Self {
-            alpha_base: 0.1,
+            alpha_base: MlaProjectionConfig::default().alpha_base,
             projection: true,
             fusion: MlaFusion::Entropy,
         }

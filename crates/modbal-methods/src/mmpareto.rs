@@ -33,8 +33,9 @@
 //! `loss.<m>`.
 
 use crate::params::MethodParams;
-use crate::util::{accuracy, by_name, labels, rows};
+use crate::util::{by_name, option_keys, rows, FlatKeys};
 use candle_core::{backprop::GradStore, DType, Tensor, Var};
+use modbal_core::stats::{accuracy_rows, BatchStats, ModalityStats};
 use modbal_core::{
     check_loss, Batch, EvalOutputs, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
     RunContext, StepOutput,
@@ -55,15 +56,17 @@ use std::collections::BTreeMap;
 /// k_min = 0.001
 /// k_max = 0.999
 /// ```
+///
+/// The modulator's [`MmParetoConfig`] is embedded under its own keys (`gamma`, `k_min`, `k_max`),
+/// not copied; unknown keys are errors that name them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct MmParetoMethodConfig {
-    /// Magnitude factor γ > 0. Default 1.5 (official code; the paper's "γ").
-    pub gamma: f64,
-    /// Lower clamp of k0. Default 0.001 (official solver).
-    pub k_min: f64,
-    /// Upper clamp of k0. Default 0.999 (official solver).
-    pub k_max: f64,
+    /// The gradient integration (keys `gamma`: magnitude factor γ > 0, default 1.5, official
+    /// code, the paper's "γ"; `k_min`, `k_max`: clamps of k0, default 0.001 and 0.999, official
+    /// solver). Default [`MmParetoConfig::default`].
+    #[serde(flatten, with = "modulator_keys")]
+    pub modulator: MmParetoConfig,
     /// Momentum of the unimodal heads' SGD, in [0, 1). Default 0.9 (official).
     pub head_momentum: f64,
     /// Weight decay of the unimodal heads' SGD, ≥ 0. Default 1e-4 (official).
@@ -72,29 +75,39 @@ pub struct MmParetoMethodConfig {
 
 impl Default for MmParetoMethodConfig {
     fn default() -> Self {
-        let m = MmParetoConfig::default();
         Self {
-            gamma: m.gamma,
-            k_min: m.k_min,
-            k_max: m.k_max,
+            modulator: MmParetoConfig::default(),
             head_momentum: 0.9,
             head_weight_decay: 1e-4,
         }
     }
 }
 
-impl MmParetoMethodConfig {
-    pub fn modulator(&self) -> MmParetoConfig {
-        MmParetoConfig {
-            gamma: self.gamma,
-            k_min: self.k_min,
-            k_max: self.k_max,
-        }
+/// [`MmParetoMethodConfig::modulator`]'s keys: [`MmParetoConfig`]'s field names.
+const MODULATOR_KEYS: FlatKeys = FlatKeys {
+    prefix: "",
+    renames: &[],
+};
+
+/// `serde(with)` of [`MmParetoMethodConfig::modulator`].
+mod modulator_keys {
+    use super::{option_keys, MmParetoConfig, MmParetoMethodConfig, MODULATOR_KEYS};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &MmParetoConfig, s: S) -> Result<S::Ok, S::Error> {
+        MODULATOR_KEYS.serialize(v, s)
     }
 
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MmParetoConfig, D::Error> {
+        let default = MmParetoMethodConfig::default();
+        MODULATOR_KEYS.deserialize(d, &default.modulator, &option_keys(&default))
+    }
+}
+
+impl MmParetoMethodConfig {
     fn validate(&self) -> Result<()> {
         let err = |m: String| Err(ModbalError::Config(format!("method mmpareto: {m}")));
-        if let Err(e) = self.modulator().validate() {
+        if let Err(e) = self.modulator.validate() {
             return err(e.to_string());
         }
         if !(0.0..1.0).contains(&self.head_momentum) {
@@ -127,7 +140,8 @@ struct EpochSums {
     k_mm: Vec<f64>,
     k_uni: Vec<f64>,
     conflicts: Vec<f64>,
-    uni_acc: Vec<f64>,
+    /// Per-step accuracy of the unimodal heads (`uni_acc` = its mean over the steps).
+    uni: ModalityStats,
 }
 
 /// The MMPareto method; see the [module docs](self).
@@ -160,7 +174,7 @@ impl MmParetoMethod {
     pub fn new(cfg: MmParetoMethodConfig) -> Result<Self> {
         cfg.validate()?;
         Ok(Self {
-            modulator: MmPareto::new(cfg.modulator())?,
+            modulator: MmPareto::new(cfg.modulator.clone())?,
             cfg,
             init_seed: None,
             heads: None,
@@ -237,7 +251,7 @@ impl MmParetoMethod {
                 k_mm: vec![0.0; m],
                 k_uni: vec![0.0; m],
                 conflicts: vec![0.0; m],
-                uni_acc: vec![0.0; m],
+                uni: ModalityStats::new(m),
                 ..Default::default()
             };
         }
@@ -294,7 +308,8 @@ impl MmParetoMethod {
             .modulator
             .apply(&mut total, &g_mm, &uni_refs, &model_params, &groups)?;
         self.ensure_sums(names.len());
-        let y = labels(&batch.labels)?;
+        let detached = uni.iter().map(Tensor::detach).collect::<Vec<_>>();
+        let uni_stats = BatchStats::from_logits(&detached, &batch.labels)?;
         let s = &mut self.sums;
         s.steps += 1;
         for m in 0..names.len() {
@@ -302,8 +317,8 @@ impl MmParetoMethod {
             s.k_mm[m] += report.k_mm[m];
             s.k_uni[m] += report.k_uni[m];
             s.conflicts[m] += f64::from(u8::from(report.conflict[m]));
-            s.uni_acc[m] += accuracy(&rows(&uni[m].detach())?, &y);
         }
+        s.uni.add(&uni_stats);
         self.last = Some(report);
         Ok((out, uni, value, total, plain))
     }
@@ -392,7 +407,7 @@ impl Method for MmParetoMethod {
             .zip(&val.features)
             .map(|(head, f)| {
                 let f = f.to_device(head.weight.device())?;
-                Ok(accuracy(&rows(&head.forward(&f)?)?, &y))
+                Ok(accuracy_rows(&rows(&head.forward(&f)?)?, &y))
             })
             .collect::<Result<Vec<_>>>()?;
         ctx.log
@@ -414,7 +429,8 @@ impl Method for MmParetoMethod {
         ctx.log.set("conflicts", by_name(names, &s.conflicts));
         ctx.log
             .set("conflict_rate", by_name(names, &div(&s.conflicts)));
-        ctx.log.set("uni_acc", by_name(names, &div(&s.uni_acc)));
+        ctx.log
+            .set("uni_acc", by_name(names, &s.uni.mean_batch_accuracy()));
         Ok(())
     }
 
@@ -480,10 +496,49 @@ impl Method for MmParetoMethod {
 /// head (the fused head) plus the method-owned unimodal heads.
 impl MethodParams for MmParetoMethodConfig {
     fn check(&self) -> Result<()> {
-        self.validate()?;
-        Ok(self.modulator().validate()?)
+        // Includes the modulator's own checks.
+        self.validate()
     }
     fn build(&self) -> Result<Box<dyn Method>> {
         Ok(Box::new(MmParetoMethod::new(self.clone())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::test_support::{self, parse_options};
+
+    fn build(options: &toml::Table) -> Result<test_support::Built> {
+        test_support::build::<MmParetoMethodConfig>("mmpareto", options)
+    }
+
+    #[test]
+    fn embedded_modulator_keeps_the_flat_keys() {
+        let built = build(&toml::Table::new()).unwrap();
+        let keys: Vec<&str> = built.resolved.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "gamma",
+                "head_momentum",
+                "head_weight_decay",
+                "k_max",
+                "k_min"
+            ]
+        );
+        let t: toml::Table = toml::from_str("gamma = 2\nk_max = 0.5").unwrap();
+        let (cfg, _): (MmParetoMethodConfig, _) = parse_options("mmpareto", &t).unwrap();
+        assert_eq!(
+            cfg.modulator,
+            MmParetoConfig {
+                gamma: 2.0,
+                k_max: 0.5,
+                ..Default::default()
+            }
+        );
+        let t: toml::Table = toml::from_str("gama = 2").unwrap();
+        let e = build(&t).unwrap_err().to_string();
+        assert!(e.contains("unknown field `gama`"), "{e}");
     }
 }

@@ -35,10 +35,11 @@
 
 use crate::params::MethodParams;
 use candle_core::{backprop::GradStore, Var};
+use modbal_core::stats::{BatchStats, ModalityStats};
 use modbal_core::{
     Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
 };
-use modbal_modulate::{true_class_score, ModulationWindow, OgmForm, OgmGe, OgmGeConfig, OgmScope};
+use modbal_modulate::{ModulationWindow, OgmForm, OgmGe, OgmGeConfig, OgmScope};
 use modbal_tensors::cross_entropy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -132,7 +133,8 @@ impl OgmGeMethodConfig {
 struct EpochSums {
     steps: usize,
     active: usize,
-    s: Vec<f64>,
+    /// The per-step scores `s_m` (logged: their mean over the steps).
+    scores: ModalityStats,
     rho: Vec<f64>,
     k: Vec<f64>,
     tensors: Vec<f64>,
@@ -197,9 +199,9 @@ impl OgmGeMethod {
             self.modalities = model.modalities().to_vec();
         }
         let m = self.modalities.len();
-        if self.sums.s.len() != m {
+        if self.sums.rho.len() != m {
             self.sums = EpochSums {
-                s: vec![0.0; m],
+                scores: ModalityStats::new(m),
                 rho: vec![0.0; m],
                 k: vec![0.0; m],
                 tensors: vec![0.0; m],
@@ -250,23 +252,21 @@ impl Method for OgmGeMethod {
                 self.modalities.len()
             )));
         }
-        let scores = out
-            .per_modality_logits
-            .iter()
-            .map(|z| true_class_score(z, &batch.labels))
-            .collect::<std::result::Result<Vec<f64>, _>>()?;
+        // s_m = Σ_i softmax(z_m,i)[y_i] per modality (OGM-GE eq 9).
+        let batch_stats = BatchStats::from_logits(&out.per_modality_logits, &batch.labels)?;
+        let scores = &batch_stats.scores;
         let (params, groups) = self.scoped_params(model);
         let window = self.config.run_window(ctx.num_epochs);
         self.modulator.set_window(window)?;
         self.window = Some(window);
         let report =
             self.modulator
-                .apply(grads, &params, &groups, &scores, ctx.epoch, &mut ctx.rng)?;
+                .apply(grads, &params, &groups, scores, ctx.epoch, &mut ctx.rng)?;
         let s = &mut self.sums;
         s.steps += 1;
         s.active += usize::from(report.active);
+        s.scores.add(&batch_stats);
         for m in 0..scores.len() {
-            s.s[m] += scores[m];
             s.rho[m] += report.ratios[m];
             s.k[m] += if report.active {
                 report.coefficients[m]
@@ -292,7 +292,7 @@ impl Method for OgmGeMethod {
                 .collect::<serde_json::Map<_, _>>()
                 .into()
         };
-        ctx.log.set("s", per_mod(&s.s));
+        ctx.log.set("s", per_mod(s.scores.score_sums()));
         ctx.log.set("rho", per_mod(&s.rho));
         ctx.log.set("k", per_mod(&s.k));
         ctx.log.set("tensors", per_mod(&s.tensors));

@@ -130,3 +130,30 @@ fn to_table<P: Serialize>(p: &P) -> Result<toml::Table> {
         Err(e) => Err(ModbalError::Serde(e.to_string())),
     }
 }
+
+/// What the unit tests of the method modules use: a method's options parsed as the registry
+/// does (`resolved`: with its defaults filled in), and `(config, resolved)` without `check`.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    #[derive(Debug)]
+    pub(crate) struct Built {
+        pub(crate) resolved: toml::Table,
+    }
+
+    pub(crate) fn build<P: MethodParams>(name: &str, options: &toml::Table) -> Result<Built> {
+        Ok(Built {
+            resolved: parse::<P>(name, options)?.options()?,
+        })
+    }
+
+    pub(crate) fn parse_options<P: Serialize + DeserializeOwned>(
+        name: &str,
+        options: &toml::Table,
+    ) -> Result<(P, toml::Table)> {
+        let p: P = parse_typed(&format!("method {name}"), "method.", options)?;
+        let t = to_table(&p)?;
+        Ok((p, t))
+    }
+}

@@ -47,10 +47,11 @@
 use crate::params::MethodParams;
 use crate::util::{by_name, rows};
 use candle_core::{Device, Tensor};
+use modbal_core::stats::{BatchStats, ModalityStats};
 use modbal_core::{
     Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
 };
-use modbal_modulate::{true_class_score, ModulationWindow};
+use modbal_modulate::ModulationWindow;
 use modbal_tensors::cross_entropy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -157,7 +158,8 @@ struct EpochSums {
     active: usize,
     rho: f64,
     rho_steps: usize,
-    s: Vec<f64>,
+    /// The prototype classifiers' scores `s_m` over the active steps.
+    scores: ModalityStats,
     pce: Vec<f64>,
 }
 
@@ -297,9 +299,9 @@ impl Pmr {
     }
 
     fn ensure_sums(&mut self, m: usize) {
-        if self.sums.s.len() != m {
+        if self.sums.pce.len() != m {
             self.sums = EpochSums {
-                s: vec![0.0; m],
+                scores: ModalityStats::new(m),
                 pce: vec![0.0; m],
                 ..Default::default()
             };
@@ -370,20 +372,21 @@ impl Method for Pmr {
         self.sums.active += 1;
         let device = out.fused_logits.device();
         let mut sims = Vec::with_capacity(n);
-        let mut s = Vec::with_capacity(n);
         for (m, f) in out.features.iter().enumerate() {
             let p = self.prototypes(m, device)?.expect("ready");
-            let sim = prototype_similarity(f, &p)?;
-            s.push(true_class_score(&sim.detach(), &batch.labels)?);
-            sims.push(sim);
+            sims.push(prototype_similarity(f, &p)?);
         }
+        // s_m = Σ_i softmax(sim_m,i)[y_i]: the prototype classifier's true-class score.
+        let detached: Vec<Tensor> = sims.iter().map(Tensor::detach).collect();
+        let batch_stats = BatchStats::from_logits(&detached, &batch.labels)?;
+        let s = &batch_stats.scores;
         let best = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         if n == 2 && s[1] > 0.0 {
             self.sums.rho += s[0] / s[1];
             self.sums.rho_steps += 1;
         }
+        self.sums.scores.add(&batch_stats);
         for m in 0..n {
-            self.sums.s[m] += s[m];
             let rho = if s[m] > 0.0 {
                 best / s[m]
             } else {
@@ -429,12 +432,12 @@ impl Method for Pmr {
         let s = std::mem::take(&mut self.sums);
         if s.steps > 0 {
             let n = s.steps as f64;
-            let a = s.active.max(1) as f64;
             ctx.log.set("active", s.active as f64 / n);
             if s.active > 0 {
-                let div = |v: &[f64], d: f64| v.iter().map(|x| x / d).collect::<Vec<_>>();
-                ctx.log.set("s", by_name(names, &div(&s.s, a)));
-                ctx.log.set("pce", by_name(names, &div(&s.pce, n)));
+                let pce: Vec<f64> = s.pce.iter().map(|x| x / n).collect();
+                ctx.log
+                    .set("s", by_name(names, &s.scores.mean_batch_score()));
+                ctx.log.set("pce", by_name(names, &pce));
             }
             if s.rho_steps > 0 {
                 ctx.log.set("rho", s.rho / s.rho_steps as f64);

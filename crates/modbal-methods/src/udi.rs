@@ -579,9 +579,7 @@ impl Udi {
 
 /// Accuracy and mean predictive entropy of logits `[N, C]` against `labels`.
 fn acc_entropy(logits: &Tensor, labels: &[u32]) -> Result<(f64, f64)> {
-    let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1()?;
-    let correct = pred.iter().zip(labels).filter(|(p, y)| p == y).count();
-    let acc = correct as f64 / labels.len().max(1) as f64;
+    let acc = modbal_core::stats::accuracy(logits, labels)?;
     let lp = log_softmax(logits, D::Minus1)?;
     let ent = (lp.exp()? * &lp)?.sum(D::Minus1)?.neg()?.mean_all()?;
     Ok((acc, scalar(&ent)?))

@@ -36,6 +36,7 @@
 use crate::error::{input_err, param_err, Result};
 use crate::grads::{check_finite, check_len, group_vars};
 use candle_core::{backprop::GradStore, Var};
+use modbal_core::stats::softmax_row;
 use serde::{Deserialize, Serialize};
 
 /// Configuration of [`CalReinforcement`].
@@ -144,8 +145,5 @@ pub fn softmax_coefficients(w: &[f64], temperature: f64) -> Result<Vec<f64>> {
     }
     check_finite("CAL contributions W", w)?;
     let z: Vec<f64> = w.iter().map(|x| temperature * x).collect();
-    let mx = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = z.iter().map(|x| (x - mx).exp()).collect();
-    let s: f64 = e.iter().sum();
-    Ok(e.into_iter().map(|x| x / s).collect())
+    Ok(softmax_row(&z))
 }

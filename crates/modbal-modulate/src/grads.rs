@@ -1,5 +1,6 @@
 //! Helpers shared by the gradient modulators: parameter groups, f64 reductions over gradient
-//! tensors, building tensors from f64 buffers, and the OGM / IBML true-class score.
+//! tensors, building tensors from f64 buffers. (The OGM / IBML true-class score lives in
+//! [`modbal_core::stats`], re-exported here as [`crate::true_class_score`].)
 
 use crate::error::{input_err, Result};
 use candle_core::{DType, Tensor, Var};
@@ -76,35 +77,4 @@ pub(crate) fn check_finite(what: &str, v: &[f64]) -> Result<()> {
         return input_err(format!("{what}[{i}] = {x} is not finite"));
     }
     Ok(())
-}
-
-/// The OGM-GE / IBML score of one modality on a batch: `s = Σ_i softmax(z_i)[y_i]`, the sum over
-/// the batch of the probability given to the true class (OGM-GE's `score_a`/`score_v`; IBML eq 13
-/// `ρ^m`, computed there from the previous epoch's stored predictions).
-///
-/// # Shapes
-/// `logits: [B, C]` (any float dtype), `labels: [B]` (integer class ids `< C`) → scalar.
-pub fn true_class_score(logits: &Tensor, labels: &Tensor) -> Result<f64> {
-    let (b, c) = logits.dims2()?;
-    let y = labels.to_dtype(DType::I64)?.to_vec1::<i64>()?;
-    if y.len() != b {
-        return input_err(format!(
-            "logits have {b} rows but there are {} labels",
-            y.len()
-        ));
-    }
-    let z = logits.to_dtype(DType::F64)?.to_vec2::<f64>()?;
-    let mut s = 0.0;
-    for (row, &yi) in z.iter().zip(&y) {
-        if yi < 0 || yi as usize >= c {
-            return input_err(format!("label {yi} out of range for {c} classes"));
-        }
-        let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let denom: f64 = row.iter().map(|v| (v - mx).exp()).sum();
-        s += (row[yi as usize] - mx).exp() / denom;
-    }
-    if !s.is_finite() {
-        return input_err("logits contain NaN or infinite values");
-    }
-    Ok(s)
 }

@@ -79,9 +79,12 @@ pub use cal::{
 };
 pub use error::{ModulateError, Result};
 pub use feature_scale::{arl_scale_feature, scale_feature_grad};
-pub use grads::{group_vars, true_class_score};
+pub use grads::group_vars;
 pub use mla::{MlaProjectionConfig, MlaProjectionReport, MlaProjector, MlaProjectorState};
 pub use mmpareto::{sum_grads, MmPareto, MmParetoConfig, MmParetoReport};
+/// The OGM-GE / IBML true-class score `s = Σ_i softmax(z_i)[y_i]` of one modality on a batch
+/// (OGM-GE eq 9), the scores [`OgmGe::apply`] takes; defined in [`modbal_core::stats`].
+pub use modbal_core::stats::true_class_score;
 pub use ogm_ge::{OgmForm, OgmGe, OgmGeConfig, OgmGeReport, OgmScope};
 pub use tcm::{Tcm, TcmConfig, TcmNoise, TcmReport};
 pub use udi::{UdiController, UdiControllerConfig, UdiControllerReport};

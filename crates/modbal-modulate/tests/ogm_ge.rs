@@ -413,6 +413,6 @@ fn true_class_score_sums_the_true_class_probability() {
     let bad = Tensor::from_vec(vec![1u32, 2], 2, &Device::Cpu).unwrap();
     assert!(matches!(
         true_class_score(&z, &bad),
-        Err(ModulateError::Input(_))
+        Err(modbal_core::ModbalError::Data(_))
     ));
 }

@@ -5,10 +5,15 @@
 //!   occur in the labels or the predictions (scikit-learn's `f1_score(average="macro")`, where a
 //!   class with no true and no predicted positive is left out and 0/0 precision counts as 0);
 //! * discrepancy ratio: with `s_m = Σ_batch softmax(z_m)[y]` (OGM-GE's score, IBML's ρ^m),
-//!   `max_m s_m / min_m s_m` (≥ 1; 1 = balanced). For two modalities this is `max(ρ, 1/ρ)` of
-//!   OGM-GE's ρ = s_a/s_v.
+//!   `max_m s_m / min_m s_m` (≥ 1; 1 = balanced; +∞ when the weakest score is 0). For two
+//!   modalities this is `max(ρ, 1/ρ)` of OGM-GE's ρ = s_a/s_v.
+//!
+//! The per-modality statistics are those of [`modbal_core::stats`] in their tensor form
+//! (`argmax` and an f64 softmax on the logits' device), accumulated in a
+//! [`ModalityStats`]; the discrepancy ratio is [`stats::discrepancy_ratio`] unfloored.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{Result, Tensor};
+use modbal_core::stats::{self, BatchStats, ModalityStats, RatioFloor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -19,8 +24,7 @@ pub struct MetricAccumulator {
     n: usize,
     loss_sum: f64,
     correct_fused: usize,
-    correct_mod: Vec<usize>,
-    score_mod: Vec<f64>,
+    per_modality: ModalityStats,
     // confusion counts for macro-F1
     tp: Vec<usize>,
     fp: Vec<usize>,
@@ -37,23 +41,11 @@ pub struct SplitMetrics {
     pub discrepancy_ratio: Option<f64>,
 }
 
-fn argmax_rows(t: &Tensor) -> Result<Vec<u32>> {
-    t.argmax(D::Minus1)?.to_vec1::<u32>()
-}
-
-/// `softmax(z)[y]` per row.
-fn true_class_prob(z: &Tensor, y: &[u32]) -> Result<Vec<f64>> {
-    let p = modbal_tensors::ops::softmax(&z.to_dtype(DType::F64)?, D::Minus1)?;
-    let rows: Vec<Vec<f64>> = p.to_vec2()?;
-    Ok(rows.iter().zip(y).map(|(r, &c)| r[c as usize]).collect())
-}
-
 impl MetricAccumulator {
     pub fn new(classes: usize, modalities: usize) -> Self {
         Self {
             classes,
-            correct_mod: vec![0; modalities],
-            score_mod: vec![0.0; modalities],
+            per_modality: ModalityStats::new(modalities),
             tp: vec![0; classes],
             fp: vec![0; classes],
             fn_: vec![0; classes],
@@ -73,7 +65,7 @@ impl MetricAccumulator {
         let b = labels.len();
         self.n += b;
         self.loss_sum += loss * b as f64;
-        let pred = argmax_rows(fused)?;
+        let pred = stats::predictions(fused)?;
         for (&p, &y) in pred.iter().zip(labels) {
             if p == y {
                 self.correct_fused += 1;
@@ -83,11 +75,21 @@ impl MetricAccumulator {
                 self.fn_[y as usize] += 1;
             }
         }
-        for (m, z) in per_modality.iter().enumerate() {
-            let pm = argmax_rows(z)?;
-            self.correct_mod[m] += pm.iter().zip(labels).filter(|(p, y)| p == y).count();
-            self.score_mod[m] += true_class_prob(z, labels)?.iter().sum::<f64>();
+        let mut batch = BatchStats {
+            size: b,
+            correct: Vec::with_capacity(per_modality.len()),
+            scores: Vec::with_capacity(per_modality.len()),
+        };
+        for z in per_modality {
+            let pm = stats::predictions(z)?;
+            batch.correct.push(stats::count_correct(&pm, labels));
+            batch.scores.push(
+                stats::true_class_probabilities(z, labels)?
+                    .iter()
+                    .sum::<f64>(),
+            );
         }
+        self.per_modality.add(&batch);
         Ok(())
     }
 
@@ -106,20 +108,14 @@ impl MetricAccumulator {
         } else {
             f1s.iter().sum::<f64>() / f1s.len() as f64
         };
-        let discrepancy_ratio = if self.score_mod.len() >= 2 {
-            let max = self.score_mod.iter().cloned().fold(f64::MIN, f64::max);
-            let min = self.score_mod.iter().cloned().fold(f64::MAX, f64::min);
-            Some(if min > 0.0 { max / min } else { f64::INFINITY })
-        } else {
-            None
-        };
+        let discrepancy_ratio = self.per_modality.discrepancy_ratio(RatioFloor::Unfloored);
         SplitMetrics {
             loss: self.loss_sum / n,
             fusion_acc: self.correct_fused as f64 / n,
             modality_acc: modality_names
                 .iter()
-                .zip(&self.correct_mod)
-                .map(|(name, &c)| (name.clone(), c as f64 / n))
+                .zip(self.per_modality.accuracy())
+                .map(|(name, a)| (name.clone(), a))
                 .collect(),
             macro_f1,
             discrepancy_ratio,
@@ -130,7 +126,7 @@ impl MetricAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     #[test]
     fn macro_f1_and_accuracy_match_sklearn() {
