@@ -12,7 +12,7 @@
 use modbal::candle::{DType, Device, Tensor, Var};
 use modbal::contrib::ogm::ogm_scores;
 use modbal::info::gaussian::{gaussian_mi, GaussianConfig};
-use modbal::modulate::{OgmGe, OgmGeConfig};
+use modbal::modulate::{OgmGe, OgmGeConfig, OgmScope};
 use modbal::tensors::SeededRng;
 
 fn check(what: &str, got: f64, want: f64, tol: f64) -> Result<(), String> {
@@ -68,8 +68,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 3. Gradient modulator. OGM-GE eq 10 with α = 0.8 on those scores: audio (ρ = 1.5 > 1) has
     //    its encoder's gradients scaled by k = 1 − tanh(α·ρ); visual keeps k = 1.
+    //    (The default scope modulates 4-D convolution kernels only, as the official code; these
+    //    encoders are single linear layers, so every encoder parameter is in scope.)
     let ogm = OgmGe::new(OgmGeConfig {
         ge: false,
+        scope: OgmScope::AllEncoder,
         ..Default::default()
     })?;
     let w_audio = Var::from_tensor(&Tensor::ones((3, 2), DType::F32, &dev)?)?;
