@@ -207,6 +207,22 @@ fn set_path(v: &mut toml::Value, parts: &[&str], value: toml::Value, key: &str) 
     set_path(child, &parts[1..], value, key)
 }
 
+/// A run name is one directory name inside `out_dir`: it cannot climb out of it or point
+/// elsewhere (`../x`, `/tmp/x`, `a/b`).
+fn check_run_name(name: &str) -> Result<()> {
+    let bad = name == "."
+        || name == ".."
+        || name.contains(['/', '\\', '\0'])
+        || Path::new(name).is_absolute();
+    if bad {
+        return Err(ModbalError::Config(format!(
+            "name {name:?}: a run name is one directory name inside out_dir (no '/', '\\', '..'); \
+             use --out to choose where runs go"
+        )));
+    }
+    Ok(())
+}
+
 impl RunConfig {
     /// Deserialize from a TOML value, rejecting unknown keys (named), with the built-in names.
     pub fn from_toml_value(v: toml::Value) -> Result<Self> {
@@ -239,6 +255,7 @@ impl RunConfig {
     /// Parse every registry-owned section (method, dataset, registered encoders), check them
     /// and the rest, and record the options with their defaults.
     fn resolve_options(&mut self, reg: &Registry) -> Result<()> {
+        check_run_name(&self.name)?;
         self.train.check()?;
         self.method.options = reg
             .method(&self.method.name, &self.method.options)?
@@ -269,6 +286,13 @@ impl RunConfig {
     pub fn from_file_in(reg: &Registry, path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(|e| ModbalError::io("reading", path, e))?;
+        if text.trim().is_empty() {
+            // Not the default config: an empty file is a damaged or wrong one.
+            return Err(ModbalError::Config(format!(
+                "{} is empty (a run's config.toml is never empty: was it truncated?)",
+                path.display()
+            )));
+        }
         let v: toml::Value = text
             .parse::<toml::Table>()
             .map(toml::Value::Table)
@@ -456,6 +480,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("tpu"), "{e}");
+    }
+
+    #[test]
+    fn run_names_stay_inside_out_dir() {
+        for bad in ["../../x", "..", ".", "a/b", "/tmp/x", "a\\b"] {
+            let e = RunConfig::default()
+                .with_overrides(&[format!("name={bad:?}")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("one directory name"), "{bad}: {e}");
+        }
+        for ok in ["run-1", "udi.crema-d", "x..y"] {
+            RunConfig::default()
+                .with_overrides(&[format!("name={ok:?}")])
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn an_empty_config_file_is_an_error_not_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, "\n  \n").unwrap();
+        let e = RunConfig::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{e}");
     }
 
     #[test]

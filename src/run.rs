@@ -60,7 +60,16 @@ impl Registry {
     /// Continue an interrupted run from `run_dir/checkpoints/last` (its `config.toml` is read
     /// with this registry's names).
     pub fn resume(&self, run_dir: &Path, opts: &TrainOptions) -> Result<RunOutcome> {
-        let cfg = RunConfig::from_file_in(self, &run_dir.join("config.toml"))?;
+        let config = run_dir.join("config.toml");
+        if run_dir.is_dir() && !config.exists() && !run_dir.join("checkpoints").exists() {
+            return Err(ModbalError::Config(format!(
+                "nothing was checkpointed in {} (it has no config.toml: the run stopped while \
+                 starting); start it again with the same command and --name (the directory is \
+                 reused)",
+                run_dir.display()
+            )));
+        }
+        let cfg = RunConfig::from_file_in(self, &config)?;
         let (_, learner) = self.learner(&cfg)?;
         learner.resume(run_dir, opts)
     }

@@ -18,14 +18,31 @@ fn target_and_profile() -> (PathBuf, String) {
     (profile_dir.parent().unwrap().to_path_buf(), profile)
 }
 
-/// `cargo build` the example once; the path of its binary.
-fn build() -> PathBuf {
+/// `cargo build` the example once, from a copy in `scratch` (its path dependency made absolute,
+/// the workspace's Cargo.lock as its lock file, so that the build needs no network and leaves
+/// the repository untouched); the path of its binary.
+fn build(scratch: &Path) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = root.join("examples/custom-method");
+    let krate = scratch.join("custom-method");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    let manifest = std::fs::read_to_string(example.join("Cargo.toml"))
+        .unwrap()
+        .replace(
+            "path = \"../..\"",
+            &format!("path = {:?}", root.display().to_string()),
+        );
+    assert!(manifest.contains(&root.display().to_string()), "{manifest}");
+    std::fs::write(krate.join("Cargo.toml"), manifest).unwrap();
+    for f in ["lib.rs", "main.rs"] {
+        std::fs::copy(example.join("src").join(f), krate.join("src").join(f)).unwrap();
+    }
+    std::fs::copy(root.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
     let (target, profile) = target_and_profile();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--offline", "--locked", "--manifest-path"])
-        .arg(root.join("examples/custom-method/Cargo.toml"))
+    cmd.args(["build", "--offline", "--manifest-path"])
+        .arg(krate.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target);
     if profile == "release" {
         cmd.arg("--release");
@@ -51,7 +68,8 @@ fn run(bin: &Path, args: &[&str]) -> (bool, String) {
 
 #[test]
 fn a_program_outside_the_workspace_trains_its_own_method_dataset_and_encoder() {
-    let bin = build();
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = build(scratch.path());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
     let common = [

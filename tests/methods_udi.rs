@@ -620,6 +620,9 @@ fn resume_inside_the_follower_stage_is_exact() {
             serde_json::from_str(&std::fs::read_to_string(&sp).unwrap()).unwrap();
         st["method"]["q_networks"] = serde_json::json!([]);
         std::fs::write(&sp, st.to_string()).unwrap();
+        // The checksums would (rightly) report the edit as corruption; without them the
+        // checkpoint is taken as one of a modbal version without checksums.
+        std::fs::remove_file(last.join("checksums.json")).unwrap();
         resume(&ctl.run_dir, &common::quiet()).unwrap();
         let c = std::fs::read_to_string(ctl.run_dir.join("metrics.jsonl")).unwrap();
         assert_eq!(
@@ -643,7 +646,19 @@ fn missing_q_network_tensors_are_an_error() {
         &common::stop_after(3),
     )
     .unwrap();
-    std::fs::remove_file(cut.run_dir.join("checkpoints/last/method.safetensors")).unwrap();
+    let last = cut.run_dir.join("checkpoints/last");
+    std::fs::remove_file(last.join("method.safetensors")).unwrap();
+    // The checkpoint's checksums name the missing file first ...
+    let e = resume(&cut.run_dir, &common::quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("checkpoint corrupt") && e.contains("method.safetensors"),
+        "{e}"
+    );
+    // ... and without them (a checkpoint of a modbal version without checksums) UDI's own check
+    // does.
+    std::fs::remove_file(last.join("checksums.json")).unwrap();
     let e = resume(&cut.run_dir, &common::quiet())
         .unwrap_err()
         .to_string();

@@ -7,8 +7,9 @@ use crate::config::TrainConfig;
 use crate::metrics::{MetricAccumulator, SplitMetrics};
 pub use crate::record::EpochRecord;
 use crate::run_dir::{
-    append_line, fresh_run_dir, git_revision, keep_completed_epochs, read_json, save_checkpoint,
-    write_json, BestState, CheckpointState, METHOD_TENSORS,
+    append_line, claim_run_dir, crash_point, git_revision, lock_run_dir, read_json,
+    recover_checkpoint, restore_journal, save_best, save_checkpoint, write_atomic, write_json,
+    BestState, CheckpointState, RunLock, METHOD_TENSORS,
 };
 use crate::summary::{print_table, test_curve_summary, Summary, TEST_CURVE_FILE};
 use candle_core::{Device, Tensor, Var};
@@ -161,7 +162,7 @@ impl Learner {
         &self.splits
     }
 
-    fn session(self, dir: PathBuf, opts: &TrainOptions) -> Session {
+    fn session(self, dir: PathBuf, lock: Option<RunLock>, opts: &TrainOptions) -> Session {
         let device = Device::Cpu;
         let mut ctx = RunContext::new(self.seed, device.clone(), self.train.epochs);
         ctx.rng = seed_streams(self.seed).1;
@@ -177,17 +178,18 @@ impl Learner {
             dir,
             device,
             opts: opts.clone(),
+            _lock: lock,
         }
     }
 
-    /// Train a new run in `base` (or `base-1`, `base-2`… if `base` holds a run already; or in
-    /// `opts.run_dir`), writing `config_toml` (the caller's record of the run's configuration,
-    /// reloaded by whoever resumes it) as `config.toml`.
+    /// Train a new run in `base` (or `base-1`, `base-2`… if `base` holds a run already or
+    /// another process is using it; or in `opts.run_dir`), writing `config_toml` (the caller's
+    /// record of the run's configuration, reloaded by whoever resumes it) as `config.toml`. A
+    /// directory left by a run killed before its first checkpoint is reused.
     pub fn fit(self, base: &Path, config_toml: &str, opts: &TrainOptions) -> Result<RunOutcome> {
-        let dir = fresh_run_dir(opts.run_dir.as_deref().unwrap_or(base))?;
-        let mut s = self.session(dir, opts);
-        std::fs::write(s.dir.join("config.toml"), config_toml)
-            .map_err(|e| ModbalError::io("writing", s.dir.join("config.toml"), e))?;
+        let (dir, lock) = claim_run_dir(opts.run_dir.as_deref().unwrap_or(base))?;
+        let mut s = self.session(dir, Some(lock), opts);
+        write_atomic(&s.dir.join("config.toml"), config_toml.as_bytes())?;
         write_json(
             &s.dir.join("meta.json"),
             &serde_json::json!({
@@ -198,8 +200,7 @@ impl Learner {
             }),
         )?;
         for f in ["metrics.jsonl", "timing.jsonl"] {
-            std::fs::write(s.dir.join(f), "")
-                .map_err(|e| ModbalError::io("writing", s.dir.join(f), e))?;
+            write_atomic(&s.dir.join(f), b"")?;
         }
         run_loop(&mut s, None)
     }
@@ -209,9 +210,10 @@ impl Learner {
     /// method state and the RNG are then replaced by the checkpoint's, and the resumed
     /// `metrics.jsonl` is byte-identical to an uninterrupted run's.
     pub fn resume(self, run_dir: &Path, opts: &TrainOptions) -> Result<RunOutcome> {
-        let mut s = self.session(run_dir.to_path_buf(), opts);
-        let last = run_dir.join("checkpoints").join("last");
-        let st: CheckpointState = read_json(&last.join("state.json"))?;
+        let lock = lock_run_dir(run_dir)?;
+        let mut s = self.session(run_dir.to_path_buf(), Some(lock), opts);
+        // The newest complete checkpoint (checksums verified), made `checkpoints/last`.
+        let (last, st) = recover_checkpoint(run_dir)?;
         s.model
             .params()
             .load(last.join("model.safetensors"))
@@ -229,12 +231,9 @@ impl Learner {
         s.method.load_state_tensors(&method_tensors)?;
         s.ctx.rng = SeededRng::from_state(&st.rng).map_err(ModbalError::Data)?;
         s.ctx.step = st.step;
-        // Keep only the metrics of completed epochs.
-        keep_completed_epochs(&run_dir.join("metrics.jsonl"), st.epochs_done)?;
-        let tc = run_dir.join(TEST_CURVE_FILE);
-        if tc.exists() {
-            keep_completed_epochs(&tc, st.epochs_done)?;
-        }
+        // The metrics files hold exactly the completed epochs' lines (rebuilt from the
+        // checkpoint's copies).
+        restore_journal(run_dir, &last, st.epochs_done)?;
         let opt_state = OptimizerState::load(&last, "optimizer", &s.device)?;
         run_loop(&mut s, Some((st, opt_state)))
     }
@@ -246,7 +245,7 @@ impl Learner {
             quiet: true,
             ..Default::default()
         };
-        let mut s = self.session(run_dir.to_path_buf(), &opts);
+        let mut s = self.session(run_dir.to_path_buf(), None, &opts);
         let best = run_dir.join("checkpoints").join("best");
         s.model
             .params()
@@ -271,6 +270,8 @@ struct Session {
     dir: PathBuf,
     device: Device,
     opts: TrainOptions,
+    /// Held while training in `dir` (none when only evaluating a finished run).
+    _lock: Option<RunLock>,
 }
 
 impl Session {
@@ -470,11 +471,10 @@ impl Best {
         self.acc = Some(val_acc);
         self.epoch = Some(epoch);
         let snap = s.model.params().snapshot()?;
-        let bdir = s.dir.join("checkpoints").join("best");
-        std::fs::create_dir_all(&bdir).map_err(|e| ModbalError::io("creating", &bdir, e))?;
-        s.model.params().save(bdir.join("model.safetensors"))?;
-        write_json(
-            &bdir.join("state.json"),
+        // `checkpoints/best.pending`, promoted to `best/` with this epoch's checkpoint.
+        save_best(
+            &s.dir,
+            s.model.params(),
             &BestState {
                 epoch,
                 method: s.method.state(),
@@ -516,6 +516,14 @@ fn restore_progress(s: &Session, st: &CheckpointState) -> Result<(Best, Vec<Epoc
         let bdir = s.dir.join("checkpoints").join("best");
         let map = candle_core::safetensors::load(bdir.join("model.safetensors"), &s.device)?;
         let bs: BestState = read_json(&bdir.join("state.json"))?;
+        if Some(bs.epoch) != best.epoch {
+            return Err(ModbalError::Data(format!(
+                "{}: holds epoch {} but the checkpoint's best epoch is {:?}",
+                bdir.display(),
+                bs.epoch,
+                best.epoch
+            )));
+        }
         best.snapshot = Some((map.into_iter().collect(), bs.method));
     }
     let metrics_path = s.dir.join("metrics.jsonl");
@@ -669,6 +677,7 @@ fn run_loop(
                 },
             )?;
         }
+        crash_point("epoch-end");
     }
     crate::plot::write_plots(&s.dir, &history)?;
     if stop_at < epochs {

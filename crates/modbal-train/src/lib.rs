@@ -22,7 +22,13 @@
 //!   checkpoints/last/  model.safetensors, optimizer.{safetensors,json}, state.json (epoch, RNG, method),
 //!                      method.safetensors (method-owned tensors, e.g. UDI's q-networks; if any)
 //!   checkpoints/best/  model.safetensors, state.json
+//!   run.lock           held by the process training in the directory
 //! ```
+//!
+//! Every file is written so that a kill at any point loses no completed epoch: whole files
+//! through a temporary file, fsync and rename; checkpoints sealed with checksums and swapped in
+//! atomically; the metrics files rebuilt on resume from the checkpoint's copy (see the
+//! `run_dir` module for the protocol).
 //!
 //! A run can be resumed from `checkpoints/last` with [`Learner::resume`]; the resumed run's
 //! `metrics.jsonl` is byte-identical to an uninterrupted one.
@@ -77,5 +83,4 @@ pub mod summary;
 pub use config::{DeviceConfig, TrainConfig};
 pub use learner::{init_rng, EpochRecord, Learner, RunOutcome, TrainOptions};
 pub use metrics::{MetricAccumulator, SplitMetrics};
-pub use run_dir::fresh_run_dir;
 pub use summary::{format_table, Summary, TestCurveSummary, TEST_CURVE_FILE, TEST_CURVE_WARNING};

@@ -246,12 +246,12 @@ pub fn write_plots(dir: &Path, history: &[EpochRecord]) -> Result<()> {
         ),
     ] {
         let p = pdir.join(file);
-        std::fs::write(&p, body).map_err(|e| ModbalError::io("writing", &p, e))?;
+        crate::run_dir::write_atomic(&p, body.as_bytes())?;
     }
     let panels = method_panels(history);
     if !panels.is_empty() {
         let p = pdir.join("method.svg");
-        std::fs::write(&p, svg_panels(&panels)).map_err(|e| ModbalError::io("writing", &p, e))?;
+        crate::run_dir::write_atomic(&p, svg_panels(&panels).as_bytes())?;
     }
     Ok(())
 }
