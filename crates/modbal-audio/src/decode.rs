@@ -139,7 +139,7 @@ fn finish(
     if interleaved.is_empty() {
         return Err(AudioError::decode(path, "no audio samples"));
     }
-    if interleaved.len() % channels as usize != 0 {
+    if !interleaved.len().is_multiple_of(channels as usize) {
         return Err(AudioError::decode(
             path,
             format!(

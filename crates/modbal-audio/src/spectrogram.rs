@@ -77,7 +77,7 @@ pub fn psd_spectrogram(x: &[f32], fs: f64, cfg: &PsdConfig) -> Result<(Vec<f64>,
         }
         fft.power(&z, &mut scratch, &mut spec, &mut pw);
         for (f, &p) in pw.iter().enumerate() {
-            let c = if f == 0 || (m % 2 == 0 && f == m / 2) {
+            let c = if f == 0 || (m.is_multiple_of(2) && f == m / 2) {
                 1.0
             } else {
                 2.0

@@ -167,13 +167,7 @@ impl Learner {
         let mut ctx = RunContext::new(self.seed, device.clone(), self.train.epochs);
         ctx.rng = seed_streams(self.seed).1;
         Session {
-            model: self.model,
-            method: self.method,
-            splits: self.splits,
-            train: self.train,
-            seed: self.seed,
-            dataset: self.dataset,
-            noise: self.noise,
+            job: self,
             ctx,
             dir,
             device,
@@ -195,8 +189,8 @@ impl Learner {
             &serde_json::json!({
                 "modbal_version": env!("CARGO_PKG_VERSION"),
                 "git_revision": git_revision(),
-                "seed": s.seed,
-                "trainable_parameters": s.model.params().num_trainable(),
+                "seed": s.job.seed,
+                "trainable_parameters": s.job.model.params().num_trainable(),
             }),
         )?;
         for f in ["metrics.jsonl", "timing.jsonl"] {
@@ -214,11 +208,12 @@ impl Learner {
         let mut s = self.session(run_dir.to_path_buf(), Some(lock), opts);
         // The newest complete checkpoint (checksums verified), made `checkpoints/last`.
         let (last, st) = recover_checkpoint(run_dir)?;
-        s.model
+        s.job
+            .model
             .params()
             .load(last.join("model.safetensors"))
             .map_err(|e| ModbalError::Data(format!("{}: {e}", last.display())))?;
-        s.method.load_state(&st.method)?;
+        s.job.method.load_state(&st.method)?;
         let mt = last.join(METHOD_TENSORS);
         let method_tensors: BTreeMap<String, Tensor> = if mt.exists() {
             candle_core::safetensors::load(&mt, &s.device)
@@ -228,7 +223,7 @@ impl Learner {
         } else {
             BTreeMap::new()
         };
-        s.method.load_state_tensors(&method_tensors)?;
+        s.job.method.load_state_tensors(&method_tensors)?;
         s.ctx.rng = SeededRng::from_state(&st.rng).map_err(ModbalError::Data)?;
         s.ctx.step = st.step;
         // The metrics files hold exactly the completed epochs' lines (rebuilt from the
@@ -247,25 +242,20 @@ impl Learner {
         };
         let mut s = self.session(run_dir.to_path_buf(), None, &opts);
         let best = run_dir.join("checkpoints").join("best");
-        s.model
+        s.job
+            .model
             .params()
             .load(best.join("model.safetensors"))
             .map_err(|e| ModbalError::Data(format!("{}: {e}", best.display())))?;
         let bs: BestState = read_json(&best.join("state.json"))?;
-        s.method.load_state(&bs.method)?;
-        Ok(s.evaluate(s.splits.test.clone())?.0)
+        s.job.method.load_state(&bs.method)?;
+        Ok(s.evaluate(s.job.splits.test.clone())?.0)
     }
 }
 
-/// Everything a run needs in memory.
+/// Everything a run needs in memory: the learner and where the run stands.
 struct Session {
-    model: Box<dyn MultimodalModel>,
-    method: Box<dyn Method>,
-    splits: Splits,
-    train: TrainConfig,
-    seed: u64,
-    dataset: String,
-    noise: Option<NoiseConfig>,
+    job: Learner,
     ctx: RunContext,
     dir: PathBuf,
     device: Device,
@@ -278,11 +268,11 @@ impl Session {
     /// Evaluate the current model and method on `ds` (see [`evaluate`]).
     fn evaluate(&self, ds: Arc<dyn Dataset>) -> Result<(SplitMetrics, EvalOutputs)> {
         evaluate(
-            self.model.as_ref(),
-            self.method.as_ref(),
+            self.job.model.as_ref(),
+            self.job.method.as_ref(),
             ds,
-            self.train.eval_batch_size,
-            self.train.prefetch,
+            self.job.train.eval_batch_size,
+            self.job.train.prefetch,
             &self.device,
         )
     }
@@ -353,10 +343,10 @@ fn stage_of(stages: &[modbal_core::StageSpec], epoch: usize) -> (usize, usize) {
 }
 
 fn build_optimizer(s: &Session, stage: usize) -> Result<Box<dyn Optimizer>> {
-    let prefixes = s.method.trainable_prefixes(stage, s.model.as_ref());
+    let prefixes = s.job.method.trainable_prefixes(stage, s.job.model.as_ref());
     let mut vars: BTreeMap<String, Var> = BTreeMap::new();
     for p in &prefixes {
-        for (n, v) in s.model.params().trainable_with_prefix(p) {
+        for (n, v) in s.job.model.params().trainable_with_prefix(p) {
             vars.insert(n, v);
         }
     }
@@ -365,10 +355,10 @@ fn build_optimizer(s: &Session, stage: usize) -> Result<Box<dyn Optimizer>> {
             "stage {stage}: no trainable parameters match the prefixes {prefixes:?}"
         )));
     }
-    let inner = s.train.optimizer.build(vars.into_iter().collect())?;
+    let inner = s.job.train.optimizer.build(vars.into_iter().collect())?;
     Ok(Box::new(Clipped {
         inner,
-        max_norm: s.train.clip_grad_norm,
+        max_norm: s.job.train.clip_grad_norm,
     }))
 }
 
@@ -380,14 +370,14 @@ fn train_epoch(
     epoch: usize,
     epochs: usize,
 ) -> Result<SplitMetrics> {
-    let names = s.model.modalities().to_vec();
-    let n = s.splits.train.len();
-    let mut order = match s.method.epoch_indices(n, &mut s.ctx)? {
+    let names = s.job.model.modalities().to_vec();
+    let n = s.job.splits.train.len();
+    let mut order = match s.job.method.epoch_indices(n, &mut s.ctx)? {
         Some(v) => {
             if let Some(&bad) = v.iter().find(|&&i| i >= n) {
                 return Err(ModbalError::Data(format!(
                     "method {} asked for training index {bad} of {n}",
-                    s.method.name()
+                    s.job.method.name()
                 )));
             }
             v
@@ -396,17 +386,19 @@ fn train_epoch(
     };
     s.ctx.rng.shuffle(&mut order);
     // Augmentation of the real datasets is seeded by (run seed, epoch, sample).
-    s.splits.train.set_epoch(s.seed, epoch);
+    s.job.splits.train.set_epoch(s.job.seed, epoch);
     // Dropout masks too (BERT, sequence Transformer): seeded by (run seed, epoch, modality).
-    s.model.set_epoch(s.seed, epoch);
+    s.job.model.set_epoch(s.job.seed, epoch);
     let loader = DataLoader::new(
-        s.splits.train.clone(),
+        s.job.splits.train.clone(),
         order,
-        s.train.batch_size,
-        s.train.prefetch,
+        s.job.train.batch_size,
+        s.job.train.prefetch,
     )?;
     s.ctx.batches_per_epoch = loader.num_batches();
-    s.method.on_epoch_start(s.model.as_ref(), &mut s.ctx)?;
+    s.job
+        .method
+        .on_epoch_start(s.job.model.as_ref(), &mut s.ctx)?;
     let pb = if s.opts.progress && !s.opts.quiet {
         let pb = ProgressBar::new(loader.num_batches() as u64);
         pb.set_style(
@@ -419,14 +411,15 @@ fn train_epoch(
     } else {
         ProgressBar::hidden()
     };
-    let mut acc = MetricAccumulator::new(s.model.num_classes(), names.len());
+    let mut acc = MetricAccumulator::new(s.job.model.num_classes(), names.len());
     for (bi, batch) in loader.enumerate() {
         let batch = batch?.to_device(&s.device)?;
         s.ctx.batch_index = bi;
         let y: Vec<u32> = batch.labels.to_vec1()?;
         let step = s
+            .job
             .method
-            .train_step(s.model.as_ref(), batch, opt, &mut s.ctx)
+            .train_step(s.job.model.as_ref(), batch, opt, &mut s.ctx)
             .map_err(|e| match e {
                 ModbalError::Candle(c) => ModbalError::Data(format!(
                     "epoch {epoch}, batch {bi}: {c} (metrics and checkpoints of completed epochs are kept in {})",
@@ -435,7 +428,7 @@ fn train_epoch(
                 e => e,
             })?;
         s.ctx.step += 1;
-        let pred = s.method.predict(s.model.as_ref(), &step.output)?;
+        let pred = s.job.method.predict(s.job.model.as_ref(), &step.output)?;
         acc.add(step.loss, &y, &pred, &step.output.per_modality_logits)?;
         pb.inc(1);
         pb.set_message(format!("loss {:.4}", step.loss));
@@ -470,25 +463,25 @@ impl Best {
         }
         self.acc = Some(val_acc);
         self.epoch = Some(epoch);
-        let snap = s.model.params().snapshot()?;
+        let snap = s.job.model.params().snapshot()?;
         // `checkpoints/best.pending`, promoted to `best/` with this epoch's checkpoint.
         save_best(
             &s.dir,
-            s.model.params(),
+            s.job.model.params(),
             &BestState {
                 epoch,
-                method: s.method.state(),
+                method: s.job.method.state(),
             },
         )?;
-        self.snapshot = Some((snap, s.method.state()));
+        self.snapshot = Some((snap, s.job.method.state()));
         Ok(())
     }
 }
 
 /// The method's stages, checked to add up to `train.epochs`.
 fn planned_stages(s: &Session) -> Result<Vec<modbal_core::StageSpec>> {
-    let epochs = s.train.epochs;
-    let stages = s.method.stages(epochs, s.model.modalities());
+    let epochs = s.job.train.epochs;
+    let stages = s.job.method.stages(epochs, s.job.model.modalities());
     let total: usize = stages.iter().map(|x| x.epochs).sum();
     if total != epochs {
         let plan: Vec<String> = stages
@@ -497,7 +490,7 @@ fn planned_stages(s: &Session) -> Result<Vec<modbal_core::StageSpec>> {
             .collect();
         return Err(ModbalError::Config(format!(
             "method {} plans {total} epochs over its stages ({}), train.epochs is {epochs}",
-            s.method.name(),
+            s.job.method.name(),
             plan.join(", ")
         )));
     }
@@ -551,7 +544,7 @@ fn record_epoch(
     let mut tr = EpochRecord::new(epoch, stage, "train", train_m, lr);
     tr.method = s.ctx.log.take();
     let mut va = EpochRecord::new(epoch, stage, "val", val_m, lr);
-    if let Some(n) = &s.noise {
+    if let Some(n) = &s.job.noise {
         tr.noise = n.on.covers("train").then(|| n.clone());
         va.noise = n.on.covers("val").then(|| n.clone());
     }
@@ -559,10 +552,10 @@ fn record_epoch(
     for r in [&tr, &va] {
         append_line(&metrics_path, &serde_json::to_string(r)?)?;
     }
-    if s.train.report_test_curve {
-        let (test_m, _) = s.evaluate(s.splits.test.clone())?;
+    if s.job.train.report_test_curve {
+        let (test_m, _) = s.evaluate(s.job.splits.test.clone())?;
         let mut te = EpochRecord::new(epoch, stage, "test", &test_m, lr);
-        if let Some(n) = &s.noise {
+        if let Some(n) = &s.job.noise {
             te.noise = n.on.covers("test").then(|| n.clone());
         }
         append_line(&s.dir.join(TEST_CURVE_FILE), &serde_json::to_string(&te)?)?;
@@ -603,7 +596,7 @@ fn run_loop(
     s: &mut Session,
     resumed: Option<(CheckpointState, OptimizerState)>,
 ) -> Result<RunOutcome> {
-    let epochs = s.train.epochs;
+    let epochs = s.job.train.epochs;
     let stages = planned_stages(s)?;
     let (mut start_epoch, mut best, mut history) = (0, Best::default(), Vec::new());
     let mut pending_opt_state = None;
@@ -635,22 +628,31 @@ fn run_loop(
             opt = Some(o);
             cur_stage = stage;
             if stage_epoch == 0 {
-                s.method.on_stage_start(s.model.as_ref(), &mut s.ctx)?;
+                s.job
+                    .method
+                    .on_stage_start(s.job.model.as_ref(), &mut s.ctx)?;
             }
         }
         let opt = opt.as_mut().expect("optimizer built at stage start");
-        let lr = s.train.schedule.lr_at(s.train.optimizer.lr(), stage_epoch);
-        let lr = s.method.epoch_lr(lr, &mut s.ctx)?;
+        let lr = s
+            .job
+            .train
+            .schedule
+            .lr_at(s.job.train.optimizer.lr(), stage_epoch);
+        let lr = s.job.method.epoch_lr(lr, &mut s.ctx)?;
         opt.set_lr(lr);
         let train_m = train_epoch(s, opt.as_mut(), epoch, epochs)?;
         // The rate the optimizer ended the epoch with (a method may set it per step).
         let lr = opt.lr();
-        let (val_m, val_out) = s.evaluate(s.splits.val.clone())?;
-        s.method
-            .on_validation(s.model.as_ref(), &val_out, &mut s.ctx)?;
-        s.method.on_epoch_end(s.model.as_ref(), &mut s.ctx)?;
+        let (val_m, val_out) = s.evaluate(s.job.splits.val.clone())?;
+        s.job
+            .method
+            .on_validation(s.job.model.as_ref(), &val_out, &mut s.ctx)?;
+        s.job
+            .method
+            .on_epoch_end(s.job.model.as_ref(), &mut s.ctx)?;
         let records = record_epoch(s, epoch, &stages[stage].name, lr, &train_m, &val_m)?;
-        let selectable = s.method.selectable(&s.ctx, &stages);
+        let selectable = s.job.method.selectable(&s.ctx, &stages);
         best.consider(s, epoch, val_m.fusion_acc, selectable)?;
         let secs = t0.elapsed().as_secs_f64();
         append_line(
@@ -661,17 +663,17 @@ fn run_loop(
             print_epoch(epoch, epochs, &train_m, &val_m, lr, secs);
         }
         history.extend(records);
-        if (epoch + 1) % s.train.checkpoint_every == 0 || epoch + 1 == stop_at {
+        if (epoch + 1) % s.job.train.checkpoint_every == 0 || epoch + 1 == stop_at {
             save_checkpoint(
                 &s.dir,
-                &*s.model,
-                s.method.as_ref(),
+                &*s.job.model,
+                s.job.method.as_ref(),
                 opt.as_ref(),
                 &CheckpointState {
                     epochs_done: epoch + 1,
                     step: s.ctx.step,
                     rng: s.ctx.rng.state(),
-                    method: s.method.state(),
+                    method: s.job.method.state(),
                     best_epoch: best.epoch,
                     best_val_acc: best.epoch.and(best.acc),
                 },
@@ -706,10 +708,10 @@ fn finish_run(
     stages: &[modbal_core::StageSpec],
     best: Option<(usize, Snapshot)>,
 ) -> Result<Summary> {
-    let epochs = s.train.epochs;
+    let epochs = s.job.train.epochs;
     // The model as the last epoch left it, on test (no selection).
-    let test_last = s.evaluate(s.splits.test.clone())?.0;
-    let test_curve = if s.train.report_test_curve {
+    let test_last = s.evaluate(s.job.splits.test.clone())?.0;
+    let test_curve = if s.job.train.report_test_curve {
         Some(test_curve_summary(&s.dir.join(TEST_CURVE_FILE), epochs)?)
     } else {
         None
@@ -720,7 +722,7 @@ fn finish_run(
             "method {} reported no selectable epoch in {epochs} epochs (stages: {}): no model to \
              evaluate; give the stages that the method reports (e.g. UDI's follower stage) at \
              least one epoch",
-            s.method.name(),
+            s.job.method.name(),
             stages
                 .iter()
                 .map(|x| format!("{} {}", x.name, x.epochs))
@@ -729,19 +731,19 @@ fn finish_run(
         ))
     })?;
     let snap: HashMap<String, Tensor> = snap.into_iter().collect();
-    s.model.params().restore(&snap)?;
-    s.method.load_state(&mstate)?;
-    let val = s.evaluate(s.splits.val.clone())?.0;
-    let test = s.evaluate(s.splits.test.clone())?.0;
+    s.job.model.params().restore(&snap)?;
+    s.job.method.load_state(&mstate)?;
+    let val = s.evaluate(s.job.splits.val.clone())?.0;
+    let test = s.evaluate(s.job.splits.test.clone())?.0;
     let summary = Summary {
         run: s
             .dir
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        method: s.method.name().to_string(),
-        dataset: s.dataset.clone(),
-        seed: s.seed,
+        method: s.job.method.name().to_string(),
+        dataset: s.job.dataset.clone(),
+        seed: s.job.seed,
         epochs,
         best_epoch: best,
         selected_on: "val.fusion_acc".into(),
@@ -749,7 +751,7 @@ fn finish_run(
         test,
         test_last,
         test_curve,
-        noise: s.noise.clone(),
+        noise: s.job.noise.clone(),
     };
     write_json(&s.dir.join("summary.json"), &summary)?;
     if !s.opts.quiet {

@@ -192,21 +192,33 @@ pub(crate) fn lock_run_dir(dir: &Path) -> Result<RunLock> {
         .write(true)
         .open(&path)
         .map_err(io("opening", &path))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            return Err(ModbalError::Config(format!(
-                "run directory {} is in use by another process ({}): two runs never share a \
-                 directory; choose another --name or wait for it to finish",
-                dir.display(),
-                match holder.trim() {
-                    "" => "unknown pid".to_string(),
-                    pid => format!("pid {pid}"),
-                }
-            )));
+    // A lock can outlive its holder's `File` for a moment: a child process forked by another
+    // thread (e.g. for `git rev-parse`) holds a copy of the descriptor until it execs. Retry
+    // for up to two seconds before calling the directory busy.
+    let mut tries = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if tries < 40 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(ModbalError::Config(format!(
+                    "run directory {} is in use by another process ({}): two runs never share \
+                     a directory; choose another --name or wait for it to finish",
+                    dir.display(),
+                    match holder.trim() {
+                        "" => "unknown pid".to_string(),
+                        pid => format!("pid {pid}"),
+                    }
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(ModbalError::io("locking", &path, e))
+            }
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(ModbalError::io("locking", &path, e)),
     }
     file.set_len(0).map_err(io("writing", &path))?;
     write!(file, "{}", std::process::id()).map_err(io("writing", &path))?;
