@@ -143,3 +143,21 @@ fn train_command_writes_the_run_and_is_reproducible() {
         a.join("summary.json").exists() && a.join("checkpoints/last/model.safetensors").exists()
     );
 }
+
+#[test]
+fn devices_are_chosen_on_the_command_line_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, _, err) = modbal(&["train", "--device", "cuda:1", "--out", d]);
+    assert_ne!(code, 0);
+    // This CI build has no `cuda` feature: the error says how to get one.
+    assert!(
+        err.contains("cuda:1") && err.contains("--features cuda"),
+        "{err}"
+    );
+    let (code, _, err) = modbal(&["train", "--device", "tpu", "--out", d]);
+    assert_ne!(code, 0);
+    assert!(err.contains("tpu") && err.contains("cuda:N"), "{err}");
+    // Nothing was written for the refused runs.
+    assert_eq!(std::fs::read_dir(d).unwrap().count(), 0);
+}

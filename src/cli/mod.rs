@@ -119,6 +119,9 @@ struct TrainArgs {
     /// validation-selected model.
     #[arg(long)]
     report_test_curve: bool,
+    /// Where to train: cpu (default), cuda (GPU 0) or cuda:N (config `train.device`).
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<modbal_train::DeviceConfig>,
     /// Override any config key: --set train.optimizer.lr=0.05 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
@@ -164,6 +167,9 @@ fn build_config(reg: &Registry, a: &TrainArgs) -> Result<RunConfig> {
             }
         }
         cfg = p.apply_in(reg, &cfg, a.method.as_deref())?;
+    }
+    if let Some(d) = a.device {
+        cfg.train.device = d;
     }
     if a.report_test_curve {
         cfg.train.report_test_curve = true;

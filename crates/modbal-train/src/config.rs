@@ -127,11 +127,16 @@ impl TrainConfig {
             .validate()
             .map_err(|e| ModbalError::Config(format!("train.{e}")))?;
         if self.device != DeviceConfig::Cpu {
+            let why = if cfg!(feature = "cuda") {
+                "this build has the `cuda` feature, but the training loop has no CUDA path yet \
+                 (its ops run on the CPU only; docs/cuda.md)"
+            } else {
+                "this build has no CUDA support: build with `cargo build --release --features \
+                 cuda` (or `just build-cuda`; docs/cuda.md); note that the training loop has no \
+                 CUDA path yet"
+            };
             return Err(ModbalError::Config(format!(
-                "train.device = \"{}\": training runs on the CPU only so far (the `cuda` \
-                 feature, `cargo build --release --features cuda` / `just build-cuda`, builds the \
-                 CUDA kernels of modbal-kernels, but the training loop has no CUDA path yet; \
-                 docs/cuda.md)",
+                "train.device = \"{}\": {why}",
                 self.device
             )));
         }
