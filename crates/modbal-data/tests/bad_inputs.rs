@@ -1,0 +1,133 @@
+//! Regression tests of issue 17 ("Bad inputs"): sizes read from a file header or an option are
+//! never trusted. Each test writes a forged file (or sets an absurd option) and checks that the
+//! error names the value — no capacity-overflow or out-of-bounds panic, no huge allocation, no
+//! silently wrapped count.
+
+use modbal_data::npy::{read_array, read_csv, read_npy, read_npy_header};
+
+/// A `.npy` file (version 1.0 unless `v2`) with the header dict `dict` and the data `body`.
+fn npy_bytes(dict: &str, body: &[u8], v2: bool) -> Vec<u8> {
+    let mut h = dict.to_string();
+    let pre = if v2 { 12 } else { 10 };
+    while (pre + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut b = b"\x93NUMPY".to_vec();
+    if v2 {
+        b.extend([2, 0]);
+        b.extend((h.len() as u32).to_le_bytes());
+    } else {
+        b.extend([1, 0]);
+        b.extend((h.len() as u16).to_le_bytes());
+    }
+    b.extend(h.as_bytes());
+    b.extend(body);
+    b
+}
+
+fn err_of<T: std::fmt::Debug>(r: modbal_core::Result<T>) -> String {
+    r.expect_err("must be refused").to_string()
+}
+
+#[test]
+fn npy_shape_whose_size_overflows_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("forged.npy");
+    // 2^62 × 4 elements of 8 bytes: the byte count wraps to 0 in unchecked arithmetic.
+    let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904, 4), }";
+    std::fs::write(&p, npy_bytes(dict, &[0u8; 32], false)).unwrap();
+    for e in [err_of(read_npy(&p)), err_of(read_npy_header(&p))] {
+        assert!(
+            e.contains("forged.npy")
+                && e.contains("[4611686018427387904, 4]")
+                && e.contains("more bytes than this machine can address"),
+            "{e}"
+        );
+    }
+    // (2^62 + 1) × 4 one-byte elements wraps to 4, the 4 bytes present.
+    let dict = "{'descr': '|u1', 'fortran_order': False, 'shape': (4611686018427387905, 4), }";
+    std::fs::write(&p, npy_bytes(dict, &[1, 2, 3, 4], false)).unwrap();
+    let e = err_of(read_npy(&p));
+    assert!(e.contains("[4611686018427387905, 4]"), "{e}");
+}
+
+#[test]
+fn npy_shape_must_match_the_bytes_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.npy");
+    // A header claiming 10^9 floats over 8 bytes of data.
+    let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000,), }";
+    std::fs::write(&p, npy_bytes(dict, &[0u8; 8], false)).unwrap();
+    for e in [err_of(read_npy(&p)), err_of(read_npy_header(&p))] {
+        assert!(
+            e.contains("data truncated: shape [1000000000] needs 4000000000 bytes, file has 8"),
+            "{e}"
+        );
+    }
+    // More data than the shape says: header and data disagree.
+    let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }";
+    std::fs::write(&p, npy_bytes(dict, &[0u8; 12], false)).unwrap();
+    for e in [err_of(read_npy(&p)), err_of(read_npy_header(&p))] {
+        assert!(
+            e.contains("shape [2] of dtype <f4 needs 8 bytes of data, file has 12"),
+            "{e}"
+        );
+    }
+    // The exact size is read as before.
+    std::fs::write(&p, npy_bytes(dict, &[0u8; 8], false)).unwrap();
+    assert_eq!(read_npy(&p).unwrap().shape, vec![2]);
+    assert_eq!(read_npy_header(&p).unwrap(), ("<f4".to_string(), vec![2]));
+}
+
+#[test]
+fn npy_header_length_beyond_the_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("h.npy");
+    // Version 2.0: a 4-byte header length of 0xFFFFFFFF over a 76-byte file (allocated up front
+    // by the header-only reader before).
+    let mut b = npy_bytes(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }",
+        &[0u8; 8],
+        true,
+    );
+    b[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&p, &b).unwrap();
+    let want = format!(
+        "truncated header: header length 4294967295, file has {} bytes",
+        b.len()
+    );
+    for e in [err_of(read_npy(&p)), err_of(read_npy_header(&p))] {
+        assert!(e.contains(&want), "{e}");
+    }
+}
+
+#[test]
+fn npy_odd_dtype_strings_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("d.npy");
+    for (descr, needle) in [
+        ("", "unsupported dtype \"\""),
+        ("é4", "unsupported dtype \"é4\""),
+    ] {
+        let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (1,), }}");
+        std::fs::write(&p, npy_bytes(&dict, &[0u8; 4], false)).unwrap();
+        let e = err_of(read_npy(&p));
+        assert!(e.contains(needle), "{descr:?}: {e}");
+    }
+}
+
+#[test]
+fn csv_with_a_byte_order_mark_keeps_its_first_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bom.csv");
+    std::fs::write(&p, "\u{feff}1,2\n3,4\n").unwrap();
+    let a = read_csv(&p).unwrap();
+    assert_eq!(
+        (a.shape.clone(), a.data.clone()),
+        (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0])
+    );
+    // With a header row after the BOM, the header is still skipped.
+    std::fs::write(&p, "\u{feff}a,b\n1,2\n").unwrap();
+    assert_eq!(read_array(&p).unwrap().data, vec![1.0, 2.0]);
+}
