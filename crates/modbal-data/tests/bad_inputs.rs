@@ -4,6 +4,9 @@
 //! silently wrapped count.
 
 use modbal_data::npy::{read_array, read_csv, read_npy, read_npy_header};
+use modbal_data::real::cgmnist::CgmnistConfig;
+use modbal_data::real::fixtures;
+use std::path::Path;
 
 /// A `.npy` file (version 1.0 unless `v2`) with the header dict `dict` and the data `body`.
 fn npy_bytes(dict: &str, body: &[u8], v2: bool) -> Vec<u8> {
@@ -130,4 +133,76 @@ fn csv_with_a_byte_order_mark_keeps_its_first_row() {
     // With a header row after the BOM, the header is still skipped.
     std::fs::write(&p, "\u{feff}a,b\n1,2\n").unwrap();
     assert_eq!(read_array(&p).unwrap().data, vec![1.0, 2.0]);
+}
+
+/// Overwrite the 32-bit big-endian word `at` of an IDX file.
+fn poke(path: &Path, at: usize, v: u32) {
+    let mut b = std::fs::read(path).unwrap();
+    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    std::fs::write(path, b).unwrap();
+}
+
+fn cgmnist_err(root: &Path) -> String {
+    CgmnistConfig {
+        root: root.to_path_buf(),
+        ..Default::default()
+    }
+    .build()
+    .expect_err("must be refused")
+    .to_string()
+}
+
+#[test]
+fn idx_sizes_that_wrap_to_zero_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    fixtures::write_mnist(dir.path(), 20, 10, 0).unwrap();
+    let ip = dir.path().join("train-images-idx3-ubyte");
+    // 2^16 images of 2^24 × 2^24: n·rows·cols = 2^64 wraps to 0 in unchecked arithmetic.
+    poke(&ip, 4, 1 << 16);
+    poke(&ip, 8, 1 << 24);
+    poke(&ip, 12, 1 << 24);
+    let e = cgmnist_err(dir.path());
+    assert!(
+        e.contains("train-images-idx3-ubyte")
+            && e.contains("65536 images of 16777216×16777216")
+            && e.contains("more bytes than this machine can address"),
+        "{e}"
+    );
+}
+
+#[test]
+fn idx_sizes_must_match_the_file_length() {
+    let dir = tempfile::tempdir().unwrap();
+    fixtures::write_mnist(dir.path(), 20, 10, 0).unwrap();
+    let ip = dir.path().join("t10k-images-idx3-ubyte");
+    // More images than the file holds.
+    poke(&ip, 4, 1000);
+    let e = cgmnist_err(dir.path());
+    assert!(
+        e.contains("t10k-images-idx3-ubyte")
+            && e.contains("truncated: 1000 images of 28×28 need 784016 bytes, file has 7856"),
+        "{e}"
+    );
+    // Fewer images than the file holds.
+    poke(&ip, 4, 5);
+    let e = cgmnist_err(dir.path());
+    assert!(
+        e.contains("header says 5 images of 28×28 (3936 bytes), but the file has 7856"),
+        "{e}"
+    );
+    // No images at all (the shapes would be unbounded).
+    poke(&ip, 4, 0);
+    let e = cgmnist_err(dir.path());
+    assert!(e.contains("the header says 0 images"), "{e}");
+    // Trailing bytes in the label file.
+    poke(&ip, 4, 10);
+    let lp = dir.path().join("t10k-labels-idx1-ubyte");
+    let mut b = std::fs::read(&lp).unwrap();
+    b.push(3);
+    std::fs::write(&lp, b).unwrap();
+    let e = cgmnist_err(dir.path());
+    assert!(
+        e.contains("t10k-labels-idx1-ubyte") && e.contains("10 labels (19 bytes) for 10 images"),
+        "{e}"
+    );
 }
