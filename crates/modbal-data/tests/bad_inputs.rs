@@ -6,6 +6,8 @@
 use modbal_data::npy::{read_array, read_csv, read_npy, read_npy_header};
 use modbal_data::real::cgmnist::CgmnistConfig;
 use modbal_data::real::fixtures;
+use modbal_data::synth::SynthCommon;
+use modbal_data::{SynthAvConfig, SynthShiftConfig, SynthVecConfig};
 use std::path::Path;
 
 /// A `.npy` file (version 1.0 unless `v2`) with the header dict `dict` and the data `body`.
@@ -205,4 +207,60 @@ fn idx_sizes_must_match_the_file_length() {
         e.contains("t10k-labels-idx1-ubyte") && e.contains("10 labels (19 bytes) for 10 images"),
         "{e}"
     );
+}
+
+#[test]
+fn synthetic_sizes_are_bounded_and_named() {
+    let vec_cfg = |train: usize| SynthVecConfig {
+        common: SynthCommon {
+            train,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let e = err_of(vec_cfg(1_000_000_000).build());
+    assert!(
+        e.contains("dataset.train = 1000000000")
+            && e.contains("48 values each")
+            && e.contains("more than the limit of 268435456"),
+        "{e}"
+    );
+    // Sizes whose sum overflows.
+    let e = err_of(vec_cfg(usize::MAX).build());
+    assert!(
+        e.contains(&format!("dataset.train = {}", usize::MAX))
+            && e.contains("more than usize::MAX"),
+        "{e}"
+    );
+    // Class-level tables count too: 2^40 classes of means.
+    let mut c = vec_cfg(10);
+    c.common.classes = 1 << 40;
+    c.common.audio_confusable = 0;
+    let e = err_of(c.build());
+    assert!(e.contains("1099511627776 classes"), "{e}");
+    // A spectrogram side whose square overflows (and whose FFT size would wrap).
+    let av = SynthAvConfig {
+        spec_size: usize::MAX / 2,
+        ..Default::default()
+    };
+    let e = err_of(av.build());
+    assert!(e.contains(&format!("{}", usize::MAX / 2)), "{e}");
+    let shift = SynthShiftConfig {
+        image_size: 1_000_000,
+        ..Default::default()
+    };
+    let e = err_of(shift.build());
+    assert!(
+        e.contains("[1, 1000000, 1000000]") && e.contains("dataset.train = 3000"),
+        "{e}"
+    );
+    // The defaults are well inside the limit.
+    assert!(SynthShiftConfig {
+        train: 10,
+        val: 10,
+        test: 10,
+        ..Default::default()
+    }
+    .build()
+    .is_ok());
 }
