@@ -3,11 +3,13 @@
 //! error names the value — no capacity-overflow or out-of-bounds panic, no huge allocation, no
 //! silently wrapped count.
 
-use modbal_data::npy::{read_array, read_csv, read_npy, read_npy_header};
+use modbal_data::npy::{read_array, read_csv, read_npy, read_npy_header, write_npy};
+use modbal_data::real::av::CremaDConfig;
 use modbal_data::real::cgmnist::CgmnistConfig;
 use modbal_data::real::fixtures;
+use modbal_data::real::Layout;
 use modbal_data::synth::SynthCommon;
-use modbal_data::{SynthAvConfig, SynthShiftConfig, SynthVecConfig};
+use modbal_data::{Dataset, SynthAvConfig, SynthShiftConfig, SynthVecConfig};
 use std::path::Path;
 
 /// A `.npy` file (version 1.0 unless `v2`) with the header dict `dict` and the data `body`.
@@ -263,4 +265,95 @@ fn synthetic_sizes_are_bounded_and_named() {
     }
     .build()
     .is_ok());
+}
+
+/// A prepared CREMA-D tree whose clips come from `actors` actors (ids `10AA_IEO_EMO_XX`), all
+/// in `splits/train.csv`, as `modbal prepare`'s actor-disjoint split leaves a tree of fewer
+/// than 10 actors; `test_csv`: the content of `splits/test.csv`, if any.
+fn cremad_tree(root: &Path, actors: u32, test_csv: Option<&str>) {
+    for d in ["splits", "audio", "visual"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let emotions = ["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"];
+    std::fs::write(root.join("classes.txt"), emotions.join("\n") + "\n").unwrap();
+    let mut train = String::from("id,label\n");
+    for a in 0..actors {
+        for e in emotions {
+            for s in ["IEO", "DFA"] {
+                let id = format!("{}_{s}_{e}_XX", 1001 + a);
+                train.push_str(&format!("{id},{e}\n"));
+                write_npy(
+                    &root.join("audio").join(format!("{id}.npy")),
+                    &[4, 3],
+                    &[0.5f32; 12],
+                )
+                .unwrap();
+                let dir = root.join("visual").join(&id);
+                std::fs::create_dir_all(&dir).unwrap();
+                fixtures::write_image(&dir.join("00001.png"), 8, 8, 3, |_, _, _| 100).unwrap();
+            }
+        }
+    }
+    std::fs::write(root.join("splits/train.csv"), train).unwrap();
+    if let Some(t) = test_csv {
+        std::fs::write(root.join("splits/test.csv"), t).unwrap();
+    }
+}
+
+fn cremad(root: &Path) -> CremaDConfig {
+    CremaDConfig {
+        root: root.to_path_buf(),
+        layout: Layout::Prepared,
+        image_size: 8,
+        val_fraction: 0.25,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn cremad_with_fewer_than_ten_actors_names_the_actor_count() {
+    // No test.csv at all (what `modbal prepare` writes when no actor is held out).
+    let dir = tempfile::tempdir().unwrap();
+    cremad_tree(dir.path(), 5, None);
+    let e = err_of(cremad(dir.path()).build());
+    assert!(
+        e.contains("test.csv does not exist")
+            && e.contains("come from 5 actor(s) ([1001, 1002, 1003, 1004, 1005])")
+            && e.contains("fewer than 10 actors"),
+        "{e}"
+    );
+    // A test.csv with no row.
+    let dir = tempfile::tempdir().unwrap();
+    cremad_tree(dir.path(), 3, Some("id,label\n"));
+    let e = err_of(cremad(dir.path()).build());
+    assert!(
+        e.contains("dataset crema-d: the test split is empty")
+            && e.contains("test.csv lists no clip")
+            && e.contains("come from 3 actor(s)"),
+        "{e}"
+    );
+    // With a test clip the tree loads.
+    let dir = tempfile::tempdir().unwrap();
+    cremad_tree(dir.path(), 2, Some("id,label\n1001_IEO_NEU_XX,NEU\n"));
+    let (train, val, test) = cremad(dir.path()).build_splits().unwrap();
+    assert_eq!((train.len() + val.len(), test.len()), (24, 1));
+}
+
+#[test]
+fn an_empty_validation_split_is_a_warning_and_loading_still_works() {
+    // One training clip per class: round(0.25 · 1) = 0 held out in every class. The splits still
+    // load (a warning naming val_fraction goes to stderr: unit test in real/av.rs), and the
+    // training-side check names the empty split.
+    let dir = tempfile::tempdir().unwrap();
+    fixtures::AvFixture {
+        train_per_class: 1,
+        test_per_class: 1,
+        ..Default::default()
+    }
+    .write_prepared(dir.path())
+    .unwrap();
+    let splits = cremad(dir.path()).build().unwrap();
+    assert_eq!((splits.train.len(), splits.val.len()), (6, 0));
+    let e = splits.validate().unwrap_err().to_string();
+    assert!(e.contains("empty split: train 6, val 0, test 6"), "{e}");
 }
