@@ -37,7 +37,8 @@ pub struct EstimateArgs {
     /// Which estimator.
     #[arg(value_enum)]
     pub estimator: Estimator,
-    /// X: .npy (f32/f64/integer, 1-D or 2-D, C order) or .csv ([N] or [N, D]).
+    /// X: .npy (f32/f64/integer, 1-D or 2-D, C order) or .csv ([N] or [N, D]). The Gaussian
+    /// estimators take at most 8192 columns (X and Y together).
     #[arg(long)]
     pub x: PathBuf,
     /// Y, same number of rows as X.
@@ -46,7 +47,7 @@ pub struct EstimateArgs {
     /// Z (conditioning variable for cmi / ncmi).
     #[arg(long)]
     pub z: Option<PathBuf>,
-    /// Equal-width bins for float inputs of the discrete estimators.
+    /// Equal-width bins for float inputs of the discrete estimators (1 to 1048576).
     #[arg(long, default_value_t = 10)]
     pub bins: usize,
     /// Seed (CLUB's q initialisation and CLUBSample's permutation).
@@ -65,6 +66,14 @@ pub struct EstimateArgs {
     #[arg(long, default_value = "geometric")]
     pub normalization: String,
 }
+
+/// The most `--bins`: the counting tables of the discrete estimators have one entry per bin, and
+/// more bins than this cannot be filled by data that fits in memory anyway.
+pub const MAX_BINS: usize = 1 << 20;
+
+/// The most columns of the Gaussian estimators' inputs together (`dim_x + dim_y`): their
+/// covariance is a dense `D × D` matrix (8192² f64 = 512 MiB).
+pub const MAX_GAUSSIAN_DIM: usize = 8192;
 
 fn load(path: &Path, what: &str) -> Result<Array> {
     let a = read_array(path).with_context(|| format!("reading --{what} {}", path.display()))?;
@@ -103,6 +112,24 @@ fn same_rows(arrays: &[(&str, &Array)]) -> Result<usize> {
     Ok(n)
 }
 
+/// The Gaussian estimators' covariance is `D × D` for the inputs' columns together: bounded by
+/// [`MAX_GAUSSIAN_DIM`], so a wide file is an error naming the widths, not an allocation abort.
+fn gaussian_dims(arrays: &[(&str, &Array)]) -> Result<()> {
+    let d: usize = arrays.iter().map(|(_, a)| a.rows_cols().1).sum();
+    if d > MAX_GAUSSIAN_DIM {
+        let dims: Vec<String> = arrays
+            .iter()
+            .map(|(k, a)| format!("{k} has {} columns", a.rows_cols().1))
+            .collect();
+        bail!(
+            "{}: {d} columns together, more than the limit of {MAX_GAUSSIAN_DIM} for the Gaussian \
+             estimators (their covariance is a dense {d}×{d} matrix)",
+            dims.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn tensor(a: &Array) -> Result<Tensor> {
     let (r, c) = a.rows_cols();
     Ok(Tensor::from_vec(a.data.clone(), (r, c), &Device::Cpu)?)
@@ -123,6 +150,13 @@ fn symbols(a: &Array, bins: usize, what: &str) -> Result<Vec<u32>> {
 
 pub fn run(a: &EstimateArgs) -> Result<serde_json::Value> {
     let est = a.estimator;
+    if a.bins > MAX_BINS {
+        bail!(
+            "--bins {} is more than the limit of {MAX_BINS} bins (equal-width bins beyond the \
+             number of samples stay empty)",
+            a.bins
+        );
+    }
     let x = load(&a.x, "x")?;
     let name = format!("{est:?}");
     let name = name
@@ -143,6 +177,7 @@ pub fn run(a: &EstimateArgs) -> Result<serde_json::Value> {
     let mut extra = serde_json::Map::new();
     let (estimate, n) = match est {
         Estimator::GaussianEntropy => {
+            gaussian_dims(&[("x", &x)])?;
             let n = x.rows_cols().0;
             extra.insert("dim_x".into(), json!(x.rows_cols().1));
             (
@@ -153,6 +188,9 @@ pub fn run(a: &EstimateArgs) -> Result<serde_json::Value> {
         Estimator::GaussianMi | Estimator::Club | Estimator::ClubSample => {
             let y = load(need(&a.y, "y", est)?, "y")?;
             let n = same_rows(&[("x", &x), ("y", &y)])?;
+            if est == Estimator::GaussianMi {
+                gaussian_dims(&[("x", &x), ("y", &y)])?;
+            }
             extra.insert("dim_x".into(), json!(x.rows_cols().1));
             extra.insert("dim_y".into(), json!(y.rows_cols().1));
             let (xt, yt) = (tensor(&x)?, tensor(&y)?);

@@ -12,13 +12,27 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+/// The most batches [`DataLoader`] assembles ahead (`train.prefetch`): the channel holding them
+/// is allocated up front, so the bound keeps a mistyped value from becoming a huge allocation.
+pub const MAX_PREFETCH: usize = 1024;
+
 /// Assemble the batch of samples `ids` (CPU tensors).
 pub fn make_batch(ds: &dyn Dataset, ids: &[usize]) -> Result<Batch> {
     let shapes = ds.input_shapes();
-    let mut cols: Vec<Vec<f32>> = shapes
-        .iter()
-        .map(|s| Vec::with_capacity(ids.len() * s.iter().product::<usize>()))
-        .collect();
+    let mut cols: Vec<Vec<f32>> = Vec::with_capacity(shapes.len());
+    for (m, s) in shapes.iter().enumerate() {
+        let n = s
+            .iter()
+            .try_fold(ids.len(), |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| {
+                ModbalError::Data(format!(
+                    "a batch of {} samples of modality {:?} with shape {s:?} overflows usize",
+                    ids.len(),
+                    ds.modalities().get(m).map_or("?", String::as_str)
+                ))
+            })?;
+        cols.push(Vec::with_capacity(n));
+    }
     let mut labels = Vec::with_capacity(ids.len());
     if let Some(&bad) = ids.iter().find(|&&i| i >= ds.len()) {
         return Err(ModbalError::Data(format!(
@@ -80,7 +94,8 @@ pub struct DataLoader {
 }
 
 impl DataLoader {
-    /// Batches of `batch_size` over `order` (the last one may be smaller; no sample is dropped).
+    /// Batches of `batch_size` over `order` (the last one may be smaller; no sample is dropped),
+    /// up to `prefetch` (at most [`MAX_PREFETCH`]) of them assembled ahead.
     pub fn new(
         dataset: Arc<dyn Dataset>,
         order: Vec<usize>,
@@ -89,6 +104,11 @@ impl DataLoader {
     ) -> Result<Self> {
         if batch_size == 0 {
             return Err(ModbalError::Config("batch_size must be > 0".into()));
+        }
+        if prefetch > MAX_PREFETCH {
+            return Err(ModbalError::Config(format!(
+                "prefetch = {prefetch} batches is more than the limit of {MAX_PREFETCH}"
+            )));
         }
         let num_batches = order.len().div_ceil(batch_size);
         let (tx, rx) = sync_channel(prefetch.max(1));
@@ -201,6 +221,20 @@ mod tests {
             e.contains("sample 1") && e.contains("\"a\"") && e.contains("NaN"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn huge_prefetch_is_an_error_naming_it() {
+        // Regression (issue 17): the channel of `prefetch` slots is allocated up front.
+        let e = DataLoader::new(toy(2), vec![0, 1], 1, 1_000_000_000)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("prefetch = 1000000000") && e.contains("1024"),
+            "{e}"
+        );
+        assert!(DataLoader::new(toy(2), vec![0, 1], 1, MAX_PREFETCH).is_ok());
     }
 
     #[test]

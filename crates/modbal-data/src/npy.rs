@@ -7,8 +7,13 @@
 //! (integers up to 2⁵³ are exact), with the dtype kept so that callers can tell labels from
 //! features.
 //!
+//! Nothing in the header is trusted: the header length must fit in the file, and the shape's
+//! element count × item size (checked arithmetic) must equal the bytes after the header, so a
+//! forged shape is an error naming it before anything is allocated.
+//!
 //! CSV: comma-separated numbers, one row per line; a first line that does not parse as numbers
-//! is taken as a header and skipped; every row must have the same number of columns.
+//! is taken as a header and skipped (a UTF-8 byte-order mark before it is ignored); every row
+//! must have the same number of columns.
 
 use modbal_core::{ModbalError, Result};
 use std::path::Path;
@@ -58,33 +63,32 @@ fn header_field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     }
 }
 
-/// Read a `.npy` file.
-pub fn read_npy(path: &Path) -> Result<Array> {
-    let bytes = std::fs::read(path).map_err(|e| ModbalError::io("reading", path, e))?;
-    parse_npy(&bytes).map_err(|m| bad(path, m))
-}
-
-fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
-    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+/// The fixed part of a `.npy` file (magic, version, header length) from its first bytes (12, or
+/// the whole file if shorter): `(offset of the header text, header length)`.
+fn preamble(head: &[u8]) -> std::result::Result<(usize, usize), String> {
+    if head.len() < 10 || &head[..6] != b"\x93NUMPY" {
         return Err("not a .npy file (bad magic)".into());
     }
-    let major = b[6];
-    let (hlen, off) = match major {
-        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+    match head[6] {
+        1 => Ok((10, u16::from_le_bytes([head[8], head[9]]) as usize)),
         2 | 3 => {
-            if b.len() < 12 {
+            if head.len() < 12 {
                 return Err("truncated header".into());
             }
-            (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
+            Ok((
+                12,
+                u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
+            ))
         }
-        v => return Err(format!("unsupported .npy version {v}")),
-    };
-    if b.len() < off + hlen {
-        return Err("truncated header".into());
+        v => Err(format!("unsupported .npy version {v}")),
     }
-    let header = std::str::from_utf8(&b[off..off + hlen]).map_err(|_| "header is not UTF-8")?;
+}
+
+/// `descr` and `shape` of a header dict (Fortran order is refused).
+fn parse_header_text(bytes: &[u8]) -> std::result::Result<(String, Vec<usize>), String> {
+    let header = std::str::from_utf8(bytes).map_err(|_| "header is not UTF-8")?;
     let descr = header_field(header, "descr")
-        .ok_or_else(|| format!("header without 'descr': {header}"))?
+        .ok_or_else(|| format!("header without 'descr': {header:.200}"))?
         .trim_matches(|c| c == '\'' || c == '"');
     let fortran = header_field(header, "fortran_order").ok_or("header without 'fortran_order'")?;
     if fortran.starts_with("True") {
@@ -100,15 +104,22 @@ fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<usize>()
-                .map_err(|_| format!("bad shape {shape_txt}"))
+                .map_err(|_| format!("bad shape {shape_txt:.200}"))
         })
         .collect::<std::result::Result<_, _>>()?;
-    let n: usize = shape.iter().product();
-    let (order, kind) = descr.split_at(1);
-    if order == ">" && !kind.ends_with('1') {
+    Ok((descr.to_string(), shape))
+}
+
+/// The type code (`descr` without its byte-order character) and item size of a supported
+/// dtype.
+fn dtype(descr: &str) -> std::result::Result<(&str, usize), String> {
+    let Some(order) = descr.chars().next() else {
+        return Err("unsupported dtype \"\" (use f4, f8 or an integer type)".into());
+    };
+    let kind = &descr[order.len_utf8()..];
+    if order == '>' && !kind.ends_with('1') {
         return Err(format!("big-endian dtype {descr} is not supported"));
     }
-    let body = &b[off + hlen..];
     let size = match kind {
         "f4" | "i4" | "u4" => 4,
         "f8" | "i8" | "u8" => 8,
@@ -120,14 +131,65 @@ fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
             ))
         }
     };
-    if body.len() < n * size {
+    Ok((kind, size))
+}
+
+/// Bytes of data that `shape` of `size`-byte items needs, with checked arithmetic (a forged
+/// shape is an error naming it, never a wrapped count), and the check that exactly that many
+/// bytes (`present`) follow the header.
+fn check_data_bytes(
+    shape: &[usize],
+    descr: &str,
+    size: usize,
+    present: u64,
+) -> std::result::Result<usize, String> {
+    // Zero-size arrays too: the other axes must not overflow (NumPy refuses such arrays), so
+    // that any product of axes (e.g. `rows_cols`) fits.
+    let need = shape
+        .iter()
+        .try_fold(size, |acc, &d| acc.checked_mul(d.max(1)))
+        .map(|v| if shape.contains(&0) { 0 } else { v })
+        .ok_or_else(|| {
+            format!(
+                "shape {shape:?} of dtype {descr} needs more bytes than this machine can address \
+                 (corrupt header?); file has {present} bytes of data"
+            )
+        })?;
+    if (need as u64) > present {
         return Err(format!(
-            "data truncated: shape {shape:?} needs {} bytes, file has {}",
-            n * size,
-            body.len()
+            "data truncated: shape {shape:?} needs {need} bytes, file has {present}"
         ));
     }
-    let c = body.chunks_exact(size).take(n);
+    if (need as u64) < present {
+        return Err(format!(
+            "shape {shape:?} of dtype {descr} needs {need} bytes of data, file has {present} \
+             after the header (header and data disagree)"
+        ));
+    }
+    Ok(need)
+}
+
+/// Read a `.npy` file.
+pub fn read_npy(path: &Path) -> Result<Array> {
+    let bytes = std::fs::read(path).map_err(|e| ModbalError::io("reading", path, e))?;
+    parse_npy(&bytes).map_err(|m| bad(path, m))
+}
+
+/// Decode the bytes of a `.npy` file (what [`read_npy`] does after reading the file). The
+/// header's element count × item size must equal the bytes after the header.
+pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
+    let (off, hlen) = preamble(b)?;
+    if b.len() - off < hlen {
+        return Err(format!(
+            "truncated header: header length {hlen}, file has {} bytes",
+            b.len()
+        ));
+    }
+    let (descr, shape) = parse_header_text(&b[off..off + hlen])?;
+    let (kind, size) = dtype(&descr)?;
+    let body = &b[off + hlen..];
+    check_data_bytes(&shape, &descr, size, body.len() as u64)?;
+    let c = body.chunks_exact(size);
     let data: Vec<f64> = match kind {
         "f4" => c
             .map(|x| f32::from_le_bytes(x.try_into().unwrap()) as f64)
@@ -164,52 +226,46 @@ fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
 }
 
 /// The dtype (`descr`, e.g. `"<f4"`) and shape of a `.npy` file, reading only its header
-/// (used to check thousands of spectrogram files without loading them).
+/// (used to check thousands of spectrogram files without loading them). For a supported
+/// dtype the shape is checked against the file's length, as [`read_npy`] does.
 pub fn read_npy_header(path: &Path) -> Result<(String, Vec<usize>)> {
+    let f = std::fs::File::open(path).map_err(|e| ModbalError::io("opening", path, e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| ModbalError::io("reading", path, e))?
+        .len();
+    parse_npy_header(f, len).map_err(|m| bad(path, m))
+}
+
+/// [`read_npy_header`] on a reader positioned at the start of a `.npy` file of `file_len`
+/// bytes. The header length is checked against `file_len` before anything is allocated.
+pub fn parse_npy_header<R: std::io::Read>(
+    mut r: R,
+    file_len: u64,
+) -> std::result::Result<(String, Vec<usize>), String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| ModbalError::io("opening", path, e))?;
-    let mut head = vec![0u8; 12];
-    let n = f
-        .read(&mut head)
-        .map_err(|e| ModbalError::io("reading", path, e))?;
-    if n < 10 || &head[..6] != b"\x93NUMPY" {
-        return Err(bad(path, "not a .npy file (bad magic)"));
-    }
-    let (hlen, off) = match head[6] {
-        1 => (u16::from_le_bytes([head[8], head[9]]) as usize, 10),
-        2 | 3 if n >= 12 => (
-            u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
-            12,
-        ),
-        v => return Err(bad(path, format!("unsupported .npy version {v}"))),
-    };
-    let mut buf = head[..n].to_vec();
-    buf.resize(off + hlen, 0);
-    f.read_exact(&mut buf[n..])
-        .map_err(|_| bad(path, "truncated header"))?;
-    let header = std::str::from_utf8(&buf[off..]).map_err(|_| bad(path, "header is not UTF-8"))?;
-    let descr = header_field(header, "descr")
-        .ok_or_else(|| bad(path, format!("header without 'descr': {header}")))?
-        .trim_matches(|c| c == '\'' || c == '"')
-        .to_string();
-    if header_field(header, "fortran_order").is_some_and(|v| v.starts_with("True")) {
-        return Err(bad(
-            path,
-            "Fortran-order arrays are not supported (save with np.ascontiguousarray)",
+    let mut head = Vec::with_capacity(12);
+    r.by_ref()
+        .take(12)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("reading the header: {e}"))?;
+    let (off, hlen) = preamble(&head)?;
+    let end = (off + hlen) as u64;
+    if end > file_len {
+        return Err(format!(
+            "truncated header: header length {hlen}, file has {file_len} bytes"
         ));
     }
-    let shape_txt =
-        header_field(header, "shape").ok_or_else(|| bad(path, "header without 'shape'"))?;
-    let shape = shape_txt
-        .trim_matches(|c| c == '(' || c == ')')
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<usize>()
-                .map_err(|_| bad(path, format!("bad shape {shape_txt}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut buf = vec![0u8; hlen];
+    let have = (head.len() - off).min(hlen);
+    buf[..have].copy_from_slice(&head[off..off + have]);
+    r.read_exact(&mut buf[have..])
+        .map_err(|_| "truncated header".to_string())?;
+    let (descr, shape) = parse_header_text(&buf)?;
+    // Unsupported dtypes are reported by `read_npy`; a supported one lets the size be checked.
+    if let Ok((_, size)) = dtype(&descr) {
+        check_data_bytes(&shape, &descr, size, file_len - end)?;
+    }
     Ok((descr, shape))
 }
 
@@ -245,8 +301,9 @@ impl NpyElement for u32 {
 
 /// Write a C-order `.npy` (version 1.0) file.
 pub fn write_npy<T: NpyElement>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
-    let n: usize = shape.iter().product();
-    if n != data.len() {
+    let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if n != Some(data.len()) {
+        let n = n.map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string());
         return Err(ModbalError::Data(format!(
             "write_npy {}: shape {shape:?} needs {n} values, got {}",
             path.display(),
@@ -282,9 +339,16 @@ pub fn write_npy<T: NpyElement>(path: &Path, shape: &[usize], data: &[T]) -> Res
     std::fs::write(path, out).map_err(|e| ModbalError::io("writing", path, e))
 }
 
-/// Read a numeric CSV table as `[rows, cols]`.
+/// Read a numeric CSV table as `[rows, cols]` (a UTF-8 byte-order mark is ignored).
 pub fn read_csv(path: &Path) -> Result<Array> {
     let text = std::fs::read_to_string(path).map_err(|e| ModbalError::io("reading", path, e))?;
+    parse_csv(&text).map_err(|m| bad(path, m))
+}
+
+/// Parse the text of a numeric CSV table (what [`read_csv`] does after reading the file).
+pub fn parse_csv(text: &str) -> std::result::Result<Array, String> {
+    // A BOM would make the first row look like a header and drop it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut rows: Vec<Vec<f64>> = Vec::new();
     for (ln, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -297,25 +361,22 @@ pub fn read_csv(path: &Path) -> Result<Array> {
             Ok(r) => {
                 if let Some(first) = rows.first() {
                     if first.len() != r.len() {
-                        return Err(bad(
-                            path,
-                            format!(
-                                "line {}: {} columns, expected {}",
-                                ln + 1,
-                                r.len(),
-                                first.len()
-                            ),
+                        return Err(format!(
+                            "line {}: {} columns, expected {}",
+                            ln + 1,
+                            r.len(),
+                            first.len()
                         ));
                     }
                 }
                 rows.push(r);
             }
             Err(_) if rows.is_empty() && ln == 0 => continue, // header
-            Err(e) => return Err(bad(path, format!("line {}: {e}: {line:?}", ln + 1))),
+            Err(e) => return Err(format!("line {}: {e}: {line:?}", ln + 1)),
         }
     }
     if rows.is_empty() {
-        return Err(bad(path, "no numeric rows"));
+        return Err("no numeric rows".into());
     }
     let cols = rows[0].len();
     let integer = rows.iter().flatten().all(|v| v.fract() == 0.0);

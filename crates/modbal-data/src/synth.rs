@@ -30,6 +30,12 @@
 //! split `s` is drawn from its own generator seeded by `(data_seed, s, i)`, so the data do not
 //! depend on the run seed, on split sizes, or on the order of generation.
 //!
+//! ## Size limit
+//! All samples are generated in memory: the three splits × the values of one sample, plus the
+//! class-level parameters, may hold at most [`MAX_SYNTH_VALUES`] = 2²⁸ values (1 GiB of `f32`;
+//! `synth-shift` has the same limit). A larger `dataset.train` / `val` / `test`, dimension or
+//! class count is an error naming the sizes.
+//!
 //! ## Calibration
 //! Measured numbers (imbalance signature of the concat baseline) are in `datasets/README.md`
 //! and checked by the test `imbalance_signature` of the `modbal` crate.
@@ -39,6 +45,58 @@ use modbal_core::{ModbalError, Result};
 use modbal_tensors::SeededRng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// The most values a synthetic benchmark may hold in memory: the samples of all three splits ×
+/// the values of one sample (every modality), plus the class-level parameters (class means,
+/// templates), at most 2²⁸ (1 GiB of `f32`). The defaults use about 7·10⁶. Larger
+/// `dataset.train` / `val` / `test` sizes, dimensions or class counts are a configuration error
+/// naming them, not an allocation failure.
+pub const MAX_SYNTH_VALUES: usize = 1 << 28;
+
+/// Checks that a synthetic benchmark of `sizes` (train, val, test) samples with per-sample
+/// `shapes` and `classes × per_class` class-level parameters stays within [`MAX_SYNTH_VALUES`]
+/// (checked arithmetic: nothing here can overflow).
+pub(crate) fn check_synth_size(
+    sizes: [usize; 3],
+    shapes: &[Vec<usize>],
+    classes: usize,
+    per_class: usize,
+) -> Result<()> {
+    let per_sample = shapes.iter().try_fold(0usize, |acc, s| {
+        s.iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|p| acc.checked_add(p))
+    });
+    let samples = sizes[0]
+        .checked_add(sizes[1])
+        .and_then(|v| v.checked_add(sizes[2]));
+    let total = samples
+        .zip(per_sample)
+        .and_then(|(n, p)| n.checked_mul(p))
+        .and_then(|v| {
+            classes
+                .checked_mul(per_class)
+                .and_then(|c| v.checked_add(c))
+        });
+    match total {
+        Some(t) if t <= MAX_SYNTH_VALUES => Ok(()),
+        _ => {
+            let show =
+                |v: Option<usize>| v.map_or("more than usize::MAX".into(), |v| v.to_string());
+            Err(ModbalError::Config(format!(
+                "synthetic benchmark too large: dataset.train = {}, dataset.val = {}, \
+                 dataset.test = {} samples of {} values each (shapes {shapes:?}) plus {classes} \
+                 classes × {per_class} class parameters make {} values, more than the limit of \
+                 {MAX_SYNTH_VALUES} (1 GiB of f32); use smaller sizes",
+                sizes[0],
+                sizes[1],
+                sizes[2],
+                show(per_sample),
+                show(total)
+            )))
+        }
+    }
+}
 
 /// Options shared by both synthetic benchmarks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -210,16 +268,23 @@ impl SynthVecConfig {
     pub fn build(&self) -> Result<Splits> {
         let c = &self.common;
         c.validate()?;
-        let mut class_rng = SeededRng::new(c.data_seed);
-        let mu_a = unit_vectors(&mut class_rng, c.audio_signatures(), self.audio_dim);
-        let mu_v = unit_vectors(&mut class_rng, c.classes, self.visual_dim);
-        let mu_t = unit_vectors(&mut class_rng, c.classes, 16);
         let mut names = vec!["audio".to_string(), "visual".to_string()];
         let mut shapes = vec![vec![self.audio_dim], vec![self.visual_dim]];
         if c.third_modality {
             names.push("text".into());
             shapes.push(vec![16]);
         }
+        // Class means: audio_dim + visual_dim + 16 values per class.
+        let per_class = self
+            .audio_dim
+            .checked_add(self.visual_dim)
+            .and_then(|v| v.checked_add(16))
+            .unwrap_or(usize::MAX);
+        check_synth_size([c.train, c.val, c.test], &shapes, c.classes, per_class)?;
+        let mut class_rng = SeededRng::new(c.data_seed);
+        let mu_a = unit_vectors(&mut class_rng, c.audio_signatures(), self.audio_dim);
+        let mu_v = unit_vectors(&mut class_rng, c.classes, self.visual_dim);
+        let mu_t = unit_vectors(&mut class_rng, c.classes, 16);
         build_splits(c, names, shapes, |rng, y| {
             let mut xs = vec![
                 gaussian_vector(rng, &mu_a[c.audio_class(y)], self.audio_snr),
@@ -300,6 +365,15 @@ impl SynthAvConfig {
             )));
         }
         let f = self.spec_size;
+        let s = self.image_size;
+        let mut names = vec!["audio".to_string(), "visual".to_string()];
+        let mut shapes = vec![vec![1, f, f], vec![3, s, s]];
+        if c.third_modality {
+            names.push("text".into());
+            shapes.push(vec![16]);
+        }
+        // Class templates (3·5·5) and text means (16) per class.
+        check_synth_size([c.train, c.val, c.test], &shapes, c.classes, 3 * 25 + 16)?;
         let n_fft = 2 * (f - 1);
         let hop = n_fft / 2;
         let frames = f;
@@ -321,13 +395,6 @@ impl SynthAvConfig {
             })
             .collect();
         let mu_t = unit_vectors(&mut class_rng, c.classes, 16);
-        let s = self.image_size;
-        let mut names = vec!["audio".to_string(), "visual".to_string()];
-        let mut shapes = vec![vec![1, f, frames], vec![3, s, s]];
-        if c.third_modality {
-            names.push("text".into());
-            shapes.push(vec![16]);
-        }
         build_splits(c, names, shapes, |rng, y| {
             // audio
             let k = freq[c.audio_class(y)];

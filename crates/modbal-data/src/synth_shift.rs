@@ -24,6 +24,9 @@
 //! follows the colour and falls far below the gray modality alone on test; checked by the test
 //! `shift_benchmark_punishes_the_shortcut` of the `modbal` crate.
 //!
+//! Size: at most [`crate::synth::MAX_SYNTH_VALUES`] values in memory (the three splits × the
+//! values of a sample), else an error naming `dataset.train` / `val` / `test`.
+//!
 //! Everything random is seeded by `(data_seed, split, index)`: the data do not depend on the run
 //! seed, on the split sizes or on the validation protocol of the other splits.
 
@@ -196,10 +199,17 @@ impl SynthShiftConfig {
 
     pub fn build(&self) -> Result<Splits> {
         self.validate()?;
-        let templates = self.templates();
         let s = self.image_size;
         let names = vec!["gray".to_string(), "color".to_string()];
         let shapes = vec![vec![1, s, s], vec![3, s, s]];
+        // Bounded before anything is allocated (the 5×5 class templates included).
+        crate::synth::check_synth_size(
+            [self.train, self.val, self.test],
+            &shapes,
+            self.classes,
+            25,
+        )?;
+        let templates = self.templates();
         let mut out: Vec<Arc<dyn Dataset>> = Vec::new();
         for (split, n) in [self.train, self.val, self.test].into_iter().enumerate() {
             let mut data = vec![Vec::new(), Vec::new()];

@@ -150,7 +150,10 @@ impl CmuMosei {
                 )),
                 Some(other) => Err(bad(
                     path,
-                    format!("{split}/{key} is not a numpy array ({other:?})"),
+                    format!(
+                        "{split}/{key} is not a numpy array (it is a {})",
+                        other.kind()
+                    ),
                 )),
                 None => Err(bad(
                     path,

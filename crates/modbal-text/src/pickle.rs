@@ -69,7 +69,12 @@ impl Dtype {
                 .parse::<usize>()
                 .map_err(|_| format!("unsupported dtype {descr:?}"))?,
         };
-        let size = if kind == 'U' { size * 4 } else { size };
+        let size = if kind == 'U' {
+            size.checked_mul(4)
+                .ok_or_else(|| format!("dtype {descr:?}: item size overflows"))?
+        } else {
+            size
+        };
         Ok(Self {
             kind: if kind == '?' { 'b' } else { kind },
             size,
@@ -101,29 +106,46 @@ pub struct NdArray {
 }
 
 impl NdArray {
+    /// The element count of the shape, `None` if it overflows `usize` (a corrupt shape; as
+    /// NumPy, the non-zero axes of an empty array must not overflow either).
+    pub fn checked_len(&self) -> Option<usize> {
+        self.shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)))
+            .map(|n| if self.shape.contains(&0) { 0 } else { n })
+    }
+    /// The element count of the shape (`usize::MAX` if it overflows: see [`Self::checked_len`]).
     pub fn len(&self) -> usize {
-        self.shape.iter().product()
+        self.checked_len().unwrap_or(usize::MAX)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The values as `f32` in C order (numeric and bool dtypes).
+    /// The values as `f32` in C order (numeric and bool dtypes). The shape's element count ×
+    /// item size (checked arithmetic) must equal the bytes of data.
     pub fn to_f32(&self) -> Result<Vec<f32>, String> {
-        let n = self.len();
         let s = self.dtype.size;
         if self.dtype.kind == 'O' || !matches!(self.dtype.kind, 'f' | 'i' | 'u' | 'b') {
             return Err(format!("array of dtype {} is not numeric", self.dtype));
         }
-        if self.data.len() != n * s {
+        if !matches!(
+            (self.dtype.kind, s),
+            ('f', 2 | 4 | 8) | ('i' | 'u', 1 | 2 | 4 | 8) | ('b', 1)
+        ) {
+            return Err(format!("unsupported dtype {}", self.dtype));
+        }
+        let need = self.checked_len().and_then(|n| n.checked_mul(s));
+        if need != Some(self.data.len()) {
             return Err(format!(
                 "array {:?} of dtype {} needs {} bytes, has {}",
                 self.shape,
                 self.dtype,
-                n * s,
+                need.map_or_else(|| "more than usize::MAX".into(), |n| n.to_string()),
                 self.data.len()
             ));
         }
+        let n = self.data.len() / s;
         let be = self.dtype.big_endian;
         let mut out = Vec::with_capacity(n);
         for chunk in self.data.chunks_exact(s) {
@@ -224,7 +246,8 @@ impl Value {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    /// What kind of value this is (`"list"`, `"ndarray"`, …), for messages.
+    pub fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
             Value::Bool(_) => "bool",
@@ -244,6 +267,19 @@ impl Value {
     }
 }
 
+/// The deepest nesting of containers [`loads`] accepts. MulT pickles nest 3 levels; the bound
+/// keeps the recursive `Drop`, `Clone` and `PartialEq` of [`Value`] off the end of the stack
+/// whatever the file says.
+pub const MAX_DEPTH: usize = 256;
+
+/// How many bytes [`loads`] may copy through the memo and `DUP` (copies of strings and containers:
+/// a memo reference is a copy here, not a shared object) beyond the input's own size: 64 MiB plus
+/// 64 bytes per input byte. A file whose references would multiply its size (a "billion laughs"
+/// pickle) is an error instead of an out-of-memory abort.
+pub fn copy_budget(input_len: usize) -> usize {
+    (64usize << 20).saturating_add(input_len.saturating_mul(64))
+}
+
 struct Reader<'a> {
     b: &'a [u8],
     pos: usize,
@@ -251,11 +287,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.pos + n > self.b.len() {
+        let left = self.b.len() - self.pos;
+        if n > left {
             return Err(format!(
-                "truncated pickle: need {n} bytes at offset {}, {} left",
-                self.pos,
-                self.b.len() - self.pos
+                "truncated pickle: need {n} bytes at offset {}, {left} left",
+                self.pos
             ));
         }
         let s = &self.b[self.pos..self.pos + n];
@@ -279,7 +315,7 @@ impl<'a> Reader<'a> {
         a.copy_from_slice(s);
         usize::try_from(u64::from_le_bytes(a)).map_err(|_| "length overflows usize".to_string())
     }
-    fn line(&mut self) -> Result<&'a str, String> {
+    fn line_bytes(&mut self) -> Result<&'a [u8], String> {
         let start = self.pos;
         while self.pos < self.b.len() && self.b[self.pos] != b'\n' {
             self.pos += 1;
@@ -289,8 +325,38 @@ impl<'a> Reader<'a> {
         }
         let s = &self.b[start..self.pos];
         self.pos += 1;
-        std::str::from_utf8(s).map_err(|_| format!("non-UTF-8 text argument at offset {start}"))
+        Ok(s)
     }
+    fn line(&mut self) -> Result<&'a str, String> {
+        let start = self.pos;
+        std::str::from_utf8(self.line_bytes()?)
+            .map_err(|_| format!("non-UTF-8 text argument at offset {start}"))
+    }
+}
+
+/// Python's `raw-unicode-escape` decoding (the text of protocol 0's `UNICODE` opcode): bytes
+/// are Latin-1 characters, except `\uXXXX` and `\UXXXXXXXX` escapes (the pickler escapes `\`
+/// and newlines that way).
+fn raw_unicode_escape(b: &[u8], at: usize) -> Result<String, String> {
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && matches!(b.get(i + 1), Some(b'u' | b'U')) {
+            let n = if b[i + 1] == b'u' { 4 } else { 8 };
+            let c = b
+                .get(i + 2..i + 2 + n)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .and_then(char::from_u32)
+                .ok_or_else(|| format!("bad \\u escape in a UNICODE argument at offset {at}"))?;
+            out.push(c);
+            i += 2 + n;
+        } else {
+            out.push(b[i] as char);
+            i += 1;
+        }
+    }
+    Ok(out)
 }
 
 fn int_from_le(bytes: &[u8]) -> Result<i64, String> {
@@ -306,12 +372,45 @@ fn int_from_le(bytes: &[u8]) -> Result<i64, String> {
     Ok(i64::from_le_bytes(a))
 }
 
+/// A value on the VM's stack or in its memo, with an upper bound on its nesting depth and on
+/// the bytes a copy of it costs (kept up to date without walking the value).
+struct Item {
+    v: Value,
+    depth: usize,
+    size: usize,
+}
+
+const NODE: usize = std::mem::size_of::<Value>();
+
+impl Item {
+    /// A value without children (strings are copied, bytes and arrays are shared).
+    fn leaf(v: Value) -> Item {
+        let size = NODE + if let Value::Str(s) = &v { s.len() } else { 0 };
+        Item { v, depth: 1, size }
+    }
+}
+
+/// The largest depth and the total size of `items`, and their values.
+fn unzip(items: Vec<Item>) -> (usize, usize, Vec<Value>) {
+    let depth = items.iter().map(|it| it.depth).max().unwrap_or(0);
+    let size = items
+        .iter()
+        .fold(0usize, |acc, it| acc.saturating_add(it.size));
+    (depth, size, items.into_iter().map(|it| it.v).collect())
+}
+
 /// Decode a pickle stream.
+///
+/// Bounded by design: nesting deeper than [`MAX_DEPTH`] and copies through the memo beyond
+/// [`copy_budget`] are errors, lengths are checked against the bytes left, and no size read
+/// from the stream is allocated before it is known to be present.
 pub fn loads(bytes: &[u8]) -> Result<Value, String> {
     let mut r = Reader { b: bytes, pos: 0 };
-    let mut stack: Vec<Value> = Vec::new();
+    let mut stack: Vec<Item> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
-    let mut memo: HashMap<usize, Value> = HashMap::new();
+    let mut memo: HashMap<usize, Item> = HashMap::new();
+    let budget = copy_budget(bytes.len());
+    let mut copied = 0usize;
     macro_rules! pop {
         () => {
             stack
@@ -324,7 +423,66 @@ pub fn loads(bytes: &[u8]) -> Result<Value, String> {
             let m = marks
                 .pop()
                 .ok_or_else(|| format!("missing MARK at offset {}", r.pos))?;
+            if m > stack.len() {
+                return Err(format!(
+                    "MARK below the stack (its items were popped) at offset {}",
+                    r.pos
+                ));
+            }
             stack.split_off(m)
+        }};
+    }
+    // A copy (memo PUT / GET, DUP) of `item`, charged to the copy budget.
+    macro_rules! copy {
+        ($item:expr, $at:expr) => {{
+            let it: &Item = $item;
+            copied = copied.saturating_add(it.size);
+            if copied > budget {
+                return Err(format!(
+                    "pickle copies more than {budget} bytes through its memo (at offset {}): \
+                     refusing a file whose references multiply its size",
+                    $at
+                ));
+            }
+            Item {
+                v: it.v.clone(),
+                depth: it.depth,
+                size: it.size,
+            }
+        }};
+    }
+    // Push, refusing values nested deeper than MAX_DEPTH.
+    macro_rules! push {
+        ($item:expr, $at:expr) => {{
+            let it: Item = $item;
+            if it.depth > MAX_DEPTH {
+                return Err(format!(
+                    "pickle nests containers deeper than {MAX_DEPTH} levels at offset {}",
+                    $at
+                ));
+            }
+            stack.push(it);
+        }};
+    }
+    macro_rules! leaf {
+        ($v:expr) => {
+            stack.push(Item::leaf($v))
+        };
+    }
+    // The container on top of the stack now holds values of `depth` and `size`, `levels`
+    // below it (depth checked).
+    macro_rules! absorb_top {
+        ($depth:expr, $size:expr, $levels:expr, $at:expr) => {{
+            if let Some(top) = stack.last_mut() {
+                top.depth = top.depth.max($depth + $levels);
+                top.size = top.size.saturating_add($size);
+                if top.depth > MAX_DEPTH {
+                    return Err(format!(
+                        "pickle nests containers deeper than {MAX_DEPTH} levels at offset {}",
+                        $at
+                    ));
+                }
+            }
         }};
     }
     loop {
@@ -343,6 +501,7 @@ pub fn loads(bytes: &[u8]) -> Result<Value, String> {
             b'.' => {
                 return stack
                     .pop()
+                    .map(|it| it.v)
                     .ok_or_else(|| "empty stack at STOP".to_string())
             }
             b'(' => marks.push(stack.len()),
@@ -353,35 +512,36 @@ pub fn loads(bytes: &[u8]) -> Result<Value, String> {
                 let _ = pop_mark!();
             }
             b'2' => {
-                let v = stack.last().cloned().ok_or("DUP on an empty stack")?;
+                let top = stack.last().ok_or("DUP on an empty stack")?;
+                let v = copy!(top, at);
                 stack.push(v);
             }
-            b'N' => stack.push(Value::None),
-            0x88 => stack.push(Value::Bool(true)),
-            0x89 => stack.push(Value::Bool(false)),
+            b'N' => leaf!(Value::None),
+            0x88 => leaf!(Value::Bool(true)),
+            0x89 => leaf!(Value::Bool(false)),
             b'J' => {
                 let s = r.take(4)?;
-                stack.push(Value::Int(i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i64));
+                leaf!(Value::Int(i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i64));
             }
             b'K' => {
                 let v = r.u8()?;
-                stack.push(Value::Int(v as i64))
+                leaf!(Value::Int(v as i64))
             }
             b'M' => {
                 let v = r.u16()?;
-                stack.push(Value::Int(v as i64))
+                leaf!(Value::Int(v as i64))
             }
             0x8a => {
                 let n = r.u8()? as usize;
-                stack.push(Value::Int(int_from_le(r.take(n)?)?));
+                leaf!(Value::Int(int_from_le(r.take(n)?)?));
             }
             0x8b => {
                 let n = r.u32()?;
-                stack.push(Value::Int(int_from_le(r.take(n)?)?));
+                leaf!(Value::Int(int_from_le(r.take(n)?)?));
             }
             b'I' => {
                 let l = r.line()?;
-                stack.push(match l {
+                leaf!(match l {
                     "00" => Value::Bool(false),
                     "01" => Value::Bool(true),
                     _ => Value::Int(l.parse().map_err(|_| format!("bad INT {l:?}"))?),
@@ -389,17 +549,17 @@ pub fn loads(bytes: &[u8]) -> Result<Value, String> {
             }
             b'L' => {
                 let l = r.line()?.trim_end_matches('L');
-                stack.push(Value::Int(l.parse().map_err(|_| format!("bad LONG {l:?}"))?));
+                leaf!(Value::Int(l.parse().map_err(|_| format!("bad LONG {l:?}"))?));
             }
             b'G' => {
                 let s = r.take(8)?;
                 let mut a = [0u8; 8];
                 a.copy_from_slice(s);
-                stack.push(Value::Float(f64::from_be_bytes(a)));
+                leaf!(Value::Float(f64::from_be_bytes(a)));
             }
             b'F' => {
                 let l = r.line()?;
-                stack.push(Value::Float(l.parse().map_err(|_| format!("bad FLOAT {l:?}"))?));
+                leaf!(Value::Float(l.parse().map_err(|_| format!("bad FLOAT {l:?}"))?));
             }
             0x8c | b'X' | 0x8d => {
                 let n = match op {
@@ -409,11 +569,11 @@ pub fn loads(bytes: &[u8]) -> Result<Value, String> {
                 };
                 let s = std::str::from_utf8(r.take(n)?)
                     .map_err(|_| format!("invalid UTF-8 string at offset {at}"))?;
-                stack.push(Value::Str(s.to_string()));
+                leaf!(Value::Str(s.to_string()));
             }
             b'V' => {
-                let l = r.line()?;
-                stack.push(Value::Str(l.to_string()));
+                let l = r.line_bytes()?;
+                leaf!(Value::Str(raw_unicode_escape(l, at)?));
             }
             b'S' => {
                 let l = r.line()?;
@@ -423,7 +583,7 @@ pub fn loads(bytes: &[u8]) -> Result<Value, String> {
                     .and_then(|t| t.strip_suffix('\''))
                     .or_else(|| t.strip_prefix('"').and_then(|t| t.strip_suffix('"')))
                     .unwrap_or(t);
-                stack.push(Value::Bytes(Rc::new(t.as_bytes().to_vec())));
+                leaf!(Value::Bytes(Rc::new(t.as_bytes().to_vec())));
             }
             b'C' | b'B' | 0x8e | 0x96 | b'U' | b'T' => {
                 let n = match op {
@@ -431,7 +591,7 @@ pub fn loads(bytes: &[u8]) -> Result<Value, String> {
                     b'B' | b'T' => r.u32()?,
                     _ => r.u64()?,
                 };
-                stack.push(Value::Bytes(Rc::new(r.take(n)?.to_vec())));
+                leaf!(Value::Bytes(Rc::new(r.take(n)?.to_vec())));
             }
             0x97 | 0x98 => {
                 return Err(
@@ -439,44 +599,67 @@ pub fn loads(bytes: &[u8]) -> Result<Value, String> {
                         .into(),
                 )
             }
-            b'}' => stack.push(Value::Dict(Vec::new())),
+            b'}' => leaf!(Value::Dict(Vec::new())),
             b'd' => {
-                let items = pop_mark!();
-                stack.push(Value::Dict(pairs(items)?));
+                let (depth, size, values) = unzip(pop_mark!());
+                push!(
+                    Item {
+                        v: Value::Dict(pairs(values)?),
+                        depth: depth + 1,
+                        size: size.saturating_add(NODE),
+                    },
+                    at
+                );
             }
-            b']' => stack.push(Value::List(Vec::new())),
-            b'l' => {
-                let items = pop_mark!();
-                stack.push(Value::List(items));
+            b']' | 0x8f => leaf!(Value::List(Vec::new())),
+            b'l' | 0x91 | b't' => {
+                let (depth, size, values) = unzip(pop_mark!());
+                push!(
+                    Item {
+                        v: if op == b't' {
+                            Value::Tuple(values)
+                        } else {
+                            Value::List(values)
+                        },
+                        depth: depth + 1,
+                        size: size.saturating_add(NODE),
+                    },
+                    at
+                );
             }
-            b')' => stack.push(Value::Tuple(Vec::new())),
-            b't' => {
-                let items = pop_mark!();
-                stack.push(Value::Tuple(items));
-            }
+            b')' => leaf!(Value::Tuple(Vec::new())),
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
                 if stack.len() < n {
                     return Err(format!("stack underflow at offset {at}"));
                 }
-                let items = stack.split_off(stack.len() - n);
-                stack.push(Value::Tuple(items));
+                let (depth, size, values) = unzip(stack.split_off(stack.len() - n));
+                push!(
+                    Item {
+                        v: Value::Tuple(values),
+                        depth: depth + 1,
+                        size: size.saturating_add(NODE),
+                    },
+                    at
+                );
             }
-            0x8f => stack.push(Value::List(Vec::new())),
-            0x90 => {
-                let items = pop_mark!();
-                match stack.last_mut() {
-                    Some(Value::List(l)) => l.extend(items),
-                    _ => return Err(format!("ADDITEMS on a non-set at offset {at}")),
+            0x90 | b'e' => {
+                let (depth, size, values) = unzip(pop_mark!());
+                match stack.last_mut().map(|it| &mut it.v) {
+                    Some(Value::List(l)) => l.extend(values),
+                    other => {
+                        return Err(format!(
+                            "{} to {} at offset {at}",
+                            if op == b'e' { "APPENDS" } else { "ADDITEMS" },
+                            other.map_or("nothing", |o| o.kind())
+                        ))
+                    }
                 }
-            }
-            0x91 => {
-                let items = pop_mark!();
-                stack.push(Value::List(items));
+                absorb_top!(depth, size, 1, at);
             }
             b'a' => {
-                let v = pop!();
-                match stack.last_mut() {
+                let Item { v, depth, size } = pop!();
+                match stack.last_mut().map(|it| &mut it.v) {
                     Some(Value::List(l)) => l.push(v),
                     other => {
                         return Err(format!(
@@ -485,73 +668,81 @@ pub fn loads(bytes: &[u8]) -> Result<Value, String> {
                         ))
                     }
                 }
+                absorb_top!(depth, size, 1, at);
             }
-            b'e' => {
-                let items = pop_mark!();
-                match stack.last_mut() {
-                    Some(Value::List(l)) => l.extend(items),
-                    other => {
-                        return Err(format!(
-                            "APPENDS to {} at offset {at}",
-                            other.map_or("nothing", |o| o.kind())
-                        ))
-                    }
-                }
-            }
-            b's' => {
-                let v = pop!();
-                let k = pop!();
-                dict_insert(stack.last_mut(), vec![(k, v)], at)?;
-            }
-            b'u' => {
-                let items = pop_mark!();
-                dict_insert(stack.last_mut(), pairs(items)?, at)?;
+            b's' | b'u' => {
+                let items = if op == b's' {
+                    let v = pop!();
+                    let k = pop!();
+                    vec![k, v]
+                } else {
+                    pop_mark!()
+                };
+                let (depth, size, values) = unzip(items);
+                dict_insert(stack.last_mut().map(|it| &mut it.v), pairs(values)?, at)?;
+                // An opaque object keeps the items in its state dict: two levels down.
+                absorb_top!(depth, size, 2, at);
             }
             b'c' => {
                 let module = r.line()?.to_string();
                 let name = r.line()?.to_string();
-                stack.push(Value::Global(module, name));
+                leaf!(Value::Global(module, name));
             }
             0x93 => {
                 let name = pop!();
                 let module = pop!();
-                match (module.as_str(), name.as_str()) {
-                    (Some(m), Some(n)) => stack.push(Value::Global(m, n)),
+                match (module.v.as_str(), name.v.as_str()) {
+                    (Some(m), Some(n)) => leaf!(Value::Global(m, n)),
                     _ => return Err(format!("STACK_GLOBAL with non-string names at offset {at}")),
                 }
             }
-            b'R' => {
+            b'R' | 0x81 | 0x92 => {
+                if op == 0x92 {
+                    let _kwargs = pop!();
+                }
                 let args = pop!();
                 let f = pop!();
-                stack.push(call(f, args)?);
-            }
-            0x81 => {
-                let args = pop!();
-                let cls = pop!();
-                stack.push(call(cls, args)?);
-            }
-            0x92 => {
-                let _kwargs = pop!();
-                let args = pop!();
-                let cls = pop!();
-                stack.push(call(cls, args)?);
+                let (depth, size, mut v) = unzip(vec![f, args]);
+                let args = v.pop().expect("two values");
+                let f = v.pop().expect("two values");
+                push!(
+                    Item {
+                        v: call(f, args)?,
+                        depth: depth + 1,
+                        size: size.saturating_add(NODE),
+                    },
+                    at
+                );
             }
             b'b' => {
                 let state = pop!();
                 let obj = pop!();
-                stack.push(build(obj, state)?);
+                let (depth, size, mut v) = unzip(vec![obj, state]);
+                let state = v.pop().expect("two values");
+                let obj = v.pop().expect("two values");
+                push!(
+                    Item {
+                        v: build(obj, state)?,
+                        depth: depth + 1,
+                        size: size.saturating_add(NODE),
+                    },
+                    at
+                );
             }
-            b'p' => {
-                let i: usize = r.line()?.parse().map_err(|_| "bad PUT index".to_string())?;
-                memo.insert(i, stack.last().cloned().ok_or("PUT on an empty stack")?);
-            }
-            b'q' | b'r' => {
-                let i = if op == b'q' { r.u8()? as usize } else { r.u32()? };
-                memo.insert(i, stack.last().cloned().ok_or("PUT on an empty stack")?);
-            }
-            0x94 => {
-                let i = memo.len();
-                memo.insert(i, stack.last().cloned().ok_or("MEMOIZE on an empty stack")?);
+            b'p' | b'q' | b'r' | 0x94 => {
+                let i = match op {
+                    b'p' => r.line()?.parse().map_err(|_| "bad PUT index".to_string())?,
+                    b'q' => r.u8()? as usize,
+                    b'r' => r.u32()?,
+                    _ => memo.len(),
+                };
+                let top = stack.last().ok_or(if op == 0x94 {
+                    "MEMOIZE on an empty stack"
+                } else {
+                    "PUT on an empty stack"
+                })?;
+                let v = copy!(top, at);
+                memo.insert(i, v);
             }
             b'g' | b'h' | b'j' => {
                 let i = match op {
@@ -559,11 +750,11 @@ pub fn loads(bytes: &[u8]) -> Result<Value, String> {
                     b'h' => r.u8()? as usize,
                     _ => r.u32()?,
                 };
-                stack.push(
-                    memo.get(&i)
-                        .cloned()
-                        .ok_or_else(|| format!("memo key {i} not found at offset {at}"))?,
-                );
+                let m = memo
+                    .get(&i)
+                    .ok_or_else(|| format!("memo key {i} not found at offset {at}"))?;
+                let v = copy!(m, at);
+                stack.push(v);
             }
             other => {
                 return Err(format!(
@@ -707,14 +898,16 @@ fn call(f: Value, args: Value) -> Result<Value, String> {
 
 fn shape_of(v: &Value) -> Result<Vec<usize>, String> {
     match v {
-        Value::Int(i) => Ok(vec![*i as usize]),
+        Value::Int(i) if *i >= 0 => Ok(vec![*i as usize]),
         Value::Tuple(items) | Value::List(items) => items
             .iter()
             .map(|x| match x {
                 Value::Int(i) if *i >= 0 => Ok(*i as usize),
+                Value::Int(i) => Err(format!("array shape entry {i} is negative")),
                 other => Err(format!("array shape entry is a {}", other.kind())),
             })
             .collect(),
+        Value::Int(i) => Err(format!("array shape {i} is negative")),
         other => Err(format!("array shape is a {}", other.kind())),
     }
 }

@@ -65,7 +65,8 @@ pub struct TrainConfig {
     pub schedule: ScheduleConfig,
     /// Global-norm gradient clipping (none if absent).
     pub clip_grad_norm: Option<f64>,
-    /// Batches assembled ahead on the worker thread.
+    /// Batches assembled ahead on the worker thread (at most
+    /// [`modbal_data::loader::MAX_PREFETCH`] = 1024).
     pub prefetch: usize,
     /// Save `checkpoints/last` every this many epochs (and always after the last epoch).
     pub checkpoint_every: usize,
@@ -107,6 +108,13 @@ impl TrainConfig {
             return Err(ModbalError::Config(
                 "train.batch_size and train.eval_batch_size must be > 0".into(),
             ));
+        }
+        if self.prefetch > modbal_data::loader::MAX_PREFETCH {
+            return Err(ModbalError::Config(format!(
+                "train.prefetch = {} is more than the limit of {} batches",
+                self.prefetch,
+                modbal_data::loader::MAX_PREFETCH
+            )));
         }
         if self.checkpoint_every == 0 {
             return Err(ModbalError::Config(
@@ -188,6 +196,13 @@ mod tests {
                     ..ok.clone()
                 },
                 "train.checkpoint_every",
+            ),
+            (
+                TrainConfig {
+                    prefetch: 1_000_000_000,
+                    ..ok.clone()
+                },
+                "train.prefetch = 1000000000",
             ),
             (
                 TrainConfig {

@@ -377,15 +377,24 @@ impl<K: AvKind> AvConfig<K> {
                 .collect();
             let sp = self.root.join("splits");
             let val = sp.join("val.csv");
+            let train = self.prepared_rows(&sp.join("train.csv"))?;
+            let test_file = sp.join("test.csv");
+            if !test_file.is_file() {
+                return Err(ModbalError::Data(format!(
+                    "split file {} does not exist{}",
+                    test_file.display(),
+                    no_test_hint::<K>(&train)
+                )));
+            }
             (
                 classes,
-                self.prepared_rows(&sp.join("train.csv"))?,
+                train,
                 if val.is_file() {
                     Some(self.prepared_rows(&val)?)
                 } else {
                     None
                 },
-                self.prepared_rows(&sp.join("test.csv"))?,
+                self.prepared_rows(&test_file)?,
                 self.root.join("audio"),
                 self.root.join("visual"),
             )
@@ -428,6 +437,27 @@ impl<K: AvKind> AvConfig<K> {
                 classes.len()
             )));
         }
+        // For the errors about empty splits: the split list of each split and its row count.
+        let list_file = |split: &str| -> PathBuf {
+            if prepared {
+                self.root.join("splits").join(format!("{split}.csv"))
+            } else {
+                self.root.join(match split {
+                    "train" => &self.train_list,
+                    "val" => &self.val_list,
+                    _ => &self.test_list,
+                })
+            }
+        };
+        let train_listed = (list_file("train"), train_rows.len());
+        let test_listed = (list_file("test"), test_rows.len());
+        let val_listed = val_rows.as_ref().map(|v| (list_file("val"), v.len()));
+        // (The actor hint is about trees `modbal prepare` wrote.)
+        let test_hint = if prepared {
+            no_test_hint::<K>(&train_rows)
+        } else {
+            String::new()
+        };
         let mut audio_shape: Option<[usize; 2]> = None;
         let mut resolve = |rows: Vec<Row>, split: &str| -> Result<(Vec<Clip>, SkipLog)> {
             let mut log = SkipLog::default();
@@ -528,6 +558,36 @@ impl<K: AvKind> AvConfig<K> {
         let audio_shape = audio_shape.ok_or_else(|| {
             ModbalError::Data(format!("dataset {name}: no usable clip in the split lists"))
         })?;
+        // An empty train or test split is an error naming why (an empty val split a warning),
+        // not a run without a test split.
+        let empty = |split: &str, (file, n): &(PathBuf, usize), hint: &str| {
+            let what = if *n == 0 {
+                format!("{} lists no clip", file.display())
+            } else {
+                format!(
+                    "{} lists {n} clip(s), none of them usable (see the skipped-sample warning)",
+                    file.display()
+                )
+            };
+            ModbalError::Data(format!(
+                "dataset {name}: the {split} split is empty: {what}{hint}"
+            ))
+        };
+        if train_clips.is_empty() {
+            return Err(empty("train", &train_listed, ""));
+        }
+        if test_clips.is_empty() {
+            return Err(empty("test", &test_listed, &test_hint));
+        }
+        if val_clips.is_empty() {
+            // A warning, not an error: the splits are still usable for loading the training
+            // clips (examples/bench_loader.rs); training itself refuses an empty split.
+            let why = match &val_listed {
+                Some(l) => empty("val", l, "").to_string(),
+                None => empty_val_reason(name, self.val_fraction, train_clips.len()),
+            };
+            eprintln!("warning: {why}");
+        }
         let s = self.image_size;
         let shapes = vec![
             vec![1, audio_shape[0], audio_shape[1]],
@@ -557,6 +617,41 @@ impl<K: AvKind> AvConfig<K> {
             make(test_clips, "test", false, test_log.entries),
         ))
     }
+}
+
+/// Why the validation split carved from `train` clips is empty.
+fn empty_val_reason(name: &str, fraction: f64, train: usize) -> String {
+    format!(
+        "dataset {name}: the val split is empty: val_fraction {fraction} of the {train} training \
+         clips rounds to 0 clips in every class (at most n − 1 of a class's n clips are held \
+         out); raise dataset.val_fraction or add clips"
+    )
+}
+
+/// Why a dataset may have no test clips, appended to the error (empty for a reason-free case).
+/// CREMA-D: `modbal prepare`'s actor-disjoint split (without split lists in the raw folder)
+/// holds out every 10th actor in sorted order, so a tree of fewer than 10 actors has none; the
+/// actor count is read from the training clip ids (`1001_DFA_ANG_XX` → actor 1001).
+fn no_test_hint<K: AvKind>(train: &[Row]) -> String {
+    if K::NAME != CremaD::NAME {
+        return String::new();
+    }
+    let mut actors: Vec<u32> = train
+        .iter()
+        .filter_map(|r| r.id.split('_').next()?.parse().ok())
+        .collect();
+    actors.sort_unstable();
+    actors.dedup();
+    if actors.is_empty() || actors.len() >= 10 {
+        return String::new();
+    }
+    format!(
+        "; the training clips come from {} actor(s) ({actors:?}), and `modbal prepare` holds \
+         out every 10th actor in sorted order for the test split, so a CREMA-D tree with fewer \
+         than 10 actors has no test clips: add actors, or put train.csv/test.csv split lists in \
+         the raw folder before preparing",
+        actors.len()
+    )
 }
 
 /// One split of an audio-visual dataset (see the [module docs](self)).
@@ -662,5 +757,17 @@ impl Dataset for AvDataset {
     }
     fn set_epoch(&self, seed: u64, epoch: usize) {
         self.aug.set(seed, epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_empty_val_warning_names_the_fraction_and_the_count() {
+        let w = super::empty_val_reason("crema-d", 0.01, 96);
+        assert!(
+            w.contains("val split is empty: val_fraction 0.01 of the 96 training clips"),
+            "{w}"
+        );
     }
 }

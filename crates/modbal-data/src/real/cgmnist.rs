@@ -27,7 +27,8 @@
 //! Files in `root`: `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
 //! `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte` (a `.` instead of the last `-` is
 //! accepted; gzip files must be unpacked first). Validation: a stratified `val_fraction` of the
-//! 60 000 training digits.
+//! 60 000 training digits. The IDX headers are checked against the files: `16 + n·rows·cols`
+//! (checked arithmetic) must be the image file's length and `8 + n` the label file's.
 
 use super::{check_fraction, check_root, derive_seed, stratified_split};
 use crate::dataset::{Dataset, Sample, Splits};
@@ -144,9 +145,19 @@ fn find_idx(root: &Path, base: &str) -> Result<PathBuf> {
 pub fn read_idx_pair(images: &Path, labels: &Path) -> Result<Idx> {
     let ib = std::fs::read(images).map_err(|e| ModbalError::io("reading", images, e))?;
     let lb = std::fs::read(labels).map_err(|e| ModbalError::io("reading", labels, e))?;
+    parse_idx_pair(&ib, &lb, images, labels)
+}
+
+/// [`read_idx_pair`] on the files' bytes (`images`, `labels`: the names used in errors).
+///
+/// Nothing in the headers is trusted: `n · rows · cols` is computed with checked arithmetic
+/// and must equal the image bytes present (`16 + n·rows·cols` = the file length), the label
+/// file must hold exactly `8 + n` bytes, and `n` must be at least 1 — so a header whose sizes
+/// overflow (or wrap to 0) is an error naming them.
+pub fn parse_idx_pair(ib: &[u8], lb: &[u8], images: &Path, labels: &Path) -> Result<Idx> {
     let bad = |p: &Path, m: String| ModbalError::Data(format!("{}: {m}", p.display()));
     // A gzip file under the plain IDX name (the MNIST mirrors ship .gz): say so, not "bad magic".
-    for (p, b) in [(images, &ib), (labels, &lb)] {
+    for (p, b) in [(images, ib), (labels, lb)] {
         if b.starts_with(&[0x1f, 0x8b]) {
             return Err(bad(
                 p,
@@ -159,44 +170,73 @@ pub fn read_idx_pair(images: &Path, labels: &Path) -> Result<Idx> {
             ));
         }
     }
-    if ib.len() < 16 || be_u32(&ib, 0) != 0x0803 {
+    if ib.len() < 16 || be_u32(ib, 0) != 0x0803 {
         return Err(bad(
             images,
             format!(
                 "bad IDX magic {:#010x}, expected 0x00000803 (idx3-ubyte images)",
-                if ib.len() >= 4 { be_u32(&ib, 0) } else { 0 }
+                if ib.len() >= 4 { be_u32(ib, 0) } else { 0 }
             ),
         ));
     }
-    if lb.len() < 8 || be_u32(&lb, 0) != 0x0801 {
+    if lb.len() < 8 || be_u32(lb, 0) != 0x0801 {
         return Err(bad(
             labels,
             format!(
                 "bad IDX magic {:#010x}, expected 0x00000801 (idx1-ubyte labels)",
-                if lb.len() >= 4 { be_u32(&lb, 0) } else { 0 }
+                if lb.len() >= 4 { be_u32(lb, 0) } else { 0 }
             ),
         ));
     }
     let (n, rows, cols) = (
-        be_u32(&ib, 4) as usize,
-        be_u32(&ib, 8) as usize,
-        be_u32(&ib, 12) as usize,
+        be_u32(ib, 4) as usize,
+        be_u32(ib, 8) as usize,
+        be_u32(ib, 12) as usize,
     );
     if rows < 8 || cols < 8 {
         return Err(bad(images, format!("images of {rows}×{cols}, need ≥ 8×8")));
     }
-    if ib.len() < 16 + n * rows * cols {
-        return Err(bad(
-            images,
-            format!(
-                "truncated: {n} images of {rows}×{cols} need {} bytes, file has {}",
-                16 + n * rows * cols,
-                ib.len()
-            ),
-        ));
+    if n == 0 {
+        return Err(bad(images, "the header says 0 images".into()));
     }
-    let nl = be_u32(&lb, 4) as usize;
-    if nl != n || lb.len() < 8 + n {
+    let need = n
+        .checked_mul(rows)
+        .and_then(|v| v.checked_mul(cols))
+        .and_then(|v| v.checked_add(16));
+    match need {
+        None => {
+            return Err(bad(
+                images,
+                format!(
+                    "header says {n} images of {rows}×{cols}: more bytes than this machine can \
+                     address (corrupt header?); file has {}",
+                    ib.len()
+                ),
+            ))
+        }
+        Some(need) if ib.len() < need => {
+            return Err(bad(
+                images,
+                format!(
+                    "truncated: {n} images of {rows}×{cols} need {need} bytes, file has {}",
+                    ib.len()
+                ),
+            ))
+        }
+        Some(need) if ib.len() > need => {
+            return Err(bad(
+                images,
+                format!(
+                    "header says {n} images of {rows}×{cols} ({need} bytes), but the file has {} \
+                     (header and data disagree)",
+                    ib.len()
+                ),
+            ))
+        }
+        Some(_) => {}
+    }
+    let nl = be_u32(lb, 4) as usize;
+    if nl != n || lb.len() != 8 + n {
         return Err(bad(
             labels,
             format!(
@@ -206,7 +246,7 @@ pub fn read_idx_pair(images: &Path, labels: &Path) -> Result<Idx> {
             ),
         ));
     }
-    let labels_v = lb[8..8 + n].to_vec();
+    let labels_v = lb[8..].to_vec();
     if let Some(j) = labels_v.iter().position(|&y| y > 9) {
         return Err(bad(
             labels,
@@ -216,7 +256,7 @@ pub fn read_idx_pair(images: &Path, labels: &Path) -> Result<Idx> {
     Ok(Idx {
         rows,
         cols,
-        images: ib[16..16 + n * rows * cols].to_vec(),
+        images: ib[16..].to_vec(),
         labels: labels_v,
     })
 }
