@@ -25,7 +25,7 @@ fn p(dir: &Path, f: &str) -> String {
 /// A version-1.0 `.npy` file with the header dict `dict` and the data `body`.
 fn forged_npy(path: &Path, dict: &str, body: &[u8]) {
     let mut h = dict.to_string();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');

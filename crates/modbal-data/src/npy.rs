@@ -419,7 +419,7 @@ mod tests {
         // Bytes of `np.save(f, np.array([[1.5, -2.0]], dtype='<f8'))` (NumPy 2.4.6).
         let mut b = b"\x93NUMPY\x01\x00v\x00".to_vec();
         let mut h = "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 2), }".to_string();
-        while (10 + h.len() + 1) % 64 != 0 {
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');

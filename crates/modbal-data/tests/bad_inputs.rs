@@ -16,7 +16,7 @@ use std::path::Path;
 fn npy_bytes(dict: &str, body: &[u8], v2: bool) -> Vec<u8> {
     let mut h = dict.to_string();
     let pre = if v2 { 12 } else { 10 };
-    while (pre + h.len() + 1) % 64 != 0 {
+    while !(pre + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');

@@ -77,13 +77,14 @@ impl Eq for SeqTransformerConfig {}
 
 impl SeqTransformerConfig {
     pub fn validate(&self, input_shape: &[usize]) -> Result<usize> {
-        if self.d_model == 0 || self.num_heads == 0 || self.d_model % self.num_heads != 0 {
+        if self.d_model == 0 || self.num_heads == 0 || !self.d_model.is_multiple_of(self.num_heads)
+        {
             return config_err(format!(
                 "seq_transformer: d_model {} must be a positive multiple of num_heads {}",
                 self.d_model, self.num_heads
             ));
         }
-        if self.kernel % 2 == 0 {
+        if self.kernel.is_multiple_of(2) {
             return config_err(format!(
                 "seq_transformer: kernel {} must be odd",
                 self.kernel

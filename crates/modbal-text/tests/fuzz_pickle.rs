@@ -292,7 +292,7 @@ fn fuzz_pickle() {
         // MulT-shaped values (every 4th) through the CMU-MOSEI loader, every sample read.
         if v.get("train").is_some() {
             mult += 1;
-            if mult % 4 == 0 {
+            if mult.is_multiple_of(4) {
                 std::fs::write(&path, b).unwrap();
                 let cfg = CmuMoseiConfig {
                     path: path.clone(),
