@@ -56,6 +56,13 @@ pub fn run(a: &PrepareArgs) -> Result<()> {
         r.seconds,
         r.prepared as f64 / r.seconds.max(1e-9)
     );
+    if r.cleaned > 0 {
+        eprintln!(
+            "removed {} temporary file(s) left in {} by an interrupted run",
+            r.cleaned,
+            a.out.display()
+        );
+    }
     if !r.skipped.is_empty() {
         eprintln!(
             "skipped {} clip(s) (listed with reasons in {}):",

@@ -15,8 +15,20 @@
 //!
 //! A truncated file (a data chunk shorter than its header says), a corrupt header or a file with
 //! no samples is an error naming the file — never a silently shortened signal.
+//!
+//! **Hostile files.** Every entry point ([`decode_file`], [`decode_wav`], [`decode_symphonia`])
+//! first checks the WAV / FLAC header ([`crate::header::check_file`]: sample rate in 1 Hz..=1 MHz,
+//! channels ≥ 1, block align and bits non-zero, chunks inside the file) and takes from it an upper
+//! bound on the decoded length; buffers are sized from that bound, never from a bare header field,
+//! and a stream that decodes past it is an error. A panic inside hound or symphonia on a malformed
+//! file is caught ([`std::panic::catch_unwind`]) and returned as a [`AudioError::Decode`] naming
+//! the file, so one bad clip cannot take down a batch. (The panic hook still runs: a program that
+//! wants no message on stderr for such files installs a quieter hook, as `modbal prepare` does.)
 
 use crate::error::{AudioError, Result};
+use crate::header::{
+    check_file, check_file_at, MAX_DECODED_SAMPLES, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE,
+};
 use std::path::Path;
 
 /// A decoded clip, downmixed to mono.
@@ -46,27 +58,65 @@ pub const AUDIO_EXTENSIONS: &[&str] = &[
 
 /// Decodes an audio file (format chosen by extension, WAV by content too) to mono `f32`.
 pub fn decode_file(path: &Path) -> Result<Audio> {
+    let limit = decoded_limit(path)?;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(|e| e.to_ascii_lowercase())
         .unwrap_or_default();
-    if ext == "wav" || ext == "wave" {
-        match decode_wav(path) {
-            // A header hound refuses (64-bit float, A-law, µ-law, ...) may still be valid WAV:
-            // symphonia gets a try, and hound's message is kept if it fails too.
-            Err(e @ AudioError::Decode { .. }) if !e.to_string().contains("truncated") => {
-                decode_symphonia(path, Some("wav")).map_err(|_| e)
+    isolated(path, || {
+        if ext == "wav" || ext == "wave" {
+            match wav_unchecked(path, limit) {
+                // A header hound refuses (64-bit float, A-law, µ-law, ...) may still be valid WAV:
+                // symphonia gets a try, and hound's message is kept if it fails too.
+                Err(e @ AudioError::Decode { .. }) if !e.to_string().contains("truncated") => {
+                    symphonia_unchecked(path, Some("wav"), limit).map_err(|_| e)
+                }
+                other => other,
             }
-            other => other,
+        } else {
+            symphonia_unchecked(path, (!ext.is_empty()).then_some(ext.as_str()), limit)
         }
+    })
+}
+
+/// The header check of [`check_file`]: the bound on interleaved decoded samples.
+fn decoded_limit(path: &Path) -> Result<u64> {
+    Ok(check_file(path)?.map_or(MAX_DECODED_SAMPLES, |h| h.max_samples))
+}
+
+/// Runs a decoder, turning a panic into an error naming the file.
+fn isolated(path: &Path, f: impl FnOnce() -> Result<Audio>) -> Result<Audio> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        Err(AudioError::decode(
+            path,
+            format!(
+                "malformed file: the decoder panicked ({})",
+                panic_message(payload.as_ref())
+            ),
+        ))
+    })
+}
+
+/// The message of a panic payload (`&str` or `String`; anything else is "unknown panic").
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
     } else {
-        decode_symphonia(path, (!ext.is_empty()).then_some(ext.as_str()))
+        "unknown panic".into()
     }
 }
 
 /// Decodes a WAV file with hound (see the module docs for the scaling).
 pub fn decode_wav(path: &Path) -> Result<Audio> {
+    let limit = decoded_limit(path)?;
+    isolated(path, || wav_unchecked(path, limit))
+}
+
+/// [`decode_wav`] after the header check: at most `limit` interleaved samples.
+fn wav_unchecked(path: &Path, limit: u64) -> Result<Audio> {
     let file = std::fs::File::open(path).map_err(|e| AudioError::io(path, e))?;
     let reader = hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| match e {
         hound::Error::IoError(io) => AudioError::decode(path, format!("corrupt wav header: {io}")),
@@ -82,6 +132,21 @@ pub fn decode_wav(path: &Path) -> Result<Audio> {
         return Err(AudioError::decode(
             path,
             "wav header declares sample rate 0",
+        ));
+    }
+    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&spec.sample_rate) {
+        return Err(AudioError::decode(
+            path,
+            format!("wav header declares sample rate {} Hz", spec.sample_rate),
+        ));
+    }
+    if reader.len() as u64 > limit {
+        return Err(AudioError::decode(
+            path,
+            format!(
+                "wav header declares {} samples, more than the data chunk can hold ({limit})",
+                reader.len()
+            ),
         ));
     }
     let declared = reader.len() as usize;
@@ -176,29 +241,48 @@ pub fn downmix(interleaved: &[f32], channels: usize) -> Vec<f32> {
 /// Decodes any container/codec symphonia was built with (FLAC, MP3, AAC/MP4, Vorbis/Ogg, MKV,
 /// WAV variants hound refuses).
 pub fn decode_symphonia(path: &Path, ext_hint: Option<&str>) -> Result<Audio> {
+    let limit = decoded_limit(path)?;
+    isolated(path, || symphonia_unchecked(path, ext_hint, limit))
+}
+
+/// [`decode_symphonia`] after the header check: at most `limit` interleaved samples.
+fn symphonia_unchecked(path: &Path, ext_hint: Option<&str>, limit: u64) -> Result<Audio> {
     use symphonia::core::audio::SampleBuffer;
     use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
     use symphonia::core::errors::Error as SErr;
     use symphonia::core::formats::FormatOptions;
-    use symphonia::core::io::MediaSourceStream;
+    use symphonia::core::io::{MediaSourceStream, ReadBytes};
     use symphonia::core::meta::MetadataOptions;
-    use symphonia::core::probe::Hint;
+    use symphonia::core::probe::Instantiate;
 
     let file = std::fs::File::open(path).map_err(|e| AudioError::io(path, e))?;
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
-    let mut hint = Hint::new();
-    if let Some(e) = ext_hint {
-        hint.with_extension(e);
-    }
-    let probed = symphonia::default::get_probe()
-        .format(
-            &hint,
-            mss,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
-        )
-        .map_err(|e| AudioError::decode(path, format!("unrecognised or corrupt container: {e}")))?;
-    let mut format = probed.format;
+    let mut mss = MediaSourceStream::new(Box::new(file), Default::default());
+    // symphonia 0.5's probe ignores hints: it takes the first container marker in the first
+    // megabyte, after junk or metadata (ID3). This is `Probe::format` with the header check at
+    // the position the marker was found (a WAV behind one junk byte is still a WAV to it).
+    let _ = ext_hint;
+    let probe = symphonia::default::get_probe();
+    let corrupt =
+        |e: SErr| AudioError::decode(path, format!("unrecognised or corrupt container: {e}"));
+    let mut limit = limit;
+    let mut format = loop {
+        match probe.next(&mut mss).map_err(corrupt)? {
+            Instantiate::Format(make) => {
+                let at = mss.pos();
+                if at != 0 {
+                    if let Some(h) = check_file_at(path, at)? {
+                        limit = limit.min(h.max_samples);
+                    }
+                }
+                break make(mss, &FormatOptions::default()).map_err(corrupt)?;
+            }
+            Instantiate::Metadata(meta) => {
+                meta(&MetadataOptions::default())
+                    .read_all(&mut mss)
+                    .map_err(corrupt)?;
+            }
+        }
+    };
     let track = format
         .tracks()
         .iter()
@@ -206,6 +290,12 @@ pub fn decode_symphonia(path: &Path, ext_hint: Option<&str>) -> Result<Audio> {
         .ok_or_else(|| AudioError::decode(path, "no decodable audio track"))?;
     let track_id = track.id;
     let sample_rate = track.codec_params.sample_rate.unwrap_or(0);
+    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&sample_rate) {
+        return Err(AudioError::decode(
+            path,
+            format!("stream declares sample rate {sample_rate} Hz, outside {MIN_SAMPLE_RATE}..={MAX_SAMPLE_RATE} Hz"),
+        ));
+    }
     let codec = symphonia::default::get_codecs()
         .get_codec(track.codec_params.codec)
         .map(|d| d.short_name)
@@ -250,6 +340,14 @@ pub fn decode_symphonia(path: &Path, ext_hint: Option<&str>) -> Result<Audio> {
         }
         let b = buf.as_mut().expect("sample buffer");
         b.copy_interleaved_ref(decoded);
+        if (interleaved.len() as u64).saturating_add(b.samples().len() as u64) > limit {
+            return Err(AudioError::decode(
+                path,
+                format!(
+                    "stream decodes to more than {limit} samples (the bound from its header, or the limit for compressed streams)"
+                ),
+            ));
+        }
         interleaved.extend_from_slice(b.samples());
     }
     if channels == 0 || sample_rate == 0 {
@@ -259,4 +357,23 @@ pub fn decode_symphonia(path: &Path, ext_hint: Option<&str>) -> Result<Audio> {
         ));
     }
     finish(path, interleaved, channels, sample_rate, codec.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decoder_panic_is_an_error_naming_the_file() {
+        let p = Path::new("clips/bad.wav");
+        let e = isolated(p, || panic!("TimeBase cannot have 0 denominator")).unwrap_err();
+        assert!(matches!(e, AudioError::Decode { .. }));
+        let m = e.to_string();
+        assert!(
+            m.contains("clips/bad.wav") && m.contains("panicked (TimeBase cannot have 0"),
+            "{m}"
+        );
+        let e = isolated(p, || std::panic::panic_any(7u8)).unwrap_err();
+        assert!(e.to_string().contains("unknown panic"));
+    }
 }

@@ -19,6 +19,10 @@ pub enum AudioError {
     /// unsupported encoding, no audio track, empty).
     #[error("{}: {msg}", path.display())]
     Decode { path: PathBuf, msg: String },
+    /// A size computed from the input (a resampled length, a filter length) exceeds the bound
+    /// that keeps one clip from exhausting memory or time.
+    #[error("{0}")]
+    Limit(String),
 }
 
 impl AudioError {

@@ -5,6 +5,9 @@
 //!
 //! * [`decode`]: WAV (hound: PCM 8/16/24/32-bit, float 32) and FLAC/MP3/AAC-in-MP4/Vorbis/MKV
 //!   (symphonia) → mono `f32`; corrupt or truncated files are errors naming the file.
+//! * [`header`]: WAV / FLAC header checks run before any decoder (sample rate, channels, sizes
+//!   against the file length) and the bound on the decoded length; decoder panics on malformed
+//!   files become errors.
 //! * [`mod@resample`]: Kaiser-windowed sinc resampler (resampy `kaiser_best` design; librosa ≥ 0.10
 //!   uses soxr — the difference is documented there).
 //! * [`stft`] (librosa conventions), [`fbank`] (Kaldi / `torchaudio.compliance.kaldi.fbank`),
@@ -44,6 +47,7 @@ pub mod decode;
 pub mod error;
 pub mod fbank;
 pub mod fft;
+pub mod header;
 pub mod npy;
 pub mod recipe;
 pub mod resample;

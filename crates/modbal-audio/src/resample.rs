@@ -22,7 +22,15 @@
 //! band-limited tone and against `scipy.signal.resample_poly`.
 //!
 //! For rational rate ratios with a small reduced numerator (all common audio rates) the filter is
-//! tabulated per output phase (polyphase); otherwise the taps are evaluated per output sample.
+//! tabulated per output phase (polyphase); otherwise the taps are evaluated per output sample
+//! (the same numbers either way).
+//!
+//! **Bounds.** Sizes follow from the rates, so a forged rate must not turn into a forged
+//! allocation: the output length is computed with checked arithmetic and may not exceed
+//! [`MAX_RESAMPLED_SAMPLES`] (2²⁷ ≈ 1.7 h at 22.05 kHz), the filter may not exceed [`MAX_TAPS`]
+//! taps (a down-sampling ratio of about 7700 — 124 MHz to 16 kHz), and a polyphase table is built
+//! only when it holds at most [`MAX_TABLE_ENTRIES`] coefficients. Beyond the first two the result
+//! is an [`AudioError::Limit`] naming the sizes.
 
 use crate::error::{AudioError, Result};
 use serde::{Deserialize, Serialize};
@@ -129,6 +137,14 @@ thread_local! {
 
 /// Largest reduced output factor for which the polyphase table is built.
 const MAX_PHASES: u64 = 4096;
+/// Largest polyphase table built (coefficients; 32 MiB of `f64`).
+pub const MAX_TABLE_ENTRIES: u64 = 1 << 22;
+/// Largest total of cached tables per thread (coefficients); the cache is emptied beyond it.
+const MAX_CACHED_ENTRIES: u64 = 1 << 24;
+/// Longest output [`resample`] produces (samples).
+pub const MAX_RESAMPLED_SAMPLES: u64 = 1 << 27;
+/// Longest filter [`resample`] uses (taps).
+pub const MAX_TAPS: u64 = 1 << 20;
 
 /// Resamples `x` from `rate_in` to `rate_out` Hz (see the module docs). Equal rates return a copy.
 pub fn resample(x: &[f32], rate_in: u32, rate_out: u32, cfg: &ResampleConfig) -> Result<Vec<f32>> {
@@ -145,20 +161,39 @@ pub fn resample(x: &[f32], rate_in: u32, rate_out: u32, cfg: &ResampleConfig) ->
     let (up, down) = (rate_out as u64 / g, rate_in as u64 / g); // t_j = j·down/up
     let fc = cfg.rolloff * (rate_out as f64 / rate_in as f64).min(1.0);
     let zc = cfg.zero_crossings as f64;
+    let half_f = (zc / fc).ceil() + 1.0;
+    // (fc > 0 after the checks above, so half_f is finite; `is_none_or` also refuses NaN)
+    if (half_f * 2.0)
+        .partial_cmp(&(MAX_TAPS as f64))
+        .is_none_or(|o| o.is_gt())
+    {
+        return Err(AudioError::Limit(format!(
+            "resample: {rate_in} Hz → {rate_out} Hz needs a filter of {half_f:.0}×2 taps, more than the limit of {MAX_TAPS}"
+        )));
+    }
     let kernel = Kernel {
         fc,
         zc,
         beta: cfg.kaiser_beta,
         i0_beta: bessel_i0(cfg.kaiser_beta),
-        half: (zc / fc).ceil() as isize + 1,
+        half: half_f as isize,
     };
     let n = x.len();
-    let n_out = ((n as u64 * up).div_ceil(down)) as usize;
+    // ⌈n·up/down⌉ in u128: n < 2⁶⁴ and up < 2³² cannot overflow it.
+    let n_out = (n as u128 * up as u128).div_ceil(down as u128);
+    if n_out > MAX_RESAMPLED_SAMPLES as u128 {
+        return Err(AudioError::Limit(format!(
+            "resample: {n} samples at {rate_in} Hz → {rate_out} Hz would be {n_out} samples, more than the limit of {MAX_RESAMPLED_SAMPLES}"
+        )));
+    }
+    let n_out = n_out as usize;
     let half = kernel.half;
     let taps = (2 * half) as usize;
     let mut y = Vec::with_capacity(n_out);
     // y[j] = Σ_{i=-half+1}^{half} x[k0+i]·h(frac − i), k0 = ⌊t_j⌋, frac = t_j − k0.
-    let table: Option<std::sync::Arc<Vec<f64>>> = (up <= MAX_PHASES).then(|| {
+    let table_len = up * taps as u64; // ≤ 2³² · 2²⁰: no overflow
+    let tabulate = up <= MAX_PHASES && table_len <= MAX_TABLE_ENTRIES;
+    let table: Option<std::sync::Arc<Vec<f64>>> = tabulate.then(|| {
         let key = (
             up,
             down,
@@ -167,8 +202,12 @@ pub fn resample(x: &[f32], rate_in: u32, rate_out: u32, cfg: &ResampleConfig) ->
             cfg.kaiser_beta.to_bits(),
         );
         TABLES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let cached: u64 = cache.values().map(|t| t.len() as u64).sum();
+            if !cache.contains_key(&key) && cached + table_len > MAX_CACHED_ENTRIES {
+                cache.clear();
+            }
             cache
-                .borrow_mut()
                 .entry(key)
                 .or_insert_with(|| {
                     let mut t = Vec::with_capacity(up as usize * taps);
@@ -292,5 +331,27 @@ mod tests {
             resample(&[0.25; 10], 8000, 8000, &ResampleConfig::default()).unwrap(),
             vec![0.25; 10]
         );
+    }
+
+    #[test]
+    fn forged_rates_are_bounded_not_allocated() {
+        let cfg = ResampleConfig::default();
+        // 4·10⁹ Hz → 22.05 kHz: the polyphase table would hold 86 GB; the filter alone is over
+        // the tap limit.
+        let e = resample(&[0.1; 1000], 4_000_000_000, 22050, &cfg).unwrap_err();
+        assert!(
+            matches!(e, AudioError::Limit(_)) && e.to_string().contains("taps"),
+            "{e}"
+        );
+        // 1 Hz → 22.05 kHz: 20000 samples would become 441 million.
+        let e = resample(&[0.1; 20000], 1, 22050, &cfg).unwrap_err();
+        assert!(e.to_string().contains("441000000"), "{e}");
+        // 1 MHz (the highest rate a header may declare) still works, without a huge table.
+        let t = std::time::Instant::now();
+        let y = resample(&[0.1; 20000], 999_983, 22050, &cfg).unwrap();
+        assert_eq!(y.len(), (20000u64 * 22050).div_ceil(999_983) as usize);
+        let y = resample(&[0.1; 20000], 1_000_000, 16000, &cfg).unwrap();
+        assert_eq!(y.len(), 320);
+        assert!(t.elapsed().as_secs_f64() < 30.0);
     }
 }

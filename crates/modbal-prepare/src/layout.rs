@@ -108,6 +108,10 @@ struct Listing {
     audio: HashMap<String, PathBuf>,
     video: HashMap<String, PathBuf>,
     dirs: HashMap<String, PathBuf>,
+    /// Folders named like audio files (`X.wav/`), by stem: reported, never decoded.
+    audio_dirs: HashMap<String, PathBuf>,
+    /// Folders named like videos (`X.mp4/`), by stem.
+    video_dirs: HashMap<String, PathBuf>,
 }
 
 fn rank(ext: &str, list: &[&str]) -> Option<usize> {
@@ -130,6 +134,14 @@ impl DirIndex {
                     continue;
                 }
                 if p.is_dir() {
+                    if let (Some(stem), Some(ext)) = (p.file_stem(), p.extension()) {
+                        let (stem, ext) = (stem.to_string_lossy(), ext.to_string_lossy());
+                        if rank(&ext, AUDIO_EXT).is_some() {
+                            l.audio_dirs.insert(stem.to_string(), p.clone());
+                        } else if rank(&ext, VIDEO_EXT).is_some() {
+                            l.video_dirs.insert(stem.to_string(), p.clone());
+                        }
+                    }
                     l.dirs.insert(name, p);
                     continue;
                 }
@@ -212,13 +224,25 @@ impl<'a> Locator<'a> {
             let video = vfolders
                 .iter()
                 .find_map(|d| self.index.listing(d).video.get(id).cloned());
-            if audio.is_none() && frames.is_none() && video.is_none() {
+            // A folder named like the media file (`X.wav/`) is reported as what it is.
+            let media_dir = afolders
+                .iter()
+                .find_map(|d| self.index.listing(d).audio_dirs.get(id).cloned())
+                .map(|p| format!("{} is a directory, not an audio file", p.display()))
+                .or_else(|| {
+                    vfolders
+                        .iter()
+                        .find_map(|d| self.index.listing(d).video_dirs.get(id).cloned())
+                        .map(|p| format!("{} is a directory, not a video file", p.display()))
+                });
+            if audio.is_none() && frames.is_none() && video.is_none() && media_dir.is_none() {
                 continue;
             }
-            let a = match (audio, &video) {
-                (Some(p), _) => AudioSource::File(p),
-                (None, Some(v)) => AudioSource::Video(v.clone()),
-                (None, None) => {
+            let a = match (audio, &video, media_dir) {
+                (Some(p), _, _) => AudioSource::File(p),
+                (None, Some(v), _) => AudioSource::Video(v.clone()),
+                (None, None, Some(why)) => AudioSource::Missing(why),
+                (None, None, None) => {
                     AudioSource::Missing(self.missing("audio", id, self.dirs.audio, AUDIO_EXT))
                 }
             };
@@ -263,6 +287,8 @@ impl<'a> Locator<'a> {
             let l = self.index.listing(&self.raw.join(d)).clone();
             s.extend(l.audio.keys().cloned());
             s.extend(l.video.keys().cloned());
+            s.extend(l.audio_dirs.keys().cloned());
+            s.extend(l.video_dirs.keys().cloned());
         }
         s
     }

@@ -14,9 +14,22 @@
 //!
 //! Every clip is either prepared (listed in a split file) or reported in `manifest.json`
 //! `skipped` with the file at fault and the reason; [`PrepareReport::skipped`] non-empty ⇒ the CLI
-//! exits with [`EXIT_SKIPPED`]. Outputs are written to temporary names and renamed, so an
-//! interrupted run leaves no half-written array; a re-run reuses every complete clip (audio array
-//! of the exact expected size and frame folder present) and computes only the rest.
+//! exits with [`EXIT_SKIPPED`]. A bad clip never stops the run: headers are checked before
+//! decoding (`modbal_audio::header`), sizes derived from them are bounded, and a panic while
+//! preparing one clip (a decoder bug on a malformed file) is caught and recorded as that clip's
+//! skip reason (such panics print nothing; their message is the reason).
+//!
+//! # Crash safety
+//!
+//! Every file is written under a temporary name (`.<name>.tmp-<pid>`, frame folders as
+//! `.<id>.tmp-<pid>/`), flushed to disk (`fsync`), renamed into place, and the folder is synced,
+//! so a killed run leaves no half-written array, split list or manifest. The next run removes the
+//! temporaries a killed run left ([`PrepareReport::cleaned`]; on Linux only those whose process
+//! is gone, so a run still writing to the same folder keeps its own), reuses every complete clip
+//! (audio array of the exact expected size and frame folder present) and computes only the rest:
+//! its outputs equal those of an uninterrupted run. For tests, `MODBAL_PREPARE_CRASH_AT=N`
+//! aborts the process at its N-th durable step (a temporary written, a rename, a leftover
+//! removed; numbered in order with `--jobs 1`).
 //!
 //! # Example
 //!
@@ -54,8 +67,12 @@ use modbal_audio::npy::{npy_bytes, npy_file_len};
 use modbal_audio::{decode_file, Recipe};
 use rayon::prelude::*;
 use serde_json::json;
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 /// Exit status of `modbal prepare` when it finished but skipped at least one clip
@@ -94,6 +111,8 @@ pub struct PrepareReport {
     pub skipped: Vec<Skipped>,
     pub manifest: PathBuf,
     pub seconds: f64,
+    /// Temporary files and folders left by an interrupted run, removed by this one.
+    pub cleaned: usize,
 }
 
 enum Outcome {
@@ -106,15 +125,174 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PrepareError + '_ {
     move |e| PrepareError::io(path, e)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+/// The environment variable of the crash-test hook (see the crate docs).
+pub const CRASH_AT_ENV: &str = "MODBAL_PREPARE_CRASH_AT";
+
+/// A durable step: with `MODBAL_PREPARE_CRASH_AT=N`, the N-th call aborts the process (no
+/// destructors, no cleanup: what a `kill -9` at this point leaves).
+fn crash_point() {
+    static AT: OnceLock<Option<u64>> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let at = AT.get_or_init(|| std::env::var(CRASH_AT_ENV).ok()?.trim().parse().ok());
+    if let Some(at) = *at {
+        if COUNT.fetch_add(1, Ordering::SeqCst) + 1 == at {
+            std::process::abort();
+        }
+    }
+}
+
+/// The temporary name of `name` (in the same folder): `.<name>.tmp-<pid>`.
+fn tmp_name(name: &str) -> String {
+    format!(".{name}.tmp-{}", std::process::id())
+}
+
+/// The process id in a temporary name of [`tmp_name`] (any process).
+fn tmp_pid(name: &str) -> Option<u32> {
+    let (_, pid) = name.rsplit_once(".tmp-")?;
+    if !name.starts_with('.') || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` runs (Linux: `/proc/<pid>`; elsewhere every other process counts as
+/// gone, so a concurrent run there is not protected).
+fn process_alive(pid: u32) -> bool {
+    pid == std::process::id()
+        || (Path::new("/proc/self").exists() && Path::new("/proc").join(pid.to_string()).exists())
+}
+
+/// Whether a folder entry is a temporary left by a process that is gone.
+fn is_leftover(name: &str) -> bool {
+    tmp_pid(name).is_some_and(|pid| !process_alive(pid))
+}
+
+/// `bytes` into a new file at `path`, flushed to disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Flushes a folder's entries (renames, new files) to disk; a no-op where folders cannot be
+/// opened as files.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Flushes every file of `dir` (frames hard-linked, copied or written by ffmpeg) and `dir`.
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_file() {
+            std::fs::File::open(&p)?.sync_all()?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, fsync and a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    let tmp = path.with_file_name(tmp_name(&path.file_name().unwrap().to_string_lossy()));
+    if let Err(e) = write_synced(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(PrepareError::io(&tmp, e));
+    }
+    crash_point();
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    crash_point();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    sync_dir(dir).map_err(io(dir))
+}
+
+/// Removes what an interrupted run left in `out` (temporaries of [`tmp_name`] whose process is
+/// gone); the count.
+fn clean_leftovers(out: &Path) -> Result<usize> {
+    let mut n = 0;
+    for d in [
+        out.to_path_buf(),
+        out.join("audio"),
+        out.join("visual"),
+        out.join("splits"),
+    ] {
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(PrepareError::io(&d, e)),
+        };
+        for e in rd {
+            let e = e.map_err(io(&d))?;
+            if !is_leftover(&e.file_name().to_string_lossy()) {
+                continue;
+            }
+            let p = e.path();
+            let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.map_err(io(&p))?;
+            n += 1;
+            crash_point();
+        }
+    }
+    Ok(n)
+}
+
+thread_local! {
+    /// Set while this thread prepares a clip: a panic then is that clip's skip reason, not a
+    /// message on stderr.
+    static IN_CLIP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs (once) a panic hook that is silent for panics inside a clip's preparation (their
+/// message becomes the clip's skip reason) and defers to the previous hook otherwise.
+fn quiet_clip_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_CLIP.with(Cell::get) {
+                prev(info)
+            }
+        }));
+    });
+}
+
+/// Runs `f`, the preparation of `item` into `out`; a panic in it becomes the clip's skip reason
+/// (its temporaries removed) instead of the end of the run.
+fn isolated(out: &Path, item: &Item, f: impl FnOnce() -> Outcome) -> Outcome {
+    IN_CLIP.with(|c| c.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    IN_CLIP.with(|c| c.set(false));
+    r.unwrap_or_else(|payload| {
+        let _ = std::fs::remove_dir_all(out.join("visual").join(tmp_name(&item.id)));
+        let _ = std::fs::remove_file(
+            out.join("audio")
+                .join(tmp_name(&format!("{}.npy", item.id))),
+        );
+        let file = match &item.audio {
+            AudioSource::File(p) | AudioSource::Video(p) => Some(p.display().to_string()),
+            AudioSource::Missing(_) => None,
+        };
+        Outcome::Skipped(Skipped {
+            id: item.id.clone(),
+            split: Some(item.split),
+            file,
+            reason: format!(
+                "internal error while preparing this clip (panic: {}); please report it with the file",
+                modbal_audio::decode::panic_message(payload.as_ref())
+            ),
+        })
+    })
 }
 
 struct Ctx<'a> {
@@ -156,10 +334,9 @@ impl Ctx<'_> {
         if self.complete(&item.id) {
             return Outcome::Reused;
         }
-        let tag = format!("tmp-{}", std::process::id());
         // Visual first (cheap checks), into a temporary folder.
         let vdst = self.visual_path(&item.id);
-        let vtmp = self.out.join("visual").join(format!(".{}.{tag}", item.id));
+        let vtmp = self.out.join("visual").join(tmp_name(&item.id));
         let _ = std::fs::remove_dir_all(&vtmp);
         let visual_done = vdst.is_dir();
         if !visual_done {
@@ -184,15 +361,19 @@ impl Ctx<'_> {
                 },
                 VisualSource::Missing(_) => unreachable!("handled above"),
             };
+            let r = r.and_then(|()| {
+                sync_tree(&vtmp).map_err(|e| (vtmp.clone(), format!("cannot write: {e}")))
+            });
             if let Err((file, reason)) = r {
                 let _ = std::fs::remove_dir_all(&vtmp);
                 return skip(Some(&file), reason);
             }
+            crash_point();
         }
         // Audio.
         let audio = match &item.audio {
             AudioSource::File(p) => decode_file(p).map_err(|e| (p.clone(), e.to_string())),
-            AudioSource::Video(v) => self.video_audio(v, &tag),
+            AudioSource::Video(v) => self.video_audio(v),
             AudioSource::Missing(_) => unreachable!("handled above"),
         };
         let feature = audio.and_then(|a| {
@@ -215,17 +396,30 @@ impl Ctx<'_> {
         let atmp = self
             .out
             .join("audio")
-            .join(format!(".{}.npy.{tag}", item.id));
+            .join(tmp_name(&format!("{}.npy", item.id)));
         let bytes = npy_bytes(&feature.shape, &feature.data);
-        let res = std::fs::write(&atmp, &bytes)
-            .and_then(|_| std::fs::rename(&atmp, &adst))
+        // Audio first, then the frame folder: a frame folder in place implies its audio array.
+        let res = write_synced(&atmp, &bytes)
+            .and_then(|_| {
+                crash_point();
+                std::fs::rename(&atmp, &adst)
+            })
             .map_err(|e| (adst.clone(), e))
             .and_then(|_| {
+                crash_point();
                 if visual_done {
                     Ok(())
                 } else {
-                    std::fs::rename(&vtmp, &vdst).map_err(|e| (vdst.clone(), e))
+                    std::fs::rename(&vtmp, &vdst).map_err(|e| (vdst.clone(), e))?;
+                    crash_point();
+                    Ok(())
                 }
+            })
+            .and_then(|_| {
+                for d in [self.out.join("audio"), self.out.join("visual")] {
+                    sync_dir(&d).map_err(|e| (d.clone(), e))?;
+                }
+                Ok(())
             });
         if let Err((p, e)) = res {
             let _ = std::fs::remove_file(&atmp);
@@ -235,14 +429,21 @@ impl Ctx<'_> {
         Outcome::Prepared
     }
 
+    /// [`Ctx::process`], with a panic caught and recorded as the clip's skip reason.
+    fn process_isolated(&self, item: &Item) -> Outcome {
+        isolated(self.out, item, || self.process(item))
+    }
+
     fn video_audio(
         &self,
         video: &Path,
-        tag: &str,
     ) -> std::result::Result<modbal_audio::Audio, (PathBuf, String)> {
         if let Some(ff) = self.ffmpeg {
             let name = video.file_stem().unwrap_or_default().to_string_lossy();
-            let wav = self.out.join("audio").join(format!(".{name}.wav.{tag}"));
+            let wav = self
+                .out
+                .join("audio")
+                .join(tmp_name(&format!("{name}.wav")));
             let r = media::extract_audio(ff, video, &wav)
                 .and_then(|_| decode_file(&wav).map_err(|e| e.to_string()))
                 .map_err(|e| (video.to_path_buf(), e));
@@ -329,6 +530,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         let p = opts.out.join(d);
         std::fs::create_dir_all(&p).map_err(io(&p))?;
     }
+    let cleaned = clean_leftovers(&opts.out)?;
     let jobs = if opts.jobs == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -353,11 +555,12 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         ProgressBar::hidden()
     };
     let ctx = ctx_probe;
+    quiet_clip_panics();
     let outcomes: Vec<Outcome> = pool.install(|| {
         scan.items
             .par_iter()
             .map(|item| {
-                let o = ctx.process(item);
+                let o = ctx.process_isolated(item);
                 bar.inc(1);
                 o
             })
@@ -462,5 +665,95 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         skipped,
         manifest: manifest_path,
         seconds: start.elapsed().as_secs_f64(),
+        cleaned,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_are_recognised_by_name_and_process() {
+        let pid = std::process::id();
+        assert_eq!(tmp_pid(&tmp_name("manifest.json")), Some(pid));
+        assert_eq!(tmp_pid(".1001_DFA_ANG_XX.tmp-4242"), Some(4242));
+        // this process's own temporaries are not leftovers; a gone process's are
+        assert!(!is_leftover(&tmp_name("manifest.json")));
+        assert!(is_leftover(&format!(".a.npy.tmp-{}", u32::MAX)));
+        for keep in [
+            "manifest.json",
+            ".hidden",
+            ".a.npy.tmp-",
+            ".a.npy.tmp-12x",
+            "a.tmp-12",
+            ".notes",
+        ] {
+            assert_eq!(tmp_pid(keep), None, "{keep}");
+        }
+    }
+
+    #[test]
+    fn a_panic_while_preparing_a_clip_is_its_skip_reason() {
+        let out = tempfile::tempdir().unwrap();
+        let item = Item {
+            id: "clip".into(),
+            label: "A".into(),
+            split: Split::Train,
+            audio: AudioSource::File("raw/clip.wav".into()),
+            visual: VisualSource::Frames("raw/clip".into()),
+        };
+        let vtmp = out.path().join("visual").join(tmp_name("clip"));
+        std::fs::create_dir_all(&vtmp).unwrap();
+        quiet_clip_panics();
+        let o = isolated(out.path(), &item, || panic!("boom in a decoder"));
+        let Outcome::Skipped(s) = o else {
+            panic!("not skipped")
+        };
+        assert_eq!(
+            (s.id.as_str(), s.file.as_deref()),
+            ("clip", Some("raw/clip.wav"))
+        );
+        assert!(
+            s.reason.contains("panic: boom in a decoder"),
+            "{}",
+            s.reason
+        );
+        assert!(!vtmp.exists(), "the clip's temporaries are removed");
+        // the flag is reset: later panics on this thread reach the previous hook again
+        assert!(!IN_CLIP.with(Cell::get));
+        assert!(matches!(
+            isolated(out.path(), &item, || Outcome::Reused),
+            Outcome::Reused
+        ));
+    }
+
+    #[test]
+    fn clean_leftovers_removes_only_temporaries() {
+        let out = tempfile::tempdir().unwrap();
+        let o = out.path();
+        let gone = u32::MAX; // above every pid_max
+        for d in ["audio", &format!("visual/.x.tmp-{gone}"), "splits"] {
+            std::fs::create_dir_all(o.join(d)).unwrap();
+        }
+        let mine = tmp_name("classes.txt");
+        for f in [
+            format!(".manifest.json.tmp-{gone}"),
+            format!("audio/.x.npy.tmp-{gone}"),
+            format!("visual/.x.tmp-{gone}/00001.jpg"),
+            format!("splits/.train.csv.tmp-{gone}"),
+            "manifest.json".into(),
+            "audio/x.npy".into(),
+            ".notes".into(),
+            mine.clone(),
+        ] {
+            std::fs::write(o.join(f), b"").unwrap();
+        }
+        assert_eq!(clean_leftovers(o).unwrap(), 4);
+        for kept in ["manifest.json", "audio/x.npy", ".notes", &mine] {
+            assert!(o.join(kept).exists(), "{kept}");
+        }
+        assert!(!o.join(format!("visual/.x.tmp-{gone}")).exists());
+        assert_eq!(clean_leftovers(o).unwrap(), 0);
+    }
 }
