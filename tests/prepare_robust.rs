@@ -424,3 +424,27 @@ fn a_prepare_killed_at_any_point_resumes_to_the_uninterrupted_result() {
     );
     assert!(killed > 0, "no SIGKILL landed inside a run");
 }
+
+/// A CREMA-D tree with fewer than 10 actors has no test actor in the actor-disjoint split:
+/// prepare says so on stderr and in manifest.json (the loader then refuses the tree with the
+/// same explanation), instead of writing a tree without test split silently.
+#[test]
+fn fewer_than_ten_actors_is_a_warning_naming_the_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (raw, out) = (tmp.path().join("raw"), tmp.path().join("out"));
+    crema_tree(&raw, 12, &[]); // 12 clips of 2 actors
+    let o = run(&mut prepare(&raw, &out, &[]));
+    let t = text(&o);
+    assert!(
+        t.contains("warning: only 2 actor(s)") && t.contains("NO test split"),
+        "{t}"
+    );
+    let m = manifest(&out);
+    assert!(
+        m["split_source"]
+            .as_str()
+            .unwrap()
+            .contains("WARNING: only 2 actor(s)"),
+        "{m}"
+    );
+}

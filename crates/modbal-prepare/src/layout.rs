@@ -432,6 +432,19 @@ pub fn scan_crema_d(raw: &Path) -> Result<Scan> {
             test_actors,
             actors.len() - test_actors.len()
         );
+        if test_actors.is_empty() {
+            // Said on stderr and in manifest.json: the loader then refuses the tree with the
+            // same explanation.
+            let why = format!(
+                "only {} actor(s) in {}: the actor-disjoint split holds out every 10th actor, so \
+                 there is NO test split; put the official train.csv/test.csv in the raw folder \
+                 or prepare the full dataset (91 actors)",
+                actors.len(),
+                raw.display()
+            );
+            eprintln!("warning: {why}");
+            scan.split_source.push_str(&format!(" — WARNING: {why}"));
+        }
         for (s, e, a) in parsed {
             let split = if test_actors.contains(&a) {
                 Split::Test
