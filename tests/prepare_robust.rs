@@ -448,3 +448,36 @@ fn fewer_than_ten_actors_is_a_warning_naming_the_count() {
         "{m}"
     );
 }
+
+/// Two `modbal prepare` runs never write (or clean) one output folder: while another process
+/// holds `out/.prepare.lock`, prepare refuses with a clear error; once it is free, it runs.
+#[test]
+fn a_second_prepare_into_the_same_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (raw, out) = (tmp.path().join("raw"), tmp.path().join("out"));
+    crema_tree(&raw, 6, &[]);
+    std::fs::create_dir_all(&out).unwrap();
+    // This test process plays the other prepare.
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(out.join(".prepare.lock"))
+        .unwrap();
+    held.lock().unwrap();
+    let o = run(&mut prepare(&raw, &out, &[]));
+    let t = text(&o);
+    assert!(
+        !o.status.success() && t.contains("being prepared by another modbal process"),
+        "{t}"
+    );
+    assert!(!out.join("manifest.json").exists());
+    drop(held);
+    let o = run(&mut prepare(&raw, &out, &[]));
+    assert!(
+        o.status.code() == Some(0) || o.status.code() == Some(3),
+        "{}",
+        text(&o)
+    );
+    assert!(out.join("manifest.json").exists());
+}

@@ -29,7 +29,9 @@
 //! (audio array of the exact expected size and frame folder present) and computes only the rest:
 //! its outputs equal those of an uninterrupted run. For tests, `MODBAL_PREPARE_CRASH_AT=N`
 //! aborts the process at its N-th durable step (a temporary written, a rename, a leftover
-//! removed; numbered in order with `--jobs 1`).
+//! removed; numbered in order with `--jobs 1`). Only one prepare writes an output folder at a
+//! time: it holds an OS lock on `<out>/.prepare.lock` (released when the process ends, also by a
+//! kill); a second one is refused with an error.
 //!
 //! # Example
 //!
@@ -458,6 +460,38 @@ impl Ctx<'_> {
 }
 
 /// Runs `modbal prepare` (see the crate docs).
+/// Lock `out/.prepare.lock` for this process, or say that another prepare is writing there.
+fn lock_out(out: &Path) -> Result<std::fs::File> {
+    let p = out.join(".prepare.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&p)
+        .map_err(io(&p))?;
+    // A child forked by another thread may hold a copy of a descriptor for a moment: retry for
+    // up to two seconds before calling the folder busy.
+    let mut tries = 0;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) if tries < 40 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(PrepareError::Usage(format!(
+                    "{} is being prepared by another modbal process: wait for it to finish or \
+                     use another --out",
+                    out.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(PrepareError::io(&p, e)),
+        }
+    }
+}
+
 pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     let start = Instant::now();
     if !DATASET_NAMES.contains(&opts.dataset.as_str()) {
@@ -530,6 +564,9 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         let p = opts.out.join(d);
         std::fs::create_dir_all(&p).map_err(io(&p))?;
     }
+    // One prepare per output folder: an OS lock held until this function returns (released by
+    // the OS if the process dies), so two runs never write or clean the same folder.
+    let _lock = lock_out(&opts.out)?;
     let cleaned = clean_leftovers(&opts.out)?;
     let jobs = if opts.jobs == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
