@@ -1,25 +1,13 @@
 //! The `modbal` binary: errors name the culprit; the README's command shape is reproducible.
 
-use std::process::Command;
-
-fn modbal(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_modbal"))
-        .args(args)
-        .output()
-        .expect("run modbal");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
 
 #[test]
 fn help_lists_the_commands() {
-    let (code, out, _) = modbal(&["--help"]);
+    let (code, out, _) = common::modbal_cli(&["--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("train") && out.contains("resume"), "{out}");
-    let (code, out, _) = modbal(&["train", "--help"]);
+    let (code, out, _) = common::modbal_cli(&["train", "--help"]);
     assert_eq!(code, 0);
     for flag in [
         "--dataset",
@@ -89,7 +77,7 @@ fn bad_input_gets_a_clear_error() {
         ),
     ];
     for (args, needles) in cases {
-        let (code, _, err) = modbal(&args);
+        let (code, _, err) = common::modbal_cli(&args);
         assert_eq!(code, 1, "{args:?} should fail");
         for n in needles {
             assert!(err.contains(n), "{args:?}: error {err:?} lacks {n:?}");
@@ -98,7 +86,7 @@ fn bad_input_gets_a_clear_error() {
     // An unreadable (malformed) config file is named in the error.
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "seed = [unclosed").unwrap();
-    let (code, _, err) = modbal(&["train", "--config", bad.to_str().unwrap()]);
+    let (code, _, err) = common::modbal_cli(&["train", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("bad.toml"), "{err}");
 }
@@ -125,13 +113,13 @@ fn train_command_writes_the_run_and_is_reproducible() {
         "--set",
         "dataset.test=48",
     ];
-    let (code, out, err) = modbal(&args);
+    let (code, out, err) = common::modbal_cli(&args);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("fusion_acc") && out.contains("test"),
         "no results table: {out}"
     );
-    let (code, _, err) = modbal(&args);
+    let (code, _, err) = common::modbal_cli(&args);
     assert_eq!(code, 0, "{err}");
     let a = dir.path().join("synth-av-concat-s3");
     let b = dir.path().join("synth-av-concat-s3-1");
@@ -148,14 +136,14 @@ fn train_command_writes_the_run_and_is_reproducible() {
 fn devices_are_chosen_on_the_command_line_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let (code, _, err) = modbal(&["train", "--device", "cuda:1", "--out", d]);
+    let (code, _, err) = common::modbal_cli(&["train", "--device", "cuda:1", "--out", d]);
     assert_ne!(code, 0);
     // This CI build has no `cuda` feature: the error says how to get one.
     assert!(
         err.contains("cuda:1") && err.contains("--features cuda"),
         "{err}"
     );
-    let (code, _, err) = modbal(&["train", "--device", "tpu", "--out", d]);
+    let (code, _, err) = common::modbal_cli(&["train", "--device", "tpu", "--out", d]);
     assert_ne!(code, 0);
     assert!(err.contains("tpu") && err.contains("cuda:N"), "{err}");
     // Nothing was written for the refused runs.

@@ -71,3 +71,16 @@ pub fn method_names() -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// Run the `modbal` binary: (exit code, stdout, stderr).
+pub fn modbal_cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modbal"))
+        .args(args)
+        .output()
+        .expect("run modbal");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

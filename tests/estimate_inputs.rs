@@ -2,21 +2,10 @@
 //! exits 1 with an error naming the value — no panic, no huge allocation, no exit 0 with a
 //! wrapped number.
 
+mod common;
+
 use modbal::data::npy::write_npy;
 use std::path::Path;
-use std::process::Command;
-
-fn modbal(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_modbal"))
-        .args(args)
-        .output()
-        .expect("run modbal");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn p(dir: &Path, f: &str) -> String {
     dir.join(f).display().to_string()
@@ -39,7 +28,7 @@ fn forged_npy(path: &Path, dict: &str, body: &[u8]) {
 fn fails_naming(args: &[&str], needles: &[&str]) {
     let mut full = vec!["estimate"];
     full.extend(args);
-    let (code, out, err) = modbal(&full);
+    let (code, out, err) = common::modbal_cli(&full);
     assert_eq!(
         code, 1,
         "{full:?} should fail with exit 1: stdout {out:?}, stderr {err:?}"
@@ -79,7 +68,8 @@ fn huge_bins_is_refused_naming_the_value() {
         &["--bins 4294967296"],
     );
     // The limit itself is accepted.
-    let (code, out, err) = modbal(&["estimate", "mi", "--x", &a, "--y", &a, "--bins", "1048576"]);
+    let (code, out, err) =
+        common::modbal_cli(&["estimate", "mi", "--x", &a, "--y", &a, "--bins", "1048576"]);
     assert_eq!(code, 0, "{out} {err}");
 }
 
@@ -119,7 +109,7 @@ fn csv_with_a_byte_order_mark_keeps_its_first_row() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("x.csv"), "\u{feff}0\n1\n0\n1\n").unwrap();
     std::fs::write(dir.path().join("y.csv"), "0\n1\n0\n1\n").unwrap();
-    let (code, out, err) = modbal(&[
+    let (code, out, err) = common::modbal_cli(&[
         "estimate",
         "mi",
         "--x",

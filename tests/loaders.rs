@@ -1,20 +1,9 @@
 //! Real-data loaders end to end: `modbal train` on tiny generated CGMNIST and CREMA-D trees.
 //! (The loaders themselves are tested in `crates/modbal-data/tests/loaders.rs`.)
 
-use modbal::data::real::fixtures::{self, AvFixture};
-use std::process::Command;
+mod common;
 
-fn modbal(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_modbal"))
-        .args(args)
-        .output()
-        .expect("run modbal");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use modbal::data::real::fixtures::{self, AvFixture};
 
 /// `modbal train ARGS… --set dataset.root=DATA` for one epoch with small conv4 encoders on both
 /// CGMNIST views, into `out`.
@@ -43,7 +32,7 @@ fn train_tiny_cgmnist(
         out.to_str().unwrap(),
         "--no-progress",
     ]);
-    modbal(&all)
+    common::modbal_cli(&all)
 }
 
 #[test]
@@ -67,7 +56,7 @@ fn train_one_epoch_on_tiny_cgmnist() {
         "{cfg}"
     );
     // The default encoders for cgmnist are conv4 (resolved into config.toml).
-    let (code, _, stderr) = modbal(&[
+    let (code, _, stderr) = common::modbal_cli(&[
         "train",
         "--set",
         "dataset.name=cgmnist",
@@ -107,7 +96,7 @@ fn train_one_epoch_on_a_tiny_prepared_crema_d_tree() {
     .write_prepared(&data)
     .unwrap();
     let out = dir.path().join("runs");
-    let (code, stdout, stderr) = modbal(&[
+    let (code, stdout, stderr) = common::modbal_cli(&[
         "train",
         "--set",
         "dataset.name=crema-d",
@@ -136,7 +125,7 @@ fn train_one_epoch_on_a_tiny_prepared_crema_d_tree() {
         "{cfg}"
     );
     // A missing root is an error naming it.
-    let (code, _, stderr) = modbal(&[
+    let (code, _, stderr) = common::modbal_cli(&[
         "train",
         "--dataset",
         "crema-d",
@@ -176,7 +165,7 @@ fn a_paper_preset_sets_the_protocol_and_is_recorded() {
     assert_eq!(train["optimizer"]["weight_decay"].as_float(), Some(0.0001));
     assert_eq!(cfg["dataset"]["validation"].as_str(), Some("ood"));
     // A dataset that contradicts the preset is an error naming both.
-    let (code, _, stderr) = modbal(&[
+    let (code, _, stderr) = common::modbal_cli(&[
         "train",
         "--preset",
         "udi/cgmnist",
@@ -190,11 +179,11 @@ fn a_paper_preset_sets_the_protocol_and_is_recorded() {
         stderr.contains("synth-av") && stderr.contains("udi/cgmnist"),
         "{stderr}"
     );
-    let (code, _, stderr) = modbal(&["train", "--preset", "udi/mnist"]);
+    let (code, _, stderr) = common::modbal_cli(&["train", "--preset", "udi/mnist"]);
     assert_ne!(code, 0);
     assert!(stderr.contains("udi/cgmnist"), "{stderr}");
     // `modbal presets` lists them; one preset shows each value with its source.
-    let (code, list, _) = modbal(&["presets"]);
+    let (code, list, _) = common::modbal_cli(&["presets"]);
     assert_eq!(code, 0);
     for p in [
         "udi/crema-d",
@@ -206,7 +195,7 @@ fn a_paper_preset_sets_the_protocol_and_is_recorded() {
     ] {
         assert!(list.contains(p), "{p} missing from\n{list}");
     }
-    let (code, one, _) = modbal(&["presets", "arm/kinetics-sounds"]);
+    let (code, one, _) = common::modbal_cli(&["presets", "arm/kinetics-sounds"]);
     assert_eq!(code, 0);
     assert!(
         one.contains("train.epochs = 80") && one.contains("ARM App. B"),

@@ -9,7 +9,6 @@ use modbal::data::noise::{NoiseConfig, NoiseKind, NoiseOn};
 use modbal::data::{Dataset, Splits};
 use modbal::{evaluate_test, load_splits, RunConfig};
 use std::path::Path;
-use std::process::Command;
 
 fn with_noise(cfg: &RunConfig, kind: &str, eps: f64, on: &str, mods: &[&str]) -> RunConfig {
     let list: Vec<String> = mods.iter().map(|m| format!("{m:?}")).collect();
@@ -380,18 +379,6 @@ fn bad_values_are_clear_errors() {
         .contains("noise.eps"));
 }
 
-fn modbal(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_modbal"))
-        .args(args)
-        .output()
-        .expect("run modbal");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 // The CLI flags: a tiny run records [noise] in config.toml; bad flags fail naming the problem.
 #[test]
 fn cli_noise_flags() {
@@ -417,7 +404,7 @@ fn cli_noise_flags() {
     let run = |extra: &[&str]| {
         let mut a: Vec<&str> = small.to_vec();
         a.extend_from_slice(extra);
-        modbal(&a)
+        common::modbal_cli(&a)
     };
     let (code, _, err) = run(&[
         "--noise",

@@ -2,19 +2,7 @@
 //! (`crates/modbal-text/tests/fixtures/mosei_tiny.pkl`: 4 / 3 / 3 samples, text `[5, 6]`,
 //! audio `[5, 4]`, vision `[5, 3]`), and the option errors of the `[dataset]` table.
 
-use std::process::Command;
-
-fn modbal(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_modbal"))
-        .args(args)
-        .output()
-        .expect("run modbal");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
 
 fn mosei_fixture() -> String {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,7 +15,7 @@ fn train_one_epoch_on_tiny_cmu_mosei() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("runs");
     let path = mosei_fixture();
-    let (code, stdout, stderr) = modbal(&[
+    let (code, stdout, stderr) = common::modbal_cli(&[
         "train",
         "--dataset",
         "cmu-mosei",
@@ -76,7 +64,7 @@ fn text_dataset_option_errors_name_the_key() {
             args.extend(["--set", s]);
         }
         args.extend(["--out", out.to_str().unwrap(), "--quiet"]);
-        let (code, _, stderr) = modbal(&args);
+        let (code, _, stderr) = common::modbal_cli(&args);
         assert_ne!(code, 0);
         stderr
     };
@@ -87,7 +75,7 @@ fn text_dataset_option_errors_name_the_key() {
     let e = run(&[]);
     assert!(e.contains("dataset.path is required"), "{e}");
     // Food-101 / MVSA need a text encoding.
-    let (code, _, e) = modbal(&[
+    let (code, _, e) = common::modbal_cli(&[
         "train",
         "--dataset",
         "food101",
@@ -99,7 +87,7 @@ fn text_dataset_option_errors_name_the_key() {
     ]);
     assert_ne!(code, 0);
     assert!(e.contains("dataset.text is required"), "{e}");
-    let (code, _, e) = modbal(&[
+    let (code, _, e) = common::modbal_cli(&[
         "train",
         "--dataset",
         "mvsa",
