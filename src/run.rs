@@ -115,7 +115,8 @@ impl Registry {
             splits,
             method,
         } = self.prepare(cfg)?;
-        let device = Device::Cpu;
+        // Opened once: the model's weights live there and the loop trains there.
+        let device = cfg.train.device.open()?;
         let modalities: Vec<(String, Vec<usize>)> = splits
             .train
             .modalities()

@@ -102,6 +102,18 @@ impl DataLoader {
         batch_size: usize,
         prefetch: usize,
     ) -> Result<Self> {
+        Self::new_on(dataset, order, batch_size, prefetch, &Device::Cpu)
+    }
+
+    /// As [`DataLoader::new`], with every batch moved to `device` on the worker thread: on a
+    /// GPU the next batches are assembled and transferred while the current step runs.
+    pub fn new_on(
+        dataset: Arc<dyn Dataset>,
+        order: Vec<usize>,
+        batch_size: usize,
+        prefetch: usize,
+        device: &Device,
+    ) -> Result<Self> {
         if batch_size == 0 {
             return Err(ModbalError::Config("batch_size must be > 0".into()));
         }
@@ -112,11 +124,24 @@ impl DataLoader {
         }
         let num_batches = order.len().div_ceil(batch_size);
         let (tx, rx) = sync_channel(prefetch.max(1));
+        let device = device.clone();
         let worker = std::thread::Builder::new()
             .name("modbal-prefetch".into())
             .spawn(move || {
                 for chunk in order.chunks(batch_size) {
-                    let b = make_batch(dataset.as_ref(), chunk);
+                    let b = make_batch(dataset.as_ref(), chunk).and_then(|b| {
+                        if device.is_cpu() {
+                            Ok(b)
+                        } else {
+                            b.to_device(&device).map_err(|e| {
+                                ModbalError::Data(format!(
+                                    "moving a batch of samples {:?}.. to {:?}: {e}",
+                                    &chunk[..chunk.len().min(4)],
+                                    device.location()
+                                ))
+                            })
+                        }
+                    });
                     let stop = b.is_err();
                     if tx.send(b).is_err() || stop {
                         break;

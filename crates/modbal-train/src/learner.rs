@@ -162,18 +162,32 @@ impl Learner {
         &self.splits
     }
 
-    fn session(self, dir: PathBuf, lock: Option<RunLock>, opts: &TrainOptions) -> Session {
-        let device = Device::Cpu;
+    fn session(self, dir: PathBuf, lock: Option<RunLock>, opts: &TrainOptions) -> Result<Session> {
+        // The run trains where the model lives (candle tells two openings of one GPU apart, so
+        // the device is taken from the parameters, not opened again); it must be the
+        // configured one.
+        let device = match self.model.params().all().into_iter().next() {
+            Some((_, v)) => v.device().clone(),
+            None => self.train.device.open()?,
+        };
+        if !self.train.device.is_location(&device) {
+            return Err(ModbalError::Config(format!(
+                "the model's parameters are on {:?} but train.device is \"{}\": build the \
+                 model on `train.device.open()`",
+                device.location(),
+                self.train.device
+            )));
+        }
         let mut ctx = RunContext::new(self.seed, device.clone(), self.train.epochs);
         ctx.rng = seed_streams(self.seed).1;
-        Session {
+        Ok(Session {
             job: self,
             ctx,
             dir,
             device,
             opts: opts.clone(),
             _lock: lock,
-        }
+        })
     }
 
     /// Train a new run in `base` (or `base-1`, `base-2`… if `base` holds a run already or
@@ -182,7 +196,7 @@ impl Learner {
     /// directory left by a run killed before its first checkpoint is reused.
     pub fn fit(self, base: &Path, config_toml: &str, opts: &TrainOptions) -> Result<RunOutcome> {
         let (dir, lock) = claim_run_dir(opts.run_dir.as_deref().unwrap_or(base))?;
-        let mut s = self.session(dir, Some(lock), opts);
+        let mut s = self.session(dir, Some(lock), opts)?;
         write_atomic(&s.dir.join("config.toml"), config_toml.as_bytes())?;
         write_json(
             &s.dir.join("meta.json"),
@@ -205,7 +219,7 @@ impl Learner {
     /// `metrics.jsonl` is byte-identical to an uninterrupted run's.
     pub fn resume(self, run_dir: &Path, opts: &TrainOptions) -> Result<RunOutcome> {
         let lock = lock_run_dir(run_dir)?;
-        let mut s = self.session(run_dir.to_path_buf(), Some(lock), opts);
+        let mut s = self.session(run_dir.to_path_buf(), Some(lock), opts)?;
         // The newest complete checkpoint (checksums verified), made `checkpoints/last`.
         let (last, st) = recover_checkpoint(run_dir)?;
         s.job
@@ -240,7 +254,7 @@ impl Learner {
             quiet: true,
             ..Default::default()
         };
-        let mut s = self.session(run_dir.to_path_buf(), None, &opts);
+        let mut s = self.session(run_dir.to_path_buf(), None, &opts)?;
         let best = run_dir.join("checkpoints").join("best");
         s.job
             .model
@@ -279,6 +293,10 @@ impl Session {
 }
 
 /// Evaluate on a split: metrics and the collected outputs (for `on_validation`).
+///
+/// The outputs stay on the run's device until the split is done (no host round trip per
+/// batch: on a GPU the batches queue up back to back); then labels, losses and logits cross to
+/// the host once, and the returned [`EvalOutputs`] are CPU tensors.
 fn evaluate(
     model: &dyn MultimodalModel,
     method: &dyn Method,
@@ -290,41 +308,58 @@ fn evaluate(
     let names = model.modalities().to_vec();
     let mut acc = MetricAccumulator::new(model.num_classes(), names.len());
     let mut ids = Vec::new();
+    let mut sizes = Vec::new();
+    let mut losses = Vec::new();
     let mut labels = Vec::new();
     let mut fused = Vec::new();
     let mut per: Vec<Vec<Tensor>> = vec![Vec::new(); names.len()];
     let mut feats: Vec<Vec<Tensor>> = vec![Vec::new(); names.len()];
-    for batch in DataLoader::new(ds.clone(), (0..ds.len()).collect(), batch_size, prefetch)? {
-        let batch = batch?.to_device(device)?;
+    let order = (0..ds.len()).collect();
+    for batch in DataLoader::new_on(ds, order, batch_size, prefetch, device)? {
+        let batch = batch?;
         let out = model.forward_t(&batch.inputs, false)?;
         let pred = method.predict(model, &out)?;
-        let loss = modbal_tensors::cross_entropy(&pred, &batch.labels)?
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?;
-        let y: Vec<u32> = batch.labels.to_vec1()?;
-        acc.add(loss, &y, &pred, &out.per_modality_logits)?;
+        losses.push(modbal_tensors::cross_entropy(&pred, &batch.labels)?);
+        sizes.push(batch.len());
         ids.extend(batch.sample_ids.iter().copied());
-        labels.extend(y);
-        fused.push(pred.to_device(&Device::Cpu)?);
+        labels.push(batch.labels);
+        fused.push(pred);
         for m in 0..names.len() {
-            per[m].push(out.per_modality_logits[m].to_device(&Device::Cpu)?);
-            feats[m].push(out.features[m].to_device(&Device::Cpu)?);
+            per[m].push(out.per_modality_logits[m].clone());
+            feats[m].push(out.features[m].clone());
         }
     }
-    let cat = |v: &[Tensor]| Tensor::cat(v, 0);
+    // One transfer per output: concatenated on the device, then moved.
+    let gather = |v: &[Tensor]| -> candle_core::Result<Tensor> {
+        if v.is_empty() {
+            candle_core::bail!("evaluation on an empty split");
+        }
+        Tensor::cat(v, 0)?.to_device(&Device::Cpu)
+    };
+    let labels: Vec<u32> = gather(&labels)?.to_vec1()?;
+    let losses: Vec<f64> = Tensor::stack(&losses, 0)?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec1()?;
     let outputs = EvalOutputs {
         sample_ids: ids,
         labels,
-        fused_logits: cat(&fused)?,
+        fused_logits: gather(&fused)?,
         per_modality_logits: per
             .iter()
-            .map(|v| cat(v))
+            .map(|v| gather(v))
             .collect::<candle_core::Result<_>>()?,
         features: feats
             .iter()
-            .map(|v| cat(v))
+            .map(|v| gather(v))
             .collect::<candle_core::Result<_>>()?,
     };
+    acc.add_batches(
+        &losses,
+        &sizes,
+        &outputs.labels,
+        &outputs.fused_logits,
+        &outputs.per_modality_logits,
+    )?;
     Ok((acc.finish(&names), outputs))
 }
 
@@ -389,11 +424,12 @@ fn train_epoch(
     s.job.splits.train.set_epoch(s.job.seed, epoch);
     // Dropout masks too (BERT, sequence Transformer): seeded by (run seed, epoch, modality).
     s.job.model.set_epoch(s.job.seed, epoch);
-    let loader = DataLoader::new(
+    let loader = DataLoader::new_on(
         s.job.splits.train.clone(),
         order,
         s.job.train.batch_size,
         s.job.train.prefetch,
+        &s.device,
     )?;
     s.ctx.batches_per_epoch = loader.num_batches();
     s.job
@@ -413,7 +449,7 @@ fn train_epoch(
     };
     let mut acc = MetricAccumulator::new(s.job.model.num_classes(), names.len());
     for (bi, batch) in loader.enumerate() {
-        let batch = batch?.to_device(&s.device)?;
+        let batch = batch?;
         s.ctx.batch_index = bi;
         let y: Vec<u32> = batch.labels.to_vec1()?;
         let step = s

@@ -62,34 +62,73 @@ impl MetricAccumulator {
         fused: &Tensor,
         per_modality: &[Tensor],
     ) -> Result<()> {
-        let b = labels.len();
-        self.n += b;
-        self.loss_sum += loss * b as f64;
-        let pred = stats::predictions(fused)?;
-        for (&p, &y) in pred.iter().zip(labels) {
-            if p == y {
-                self.correct_fused += 1;
-                self.tp[y as usize] += 1;
-            } else {
-                self.fp[p as usize] += 1;
-                self.fn_[y as usize] += 1;
-            }
-        }
-        let mut batch = BatchStats {
-            size: b,
-            correct: Vec::with_capacity(per_modality.len()),
-            scores: Vec::with_capacity(per_modality.len()),
-        };
-        for z in per_modality {
-            let pm = stats::predictions(z)?;
-            batch.correct.push(stats::count_correct(&pm, labels));
-            batch.scores.push(
-                stats::true_class_probabilities(z, labels)?
-                    .iter()
-                    .sum::<f64>(),
+        self.add_batches(&[loss], &[labels.len()], labels, fused, per_modality)
+    }
+
+    /// Add consecutive batches at once from their concatenated outputs: `losses[k]` is batch
+    /// k's mean loss and `sizes[k]` its size; `labels`, `fused` and `per_modality` hold the
+    /// `Σ sizes` rows in batch order. Each tensor crosses to the host once (an evaluation
+    /// gathers its outputs on the device and calls this at the end); the sums are formed batch
+    /// by batch as [`MetricAccumulator::add`] forms them, so the metrics are the same bits.
+    pub fn add_batches(
+        &mut self,
+        losses: &[f64],
+        sizes: &[usize],
+        labels: &[u32],
+        fused: &Tensor,
+        per_modality: &[Tensor],
+    ) -> Result<()> {
+        let total: usize = sizes.iter().sum();
+        if losses.len() != sizes.len() || total != labels.len() {
+            candle_core::bail!(
+                "{} batch losses for {} batch sizes adding up to {total}, with {} labels",
+                losses.len(),
+                sizes.len(),
+                labels.len()
             );
         }
-        self.per_modality.add(&batch);
+        let pred = stats::predictions(fused)?;
+        let mut per_pred = Vec::with_capacity(per_modality.len());
+        let mut per_prob = Vec::with_capacity(per_modality.len());
+        for z in per_modality {
+            per_pred.push(stats::predictions(z)?);
+            per_prob.push(stats::true_class_probabilities(z, labels)?);
+        }
+        if let Some(n) = std::iter::once(pred.len())
+            .chain(per_pred.iter().map(Vec::len))
+            .find(|&n| n != total)
+        {
+            candle_core::bail!("{n} rows of logits for {total} labels");
+        }
+        let mut at = 0;
+        for (&loss, &b) in losses.iter().zip(sizes) {
+            let rows = at..at + b;
+            at += b;
+            let y = &labels[rows.clone()];
+            self.n += b;
+            self.loss_sum += loss * b as f64;
+            for (&p, &y) in pred[rows.clone()].iter().zip(y) {
+                if p == y {
+                    self.correct_fused += 1;
+                    self.tp[y as usize] += 1;
+                } else {
+                    self.fp[p as usize] += 1;
+                    self.fn_[y as usize] += 1;
+                }
+            }
+            let batch = BatchStats {
+                size: b,
+                correct: per_pred
+                    .iter()
+                    .map(|pm| stats::count_correct(&pm[rows.clone()], y))
+                    .collect(),
+                scores: per_prob
+                    .iter()
+                    .map(|pr| pr[rows.clone()].iter().sum::<f64>())
+                    .collect(),
+            };
+            self.per_modality.add(&batch);
+        }
         Ok(())
     }
 
