@@ -33,11 +33,13 @@ def main():
     ap.add_argument("--workloads", default=",".join(DEFAULT))
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N, for both sides")
     a = ap.parse_args()
     here = __file__.rsplit("/", 1)[0]
     rows, lines = [], []
     for w in a.workloads.split(","):
-        extra = ["--threads", str(a.threads)] + (["--steps", str(a.steps)] if a.steps else [])
+        extra = ["--threads", str(a.threads), "--device", a.device]
+        extra += ["--steps", str(a.steps)] if a.steps else []
         mb, pt = [], []
         for _ in range(a.rounds):
             mb.append(run([a.modbal, "bench", "step", "--workload", w] + extra))
@@ -57,7 +59,7 @@ def main():
     for w, m, p, r, mr, pr in rows:
         print(f"{w:<16}{f(m):>11}{f(p):>11}{f(r, 3):>8}{f(mr):>11}{f(pr):>10}")
     print(f"(ms: median per step, median over {a.rounds} interleaved rounds; "
-          f"{a.threads} threads; ratio = modbal / PyTorch, below 1 means modbal is faster)")
+          f"{a.threads} threads, device {a.device}; ratio = modbal / PyTorch, below 1 means modbal is faster)")
     if a.json:
         for l in lines:
             print(json.dumps(l))

@@ -6,7 +6,7 @@ shapes, printing the same JSON object.
 
 A step is forward, mean cross-entropy on the (fused) logits, backward and one
 `torch.optim.SGD(lr=1e-3, momentum=0.9, weight_decay=1e-4)` update on a fixed batch
-(`torch.randn`, seeded). Eager mode, float32, CPU. Workloads (see src/bench.rs):
+(`torch.randn`, seeded). Eager mode, float32, on the CPU or `--device cuda[:N]`. Workloads (see src/bench.rs):
 
 | workload      | model                                                                    | batch | inputs              |
 |---------------|--------------------------------------------------------------------------|-------|---------------------|
@@ -129,6 +129,8 @@ def main():
     ap.add_argument("--warmup", type=int)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu",
+                    help="cpu, cuda or cuda:N (timed with torch.cuda.synchronize)")
     a = ap.parse_args()
     if a.workload == "synth-av-epoch":
         print(json.dumps({"workload": a.workload, "framework": "pytorch",
@@ -145,11 +147,16 @@ def main():
     torch.manual_seed(a.seed)
     steps = a.steps if a.steps is not None else (10 if a.workload == "resnet18-av" else 20)
     warmup = a.warmup if a.warmup is not None else 3
+    dev = torch.device(a.device)
     model, batch, shapes, classes = build(a.workload)
-    model.train()
+    model.to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-    inputs = [torch.randn((batch,) + s) for s in shapes]
-    labels = torch.randint(0, classes, (batch,))
+    inputs = [torch.randn((batch,) + s).to(dev) for s in shapes]
+    labels = torch.randint(0, classes, (batch,)).to(dev)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -165,8 +172,10 @@ def main():
             first = v
     times = []
     for _ in range(steps):
+        sync()
         t0 = time.perf_counter()
         last = step()
+        sync()
         times.append((time.perf_counter() - t0) * 1e3)
     s = sorted(times)
     print(json.dumps({
@@ -180,6 +189,7 @@ def main():
         "threads": torch.get_num_threads(),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "version": torch.__version__,
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "batch": batch,
         "params": sum(p.numel() for p in model.parameters()),
         "loss_first": first,

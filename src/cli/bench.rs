@@ -48,6 +48,10 @@ pub struct StepArgs {
     /// Seed of the initial weights and of the input batch.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Where the steps run: cpu, cuda or cuda:N (needs a `--features cuda` build). On a GPU the
+    /// device is synchronised before each clock reading (candle launches asynchronously).
+    #[arg(long, default_value = "cpu")]
+    pub device: modbal_train::DeviceConfig,
 }
 
 /// SGD as the issue fixes it (PyTorch: `torch.optim.SGD(lr=1e-3, momentum=0.9, weight_decay=1e-4)`).
@@ -124,8 +128,8 @@ struct StepBench {
 }
 
 impl StepBench {
-    fn new(workload: &str, seed: u64) -> Result<Self> {
-        let dev = Device::Cpu;
+    fn new(workload: &str, seed: u64, dev: &Device) -> Result<Self> {
+        let dev = dev.clone();
         let mut rng = SeededRng::new(seed);
         let mut data_rng = rng.fork();
         let pair = |specs: [(&str, EncoderConfig, Vec<usize>); 2],
@@ -285,9 +289,10 @@ pub fn run_step(a: &StepArgs) -> Result<Value> {
         bail!("--steps must be at least 1");
     }
     let (times, extra) = if epoch {
-        synth_av_epochs(warmup, steps, a.seed)?
+        synth_av_epochs(warmup, steps, a.seed, a.device)?
     } else {
-        let mut b = StepBench::new(&a.workload, a.seed)?;
+        let dev = a.device.open()?;
+        let mut b = StepBench::new(&a.workload, a.seed, &dev)?;
         let mut first = f64::NAN;
         for i in 0..warmup {
             let l = b.step()?;
@@ -298,8 +303,10 @@ pub fn run_step(a: &StepArgs) -> Result<Value> {
         let mut times = Vec::with_capacity(steps);
         let mut last = f64::NAN;
         for i in 0..steps {
+            dev.synchronize()?;
             let t0 = Instant::now();
             last = b.step()?;
+            dev.synchronize()?;
             times.push(t0.elapsed().as_secs_f64() * 1e3);
             if i == 0 && warmup == 0 {
                 first = last;
@@ -329,6 +336,7 @@ pub fn run_step(a: &StepArgs) -> Result<Value> {
         "threads": threads,
         "peak_rss_mb": peak_rss_mb().map(|m| (m * 10.0).round() / 10.0),
         "version": env!("CARGO_PKG_VERSION"),
+        "device": a.device.to_string(),
     });
     if let (Some(o), Some(e)) = (out.as_object_mut(), extra.as_object()) {
         for (k, v) in e {
@@ -340,7 +348,12 @@ pub fn run_step(a: &StepArgs) -> Result<Value> {
 
 /// `warmup + steps` epochs of the default `modbal train` in a scratch directory; returns the
 /// trainer's own per-epoch seconds (timing.jsonl) of the timed epochs, in ms.
-fn synth_av_epochs(warmup: usize, steps: usize, seed: u64) -> Result<(Vec<f64>, Value)> {
+fn synth_av_epochs(
+    warmup: usize,
+    steps: usize,
+    seed: u64,
+    device: modbal_train::DeviceConfig,
+) -> Result<(Vec<f64>, Value)> {
     let dir = std::env::temp_dir().join(format!(
         "modbal-bench-epoch-{}-{}",
         std::process::id(),
@@ -351,6 +364,7 @@ fn synth_av_epochs(warmup: usize, steps: usize, seed: u64) -> Result<(Vec<f64>, 
         ..Default::default()
     };
     cfg.train.epochs = warmup + steps;
+    cfg.train.device = device;
     let opts = modbal_train::TrainOptions {
         quiet: true,
         run_dir: Some(dir.clone()),
