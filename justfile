@@ -156,3 +156,29 @@ build-cuda WHAT="-p modbal-kernels" VENV="/tmp/modbal-cuda-venv" TARGET="/tmp/ta
     nvcc --version | tail -2
     cargo build --release --lib {{WHAT}} --features cuda
     echo "built {{WHAT}} with --features cuda (compute capability $CUDA_COMPUTE_CAP) in {{TARGET}}"
+
+# Binaries for a GPU machine without a Rust toolchain: `modbal` and the CUDA test binaries,
+# built with --features cuda into OUT (default gpu-bins/, git-ignored), for `just gpu-check`
+# there. Linking needs the CUDA libraries (a CUDA toolkit: CUDA_HOME with lib64/ and
+# lib64/stubs/libcuda.so, the driver stub), unlike `just build-cuda`. docs/cuda.md.
+build-cuda-bins OUT="gpu-bins" TARGET="/tmp/target-cuda":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    : "${CUDA_HOME:?set CUDA_HOME to a CUDA toolkit (nvcc, lib64/, lib64/stubs/libcuda.so)}"
+    export PATH="$CUDA_HOME/bin:$PATH" CARGO_TARGET_DIR="{{TARGET}}"
+    export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+    export RUSTFLAGS="${RUSTFLAGS:-} -L $CUDA_HOME/lib64 -L $CUDA_HOME/lib64/stubs"
+    mkdir -p "{{OUT}}/tests"
+    cargo build --release --bin modbal --features cuda
+    cp "{{TARGET}}/release/modbal" "{{OUT}}/"
+    # The crates with device cases: each test binary's path from cargo's JSON messages.
+    cargo test --release --no-run --features cuda -p modbal-kernels -p modbal-tensors \
+        --message-format=json \
+      | python3 -c 'import json,sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]]' \
+      | while read -r exe; do cp "$exe" "{{OUT}}/tests/"; done
+    ls -l "{{OUT}}" "{{OUT}}/tests"
+
+# On a GPU machine: the CUDA tests, every method on synth-av on the GPU against the CPU, and
+# `bench step` beside PyTorch on the same GPU (scripts/gpu-check.sh; ≤ 8 min on one GPU).
+gpu-check BIN="gpu-bins" DEVICE="cuda":
+    bash scripts/gpu-check.sh {{BIN}} {{DEVICE}}
