@@ -65,6 +65,7 @@ mod builtin;
 pub mod cli;
 pub mod config;
 pub mod example_support;
+mod parallel;
 pub mod presets;
 pub mod registry;
 pub mod run;

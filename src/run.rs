@@ -52,6 +52,15 @@ impl Registry {
     /// Train a new run of `cfg` and write its run directory (`out_dir/<run name>`, or
     /// `opts.run_dir`).
     pub fn train(&self, cfg: &RunConfig, opts: &TrainOptions) -> Result<RunOutcome> {
+        if cfg.train.world_size > 1 {
+            let base = cfg.out_dir.join(cfg.run_name());
+            return crate::parallel::run_parallel(
+                self,
+                cfg,
+                opts,
+                crate::parallel::Entry::Fit(&base),
+            );
+        }
         let (cfg, learner) = self.learner(cfg)?;
         let base = cfg.out_dir.join(cfg.run_name());
         learner.fit(&base, &cfg.to_toml_string()?, opts)
@@ -70,6 +79,14 @@ impl Registry {
             )));
         }
         let cfg = RunConfig::from_file_in(self, &config)?;
+        if cfg.train.world_size > 1 {
+            return crate::parallel::run_parallel(
+                self,
+                &cfg,
+                opts,
+                crate::parallel::Entry::Resume(run_dir),
+            );
+        }
         let (_, learner) = self.learner(&cfg)?;
         learner.resume(run_dir, opts)
     }

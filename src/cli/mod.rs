@@ -122,6 +122,16 @@ struct TrainArgs {
     /// Where to train: cpu (default), cuda (GPU 0) or cuda:N (config `train.device`).
     #[arg(long, value_name = "DEVICE")]
     device: Option<modbal_train::DeviceConfig>,
+    /// Data-parallel ranks (config `train.world_size`): each trains on --batch-size samples of
+    /// every global batch of N × batch, gradients averaged before each step (DDP semantics). On
+    /// the CPU the ranks are threads of this process.
+    #[arg(long, value_name = "N")]
+    world_size: Option<usize>,
+    /// GPUs for data-parallel training, one rank each, e.g. --devices 0,1,2,3 (consecutive
+    /// ordinals; sets train.device = cuda:FIRST and train.world_size; a `--features cuda,nccl`
+    /// build).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    devices: Vec<usize>,
     /// Override any config key: --set train.optimizer.lr=0.05 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
@@ -170,6 +180,22 @@ fn build_config(reg: &Registry, a: &TrainArgs) -> Result<RunConfig> {
     }
     if let Some(d) = a.device {
         cfg.train.device = d;
+    }
+    if let Some(n) = a.world_size {
+        cfg.train.world_size = n;
+    }
+    if let Some(&first) = a.devices.first() {
+        if a.device.is_some() || a.world_size.is_some() {
+            bail!("--devices sets the device and the world size: give it without --device and --world-size");
+        }
+        if a.devices.iter().enumerate().any(|(i, &d)| d != first + i) {
+            bail!(
+                "--devices {:?}: give consecutive GPU ordinals (rank r trains on GPU FIRST + r)",
+                a.devices
+            );
+        }
+        cfg.train.device = modbal_train::DeviceConfig::Cuda(first);
+        cfg.train.world_size = a.devices.len();
     }
     if a.report_test_curve {
         cfg.train.report_test_curve = true;

@@ -337,6 +337,34 @@ impl ModalityStats {
         }
     }
 
+    /// Everything accumulated, as numbers (counts exact below 2⁵³): `[batches, samples,
+    /// correct…, batch accuracy sums…, score sums…]`. Every entry is a sum over batches, so the
+    /// element-wise sum of two accumulators' values is the values of one that saw both batch
+    /// sets ([`ModalityStats::from_values`]); data-parallel ranks all-reduce them.
+    pub fn to_values(&self) -> Vec<f64> {
+        let mut v = vec![self.batches as f64, self.samples as f64];
+        v.extend(self.correct.iter().map(|&c| c as f64));
+        v.extend(&self.batch_accuracy);
+        v.extend(&self.scores);
+        v
+    }
+
+    /// The accumulator of [`ModalityStats::to_values`] for `modalities` modalities (`None` if
+    /// `v` has the wrong length).
+    pub fn from_values(modalities: usize, v: &[f64]) -> Option<Self> {
+        if v.len() != 2 + 3 * modalities {
+            return None;
+        }
+        let m = modalities;
+        Some(Self {
+            batches: v[0].round() as usize,
+            samples: v[1].round() as usize,
+            correct: v[2..2 + m].iter().map(|x| x.round() as usize).collect(),
+            batch_accuracy: v[2 + m..2 + 2 * m].to_vec(),
+            scores: v[2 + 2 * m..].to_vec(),
+        })
+    }
+
     /// The number of batches added.
     pub fn batches(&self) -> usize {
         self.batches

@@ -117,18 +117,33 @@ impl DataLoader {
         if batch_size == 0 {
             return Err(ModbalError::Config("batch_size must be > 0".into()));
         }
+        let batches = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
+        Self::from_batches(dataset, batches, prefetch, device)
+    }
+
+    /// Exactly these batches, in this order (e.g. one rank's shard of a data-parallel epoch),
+    /// moved to `device` on the worker thread. An empty batch is an error.
+    pub fn from_batches(
+        dataset: Arc<dyn Dataset>,
+        batches: Vec<Vec<usize>>,
+        prefetch: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        if let Some(k) = batches.iter().position(Vec::is_empty) {
+            return Err(ModbalError::Config(format!("batch {k} of the loader is empty")));
+        }
         if prefetch > MAX_PREFETCH {
             return Err(ModbalError::Config(format!(
                 "prefetch = {prefetch} batches is more than the limit of {MAX_PREFETCH}"
             )));
         }
-        let num_batches = order.len().div_ceil(batch_size);
+        let num_batches = batches.len();
         let (tx, rx) = sync_channel(prefetch.max(1));
         let device = device.clone();
         let worker = std::thread::Builder::new()
             .name("modbal-prefetch".into())
             .spawn(move || {
-                for chunk in order.chunks(batch_size) {
+                for chunk in &batches {
                     let b = make_batch(dataset.as_ref(), chunk).and_then(|b| {
                         if device.is_cpu() {
                             Ok(b)

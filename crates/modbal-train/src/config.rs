@@ -87,6 +87,10 @@ impl<'de> Deserialize<'de> for DeviceConfig {
     }
 }
 
+/// The most data-parallel ranks a run may ask for (`train.world_size`): each rank is a thread
+/// with its own copy of the model and data on the CPU, or a GPU.
+pub const MAX_WORLD_SIZE: usize = 64;
+
 /// Training-loop options.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -104,7 +108,14 @@ pub struct TrainConfig {
     /// Save `checkpoints/last` every this many epochs (and always after the last epoch).
     pub checkpoint_every: usize,
     /// Where the run trains: `"cpu"` (default), `"cuda"` or `"cuda:N"` ([`DeviceConfig`]).
+    /// With `world_size > 1` on CUDA, rank r trains on GPU `N + r`.
     pub device: DeviceConfig,
+    /// Data-parallel ranks (default 1): each trains on `batch_size` samples of every global
+    /// batch of `world_size × batch_size`, gradients averaged over the ranks before each step
+    /// (PyTorch DDP's semantics; `modbal_train::distributed`). On the CPU the ranks are threads
+    /// of one process (the stand-in that tests the arithmetic); on CUDA one GPU per rank,
+    /// all-reduced with NCCL (a `--features cuda,nccl` build).
+    pub world_size: usize,
     /// Also evaluate the test split after every epoch (`test_curve.jsonl`) and report the best
     /// test epoch in `summary.json` (`test_curve`, clearly labelled). Nothing in training reads
     /// it: the run's decisions and headline stay on validation. Default false.
@@ -126,6 +137,7 @@ impl Default for TrainConfig {
             prefetch: 2,
             checkpoint_every: 1,
             device: DeviceConfig::Cpu,
+            world_size: 1,
             report_test_curve: false,
         }
     }
@@ -147,6 +159,12 @@ impl TrainConfig {
                 "train.prefetch = {} is more than the limit of {} batches",
                 self.prefetch,
                 modbal_data::loader::MAX_PREFETCH
+            )));
+        }
+        if self.world_size == 0 || self.world_size > MAX_WORLD_SIZE {
+            return Err(ModbalError::Config(format!(
+                "train.world_size must be between 1 and {MAX_WORLD_SIZE}, got {}",
+                self.world_size
             )));
         }
         if self.checkpoint_every == 0 {

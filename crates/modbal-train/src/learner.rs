@@ -4,6 +4,7 @@
 
 use crate::clip::Clipped;
 use crate::config::TrainConfig;
+use crate::distributed::{broadcast_buffers, broadcast_state, shard_batches, AllReduced, Collective};
 use crate::metrics::{MetricAccumulator, SplitMetrics};
 pub use crate::record::EpochRecord;
 use crate::run_dir::{
@@ -82,6 +83,7 @@ pub struct Learner {
     seed: u64,
     dataset: String,
     noise: Option<NoiseConfig>,
+    collective: Option<Arc<dyn Collective>>,
 }
 
 impl std::fmt::Debug for Learner {
@@ -131,6 +133,7 @@ impl Learner {
             seed,
             dataset: "custom".into(),
             noise: None,
+            collective: None,
         })
     }
 
@@ -144,6 +147,22 @@ impl Learner {
     /// `metrics.jsonl` and `summary.json`; the learner does not apply it).
     pub fn with_noise(mut self, noise: Option<NoiseConfig>) -> Self {
         self.noise = noise;
+        self
+    }
+
+    /// Train as rank `c.rank()` of `c.world_size()` data-parallel replicas
+    /// ([`crate::distributed`], PyTorch DDP's semantics): the replicas start from rank 0's
+    /// weights; each epoch's seeded order is cut into global batches of
+    /// `world_size × batch_size` of which this rank trains its share
+    /// ([`crate::distributed::shard_batches`]); every optimizer step averages the gradients over
+    /// the ranks first (before clipping); BatchNorm running statistics are rank 0's before each
+    /// forward. Validation and test are evaluated whole on every rank (the replicas are equal,
+    /// so are the results); the training metrics of `metrics.jsonl` are summed over the ranks
+    /// (the whole epoch, as one process would log it).
+    /// Every rank writes a run directory: the caller gives rank 0 the real one and the others
+    /// scratch directories (`modbal`'s launcher does).
+    pub fn with_collective(mut self, c: Arc<dyn Collective>) -> Self {
+        self.collective = Some(c);
         self
     }
 
@@ -391,10 +410,15 @@ fn build_optimizer(s: &Session, stage: usize) -> Result<Box<dyn Optimizer>> {
         )));
     }
     let inner = s.job.train.optimizer.build(vars.into_iter().collect())?;
-    Ok(Box::new(Clipped {
+    let clipped = Box::new(Clipped {
         inner,
         max_norm: s.job.train.clip_grad_norm,
-    }))
+    });
+    Ok(match &s.job.collective {
+        // DDP clips the averaged gradient: the all-reduce goes outside.
+        Some(c) => Box::new(AllReduced::new(clipped, c.clone())),
+        None => clipped,
+    })
 }
 
 /// One training epoch: the method's indices (shuffled), the loader, every step; the epoch's
@@ -424,13 +448,22 @@ fn train_epoch(
     s.job.splits.train.set_epoch(s.job.seed, epoch);
     // Dropout masks too (BERT, sequence Transformer): seeded by (run seed, epoch, modality).
     s.job.model.set_epoch(s.job.seed, epoch);
-    let loader = DataLoader::new_on(
-        s.job.splits.train.clone(),
-        order,
-        s.job.train.batch_size,
-        s.job.train.prefetch,
-        &s.device,
-    )?;
+    let loader = match &s.job.collective {
+        // This rank's share of each global batch of world × batch_size.
+        Some(c) => DataLoader::from_batches(
+            s.job.splits.train.clone(),
+            shard_batches(&order, c.world_size(), s.job.train.batch_size, c.rank())?,
+            s.job.train.prefetch,
+            &s.device,
+        )?,
+        None => DataLoader::new_on(
+            s.job.splits.train.clone(),
+            order,
+            s.job.train.batch_size,
+            s.job.train.prefetch,
+            &s.device,
+        )?,
+    };
     s.ctx.batches_per_epoch = loader.num_batches();
     s.job
         .method
@@ -451,6 +484,10 @@ fn train_epoch(
     for (bi, batch) in loader.enumerate() {
         let batch = batch?;
         s.ctx.batch_index = bi;
+        if let Some(c) = &s.job.collective {
+            // DDP's broadcast_buffers: every replica normalises with rank 0's running stats.
+            broadcast_buffers(c.as_ref(), s.job.model.params())?;
+        }
         let y: Vec<u32> = batch.labels.to_vec1()?;
         let step = s
             .job
@@ -470,6 +507,14 @@ fn train_epoch(
         pb.set_message(format!("loss {:.4}", step.loss));
     }
     pb.finish_and_clear();
+    if let Some(c) = &s.job.collective {
+        // The epoch's training metrics over every rank's share, not this rank's alone.
+        let v = acc.to_values();
+        let n = v.len();
+        let local = Tensor::from_vec(v, n, &s.device)?;
+        let total: Vec<f64> = c.all_reduce_sum(&local)?.to_device(&Device::Cpu)?.to_vec1()?;
+        acc.set_values(&total)?;
+    }
     Ok(acc.finish(&names))
 }
 
@@ -646,6 +691,10 @@ fn run_loop(
         .stop_after
         .map(|n| (start_epoch + n).min(epochs))
         .unwrap_or(epochs);
+    if let Some(c) = &s.job.collective {
+        // Replicas start equal (as DDP's constructor makes them): rank 0's weights and buffers.
+        broadcast_state(c.as_ref(), s.job.model.params())?;
+    }
     let mut opt: Option<Box<dyn Optimizer>> = None;
     let mut cur_stage = usize::MAX;
     for epoch in start_epoch..stop_at {

@@ -132,6 +132,42 @@ impl MetricAccumulator {
         Ok(())
     }
 
+    /// Everything accumulated as numbers (sums over batches: counts, loss sum, confusion counts,
+    /// the per-modality statistics), to be summed over data-parallel ranks.
+    pub(crate) fn to_values(&self) -> Vec<f64> {
+        let mut v = vec![self.n as f64, self.loss_sum, self.correct_fused as f64];
+        for c in [&self.tp, &self.fp, &self.fn_] {
+            v.extend(c.iter().map(|&x| x as f64));
+        }
+        v.extend(self.per_modality.to_values());
+        v
+    }
+
+    /// Replace the accumulated sums by `v` (the layout of [`Self::to_values`], e.g. its sum
+    /// over the ranks).
+    pub(crate) fn set_values(&mut self, v: &[f64]) -> Result<()> {
+        let k = self.classes;
+        let m = self.per_modality.modalities();
+        let stats = (v.len() >= 3 + 3 * k)
+            .then(|| ModalityStats::from_values(m, &v[3 + 3 * k..]))
+            .flatten();
+        let Some(stats) = stats else {
+            candle_core::bail!(
+                "{} metric values for {k} classes and {m} modalities",
+                v.len()
+            );
+        };
+        let count = |x: &f64| x.round() as usize;
+        self.n = count(&v[0]);
+        self.loss_sum = v[1];
+        self.correct_fused = count(&v[2]);
+        self.tp = v[3..3 + k].iter().map(count).collect();
+        self.fp = v[3 + k..3 + 2 * k].iter().map(count).collect();
+        self.fn_ = v[3 + 2 * k..3 + 3 * k].iter().map(count).collect();
+        self.per_modality = stats;
+        Ok(())
+    }
+
     pub fn finish(&self, modality_names: &[String]) -> SplitMetrics {
         let n = self.n.max(1) as f64;
         let mut f1s = Vec::new();
