@@ -73,6 +73,7 @@
 
 mod clip;
 pub mod config;
+pub mod distributed;
 pub mod learner;
 pub mod metrics;
 pub mod plot;
@@ -81,6 +82,9 @@ mod run_dir;
 pub mod summary;
 
 pub use config::{DeviceConfig, TrainConfig};
+pub use distributed::{
+    broadcast_buffers, shard_batches, shard_order, AllReduced, Collective, LocalCollective,
+};
 pub use learner::{init_rng, EpochRecord, Learner, RunOutcome, TrainOptions};
 pub use metrics::{MetricAccumulator, SplitMetrics};
 pub use summary::{format_table, Summary, TestCurveSummary, TEST_CURVE_FILE, TEST_CURVE_WARNING};
