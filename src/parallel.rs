@@ -178,9 +178,9 @@ pub(crate) fn run_parallel(
         handles
             .into_iter()
             .map(|h| match h {
-                Ok(h) => h.join().unwrap_or_else(|_| {
-                    Err(ModbalError::Data("a rank's thread panicked".into()))
-                }),
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(ModbalError::Data("a rank's thread panicked".into()))),
                 Err(e) => Err(e),
             })
             .collect()

@@ -48,10 +48,16 @@ fn n_ranks_of_batch_b_train_like_one_run_of_batch_n_b() {
                 a.0
             );
             // One validation sample of 160 may flip at a tie-close margin.
-            assert!((a.1 - b.1).abs() <= 1.0 / 160.0 + 1e-12, "{name}, epoch {e}");
+            assert!(
+                (a.1 - b.1).abs() <= 1.0 / 160.0 + 1e-12,
+                "{name}, epoch {e}"
+            );
         }
         let (s1, s2) = (one.summary.as_ref().unwrap(), run.summary.as_ref().unwrap());
-        assert!((s1.test.loss - s2.test.loss).abs() <= 1e-4, "{name}: test loss");
+        assert!(
+            (s1.test.loss - s2.test.loss).abs() <= 1e-4,
+            "{name}: test loss"
+        );
     }
     let h = val(&half);
     assert!(

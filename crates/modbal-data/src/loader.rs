@@ -130,7 +130,9 @@ impl DataLoader {
         device: &Device,
     ) -> Result<Self> {
         if let Some(k) = batches.iter().position(Vec::is_empty) {
-            return Err(ModbalError::Config(format!("batch {k} of the loader is empty")));
+            return Err(ModbalError::Config(format!(
+                "batch {k} of the loader is empty"
+            )));
         }
         if prefetch > MAX_PREFETCH {
             return Err(ModbalError::Config(format!(

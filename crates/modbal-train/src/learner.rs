@@ -4,7 +4,9 @@
 
 use crate::clip::Clipped;
 use crate::config::TrainConfig;
-use crate::distributed::{broadcast_buffers, broadcast_state, shard_batches, AllReduced, Collective};
+use crate::distributed::{
+    broadcast_buffers, broadcast_state, shard_batches, AllReduced, Collective,
+};
 use crate::metrics::{MetricAccumulator, SplitMetrics};
 pub use crate::record::EpochRecord;
 use crate::run_dir::{
@@ -512,7 +514,10 @@ fn train_epoch(
         let v = acc.to_values();
         let n = v.len();
         let local = Tensor::from_vec(v, n, &s.device)?;
-        let total: Vec<f64> = c.all_reduce_sum(&local)?.to_device(&Device::Cpu)?.to_vec1()?;
+        let total: Vec<f64> = c
+            .all_reduce_sum(&local)?
+            .to_device(&Device::Cpu)?
+            .to_vec1()?;
         acc.set_values(&total)?;
     }
     Ok(acc.finish(&names))
