@@ -39,6 +39,8 @@
 //! dispatch they share. Their CPU loops are in the crate's private `cpu` module.
 
 mod conv;
+mod dispatch;
+mod generic;
 mod linalg;
 mod linear;
 mod logdet;
@@ -50,6 +52,9 @@ mod storage;
 
 pub use crate::window::Window;
 pub use conv::{conv2d, conv2d_bias, conv2d_bias_relu, conv2d_relu, ConvGeometry};
+pub use dispatch::{
+    force_generic, generic_forced, generic_path_count, use_fast_cpu, GenericGuard, GENERIC_OPS_ENV,
+};
 pub use linalg::{cholesky_in_place, gram_lower, gram_lower_into};
 pub use linear::linear;
 pub use logdet::{logdet, spd_inv, SYMMETRY_TOLERANCE};
