@@ -1,6 +1,8 @@
 //! [`logdet`]: log det A of symmetric positive-definite matrices (Cholesky, in f64) with backward
 //! ∂ log det A / ∂A = A⁻¹, and [`spd_inv`]; both check the input for symmetry
 //! ([`SYMMETRY_TOLERANCE`]) and positive definiteness and error instead of returning NaN.
+//! Off the CPU (or forced) the matrices make a round trip to the host (they are small: D ≤ 512),
+//! through candle's differentiable `to_device`.
 
 use super::dispatch::use_fast_cpu;
 use super::linalg::{cholesky, spd_inverse};

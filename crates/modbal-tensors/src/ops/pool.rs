@@ -1,6 +1,7 @@
 //! Pooling: [`max_pool2d`] with any kernel, stride and padding and a backward that routes each
 //! output's gradient to the first arg-max of its window (as PyTorch), and [`global_avg_pool`]
-//! as one fused op on CPU f32/f64.
+//! as one fused op on CPU f32/f64. Off the CPU (or forced) max-pooling takes the generic path
+//! of `generic.rs`.
 
 use super::dispatch::use_fast_cpu;
 use super::generic;
