@@ -5,6 +5,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{DType, Layout, Result, Shape, Tensor};
 use std::cell::Cell;
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 
 /// The environment variable that, set to `1` (or `true`), makes every thread of the process take
@@ -27,10 +28,12 @@ fn env_default() -> bool {
     })
 }
 
-/// Restores the calling thread's previous setting of [`force_generic`] when dropped.
+/// Restores the calling thread's previous setting of [`force_generic`] when dropped (on that
+/// thread: the guard is not `Send`).
 #[must_use = "the override ends when the guard is dropped"]
 pub struct GenericGuard {
     previous: Option<bool>,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for GenericGuard {
@@ -44,7 +47,10 @@ impl Drop for GenericGuard {
 /// is per thread (tests run in parallel threads); an op decides on the thread that calls it.
 pub fn force_generic(on: bool) -> GenericGuard {
     let previous = FORCED.with(|f| f.replace(Some(on)));
-    GenericGuard { previous }
+    GenericGuard {
+        previous,
+        _not_send: PhantomData,
+    }
 }
 
 /// Whether the calling thread currently takes the generic paths even on the CPU.
