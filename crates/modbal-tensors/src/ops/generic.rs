@@ -22,7 +22,7 @@ use candle_core::{
     CpuStorage, CudaStorage, CustomOp3, DType, Device, Layout, MetalStorage, Result, Shape, Tensor,
 };
 
-/// `n` indices `start, start + step, …` as a u32 tensor on `dev`.
+/// The indices `f(0), …, f(n − 1)` as a u32 tensor on `dev`.
 fn steps(n: usize, f: impl Fn(usize) -> usize, dev: &Device) -> Result<Tensor> {
     let v: Vec<u32> = (0..n).map(|i| f(i) as u32).collect();
     Tensor::from_vec(v, n, dev)
