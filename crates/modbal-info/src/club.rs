@@ -397,6 +397,7 @@ impl Club {
             || y.track_op()
             || self.dtype != DType::F64
             || !self.device.is_cpu()
+            || modbal_tensors::ops::generic_forced()
             || !y.is_contiguous()
         {
             return None;

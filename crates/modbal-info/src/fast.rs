@@ -82,11 +82,14 @@ pub(crate) fn untracked_f64<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f64]]) -> R) -
 }
 
 /// Runs `f(slices)` on the data of `ts` when every tensor is a contiguous f64 CPU tensor
-/// (tracked or not); `None` otherwise.
+/// (tracked or not); `None` otherwise, and while the device-generic paths are forced
+/// (`modbal_tensors::ops::force_generic`, `MODBAL_GENERIC_OPS=1`), so that a CPU run can take the
+/// tensor paths a GPU takes.
 pub(crate) fn cpu_f64<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f64]]) -> R) -> Option<R> {
-    if ts
-        .iter()
-        .any(|t| t.dtype() != DType::F64 || !t.device().is_cpu())
+    if modbal_tensors::ops::generic_forced()
+        || ts
+            .iter()
+            .any(|t| t.dtype() != DType::F64 || !t.device().is_cpu())
     {
         return None;
     }

@@ -1,8 +1,10 @@
 //! 2-D convolution ([`conv2d`], [`conv2d_bias`], and both fused with ReLU) for any input H×W,
 //! stride, padding and dilation, as custom ops whose forward and backward passes are the
 //! im2col / col2im + gemm kernels of `cpu::conv`. The backward computes only the gradients of
-//! tracked operands.
+//! tracked operands. Off the CPU (or forced) the generic path of `generic.rs`.
 
+use super::dispatch::{strict_relu, use_fast_cpu};
+use super::generic;
 use super::relu::ReluMask;
 use super::storage::{contiguous_slice, float_dispatch, float_dispatch2, Elem};
 use crate::cpu::channel::channel_sums_as;
@@ -327,19 +329,32 @@ fn conv2d_impl(
     relu: bool,
 ) -> Result<Tensor> {
     let shape = conv_shape(x, w, g)?;
+    if let Some(bias) = bias {
+        if bias.dims() != [shape.o] || bias.dtype() != w.dtype() {
+            candle_core::bail!(
+                "conv2d: bias must be [{}] {:?}, got {:?} {:?}",
+                shape.o,
+                w.dtype(),
+                bias.dims(),
+                bias.dtype()
+            );
+        }
+    }
+    let mut operands = vec![x, w];
+    operands.extend(bias);
+    if !use_fast_cpu(&operands) {
+        // Device-generic: the convolution, then the bias and the ReLU as tensor ops.
+        let y = generic::conv2d(x, w, shape.win)?;
+        let y = match bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, shape.o, 1, 1))?)?,
+            None => y,
+        };
+        return if relu { strict_relu(&y) } else { Ok(y) };
+    }
     let op = ConvOp { shape, relu };
     let Some(bias) = bias else {
         return x.contiguous()?.apply_op2(&w.contiguous()?, op);
     };
-    if bias.dims() != [shape.o] || bias.dtype() != w.dtype() {
-        candle_core::bail!(
-            "conv2d: bias must be [{}] {:?}, got {:?} {:?}",
-            shape.o,
-            w.dtype(),
-            bias.dims(),
-            bias.dtype()
-        );
-    }
     x.contiguous()?
         .apply_op3(&w.contiguous()?, &bias.contiguous()?, op)
 }

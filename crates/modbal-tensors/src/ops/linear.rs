@@ -1,13 +1,12 @@
 //! The fully connected layer [`linear`]: `x Wᵀ + b` (+ ReLU) as one op on CPU f32/f64 whose
 //! backward is two gemm calls and a column sum; candle's composition elsewhere.
 
+use super::dispatch::{strict_relu, use_fast_cpu};
 use super::relu::ReluMask;
 use super::storage::{contiguous_slice, float_dispatch, float_dispatch2};
 use crate::cpu::linear::{col_sums, linear_bwd_input, linear_bwd_weight, linear_fwd};
 use candle_core::backend::BackendStorage;
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// `(x [n, k], w [o, k] [, b [o]]) → x wᵀ + b`, optionally followed by ReLU.
 #[derive(Clone, Copy)]
@@ -202,12 +201,9 @@ impl CustomOp1 for ColSum {
 
 /// Whether [`linear`] runs as one fused op (CPU, f32/f64, operands of one dtype).
 fn linear_fused_supported(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
-    let dt = x.dtype();
-    matches!(dt, DType::F32 | DType::F64)
-        && x.device().is_cpu()
-        && w.device().is_cpu()
-        && w.dtype() == dt
-        && b.is_none_or(|b| b.dtype() == dt && b.device().is_cpu())
+    let mut operands = vec![x, w];
+    operands.extend(b);
+    use_fast_cpu(&operands)
 }
 
 /// `x Wᵀ + b` (`x [N, K]`, `w [O, K]`, `b [O]`), followed by ReLU when `relu`; `[N, O]`.
@@ -252,7 +248,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, relu: bool) -> Result<
         None => y,
     };
     if relu {
-        y.relu()
+        strict_relu(&y)
     } else {
         Ok(y)
     }

@@ -1,11 +1,14 @@
 //! [`logdet`]: log det A of symmetric positive-definite matrices (Cholesky, in f64) with backward
 //! ∂ log det A / ∂A = A⁻¹, and [`spd_inv`]; both check the input for symmetry
 //! ([`SYMMETRY_TOLERANCE`]) and positive definiteness and error instead of returning NaN.
+//! Off the CPU (or forced) the matrices make a round trip to the host (they are small: D ≤ 512),
+//! through candle's differentiable `to_device`.
 
+use super::dispatch::use_fast_cpu;
 use super::linalg::{cholesky, spd_inverse};
 use super::storage::contiguous_slice;
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 
 /// Largest accepted asymmetry `|a_ij − a_ji|`, relative to the largest diagonal magnitude.
 /// Loose enough for covariances built by f32 matrix products (which are symmetric only up to
@@ -123,11 +126,28 @@ impl CustomOp1 for SpdInverse {
 /// built symmetrically (a covariance), the chain rule through both `a_ij` and `a_ji` gives the
 /// exact derivative.
 pub fn logdet(a: &Tensor) -> Result<Tensor> {
+    if !use_fast_cpu(&[a]) {
+        // Generic path: a host round trip (`to_device` is differentiable), then the CPU op.
+        let host = a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
+        return host
+            .contiguous()?
+            .apply_op1(LogDet)?
+            .to_dtype(a.dtype())?
+            .to_device(a.device());
+    }
     a.contiguous()?.apply_op1(LogDet)
 }
 
 /// Inverse of symmetric positive-definite matrices (no gradient); same input checks as
 /// [`logdet`].
 pub fn spd_inv(a: &Tensor) -> Result<Tensor> {
+    if !use_fast_cpu(&[a]) {
+        let host = a.detach().to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
+        return host
+            .contiguous()?
+            .apply_op1_no_bwd(&SpdInverse)?
+            .to_dtype(a.dtype())?
+            .to_device(a.device());
+    }
     a.contiguous()?.apply_op1_no_bwd(&SpdInverse)
 }

@@ -24,6 +24,19 @@
 //! * [`softmax`], [`log_softmax`]: numerically stable compositions of differentiable ops
 //!   (`candle_nn::ops::softmax_last_dim` has no backward).
 //!
+//! # Device-generic paths
+//! The fast kernels above run on CPU f32/f64 tensors only. Every op also has a device-generic
+//! path built from candle tensor ops that all backends implement, taken automatically for any
+//! other device or dtype: the convolutions compute their value with candle's conv2d forward and
+//! their gradients with a hook op whose backward is two more forward convolutions; max-pooling
+//! gathers each window's candidates and picks the CPU kernel's winner (first NaN, else first
+//! maximum, padding never); `logdet` / `spd_inv` copy the (small) matrices to the host and back
+//! (`to_device` is differentiable); batch norm, the linear layer, `add_relu`, the average pool
+//! and the cross-entropy fall back to their formulas. Each op decides with [`use_fast_cpu`] on
+//! the calling thread. [`force_generic`] forces the generic paths on the CPU for the calling
+//! thread (a guard restores the previous setting), and `MODBAL_GENERIC_OPS=1` makes that the
+//! process default, so that the GPU code paths can be tested, and a whole run made, on a CPU.
+//!
 //! # Shapes
 //! * `conv2d(x: [B, C, H, W], w: [O, C, kh, kw]) -> [B, O, Ho, Wo]` with
 //!   `Ho = (H + 2·ph − dh·(kh−1) − 1)/sh + 1` (same for W).
@@ -36,9 +49,12 @@
 //! (`norm.rs`), the fused add + ReLU and the ReLU backward mask (`relu.rs`), the linear layer
 //! (`linear.rs`), softmax and its cross-entropy (`softmax.rs`), Cholesky and Gram products
 //! (`linalg.rs`), the log-determinant (`logdet.rs`); `storage.rs` holds the f32/f64 storage
-//! dispatch they share. Their CPU loops are in the crate's private `cpu` module.
+//! dispatch they share, `dispatch.rs` the choice of path and its switch, `generic.rs` the
+//! generic convolution and max-pooling. Their CPU loops are in the crate's private `cpu` module.
 
 mod conv;
+mod dispatch;
+mod generic;
 mod linalg;
 mod linear;
 mod logdet;
@@ -50,6 +66,9 @@ mod storage;
 
 pub use crate::window::Window;
 pub use conv::{conv2d, conv2d_bias, conv2d_bias_relu, conv2d_relu, ConvGeometry};
+pub use dispatch::{
+    force_generic, generic_forced, generic_path_count, use_fast_cpu, GenericGuard, GENERIC_OPS_ENV,
+};
 pub use linalg::{cholesky_in_place, gram_lower, gram_lower_into};
 pub use linear::linear;
 pub use logdet::{logdet, spd_inv, SYMMETRY_TOLERANCE};

@@ -1,6 +1,7 @@
 //! Training-mode batch normalisation ([`batch_norm_train`], optionally fused with ReLU) as one
 //! op with the closed-form backward through the batch statistics (CPU f32/f64).
 
+use super::dispatch::{strict_relu, use_fast_cpu};
 use super::storage::contiguous_slice;
 use crate::cpu::channel::{bn_bwd_input, bn_bwd_sums, channel_affine, channel_stats};
 use candle_core::backend::BackendStorage;
@@ -191,7 +192,9 @@ impl CustomOp3 for BnBwd {
 /// `bias` (the backward includes the dependence of μ and σ² on `x`:
 /// `∂L/∂x = weight·invstd·(g − mean(g) − x̂·mean(g·x̂))`, `g` the output gradient masked by
 /// `y > 0` with `relu`). Returns `(y, μ [C], σ² [C])`, the statistics in `x`'s dtype for the
-/// running-statistics update. CPU, f32/f64 only (see [`batch_norm_train_supported`]).
+/// running-statistics update. One op on CPU f32/f64 (see [`batch_norm_train_supported`]); elsewhere
+/// (or when forced, see [`super::force_generic`]) the same formula as a composition of candle
+/// ops, the statistics computed in `x`'s dtype.
 pub fn batch_norm_train(
     x: &Tensor,
     weight: &Tensor,
@@ -214,6 +217,9 @@ pub fn batch_norm_train(
             x.dims()
         );
     }
+    if !use_fast_cpu(&[x, weight, bias]) {
+        return batch_norm_generic(x, weight, bias, eps, relu);
+    }
     let x = x.contiguous()?;
     let st = x.apply_op1_no_bwd(&BnStats { dims })?; // [2, C] f64
     let sv = st.to_vec2::<f64>()?;
@@ -232,7 +238,34 @@ pub fn batch_norm_train(
     Ok((y, mean, var))
 }
 
-/// Whether [`batch_norm_train`] (and the other fused CPU ops) can take `x`: a CPU f32/f64 tensor.
+/// The device-generic path of [`batch_norm_train`]: `(x − μ)·(weight/√(σ² + eps)) + bias` with
+/// the batch statistics as differentiable tensor ops (then ReLU); `μ` and `σ²` returned detached.
+fn batch_norm_generic(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = weight.dim(0)?;
+    let (xc, bshape) = if x.rank() == 4 {
+        (x.transpose(0, 1)?.flatten_from(1)?, vec![1, c, 1, 1])
+    } else {
+        (x.t()?, vec![1, c])
+    };
+    let mean = xc.mean(1)?; // [C]
+    let var = xc.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(1)?; // biased
+    let scale = ((var.clone() + eps)?.sqrt()?.recip()? * weight)?;
+    let y = x
+        .broadcast_sub(&mean.reshape(bshape.as_slice())?)?
+        .broadcast_mul(&scale.reshape(bshape.as_slice())?)?
+        .broadcast_add(&bias.reshape(bshape.as_slice())?)?;
+    let y = if relu { strict_relu(&y)? } else { y };
+    Ok((y, mean.detach(), var.detach()))
+}
+
+/// Whether [`batch_norm_train`] runs as the fused CPU op for `x` (a CPU f32/f64 tensor, the
+/// generic paths not forced; see [`super::use_fast_cpu`]).
 pub fn batch_norm_train_supported(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+    use_fast_cpu(&[x])
 }

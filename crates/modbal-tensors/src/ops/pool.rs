@@ -1,8 +1,10 @@
 //! Pooling: [`max_pool2d`] with any kernel, stride and padding and a backward that routes each
 //! output's gradient to the first arg-max of its window (as PyTorch), and [`global_avg_pool`]
-//! as one fused op on CPU f32/f64.
+//! as one fused op on CPU f32/f64. Off the CPU (or forced) max-pooling takes the generic path
+//! of `generic.rs`.
 
-use super::norm::batch_norm_train_supported;
+use super::dispatch::use_fast_cpu;
+use super::generic;
 use super::storage::{contiguous_slice, float_dispatch, Elem};
 use crate::cpu::pool::{max_pool_2x2_plane, max_pool_plane, plane_means, plane_spread};
 use crate::window::Window;
@@ -166,27 +168,34 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     if padding * 2 > kernel {
         candle_core::bail!("max_pool2d: padding {padding} exceeds half the kernel {kernel}");
     }
+    let win = Window {
+        kh: kernel,
+        kw: kernel,
+        sh: stride,
+        sw: stride,
+        ph: padding,
+        pw: padding,
+        dh: 1,
+        dw: 1,
+    };
+    if !use_fast_cpu(&[x]) {
+        return generic::max_pool2d(x, win);
+    }
     x.contiguous()?.apply_op1(MaxPool {
         arg: Default::default(),
-        win: Window {
-            kh: kernel,
-            kw: kernel,
-            sh: stride,
-            sw: stride,
-            ph: padding,
-            pw: padding,
-            dh: 1,
-            dw: 1,
-        },
+        win,
     })
 }
 
-/// Mean over the spatial axes: `[B, C, H, W] -> [B, C]` (one fused op on CPU f32/f64).
+/// Mean over the spatial axes: `[B, C, H, W] -> [B, C]` (one fused op on CPU f32/f64, the
+/// mean of candle's means elsewhere).
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     match x.dims() {
-        &[_, _, h, w] if h * w > 0 && batch_norm_train_supported(x) => {
+        &[_, _, h, w] if h * w > 0 && use_fast_cpu(&[x]) => {
             x.contiguous()?.apply_op1(Gap { hw: h * w })
         }
+        // One reduction over both spatial axes (on the GPU as on the CPU).
+        d if d.len() >= 2 => x.mean((d.len() - 2, d.len() - 1)),
         _ => x.mean(D::Minus1)?.mean(D::Minus1),
     }
 }

@@ -1,7 +1,7 @@
 //! The fused residual connection [`add_relu`] (`relu(a + b)` as one op) and the ReLU backward
 //! mask op that it, the fused convolutions and the fused linear layer share.
 
-use super::norm::batch_norm_train_supported;
+use super::dispatch::{strict_relu, use_fast_cpu};
 use super::storage::{contiguous_slice, float_dispatch2};
 use crate::cpu::elementwise::{add_relu_fwd, relu_mask};
 use candle_core::backend::BackendStorage;
@@ -64,9 +64,9 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.dims() != b.dims() {
         candle_core::bail!("add_relu: shapes {:?} and {:?} differ", a.dims(), b.dims());
     }
-    if batch_norm_train_supported(a) && a.dtype() == b.dtype() && b.device().is_cpu() {
+    if use_fast_cpu(&[a, b]) {
         a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
     } else {
-        (a + b)?.relu()
+        strict_relu(&(a + b)?)
     }
 }

@@ -2,6 +2,7 @@
 //! the mean cross-entropy [`softmax_cross_entropy`] as one op with the closed-form gradient
 //! `(softmax − onehot)/N` (CPU f32/f64).
 
+use super::dispatch::use_fast_cpu;
 use super::storage::contiguous_slice;
 use crate::cpu::cross_entropy::{softmax_ce_bwd, softmax_ce_fwd};
 use candle_core::backend::BackendStorage;
@@ -151,10 +152,9 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Option<
     }
     let ok = n > 0
         && c > 0
-        && matches!(logits.dtype(), DType::F32 | DType::F64)
         && matches!(labels.dtype(), DType::U32 | DType::U8 | DType::I64)
-        && logits.device().is_cpu()
-        && labels.device().is_cpu();
+        && labels.device().is_cpu()
+        && use_fast_cpu(&[logits]);
     if !ok {
         return Ok(None);
     }
