@@ -125,6 +125,12 @@ pub(crate) fn run_parallel(
     entry: Entry<'_>,
 ) -> Result<RunOutcome> {
     let world = cfg.train.world_size;
+    if let DeviceConfig::Cuda(first) = cfg.train.device {
+        // Every rank's GPU must open before any rank joins NCCL (whose join cannot time out).
+        for r in 0..world {
+            DeviceConfig::Cuda(first + r).open()?;
+        }
+    }
     let tmp = std::env::temp_dir();
     let make = group(cfg, &tmp)?;
     let stamp = std::time::SystemTime::now()
@@ -147,6 +153,12 @@ pub(crate) fn run_parallel(
                         if let DeviceConfig::Cuda(first) = cfg.train.device {
                             rcfg.train.device = DeviceConfig::Cuda(first + rank);
                         }
+                        // On the CPU the rank takes its member first, so that a rank failing
+                        // to build drops it and its peers fail at once instead of waiting.
+                        let early = match cfg.train.device {
+                            DeviceConfig::Cpu => Some(make(rank, &candle_core::Device::Cpu)?),
+                            DeviceConfig::Cuda(_) => None,
+                        };
                         let (rcfg, learner) = reg.learner(&rcfg)?;
                         // The device the rank's model was built on (opened once by `learner`).
                         let device = learner
@@ -155,7 +167,11 @@ pub(crate) fn run_parallel(
                             .all()
                             .first()
                             .map_or(candle_core::Device::Cpu, |(_, v)| v.device().clone());
-                        let learner = learner.with_collective(make(rank, &device)?);
+                        let c = match early {
+                            Some(c) => c,
+                            None => make(rank, &device)?,
+                        };
+                        let learner = learner.with_collective(c);
                         let mut o = opts.clone();
                         if rank > 0 {
                             o.quiet = true;
@@ -193,9 +209,19 @@ pub(crate) fn run_parallel(
         match r {
             Ok(o) if rank == 0 => outcome = Some(o),
             Ok(_) => {}
-            Err(e) => errors.push(format!("rank {rank}: {e}")),
+            Err(e) => errors.push((rank, e.to_string())),
         }
     }
+    // Ranks failing alike (a config error) are reported once.
+    let errors: Vec<String> = if errors.len() == world && errors.iter().all(|e| e.1 == errors[0].1)
+    {
+        vec![format!("every rank: {}", errors[0].1)]
+    } else {
+        errors
+            .iter()
+            .map(|(r, e)| format!("rank {r}: {e}"))
+            .collect()
+    };
     match (outcome, errors.is_empty()) {
         (Some(o), true) => Ok(o),
         _ => Err(ModbalError::Data(format!(

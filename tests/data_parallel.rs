@@ -98,6 +98,13 @@ fn data_parallel_errors_name_the_culprit() {
     let (code, _, err) = modbal_cli(&["train", "--dataset", "synth-vec", "--devices", "0,2"]);
     assert_ne!(code, 0);
     assert!(err.contains("consecutive"), "{err}");
+    // Ranks failing alike are reported once, with the cause.
+    let (code, _, err) = modbal_cli(&["train", "--world-size", "2", "--dataset", "crema-d"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("2 ranks") && err.contains("every rank") && err.contains("dataset.root"),
+        "{err}"
+    );
     let (code, _, err) = modbal_cli(&["train", "--world-size", "0"]);
     assert_ne!(code, 0);
     assert!(err.contains("train.world_size"), "{err}");
