@@ -1,7 +1,7 @@
 //! Global-norm gradient clipping as an [`Optimizer`] wrapper.
 
-use candle_core::{backprop::GradStore, Var};
-use modbal_tensors::{global_grad_norm, Optimizer, OptimizerState};
+use candle_core::backprop::GradStore;
+use modbal_tensors::{global_grad_norm, Optimizer};
 
 /// Optimizer wrapper applying global-norm gradient clipping before the inner step
 /// (`torch.nn.utils.clip_grad_norm_` semantics).
@@ -28,19 +28,28 @@ impl Optimizer for Clipped {
         }
         self.inner.step(&scaled)
     }
-    fn lr(&self) -> f64 {
-        self.inner.lr()
-    }
-    fn set_lr(&mut self, lr: f64) {
-        self.inner.set_lr(lr)
-    }
-    fn vars(&self) -> &[(String, Var)] {
-        self.inner.vars()
-    }
-    fn state(&self) -> OptimizerState {
-        self.inner.state()
-    }
-    fn load_state(&mut self, s: &OptimizerState) -> candle_core::Result<()> {
-        self.inner.load_state(s)
-    }
+    crate::clip::delegate_to_inner!();
 }
+
+/// The [`Optimizer`] methods other than `step` of a wrapper with an `inner: Box<dyn Optimizer>`
+/// field, forwarded to it (a wrapper changes the gradients, nothing else).
+macro_rules! delegate_to_inner {
+    () => {
+        fn lr(&self) -> f64 {
+            self.inner.lr()
+        }
+        fn set_lr(&mut self, lr: f64) {
+            self.inner.set_lr(lr)
+        }
+        fn vars(&self) -> &[(String, candle_core::Var)] {
+            self.inner.vars()
+        }
+        fn state(&self) -> modbal_tensors::OptimizerState {
+            self.inner.state()
+        }
+        fn load_state(&mut self, s: &modbal_tensors::OptimizerState) -> candle_core::Result<()> {
+            self.inner.load_state(s)
+        }
+    };
+}
+pub(crate) use delegate_to_inner;

@@ -31,7 +31,7 @@
 //! are per rank), as in PyTorch without `SyncBatchNorm`.
 
 use candle_core::{backprop::GradStore, DType, Device, Result, Tensor, Var};
-use modbal_tensors::{Optimizer, OptimizerState, ParamStore};
+use modbal_tensors::{Optimizer, ParamStore};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -545,21 +545,7 @@ impl Optimizer for AllReduced {
         let avg = self.average(grads)?;
         self.inner.step(&avg)
     }
-    fn lr(&self) -> f64 {
-        self.inner.lr()
-    }
-    fn set_lr(&mut self, lr: f64) {
-        self.inner.set_lr(lr)
-    }
-    fn vars(&self) -> &[(String, Var)] {
-        self.inner.vars()
-    }
-    fn state(&self) -> OptimizerState {
-        self.inner.state()
-    }
-    fn load_state(&mut self, s: &OptimizerState) -> Result<()> {
-        self.inner.load_state(s)
-    }
+    crate::clip::delegate_to_inner!();
 }
 
 // ---------------------------------------------------------------------------------------------
