@@ -87,10 +87,18 @@ fn a_data_parallel_run_resumes_to_the_uninterrupted_metrics() {
     let resumed = modbal::resume(&cut.run_dir, &quiet()).unwrap();
     let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
     assert_eq!(read(&resumed.run_dir), read(&full.run_dir));
-    assert_eq!(
-        resumed.summary.unwrap().test.fusion_acc,
-        full.summary.unwrap().test.fusion_acc
-    );
+    let test = resumed.summary.unwrap().test;
+    assert_eq!(test.fusion_acc, full.summary.unwrap().test.fusion_acc);
+    // The selected model re-evaluated (no ranks needed) gives the summary's test metrics.
+    let again = modbal::evaluate_test(&resumed.run_dir, None).unwrap();
+    assert_eq!(again, test);
+    // Training a world-size-2 config without ranks is refused, naming the mismatch.
+    let (_, learner) = modbal::Registry::builtin().learner(&cfg).unwrap();
+    let e = learner
+        .fit(&out.path().join("x"), "", &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("train.world_size is 2"), "{e}");
 }
 
 #[test]

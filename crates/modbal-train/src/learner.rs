@@ -183,6 +183,20 @@ impl Learner {
         &self.splits
     }
 
+    /// Training needs as many ranks as `train.world_size` says (evaluation needs none).
+    fn check_world(&self) -> Result<()> {
+        let world = self.collective.as_ref().map_or(1, |c| c.world_size());
+        if world != self.train.world_size {
+            return Err(ModbalError::Config(format!(
+                "train.world_size is {} but the learner has {world} rank(s): train it with \
+                 `modbal train` (which starts the ranks) or give it a collective of that size \
+                 (Learner::with_collective)",
+                self.train.world_size
+            )));
+        }
+        Ok(())
+    }
+
     fn session(self, dir: PathBuf, lock: Option<RunLock>, opts: &TrainOptions) -> Result<Session> {
         // The run trains where the model lives (candle tells two openings of one GPU apart, so
         // the device is taken from the parameters, not opened again); it must be the
@@ -216,6 +230,7 @@ impl Learner {
     /// record of the run's configuration, reloaded by whoever resumes it) as `config.toml`. A
     /// directory left by a run killed before its first checkpoint is reused.
     pub fn fit(self, base: &Path, config_toml: &str, opts: &TrainOptions) -> Result<RunOutcome> {
+        self.check_world()?;
         let (dir, lock) = claim_run_dir(opts.run_dir.as_deref().unwrap_or(base))?;
         let mut s = self.session(dir, Some(lock), opts)?;
         write_atomic(&s.dir.join("config.toml"), config_toml.as_bytes())?;
@@ -239,6 +254,7 @@ impl Learner {
     /// method state and the RNG are then replaced by the checkpoint's, and the resumed
     /// `metrics.jsonl` is byte-identical to an uninterrupted run's.
     pub fn resume(self, run_dir: &Path, opts: &TrainOptions) -> Result<RunOutcome> {
+        self.check_world()?;
         let lock = lock_run_dir(run_dir)?;
         let mut s = self.session(run_dir.to_path_buf(), Some(lock), opts)?;
         // The newest complete checkpoint (checksums verified), made `checkpoints/last`.
