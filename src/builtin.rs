@@ -6,7 +6,7 @@ use modbal_core::Result;
 use modbal_data::real::{av, cgmnist::CgmnistConfig, nyu::NyuDepthConfig, ucf101::Ucf101Config};
 use modbal_data::{Splits, SynthAvConfig, SynthShiftConfig, SynthVecConfig};
 use modbal_encoders::EncoderConfig;
-use modbal_methods::{arl, arm, cal, ibml, mla, mmpareto, ogm_ge, plain, pmr, udi};
+use modbal_methods::{arl, arm, cal, ibml, mla, mmcosine, mmpareto, ogm_ge, plain, pmr, udi};
 use modbal_text::{CmuMoseiConfig, Food101Config, MvsaConfig, TextEncoding};
 
 impl Registry {
@@ -30,7 +30,8 @@ fn register(reg: Registry) -> Registry {
         .with_method::<mmpareto::MmParetoMethodConfig>("mmpareto")
         .with_method::<pmr::PmrConfig>("pmr")
         .with_method::<mla::MlaConfig>("mla")
-        .with_method::<arl::ArlConfig>("arl");
+        .with_method::<arl::ArlConfig>("arl")
+        .with_method::<mmcosine::MmCosineConfig>("mmcosine");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")

@@ -48,6 +48,7 @@ const ARM_PAPER: &str =
     "ARM: Asymmetric Reinforcing against Multimodal Representation Bias, AAAI 2025 (../shared/papers/arm-*.txt)";
 const IBML_PAPER: &str =
     "IBML: Information-Balanced Multimodal Learning, TPAMI (../shared/papers/ibml-*.txt)";
+const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
 
 /// Every preset modbal ships.
 pub const PRESETS: &[Preset] = &[
@@ -189,6 +190,27 @@ pub const PRESETS: &[Preset] = &[
             v("train.optimizer.lr", "0.001", "paper silent on the rate (§4.1: \"a warmup strategy with a larger learning rate\"); official code (QinYang79/IBML): base 1e-3, which the method's warm-up raises to its 1e-2 peak (docs/methods/ibml.md)"),
             v("train.optimizer.momentum", "0.9", "IBML §4.1: momentum 0.9"),
             v("train.optimizer.weight_decay", "0.0001", "IBML §4.1: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "mmcosine/crema-d",
+        paper: MMCOSINE_PAPER,
+        notes: "prepare with `modbal prepare crema-d --recipe ogm-ge`; --set dataset.root=DIR. \
+                IBML's Table 2 column (MMCosine on CREMA-D) is `--preset ibml/crema-d --method mmcosine`",
+        values: &[
+            v("dataset.name", "\"crema-d\"", "the dataset of the preset"),
+            v("dataset.frames", "1", "official dataset.py (AVDataset_CD): pick_num = 1 frame per clip"),
+            v("method.name", "\"mmcosine\"", "the paper's method"),
+            v("method.scale", "10.0", "official README command for CREMA-D: --scaling 10 (also the argparse default)"),
+            v("train.epochs", "200", "official main_CD.py: --epochs 200"),
+            v("train.batch_size", "32", "official main_CD.py: --batch_size 32"),
+            v("train.optimizer.kind", "\"sgd\"", "official main_CD.py: --optimizer sgd"),
+            v("train.optimizer.lr", "0.001", "official main_CD.py: --learning_rate 1e-3"),
+            v("train.optimizer.momentum", "0.9", "official main_CD.py: SGD momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "official main_CD.py: SGD weight decay 1e-4"),
+            v("train.schedule.schedule.kind", "\"step\"", "official main_CD.py: StepLR"),
+            v("train.schedule.schedule.step_size", "100", "official main_CD.py: --lr_decay_step 100"),
+            v("train.schedule.schedule.gamma", "0.1", "official main_CD.py: --lr_decay_ratio 0.1"),
         ],
     },
 ];

@@ -192,6 +192,7 @@ fn a_paper_preset_sets_the_protocol_and_is_recorded() {
         "ibml/crema-d",
         "arm/kinetics-sounds",
         "ogm-ge/crema-d",
+        "mmcosine/crema-d",
     ] {
         assert!(list.contains(p), "{p} missing from\n{list}");
     }

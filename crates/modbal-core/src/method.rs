@@ -8,7 +8,8 @@
 //! each batch:   train_step() = modulate_inputs() → forward() → loss() → backward()
 //!                              [= loss.backward() + modulate_grads()] → optimizer.step()
 //!                              → after_step()
-//! epoch end:    validation pass with predict() → on_validation() → on_epoch_end()
+//! epoch end:    validation pass with predict() + predict_modalities() → on_validation()
+//!               → on_epoch_end()
 //! logging:      everything put into ctx.log lands in metrics.jsonl under "method"
 //! ```
 //!
@@ -333,6 +334,19 @@ pub trait Method: Send {
     /// Never uses labels. Default: the fused logits.
     fn predict(&self, _model: &dyn MultimodalModel, out: &MultimodalOutput) -> Result<Tensor> {
         Ok(out.fused_logits.clone())
+    }
+
+    /// The inference-time per-modality logits (`[B, C]` each, modality order) that the
+    /// per-modality metrics (`modality_acc`, the discrepancy ratio) and [`EvalOutputs`] use,
+    /// for a method whose classifier is not the model's head (MMCosine's cosine logits).
+    /// Called with the model's forward output on every split and with the training step's
+    /// output. Never uses labels. Default: the model's `per_modality_logits`.
+    fn predict_modalities(
+        &self,
+        _model: &dyn MultimodalModel,
+        out: &MultimodalOutput,
+    ) -> Result<Vec<Tensor>> {
+        Ok(out.per_modality_logits.clone())
     }
 
     /// Statistics from the validation split after each epoch, feeding the next epoch (CAL's φ

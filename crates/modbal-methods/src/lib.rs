@@ -38,6 +38,7 @@ pub mod arm;
 pub mod cal;
 pub mod ibml;
 pub mod mla;
+pub mod mmcosine;
 pub mod mmpareto;
 pub mod ogm_ge;
 pub mod params;

@@ -356,13 +356,22 @@ fn evaluate(
         let batch = batch?;
         let out = model.forward_t(&batch.inputs, false)?;
         let pred = method.predict(model, &out)?;
+        let per_logits = method.predict_modalities(model, &out)?;
+        if per_logits.len() != names.len() {
+            return Err(ModbalError::Data(format!(
+                "method {}: predict_modalities gave {} logits for the {} modalities {names:?}",
+                method.name(),
+                per_logits.len(),
+                names.len()
+            )));
+        }
         losses.push(modbal_tensors::cross_entropy(&pred, &batch.labels)?);
         sizes.push(batch.len());
         ids.extend(batch.sample_ids.iter().copied());
         labels.push(batch.labels);
         fused.push(pred);
         for m in 0..names.len() {
-            per[m].push(out.per_modality_logits[m].clone());
+            per[m].push(per_logits[m].clone());
             feats[m].push(out.features[m].clone());
         }
     }
@@ -520,7 +529,11 @@ fn train_epoch(
             })?;
         s.ctx.step += 1;
         let pred = s.job.method.predict(s.job.model.as_ref(), &step.output)?;
-        acc.add(step.loss, &y, &pred, &step.output.per_modality_logits)?;
+        let per_logits = s
+            .job
+            .method
+            .predict_modalities(s.job.model.as_ref(), &step.output)?;
+        acc.add(step.loss, &y, &pred, &per_logits)?;
         pb.inc(1);
         pb.set_message(format!("loss {:.4}", step.loss));
     }
