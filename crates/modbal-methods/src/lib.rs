@@ -40,6 +40,7 @@ pub mod ibml;
 pub mod mla;
 pub mod mmpareto;
 pub mod ogm_ge;
+pub mod opm;
 pub mod params;
 pub mod plain;
 pub mod pmr;
