@@ -582,12 +582,7 @@ fn three_modality_run_trains() {
             "method.window={start=0,end=3}",
         ],
     );
-    let last = o
-        .history
-        .iter()
-        .filter(|r| r.split == "train")
-        .last()
-        .unwrap();
+    let last = o.history.iter().rfind(|r| r.split == "train").unwrap();
     let d = last.method["dropped"].as_object().unwrap();
     assert_eq!(d.len(), 3, "{d:?}");
     assert!(
