@@ -466,8 +466,8 @@ fn registry_builds_opm_and_opm_ge_with_their_defaults_and_rejects_bad_values() {
 }
 
 /// Short runs through the registry on synth-vec: every mechanism logged, the drop only inside
-/// the scaled window (official [6, 100) of 100 → [1, 12) of 12 epochs), the weak modality never
-/// dropped, OGM's window [6, 61) → [1, 7).
+/// the scaled window (official [6, 100) of 100 → [1, 12) of 12 epochs), the weaker modality
+/// dropped less, OGM's window [6, 61) → [1, 7).
 #[test]
 fn runs_log_the_mechanism_inside_the_scaled_windows() {
     let dir = tempfile::tempdir().unwrap();
@@ -504,7 +504,13 @@ fn runs_log_the_mechanism_inside_the_scaled_windows() {
                 let th = m["theta"].as_f64().unwrap();
                 assert!(th > 0.0 && th < 1.0, "{th}");
             }
-            assert_eq!(m["dropped"]["visual"].as_f64(), Some(0.0));
+            // Per batch the weaker modality is never dropped; over the epoch visual (weaker on
+            // synth-vec) loses fewer features than audio.
+            let (da, dv) = (
+                m["dropped"]["audio"].as_f64().unwrap(),
+                m["dropped"]["visual"].as_f64().unwrap(),
+            );
+            assert!(dv <= da, "{dv} vs {da}");
             if name == "opm-ge" {
                 assert_eq!(m["ogm.window.end"].as_f64(), Some(7.0));
                 let active = m["ogm.active"].as_f64().unwrap();
