@@ -6,7 +6,7 @@ use modbal_core::Result;
 use modbal_data::real::{av, cgmnist::CgmnistConfig, nyu::NyuDepthConfig, ucf101::Ucf101Config};
 use modbal_data::{Splits, SynthAvConfig, SynthShiftConfig, SynthVecConfig};
 use modbal_encoders::EncoderConfig;
-use modbal_methods::{arl, arm, cal, ibml, mla, mmcosine, mmpareto, ogm_ge, plain, pmr, udi};
+use modbal_methods::{arl, arm, cal, ibml, mla, mmcosine, mmpareto, ogm_ge, opm, plain, pmr, udi};
 use modbal_text::{CmuMoseiConfig, Food101Config, MvsaConfig, TextEncoding};
 
 impl Registry {
@@ -27,6 +27,8 @@ fn register(reg: Registry) -> Registry {
         .with_method::<ibml::IbmlMethodConfig>("ibml")
         .with_method::<udi::UdiConfig>("udi")
         .with_method::<ogm_ge::OgmGeMethodConfig>("ogm-ge")
+        .with_method::<opm::OpmConfig>("opm")
+        .with_method::<opm::OpmGeConfig>("opm-ge")
         .with_method::<mmpareto::MmParetoMethodConfig>("mmpareto")
         .with_method::<pmr::PmrConfig>("pmr")
         .with_method::<mla::MlaConfig>("mla")

@@ -46,6 +46,7 @@ const UDI_PAPER: &str =
 const CAL_PAPER: &str = "CAL: Contribution-Guided Asymmetric Learning (../shared/papers/cal-*.txt)";
 const ARM_PAPER: &str =
     "ARM: Asymmetric Reinforcing against Multimodal Representation Bias, AAAI 2025 (../shared/papers/arm-*.txt)";
+const OPM_PAPER: &str = "Wei, Hu, Du & Wen, On-the-fly Modulation for Balanced Multimodal Learning, TPAMI 2024 (OPM; official code GeWu-Lab/BML_TPAMI2024)";
 const IBML_PAPER: &str =
     "IBML: Information-Balanced Multimodal Learning, TPAMI (../shared/papers/ibml-*.txt)";
 const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
@@ -211,6 +212,68 @@ pub const PRESETS: &[Preset] = &[
             v("train.schedule.schedule.kind", "\"step\"", "official main_CD.py: StepLR"),
             v("train.schedule.schedule.step_size", "100", "official main_CD.py: --lr_decay_step 100"),
             v("train.schedule.schedule.gamma", "0.1", "official main_CD.py: --lr_decay_ratio 0.1"),
+        ],
+    },
+    Preset {
+        name: "opm/kinetics-sounds",
+        paper: OPM_PAPER,
+        notes: "the official code's own protocol (its loader reads only Kinetics-Sounds); prepare \
+                with `modbal prepare kinetics-sounds`; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"kinetics-sounds\"", "the dataset of the preset (official config.py: KineticSound)"),
+            v("dataset.frames", "3", "official config.py: use_video_frames = 3, fps = 1"),
+            v("method.name", "\"opm\"", "the paper's method (official scripts/train_opm.sh)"),
+            v("method.q_base", "0.5", "official train_opm.sh: --q_base 0.5"),
+            v("method.lambda", "0.5", "official train_opm.sh: --lam 0.5"),
+            v("method.p_exe", "0.7", "official train_opm.sh: --p_exe 0.7"),
+            v("train.epochs", "100", "official config.py: epochs = 100"),
+            v("train.batch_size", "32", "official config.py: batch_size = 32"),
+            v("train.optimizer.kind", "\"adamw\"", "official main.py: torch.optim.AdamW"),
+            v("train.optimizer.lr", "0.00005", "official config.py: learning_rate = 5e-5"),
+            v("train.optimizer.weight_decay", "0.01", "official main.py: AdamW weight_decay 0.01"),
+            v("train.schedule.schedule.kind", "\"step\"", "official main.py: StepLR"),
+            v("train.schedule.schedule.step_size", "40", "official config.py: lr_decay_step = 40"),
+            v("train.schedule.schedule.gamma", "0.1", "official config.py: lr_decay_ratio = 0.1"),
+        ],
+    },
+    Preset {
+        name: "opm/crema-d",
+        paper: OPM_PAPER,
+        notes: "UDI Table 1's protocol for its OPM row (UDI A.6) with the official OPM \
+                hyper-parameters; the paper's 257×299 spectrograms have no prepare recipe, the \
+                closest is `modbal prepare crema-d --recipe ogm-ge` (257×188); --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"crema-d\"", "the dataset of the preset (UDI Table 1 reports OPM on it)"),
+            v("dataset.frames", "2", "UDI A.6: 1 fps, uniform selection of 2 frames"),
+            v("method.name", "\"opm\"", "UDI Table 1: OPM (Wei et al. 2025a)"),
+            v("method.q_base", "0.5", "official train_opm.sh (UDI silent)"),
+            v("method.lambda", "0.5", "official train_opm.sh (UDI silent)"),
+            v("method.p_exe", "0.7", "official train_opm.sh (UDI silent)"),
+            v("train.epochs", "100", "UDI silent on epochs; official config.py: 100"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "opm/cgmnist",
+        paper: OPM_PAPER,
+        notes: "UDI Table 1's protocol for its OPM row (UDI A.6) with the official OPM \
+                hyper-parameters; the four MNIST IDX files; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"cgmnist\"", "the dataset of the preset (UDI Table 1 reports OPM on it)"),
+            v("method.name", "\"opm\"", "UDI Table 1: OPM (Wei et al. 2025a)"),
+            v("method.q_base", "0.5", "official train_opm.sh (UDI silent)"),
+            v("method.lambda", "0.5", "official train_opm.sh (UDI silent)"),
+            v("method.p_exe", "0.7", "official train_opm.sh (UDI silent)"),
+            v("train.epochs", "100", "UDI silent on epochs; official config.py: 100"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.001", "UDI silent for CGMNIST (A.6: 1e-2 audio-visual, 1e-3 Food-101/UCF-101); 1e-3 as the udi/cgmnist preset"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
         ],
     },
 ];

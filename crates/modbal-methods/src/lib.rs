@@ -41,6 +41,7 @@ pub mod mla;
 pub mod mmcosine;
 pub mod mmpareto;
 pub mod ogm_ge;
+pub mod opm;
 pub mod params;
 pub mod plain;
 pub mod pmr;

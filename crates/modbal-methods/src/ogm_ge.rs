@@ -149,6 +149,8 @@ pub struct OgmGeMethod {
     modalities: Vec<String>,
     /// The scaled window of the run (set at the first step), for the log.
     window: Option<ModulationWindow>,
+    /// Prefix of every key this method logs (`""`; `opm-ge` embeds OGM-GE under `"ogm."`).
+    log_prefix: String,
 }
 
 impl OgmGeMethod {
@@ -161,7 +163,15 @@ impl OgmGeMethod {
             sums: EpochSums::default(),
             modalities: Vec::new(),
             window: None,
+            log_prefix: String::new(),
         })
+    }
+
+    /// The same method logging every key under `prefix` (e.g. `"ogm."`), for methods that embed
+    /// OGM-GE beside their own logged values (`opm-ge`).
+    pub fn with_log_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.log_prefix = prefix.into();
+        self
     }
 
     pub fn config(&self) -> &OgmGeMethodConfig {
@@ -292,14 +302,15 @@ impl Method for OgmGeMethod {
                 .collect::<serde_json::Map<_, _>>()
                 .into()
         };
-        ctx.log.set("s", per_mod(s.scores.score_sums()));
-        ctx.log.set("rho", per_mod(&s.rho));
-        ctx.log.set("k", per_mod(&s.k));
-        ctx.log.set("tensors", per_mod(&s.tensors));
-        ctx.log.set("active", s.active as f64 / n);
+        let p = &self.log_prefix;
+        ctx.log.set(format!("{p}s"), per_mod(s.scores.score_sums()));
+        ctx.log.set(format!("{p}rho"), per_mod(&s.rho));
+        ctx.log.set(format!("{p}k"), per_mod(&s.k));
+        ctx.log.set(format!("{p}tensors"), per_mod(&s.tensors));
+        ctx.log.set(format!("{p}active"), s.active as f64 / n);
         if let Some(w) = self.window {
-            ctx.log.set("window.start", w.start as f64);
-            ctx.log.set("window.end", w.end as f64);
+            ctx.log.set(format!("{p}window.start"), w.start as f64);
+            ctx.log.set(format!("{p}window.end"), w.end as f64);
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! | item | what | paper | hook |
 //! |---|---|---|---|
 //! | [`OgmGe`] | `k_m = 1 − tanh(α·ρ_m)` if `ρ_m > 1` else 1 (eq 10, paper and official code; a `continuous` variant `1 − tanh(α·relu(ρ_m − 1))` is an option) and GE noise `N(0, std(g)²)` on conv kernels | OGM-GE (CVPR'22) eq 10 + GE | `modulate_grads` |
+//! | [`Opm`] | drop the dominant modality's feature per sample with `q_m = q_base(1 + λ·tanh(ρ_m − 1))` if `ρ_m > 1` (executed with probability `p_exe`), rescale by `1/(1 − θ)` | OPM (TPAMI'24) | `forward` |
 //! | [`CalReinforcement`] | `g ← g + a^m g` on modality m's encoder, `a = Softmax(T·W)` | CAL eq 7-8 | `modulate_grads` |
 //! | [`MmPareto`] | per-encoder cosine test, two-task min-norm weights, γ-rescaled per tensor | MMPareto (ICML'24) | `backward` |
 //! | [`scale_feature_grad`] | forward `f`, backward `c·∂L/∂f` (ARL's `1 + w_m`) | ARL (ICCV'25) | `forward` |
@@ -70,6 +71,7 @@ pub mod grads;
 pub mod mla;
 pub mod mmpareto;
 pub mod ogm_ge;
+pub mod opm;
 pub mod tcm;
 pub mod udi;
 pub mod window;
@@ -85,7 +87,8 @@ pub use mmpareto::{sum_grads, MmPareto, MmParetoConfig, MmParetoReport};
 /// The OGM-GE / IBML true-class score `s = Σ_i softmax(z_i)[y_i]` of one modality on a batch
 /// (OGM-GE eq 9), the scores [`OgmGe::apply`] takes; defined in [`modbal_core::stats`].
 pub use modbal_core::stats::true_class_score;
-pub use ogm_ge::{OgmForm, OgmGe, OgmGeConfig, OgmGeReport, OgmScope};
+pub use ogm_ge::{discrepancy_ratios, OgmForm, OgmGe, OgmGeConfig, OgmGeReport, OgmScope};
+pub use opm::{Opm, OpmConfig, OpmDraw, OpmReport};
 pub use tcm::{Tcm, TcmConfig, TcmNoise, TcmReport};
 pub use udi::{UdiController, UdiControllerConfig, UdiControllerReport};
 pub use window::ModulationWindow;

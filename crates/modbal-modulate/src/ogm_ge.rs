@@ -179,24 +179,8 @@ impl OgmGe {
     /// score gives `ρ = ∞` (so `k = 0`) to the modalities with a positive score and `ρ = 1` to
     /// those with score 0.
     pub fn coefficients(&self, scores: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
-        check_finite("OGM-GE scores", scores)?;
-        if let Some(s) = scores.iter().find(|s| **s < 0.0) {
-            return crate::error::input_err(format!("OGM-GE score {s} is negative"));
-        }
-        let min = scores.iter().cloned().fold(f64::INFINITY, f64::min);
+        let ratios = discrepancy_ratios("OGM-GE", scores)?;
         let alpha = self.config.alpha;
-        let ratios: Vec<f64> = scores
-            .iter()
-            .map(|&s| {
-                if min > 0.0 {
-                    s / min
-                } else if s > 0.0 {
-                    f64::INFINITY
-                } else {
-                    1.0
-                }
-            })
-            .collect();
         let coeffs = ratios
             .iter()
             .map(|&r| match self.config.form {
@@ -267,6 +251,31 @@ impl OgmGe {
         }
         Ok(report)
     }
+}
+
+/// The discrepancy ratios `ρ_m = s_m / min_k s_k` of the scores `s_m` (finite, `≥ 0`; `what`
+/// names the caller in errors). A zero minimum score gives `ρ = ∞` to the modalities with a
+/// positive score and `ρ = 1` to those with score 0. For two modalities, the stronger one gets
+/// the papers' `s_strong / s_weak` and the weaker 1. Shared by [`OgmGe`] and
+/// [`crate::Opm`] (OPM's drop probabilities, TPAMI 2024).
+pub fn discrepancy_ratios(what: &str, scores: &[f64]) -> Result<Vec<f64>> {
+    check_finite(&format!("{what} scores"), scores)?;
+    if let Some(s) = scores.iter().find(|s| **s < 0.0) {
+        return crate::error::input_err(format!("{what} score {s} is negative"));
+    }
+    let min = scores.iter().cloned().fold(f64::INFINITY, f64::min);
+    Ok(scores
+        .iter()
+        .map(|&s| {
+            if min > 0.0 {
+                s / min
+            } else if s > 0.0 {
+                f64::INFINITY
+            } else {
+                1.0
+            }
+        })
+        .collect())
 }
 
 /// `k·g + ε`, `ε ~ N(0, σ²)` with `σ = std(g) + 1e-8`; returns the new gradient and σ. f32
