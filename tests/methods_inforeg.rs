@@ -242,8 +242,7 @@ fn window_value_matches_the_official_trace_means() {
         assert!((k - w).abs() < 1e-12, "epoch {e}: {k} vs {w}");
     }
     // A flat trace has left the window; a zero trace gives 0 (the official code divides by 0).
-    let mut flat = vec![5.0; 11];
-    flat[0] = 5.0;
+    let flat = vec![5.0; 11];
     assert_eq!(window_value(&flat, 10), 0.0);
     assert_eq!(window_value(&[0.0; 12], 10), 0.0);
     // Other history lengths: (last − the one `h` before) / Σ last h.
@@ -319,7 +318,8 @@ fn window_and_official_audio_trace_gate_the_regulation() {
     off.on_epoch_start(&net, &mut ctx).unwrap();
     assert!(!off.in_window(0) && !off.in_window(1));
     let mut on = InfoReg::new(official).unwrap();
-    let swapped = serde_json::json!({ "traces": [state["traces"][1], state["traces"][0]] });
+    let t = state["traces"].as_array().unwrap().clone();
+    let swapped = serde_json::json!({ "traces": [t[1].clone(), t[0].clone()] });
     on.load_state(&swapped).unwrap();
     on.on_epoch_start(&net, &mut ctx).unwrap();
     assert!(on.in_window(0) && on.in_window(1));
@@ -508,14 +508,6 @@ fn preset_carries_the_official_choices() {
     assert_eq!(get("method.window_trace"), "\"audio\"");
     assert_eq!(get("method.beta_modality"), "{ visual = 0.1 }");
     assert_eq!(get("train.optimizer.lr"), "0.002");
-    modbal::RunConfig::default()
-        .with_overrides(
-            &p.values
-                .iter()
-                .map(|v| format!("{}={}", v.key, v.value))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap();
     let t: toml::Table =
         toml::from_str("beta_modality = { visual = 0.1 }\nwindow_trace = \"audio\"").unwrap();
     let b = common::build_method("inforeg", &t).unwrap();
