@@ -49,6 +49,7 @@ const ARM_PAPER: &str =
 const OPM_PAPER: &str = "Wei, Hu, Du & Wen, On-the-fly Modulation for Balanced Multimodal Learning, TPAMI 2024 (OPM; official code GeWu-Lab/BML_TPAMI2024)";
 const IBML_PAPER: &str =
     "IBML: Information-Balanced Multimodal Learning, TPAMI (../shared/papers/ibml-*.txt)";
+const INFOREG_PAPER: &str = "Huang, Wei, Yang & Hu, Adaptive Unimodal Regulation for Balanced Multimodal Information Acquisition, CVPR 2025 (InfoReg; official code GeWu-Lab/InfoReg_CVPR2025)";
 const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
 
 /// Every preset modbal ships.
@@ -212,6 +213,33 @@ pub const PRESETS: &[Preset] = &[
             v("train.schedule.schedule.kind", "\"step\"", "official main_CD.py: StepLR"),
             v("train.schedule.schedule.step_size", "100", "official main_CD.py: --lr_decay_step 100"),
             v("train.schedule.schedule.gamma", "0.1", "official main_CD.py: --lr_decay_ratio 0.1"),
+        ],
+    },
+    Preset {
+        name: "inforeg/crema-d",
+        paper: INFOREG_PAPER,
+        notes: "the official code's own protocol and hard-coded audio-dominant choices; prepare \
+                with `modbal prepare crema-d --recipe ogm-ge` (the official spectrogram: n_fft \
+                512, hop 353); --set dataset.root=DIR. IBML's Table 2 column (InfoReg on \
+                CREMA-D) is `--preset ibml/crema-d --method inforeg`",
+        values: &[
+            v("dataset.name", "\"crema-d\"", "the dataset of the preset (official main.py --dataset CREMAD)"),
+            v("dataset.frames", "3", "official main.py: --fps 3 frames sampled per clip (CramedDataset)"),
+            v("method.name", "\"inforeg\"", "the paper's method (official --modulation Ours)"),
+            v("method.beta", "0.95", "official train_epoch: beta = 0.95·exp(tanh(s_a − s_v)) on the audio encoder"),
+            v("method.beta_modality", "{ visual = 0.1 }", "official train_epoch: beta2 = 0.1·exp(tanh(s_v − s_a)) on the visual encoder"),
+            v("method.threshold", "0.05", "official train_epoch: regulation while k > 0.05"),
+            v("method.history", "10", "official: trace lists of ten zeros, means of the last 10"),
+            v("method.window_trace", "\"audio\"", "official train_epoch: k from audio_trace_list only"),
+            v("train.epochs", "50", "official main.py: --epochs 50"),
+            v("train.batch_size", "64", "official main.py: --batch_size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "official main.py: optim.SGD"),
+            v("train.optimizer.lr", "0.002", "official main.py: --learning_rate 0.002"),
+            v("train.optimizer.momentum", "0.9", "official main.py: SGD momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "official main.py: SGD weight_decay 1e-4"),
+            v("train.schedule.schedule.kind", "\"step\"", "official main.py: StepLR"),
+            v("train.schedule.schedule.step_size", "30", "official main.py: --lr_decay_step 30"),
+            v("train.schedule.schedule.gamma", "0.1", "official main.py: --lr_decay_ratio 0.1"),
         ],
     },
     Preset {

@@ -37,6 +37,7 @@ pub mod arl;
 pub mod arm;
 pub mod cal;
 pub mod ibml;
+pub mod inforeg;
 pub mod mla;
 pub mod mmcosine;
 pub mod mmpareto;
