@@ -6,7 +6,9 @@ use modbal_core::Result;
 use modbal_data::real::{av, cgmnist::CgmnistConfig, nyu::NyuDepthConfig, ucf101::Ucf101Config};
 use modbal_data::{Splits, SynthAvConfig, SynthShiftConfig, SynthVecConfig};
 use modbal_encoders::EncoderConfig;
-use modbal_methods::{arl, arm, cal, ibml, mla, mmcosine, mmpareto, ogm_ge, opm, plain, pmr, udi};
+use modbal_methods::{
+    arl, arm, cal, cml, ibml, mla, mmcosine, mmpareto, ogm_ge, opm, plain, pmr, udi,
+};
 use modbal_text::{CmuMoseiConfig, Food101Config, MvsaConfig, TextEncoding};
 
 impl Registry {
@@ -33,7 +35,8 @@ fn register(reg: Registry) -> Registry {
         .with_method::<pmr::PmrConfig>("pmr")
         .with_method::<mla::MlaConfig>("mla")
         .with_method::<arl::ArlConfig>("arl")
-        .with_method::<mmcosine::MmCosineConfig>("mmcosine");
+        .with_method::<mmcosine::MmCosineConfig>("mmcosine")
+        .with_method::<cml::CmlConfig>("cml");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")
