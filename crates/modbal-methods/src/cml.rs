@@ -425,6 +425,7 @@ impl Method for Cml {
         let total = (ce + (&reg * self.config.lambda)?)?;
         ctx.log
             .add_mean("reg", reg.to_dtype(DType::F64)?.to_scalar::<f64>()?);
+        let (conf_full, _) = max_softmax(&out.fused_logits.detach())?;
         ctx.log.add_mean(
             "conf.full",
             conf_full
