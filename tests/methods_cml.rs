@@ -28,7 +28,7 @@ use candle_core::{DType, Device, Tensor};
 use modbal::core::{Batch, Method, MultimodalModel, RunContext};
 use modbal::encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet};
 use modbal::methods::cml::{
-    cml_pairs, max_softmax, rank_term, subset_logits, Cml, CmlConfig, CmlHinge, CmlSubsets,
+    cml_pairs, rank_term, subset_logits, Cml, CmlConfig, CmlHinge, CmlSubsets,
 };
 use modbal::tensors::SeededRng;
 
@@ -241,7 +241,7 @@ fn pairs_follow_the_removal_orders() {
     let p = cml_pairs(CmlSubsets::Chain, &[vec![1, 0]], 2);
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].removed, vec![1]);
-    let p = cml_pairs(CmlSubsets::LeaveOneOut, &[vec![0, 1, 2]; 2], 3);
+    let p = cml_pairs(CmlSubsets::LeaveOneOut, &vec![vec![0, 1, 2]; 2], 3);
     assert_eq!(p.len(), 3);
     for (m, x) in p.iter().enumerate() {
         assert_eq!(x.keep, vec![vec![true; 3]; 2]);
