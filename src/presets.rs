@@ -331,23 +331,6 @@ pub const PRESETS: &[Preset] = &[
             v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
         ],
     },
-    Preset {
-        name: "cml/cmu-mosei",
-        paper: CML_PAPER,
-        notes: "UDI Table 1's protocol for its CML row (UDI A.6), three modalities (text, audio, vision); --set dataset.path=FILE",
-        values: &[
-            v("dataset.name", "\"cmu-mosei\"", "the dataset of the preset (UDI Table 1 reports CML on it)"),
-            v("method.name", "\"cml\"", "UDI Table 1: CML (Ma et al. 2023)"),
-            v("method.lambda", "0.1", "UDI silent; BalanceBenchmark trainer_config.yaml CML lam 0.1 and official README --beta 10 (÷100)"),
-            v("method.head", "\"concat\"", "UDI A.6: concatenation fusion for CMU-MOSEI"),
-            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
-            v("train.batch_size", "64", "UDI A.6: batch size 64"),
-            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
-            v("train.optimizer.lr", "0.001", "UDI silent for CMU-MOSEI (A.6: 1e-2 audio-visual, 1e-3 Food-101/UCF-101); 1e-3, the lower, as udi/cgmnist"),
-            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
-            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
-        ],
-    },
 ];
 
 /// The built-in preset called `name` (errors list the valid names; a [`crate::Registry`] also has
