@@ -36,6 +36,7 @@
 pub mod arl;
 pub mod arm;
 pub mod cal;
+pub mod cml;
 pub mod ibml;
 pub mod inforeg;
 pub mod mla;
