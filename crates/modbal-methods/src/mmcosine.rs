@@ -40,9 +40,7 @@ use modbal_core::{
     Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
 };
 use modbal_encoders::FusionConfig;
-use modbal_tensors::cross_entropy;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// `ε` of `F.normalize` (PyTorch default): a norm below it is replaced by it.
 pub const NORM_EPS: f64 = 1e-12;
@@ -330,18 +328,8 @@ impl Method for MmCosine {
         out: &MultimodalOutput,
         _ctx: &mut RunContext,
     ) -> Result<LossTerms> {
-        let fused = cross_entropy(&out.fused_logits, &batch.labels)?;
-        let mut parts = BTreeMap::new();
-        parts.insert("fused".to_string(), fused.detach());
-        for (name, z) in model.modalities().iter().zip(&out.per_modality_logits) {
-            // Logged only (official loss_a / loss_v): detached, never in the graph.
-            parts.insert(name.clone(), cross_entropy(&z.detach(), &batch.labels)?);
-        }
         self.record(model, batch, out)?;
-        Ok(LossTerms {
-            total: fused,
-            parts,
-        })
+        crate::util::fused_ce_logging_unimodal(model, batch, out)
     }
 
     fn predict(&self, model: &dyn MultimodalModel, out: &MultimodalOutput) -> Result<Tensor> {

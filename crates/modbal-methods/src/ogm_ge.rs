@@ -40,9 +40,7 @@ use modbal_core::{
     Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
 };
 use modbal_modulate::{ModulationWindow, OgmForm, OgmGe, OgmGeConfig, OgmScope};
-use modbal_tensors::cross_entropy;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Which gradient tensors of each encoder OGM-GE modulates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,17 +231,7 @@ impl Method for OgmGeMethod {
         out: &MultimodalOutput,
         _ctx: &mut RunContext,
     ) -> Result<LossTerms> {
-        let fused = cross_entropy(&out.fused_logits, &batch.labels)?;
-        let mut parts = BTreeMap::new();
-        parts.insert("fused".to_string(), fused.detach());
-        for (name, z) in model.modalities().iter().zip(&out.per_modality_logits) {
-            // Logged only: computed on detached logits, so it never enters the graph.
-            parts.insert(name.clone(), cross_entropy(&z.detach(), &batch.labels)?);
-        }
-        Ok(LossTerms {
-            total: fused,
-            parts,
-        })
+        crate::util::fused_ce_logging_unimodal(model, batch, out)
     }
 
     fn modulate_grads(

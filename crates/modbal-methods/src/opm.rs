@@ -55,9 +55,7 @@ use modbal_core::{
     Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
 };
 use modbal_modulate::{ModulationWindow, OgmForm, Opm, OpmConfig as OpmModulatorConfig};
-use modbal_tensors::cross_entropy;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Options of `opm` (`[method]` section).
 ///
@@ -341,17 +339,7 @@ impl Method for OpmMethod {
         out: &MultimodalOutput,
         _ctx: &mut RunContext,
     ) -> Result<LossTerms> {
-        let fused = cross_entropy(&out.fused_logits, &batch.labels)?;
-        let mut parts = BTreeMap::new();
-        parts.insert("fused".to_string(), fused.detach());
-        for (name, z) in model.modalities().iter().zip(&out.per_modality_logits) {
-            // Logged only (official loss_1, loss_2): detached, never in the graph.
-            parts.insert(name.clone(), cross_entropy(&z.detach(), &batch.labels)?);
-        }
-        Ok(LossTerms {
-            total: fused,
-            parts,
-        })
+        crate::util::fused_ce_logging_unimodal(model, batch, out)
     }
 
     fn modulate_grads(

@@ -9,6 +9,30 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The loss of the methods that train on the fused cross-entropy alone (OGM-GE, OPM, MMCosine):
+/// `CE(fused)` as the total, with `parts` holding it (`fused`) and each modality's CE on its
+/// detached logits (logged only, as their official codes log `loss_a` / `loss_v`: never in the
+/// graph).
+pub fn fused_ce_logging_unimodal(
+    model: &dyn modbal_core::MultimodalModel,
+    batch: &modbal_core::Batch,
+    out: &modbal_core::MultimodalOutput,
+) -> Result<modbal_core::LossTerms> {
+    let fused = modbal_tensors::cross_entropy(&out.fused_logits, &batch.labels)?;
+    let mut parts = std::collections::BTreeMap::new();
+    parts.insert("fused".to_string(), fused.detach());
+    for (name, z) in model.modalities().iter().zip(&out.per_modality_logits) {
+        parts.insert(
+            name.clone(),
+            modbal_tensors::cross_entropy(&z.detach(), &batch.labels)?,
+        );
+    }
+    Ok(modbal_core::LossTerms {
+        total: fused,
+        parts,
+    })
+}
+
 /// Values per modality as a JSON object keyed by modality name.
 pub fn by_name(names: &[String], v: &[f64]) -> serde_json::Value {
     serde_json::Value::Object(
