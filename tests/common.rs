@@ -84,3 +84,73 @@ pub fn modbal_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `small_vec` trained with `method.name = method` and the extra `--set` overrides.
+pub fn run_method(
+    out: &Path,
+    method: &str,
+    seed: u64,
+    epochs: usize,
+    extra: &[&str],
+) -> RunOutcome {
+    let mut sets = vec![format!("method.name={method}")];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    train(&small_vec(out, seed, epochs).with_overrides(&sets).unwrap())
+}
+
+/// An MLP net (inputs 4, hidden 8, 3 classes) over the first `m` of `audio`, `visual`, `text`.
+pub fn tiny_mlp_net(
+    m: usize,
+    fusion: &modbal::encoders::FusionConfig,
+    rng: &mut modbal::tensors::SeededRng,
+) -> modbal::encoders::MultimodalNet {
+    use modbal::encoders::{EncoderConfig, ModalitySpec, MultimodalNet};
+    let specs: Vec<_> = ["audio", "visual", "text"][..m]
+        .iter()
+        .map(|n| ModalitySpec::new(*n, EncoderConfig::Mlp { hidden: vec![8] }, &[4]))
+        .collect();
+    MultimodalNet::new(&specs, fusion, 3, rng, &candle_core::Device::Cpu).unwrap()
+}
+
+/// A batch of `b` samples for [`tiny_mlp_net`] in which `audio` carries the label (3 at the
+/// label's position of 4) and the other `m − 1` modalities are N(0, 1) noise; labels `i % 3`.
+pub fn audio_label_batch(
+    m: usize,
+    b: usize,
+    rng: &mut modbal::tensors::SeededRng,
+) -> modbal::core::Batch {
+    use candle_core::{DType, Device, Tensor};
+    let dev = Device::Cpu;
+    let labels: Vec<u32> = (0..b as u32).map(|i| i % 3).collect();
+    let a: Vec<f32> = labels
+        .iter()
+        .flat_map(|&y| (0..4).map(move |j| if j == y as usize { 3.0 } else { 0.0 }))
+        .collect();
+    let mut inputs = vec![Tensor::from_vec(a, (b, 4), &dev).unwrap()];
+    for _ in 1..m {
+        inputs.push(rng.randn((b, 4), 0.0, 1.0, DType::F32, &dev).unwrap());
+    }
+    modbal::core::Batch {
+        inputs,
+        labels: Tensor::from_vec(labels, b, &dev).unwrap(),
+        sample_ids: (0..b).collect(),
+    }
+}
+
+/// All values of `t` as f64, flattened.
+pub fn v64(t: &candle_core::Tensor) -> Vec<f64> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// A `[B, C]` tensor as f64 rows.
+pub fn rows(t: &candle_core::Tensor) -> Vec<Vec<f64>> {
+    t.to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}

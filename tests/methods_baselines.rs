@@ -47,22 +47,13 @@ fn tiny(fusion: FusionConfig) -> (MultimodalNet, Batch) {
     (net, batch)
 }
 
-fn v64(t: &Tensor) -> Vec<f64> {
-    t.flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 fn grad(g: &GradStore, v: &Var) -> Vec<f64> {
     g.get(v.as_tensor())
-        .map(v64)
+        .map(common::v64)
         .unwrap_or_else(|| vec![0.0; v.elem_count()])
 }
 
@@ -84,22 +75,6 @@ fn var(net: &MultimodalNet, name: &str) -> Var {
         .find(|(n, _)| n == name)
         .unwrap_or_else(|| panic!("no parameter {name}"))
         .1
-}
-
-fn run(
-    out: &std::path::Path,
-    method: &str,
-    seed: u64,
-    epochs: usize,
-    extra: &[&str],
-) -> modbal::RunOutcome {
-    let mut sets = vec![format!("method.name={method}")];
-    sets.extend(extra.iter().map(|s| s.to_string()));
-    common::train(
-        &common::small_vec(out, seed, epochs)
-            .with_overrides(&sets)
-            .unwrap(),
-    )
 }
 
 fn per_mod(rec: &modbal::EpochRecord, key: &str, m: &str) -> f64 {
@@ -381,7 +356,7 @@ fn pmr_prototypes_are_class_means_and_pce_goes_to_the_weak_modality_only() {
             !loss.parts.contains_key(&format!("pce.{}", names[strong])),
             "{weak}"
         );
-        let extra = v64(&loss.total)[0] - v64(&ce)[0];
+        let extra = common::v64(&loss.total)[0] - common::v64(&ce)[0];
         let expect = alpha * pce_f64(&out.features[weak], &protos[weak], &y);
         assert!(
             (extra - expect).abs() < 1e-4 * expect.abs().max(1.0),
@@ -415,7 +390,7 @@ impl Optimizer for Recorder {
         self.seen.push(
             self.vars
                 .iter()
-                .map(|(n, v)| (n.clone(), grads.get(v.as_tensor()).map(v64)))
+                .map(|(n, v)| (n.clone(), grads.get(v.as_tensor()).map(common::v64)))
                 .collect(),
         );
         Ok(())
@@ -567,8 +542,8 @@ fn mla_projects_the_shared_head_gradient_orthogonally_to_the_recorded_features()
         .train_step(&net, batch, sgd.as_mut(), &mut ctx)
         .unwrap();
     assert_eq!(
-        v64(var(&net, "head.visual.weight").as_tensor()),
-        v64(w.as_tensor())
+        common::v64(var(&net, "head.visual.weight").as_tensor()),
+        common::v64(w.as_tensor())
     );
 }
 
@@ -710,8 +685,8 @@ fn same_seed_gives_identical_metrics_for_every_baseline() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let extra = ["method.start_epoch=1", "method.schedule_epochs=0"];
         let extra: &[&str] = if name == "arl" { &extra } else { &[] };
-        let ra = run(a.path(), name, 5, 2, extra);
-        let rb = run(b.path(), name, 5, 2, extra);
+        let ra = common::run_method(a.path(), name, 5, 2, extra);
+        let rb = common::run_method(b.path(), name, 5, 2, extra);
         let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
         assert_eq!(read(&ra.run_dir), read(&rb.run_dir), "{name}");
     }
@@ -722,7 +697,7 @@ fn runs_log_each_mechanism() {
     let dir = tempfile::tempdir().unwrap();
     let val_acc = |o: &modbal::RunOutcome| o.summary.as_ref().unwrap().test.fusion_acc;
     // MMPareto: cosines, weights and conflict counts per encoder.
-    let o = run(dir.path(), "mmpareto", 0, 3, &[]);
+    let o = common::run_method(dir.path(), "mmpareto", 0, 3, &[]);
     for r in o.history.iter().filter(|r| r.split == "train") {
         eprintln!(
             "mmpareto {}: cos {} k_mm {} conflicts {} val_uni {}",
@@ -742,7 +717,7 @@ fn runs_log_each_mechanism() {
     assert!(val_acc(&o) > 0.5, "{}", val_acc(&o));
     // PMR: prototypes each epoch, PCE for the weak (visual) modality inside the window: the
     // official [0, 101) of 150 epochs scaled to 3 is [0, round(2.02)) = [0, 2).
-    let o = run(dir.path(), "pmr", 0, 3, &[]);
+    let o = common::run_method(dir.path(), "pmr", 0, 3, &[]);
     let train: Vec<_> = o.history.iter().filter(|r| r.split == "train").collect();
     for r in &train {
         eprintln!(
@@ -770,7 +745,7 @@ fn runs_log_each_mechanism() {
     }
     assert!(val_acc(&o) > 0.5);
     // MLA: projection activity and fusion weights.
-    let o = run(dir.path(), "mla", 0, 3, &[]);
+    let o = common::run_method(dir.path(), "mla", 0, 3, &[]);
     for r in o.history.iter().filter(|r| r.split == "train") {
         eprintln!(
             "mla {}: residual {:?} ratio {:?} lambda {:?} val_lambda {:?}",
@@ -788,7 +763,7 @@ fn runs_log_each_mechanism() {
     }
     assert!(val_acc(&o) > 0.4, "{}", val_acc(&o));
     // ARL: no re-weighting before the start epoch, w from then on.
-    let o = run(
+    let o = common::run_method(
         dir.path(),
         "arl",
         0,

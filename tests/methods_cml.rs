@@ -26,7 +26,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use modbal::core::{Batch, Method, MultimodalModel, RunContext};
-use modbal::encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet};
+use modbal::encoders::{FusionConfig, MultimodalNet};
 use modbal::methods::cml::{
     cml_pairs, rank_term, subset_logits, Cml, CmlConfig, CmlHinge, CmlSubsets,
 };
@@ -38,12 +38,7 @@ use modbal::tensors::SeededRng;
 fn tiny(modalities: usize, b: usize, fusion: FusionConfig) -> (MultimodalNet, Batch) {
     let dev = Device::Cpu;
     let mut rng = SeededRng::new(3);
-    let names = ["audio", "visual", "text"];
-    let specs: Vec<_> = names[..modalities]
-        .iter()
-        .map(|n| ModalitySpec::new(*n, EncoderConfig::Mlp { hidden: vec![8] }, &[4]))
-        .collect();
-    let net = MultimodalNet::new(&specs, &fusion, 3, &mut rng, &dev).unwrap();
+    let net = common::tiny_mlp_net(modalities, &fusion, &mut rng);
     // Non-zero biases, so that the b/M bookkeeping is visible.
     for (name, v) in net.params().trainable() {
         if name.ends_with("bias") {
@@ -53,25 +48,8 @@ fn tiny(modalities: usize, b: usize, fusion: FusionConfig) -> (MultimodalNet, Ba
                 .unwrap();
         }
     }
-    let labels: Vec<u32> = (0..b as u32).map(|i| i % 3).collect();
-    let a: Vec<f32> = labels
-        .iter()
-        .flat_map(|&y| (0..4).map(move |j| if j == y as usize { 3.0 } else { 0.0 }))
-        .collect();
-    let mut inputs = vec![Tensor::from_vec(a, (b, 4), &dev).unwrap()];
-    for _ in 1..modalities {
-        inputs.push(rng.randn((b, 4), 0.0, 1.0, DType::F32, &dev).unwrap());
-    }
-    let batch = Batch {
-        inputs,
-        labels: Tensor::from_vec(labels, b, &dev).unwrap(),
-        sample_ids: (0..b).collect(),
-    };
+    let batch = common::audio_label_batch(modalities, b, &mut rng);
     (net, batch)
-}
-
-fn rows(t: &Tensor) -> Vec<Vec<f64>> {
-    t.to_dtype(DType::F64).unwrap().to_vec2().unwrap()
 }
 
 fn param(net: &MultimodalNet, name: &str) -> Tensor {
@@ -135,22 +113,6 @@ fn features(net: &MultimodalNet, batch: &Batch) -> Vec<Tensor> {
         .collect()
 }
 
-fn run(
-    out: &std::path::Path,
-    method: &str,
-    seed: u64,
-    epochs: usize,
-    extra: &[&str],
-) -> modbal::RunOutcome {
-    let mut sets = vec![format!("method.name={method}")];
-    sets.extend(extra.iter().map(|s| s.to_string()));
-    common::train(
-        &common::small_vec(out, seed, epochs)
-            .with_overrides(&sets)
-            .unwrap(),
-    )
-}
-
 // ---------------------------------------------------------------- the maths
 
 /// The official rank-loss arithmetic (numbers in the module docs): CPM's per-sample hinge with
@@ -207,8 +169,8 @@ fn rank_term_matches_the_official_arithmetic() {
     )
     .unwrap();
     let g = t.backward().unwrap();
-    let gs = rows(g.get(zs_v.as_tensor()).unwrap());
-    let gt = rows(g.get(zt_v.as_tensor()).unwrap());
+    let gs = common::rows(g.get(zs_v.as_tensor()).unwrap());
+    let gt = common::rows(g.get(zt_v.as_tensor()).unwrap());
     // d max softmax / d z_k = p_max (δ_{k,max} − p_k) on row 0; rows 1-2 are skipped (zero).
     for (z, gr, sgn) in [(&[3.0, 0.0, 0.0], &gs, 1.0), (&[2.0, 0.0, 0.0], &gt, -1.0)] {
         let p = softmax(z);
@@ -257,19 +219,19 @@ fn removal_zeroes_the_feature_before_the_head() {
     let (net, batch) = tiny(3, 6, FusionConfig::Concat);
     let f = features(&net, &batch);
     let (fused, per) = net.head(&f).unwrap();
-    let w = rows(&param(&net, "head.fc.weight"));
+    let w = common::rows(&param(&net, "head.fc.weight"));
     let b: Vec<f64> = param(&net, "head.fc.bias")
         .to_dtype(DType::F64)
         .unwrap()
         .to_vec1()
         .unwrap();
-    let fr: Vec<Vec<Vec<f64>>> = f.iter().map(rows).collect();
+    let fr: Vec<Vec<Vec<f64>>> = f.iter().map(common::rows).collect();
     for m in 0..3 {
         let keep: Vec<Vec<bool>> = (0..6).map(|_| (0..3).map(|k| k != m).collect()).collect();
-        let got = rows(&subset_logits(&net, &f, &keep).unwrap());
+        let got = common::rows(&subset_logits(&net, &f, &keep).unwrap());
         let closed = concat_closed(&w, &b, &fr, &keep[0]);
         // BalanceBenchmark: out_s − unimodal_result[m] + fc_out.bias / M.
-        let bm = rows(
+        let bm = common::rows(
             &(fused.clone() - &per[m])
                 .unwrap()
                 .broadcast_add(&(param(&net, "head.fc.bias") / 3.0).unwrap())
@@ -289,7 +251,7 @@ fn removal_zeroes_the_feature_before_the_head() {
     let keep: Vec<Vec<bool>> = (0..6)
         .map(|i| (0..3).map(|k| k != i % 3).collect())
         .collect();
-    let got = rows(&subset_logits(&net, &f, &keep).unwrap());
+    let got = common::rows(&subset_logits(&net, &f, &keep).unwrap());
     for (i, row) in got.iter().enumerate() {
         let closed = concat_closed(&w, &b, &fr, &keep[i]);
         for c in 0..3 {
@@ -300,9 +262,9 @@ fn removal_zeroes_the_feature_before_the_head() {
     let (net, batch) = tiny(2, 4, FusionConfig::Sum);
     let f = features(&net, &batch);
     let keep = vec![vec![true, false]; 4];
-    let got = rows(&subset_logits(&net, &f, &keep).unwrap());
+    let got = common::rows(&subset_logits(&net, &f, &keep).unwrap());
     let (_, per) = net.head(&f).unwrap();
-    let za = rows(&per[0]);
+    let za = common::rows(&per[0]);
     let bv: Vec<f64> = param(&net, "head.visual.bias")
         .to_dtype(DType::F64)
         .unwrap()
@@ -322,13 +284,13 @@ fn removal_zeroes_the_feature_before_the_head() {
 fn loss_matches_the_closed_form() {
     let (net, batch) = tiny(2, 6, FusionConfig::Concat);
     let f = features(&net, &batch);
-    let w = rows(&param(&net, "head.fc.weight"));
+    let w = common::rows(&param(&net, "head.fc.weight"));
     let b: Vec<f64> = param(&net, "head.fc.bias")
         .to_dtype(DType::F64)
         .unwrap()
         .to_vec1()
         .unwrap();
-    let fr: Vec<Vec<Vec<f64>>> = f.iter().map(rows).collect();
+    let fr: Vec<Vec<Vec<f64>>> = f.iter().map(common::rows).collect();
     let y: Vec<usize> = (0..6).map(|i| i % 3).collect();
     let full = concat_closed(&w, &b, &fr, &[true, true]);
     let subs = [
@@ -405,13 +367,13 @@ fn chain_orders_come_from_the_run_rng() {
     let mut twin = RunContext::new(9, Device::Cpu, 1);
     let orders: Vec<Vec<usize>> = (0..6).map(|_| twin.rng.permutation(3)).collect();
     let f = features(&net, &batch);
-    let w = rows(&param(&net, "head.fc.weight"));
+    let w = common::rows(&param(&net, "head.fc.weight"));
     let b: Vec<f64> = param(&net, "head.fc.bias")
         .to_dtype(DType::F64)
         .unwrap()
         .to_vec1()
         .unwrap();
-    let fr: Vec<Vec<Vec<f64>>> = f.iter().map(rows).collect();
+    let fr: Vec<Vec<Vec<f64>>> = f.iter().map(common::rows).collect();
     let mut reg = 0.0;
     let mut ces = 0.0;
     for i in 0..6 {
@@ -485,7 +447,7 @@ fn registry_builds_cml_with_its_defaults_and_rejects_bad_values() {
 #[test]
 fn runs_log_the_mechanism_and_learn() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), "cml", 0, 6, &[]);
+    let o = common::run_method(dir.path(), "cml", 0, 6, &[]);
     let train: Vec<_> = o.history.iter().filter(|r| r.split == "train").collect();
     assert_eq!(train.len(), 6);
     for r in &train {
@@ -508,8 +470,8 @@ fn runs_log_the_mechanism_and_learn() {
 #[test]
 fn same_seed_gives_identical_metrics() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let ra = run(a.path(), "cml", 5, 2, &[]);
-    let rb = run(b.path(), "cml", 5, 2, &[]);
+    let ra = common::run_method(a.path(), "cml", 5, 2, &[]);
+    let rb = common::run_method(b.path(), "cml", 5, 2, &[]);
     let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
     assert_eq!(read(&ra.run_dir), read(&rb.run_dir));
 }
@@ -545,7 +507,7 @@ fn three_modality_runs_train() {
     for subsets in ["chain", "leave-one-out"] {
         let dir = tempfile::tempdir().unwrap();
         let s = format!("method.subsets=\"{subsets}\"");
-        let o = run(
+        let o = common::run_method(
             dir.path(),
             "cml",
             1,

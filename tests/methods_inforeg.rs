@@ -21,7 +21,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use modbal::core::{Batch, Method, MultimodalModel, RunContext};
-use modbal::encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet};
+use modbal::encoders::{FusionConfig, MultimodalNet};
 use modbal::methods::inforeg::{regulation, window_value, InfoReg, InfoRegConfig};
 use modbal::tensors::{cross_entropy, SeededRng};
 use std::collections::BTreeMap;
@@ -31,28 +31,9 @@ use std::collections::BTreeMap;
 /// A two- or three-modality MLP net and a batch in which `audio` carries the label (so audio
 /// is the information-sufficient modality).
 fn tiny(modalities: usize, b: usize) -> (MultimodalNet, Batch) {
-    let dev = Device::Cpu;
     let mut rng = SeededRng::new(3);
-    let names = ["audio", "visual", "text"];
-    let specs: Vec<_> = names[..modalities]
-        .iter()
-        .map(|n| ModalitySpec::new(*n, EncoderConfig::Mlp { hidden: vec![8] }, &[4]))
-        .collect();
-    let net = MultimodalNet::new(&specs, &FusionConfig::Concat, 3, &mut rng, &dev).unwrap();
-    let labels: Vec<u32> = (0..b as u32).map(|i| i % 3).collect();
-    let a: Vec<f32> = labels
-        .iter()
-        .flat_map(|&y| (0..4).map(move |j| if j == y as usize { 3.0 } else { 0.0 }))
-        .collect();
-    let mut inputs = vec![Tensor::from_vec(a, (b, 4), &dev).unwrap()];
-    for _ in 1..modalities {
-        inputs.push(rng.randn((b, 4), 0.0, 1.0, DType::F32, &dev).unwrap());
-    }
-    let batch = Batch {
-        inputs,
-        labels: Tensor::from_vec(labels, b, &dev).unwrap(),
-        sample_ids: (0..b).collect(),
-    };
+    let net = common::tiny_mlp_net(modalities, &FusionConfig::Concat, &mut rng);
+    let batch = common::audio_label_batch(modalities, b, &mut rng);
     // An untrained net scores the modalities at random: fit the audio head slice first (plain
     // gradient descent on CE(z_audio)), so that audio is the information-sufficient modality.
     for _ in 0..40 {
@@ -69,19 +50,6 @@ fn tiny(modalities: usize, b: usize) -> (MultimodalNet, Batch) {
         }
     }
     (net, batch)
-}
-
-fn v64(t: &Tensor) -> Vec<f64> {
-    t.flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-fn rows(t: &Tensor) -> Vec<Vec<f64>> {
-    t.to_dtype(DType::F64).unwrap().to_vec2().unwrap()
 }
 
 fn labels(b: &Batch) -> Vec<usize> {
@@ -130,7 +98,7 @@ fn plain_grads(
     let s = out
         .per_modality_logits
         .iter()
-        .map(|z| score(&rows(z), &y))
+        .map(|z| score(&common::rows(z), &y))
         .collect();
     (total.backward().unwrap(), s)
 }
@@ -161,20 +129,20 @@ fn check_grads(
         let (Some(g), Some(p)) = (grads.get(v.as_tensor()), plain.get(v.as_tensor())) else {
             continue;
         };
-        let theta = v64(v.as_tensor());
+        let theta = common::v64(v.as_tensor());
         let want: Vec<f64> = match reg {
             Some((prefix, beta)) if name.starts_with(prefix) => {
-                let anchor = v64(method.anchor(&name).expect("anchor"));
-                v64(p)
+                let anchor = common::v64(method.anchor(&name).expect("anchor"));
+                common::v64(p)
                     .iter()
                     .zip(theta.iter().zip(&anchor))
                     .map(|(g, (t, a))| g + beta * (t - a))
                     .collect()
             }
-            _ => v64(p),
+            _ => common::v64(p),
         };
         let scale = want.iter().map(|x| x.abs()).fold(1e-6, f64::max);
-        for (a, b) in v64(g).iter().zip(&want) {
+        for (a, b) in common::v64(g).iter().zip(&want) {
             assert!((a - b).abs() <= 1e-5 * scale, "{name}: {a} vs {b}");
         }
         checked += 1;
@@ -183,13 +151,7 @@ fn check_grads(
 }
 
 fn run(out: &std::path::Path, seed: u64, epochs: usize, extra: &[&str]) -> modbal::RunOutcome {
-    let mut sets = vec!["method.name=inforeg".to_string()];
-    sets.extend(extra.iter().map(|s| s.to_string()));
-    common::train(
-        &common::small_vec(out, seed, epochs)
-            .with_overrides(&sets)
-            .unwrap(),
-    )
+    common::run_method(out, "inforeg", seed, epochs, extra)
 }
 
 // ---------------------------------------------------------------- the maths
@@ -285,9 +247,9 @@ fn proximal_term_is_added_to_the_sufficient_encoder_only() {
     // The anchor really is the epoch start: θ − θ̄ is the perturbation.
     let (name, v) = net.params().trainable()[0].clone();
     assert!(name.starts_with("encoder."), "{name}");
-    let d: Vec<f64> = v64(v.as_tensor())
+    let d: Vec<f64> = common::v64(v.as_tensor())
         .iter()
-        .zip(v64(m.anchor(&name).unwrap()))
+        .zip(common::v64(m.anchor(&name).unwrap()))
         .map(|(a, b)| a - b)
         .collect();
     assert!(d.iter().all(|x| (x - 0.01).abs() < 1e-5), "{d:?}");
@@ -361,7 +323,7 @@ fn fisher_trace_is_the_layer_sum_of_mean_squared_gradients() {
             if !name.starts_with("encoder.") || v.rank() < 2 {
                 continue;
             }
-            let g = v64(grads.get(v.as_tensor()).unwrap());
+            let g = common::v64(grads.get(v.as_tensor()).unwrap());
             let e = acc.entry(name).or_insert(vec![0.0; g.len()]);
             for (a, x) in e.iter_mut().zip(&g) {
                 *a += x * x;

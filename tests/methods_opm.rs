@@ -19,9 +19,9 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use modbal::core::{Batch, Method, MultimodalModel, RunContext};
-use modbal::encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet};
+use modbal::encoders::{FusionConfig, MultimodalNet};
 use modbal::methods::opm::{OpmConfig, OpmGeConfig, OpmMethod};
 use modbal::modulate::{ModulationWindow, Opm, OpmConfig as OpmModConfig};
 use modbal::tensors::{cross_entropy, SeededRng};
@@ -30,42 +30,10 @@ use modbal::tensors::{cross_entropy, SeededRng};
 
 /// A two- or three-modality MLP net and a batch in which `audio` carries the label.
 fn tiny(modalities: usize, b: usize) -> (MultimodalNet, Batch) {
-    let dev = Device::Cpu;
     let mut rng = SeededRng::new(3);
-    let names = ["audio", "visual", "text"];
-    let specs: Vec<_> = names[..modalities]
-        .iter()
-        .map(|n| ModalitySpec::new(*n, EncoderConfig::Mlp { hidden: vec![8] }, &[4]))
-        .collect();
-    let net = MultimodalNet::new(&specs, &FusionConfig::Concat, 3, &mut rng, &dev).unwrap();
-    let labels: Vec<u32> = (0..b as u32).map(|i| i % 3).collect();
-    let a: Vec<f32> = labels
-        .iter()
-        .flat_map(|&y| (0..4).map(move |j| if j == y as usize { 3.0 } else { 0.0 }))
-        .collect();
-    let mut inputs = vec![Tensor::from_vec(a, (b, 4), &dev).unwrap()];
-    for _ in 1..modalities {
-        inputs.push(rng.randn((b, 4), 0.0, 1.0, DType::F32, &dev).unwrap());
-    }
-    let batch = Batch {
-        inputs,
-        labels: Tensor::from_vec(labels, b, &dev).unwrap(),
-        sample_ids: (0..b).collect(),
-    };
+    let net = common::tiny_mlp_net(modalities, &FusionConfig::Concat, &mut rng);
+    let batch = common::audio_label_batch(modalities, b, &mut rng);
     (net, batch)
-}
-
-fn rows(t: &Tensor) -> Vec<Vec<f64>> {
-    t.to_dtype(DType::F64).unwrap().to_vec2().unwrap()
-}
-
-fn v64(t: &Tensor) -> Vec<f64> {
-    t.flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 fn var(net: &MultimodalNet, name: &str) -> Var {
@@ -119,22 +87,6 @@ fn opm_literal(p_exe: f64) -> OpmConfig {
         schedule_epochs: 0,
         ..Default::default()
     }
-}
-
-fn run(
-    out: &std::path::Path,
-    method: &str,
-    seed: u64,
-    epochs: usize,
-    extra: &[&str],
-) -> modbal::RunOutcome {
-    let mut sets = vec![format!("method.name={method}")];
-    sets.extend(extra.iter().map(|s| s.to_string()));
-    common::train(
-        &common::small_vec(out, seed, epochs)
-            .with_overrides(&sets)
-            .unwrap(),
-    )
 }
 
 // ---------------------------------------------------------------- the maths
@@ -263,8 +215,8 @@ fn forward_drops_whole_features_per_sample_and_rescales_by_theta() {
     let (_, clean) = net.head(&f).unwrap();
     for m in 0..2 {
         assert_close(
-            &v64(&out.per_modality_logits[m]),
-            &v64(&clean[m]),
+            &common::v64(&out.per_modality_logits[m]),
+            &common::v64(&clean[m]),
             1e-6,
             "clean per-modality logits",
         );
@@ -276,7 +228,7 @@ fn forward_drops_whole_features_per_sample_and_rescales_by_theta() {
         .iter()
         .map(|x| *x as usize)
         .collect();
-    let s: Vec<f64> = clean.iter().map(|z| score(&rows(z), &y)).collect();
+    let s: Vec<f64> = clean.iter().map(|z| score(&common::rows(z), &y)).collect();
     // The untrained net: whichever modality scores higher is the dominant one.
     let (dom, weak) = if s[0] > s[1] { (0, 1) } else { (1, 0) };
     assert!(s[dom] > s[weak], "{s:?}");
@@ -296,11 +248,11 @@ fn forward_drops_whole_features_per_sample_and_rescales_by_theta() {
     );
     assert!(keep[weak].iter().all(|k| *k));
     // fused = W·[f̃_a; f̃_v] + b by hand.
-    let w = rows(var(&net, "head.fc.weight").as_tensor());
-    let b = v64(var(&net, "head.fc.bias").as_tensor());
-    let fa = rows(&f[0]);
-    let fv = rows(&f[1]);
-    let got = rows(&out.fused_logits);
+    let w = common::rows(var(&net, "head.fc.weight").as_tensor());
+    let b = common::v64(var(&net, "head.fc.bias").as_tensor());
+    let fa = common::rows(&f[0]);
+    let fv = common::rows(&f[1]);
+    let got = common::rows(&out.fused_logits);
     for i in 0..24 {
         let x: Vec<f64> = [(&fa[i], keep[0][i]), (&fv[i], keep[1][i])]
             .iter()
@@ -325,8 +277,8 @@ fn forward_drops_whole_features_per_sample_and_rescales_by_theta() {
     let out = method.forward(&net, &batch, &mut ctx).unwrap();
     let (clean_fused, _) = net.head(&f).unwrap();
     assert_close(
-        &v64(&out.fused_logits),
-        &v64(&clean_fused),
+        &common::v64(&out.fused_logits),
+        &common::v64(&clean_fused),
         1e-6,
         "no drop outside the window",
     );
@@ -375,7 +327,7 @@ fn opm_ge_modulates_encoder_gradients_like_ogm_ge() {
     let s: Vec<f64> = out
         .per_modality_logits
         .iter()
-        .map(|z| score(&rows(z), &y))
+        .map(|z| score(&common::rows(z), &y))
         .collect();
     let (dom, rho) = if s[0] > s[1] {
         ("encoder.audio", s[0] / s[1])
@@ -394,9 +346,9 @@ fn opm_ge_modulates_encoder_gradients_like_ogm_ge() {
         } else {
             1.0
         };
-        let want: Vec<f64> = v64(p).iter().map(|x| x * factor).collect();
+        let want: Vec<f64> = common::v64(p).iter().map(|x| x * factor).collect();
         let scale = want.iter().map(|x| x.abs()).fold(1e-12, f64::max);
-        for (a, b) in v64(g).iter().zip(&want) {
+        for (a, b) in common::v64(g).iter().zip(&want) {
             assert!(
                 (a - b).abs() <= 1e-5 * scale,
                 "{name}: {a} vs {b} (factor {factor})"
@@ -472,7 +424,7 @@ fn registry_builds_opm_and_opm_ge_with_their_defaults_and_rejects_bad_values() {
 fn runs_log_the_mechanism_inside_the_scaled_windows() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["opm", "opm-ge"] {
-        let o = run(dir.path(), name, 0, 12, &[]);
+        let o = common::run_method(dir.path(), name, 0, 12, &[]);
         let train: Vec<_> = o.history.iter().filter(|r| r.split == "train").collect();
         assert_eq!(train.len(), 12);
         for r in &train {
@@ -535,8 +487,8 @@ fn same_seed_gives_identical_metrics() {
         if name == "opm-ge" {
             extra.push("method.ogm_window={start=0,end=2}");
         }
-        let ra = run(a.path(), name, 5, 2, &extra);
-        let rb = run(b.path(), name, 5, 2, &extra);
+        let ra = common::run_method(a.path(), name, 5, 2, &extra);
+        let rb = common::run_method(b.path(), name, 5, 2, &extra);
         let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
         assert_eq!(read(&ra.run_dir), read(&rb.run_dir), "{name}");
     }
@@ -577,7 +529,7 @@ fn resumed_runs_match_uninterrupted_ones() {
 #[test]
 fn three_modality_run_trains() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(
+    let o = common::run_method(
         dir.path(),
         "opm",
         1,
