@@ -51,6 +51,7 @@ const IBML_PAPER: &str =
     "IBML: Information-Balanced Multimodal Learning, TPAMI (../shared/papers/ibml-*.txt)";
 const INFOREG_PAPER: &str = "Huang, Wei, Yang & Hu, Adaptive Unimodal Regulation for Balanced Multimodal Information Acquisition, CVPR 2025 (InfoReg; official code GeWu-Lab/InfoReg_CVPR2025)";
 const CML_PAPER: &str = "Ma et al., Calibrating Multimodal Learning, ICML 2023 (CML; official code QingyangZhang/CML; UDI Table 1 row via BalanceBenchmark)";
+const DGL_PAPER: &str = "Wei, Luo & Luo, Boosting Multimodal Learning via Disentangled Gradient Learning, ICCV 2025 (DGL; IBML ref. [32]; official code shicaiwei123/ICCV2025-GDL)";
 const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
 
 /// Every preset modbal ships.
@@ -357,6 +358,29 @@ pub const PRESETS: &[Preset] = &[
             v("train.optimizer.lr", "0.001", "UDI A.6: learning rate 1e-3 for Food-101 and UCF-101"),
             v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
             v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "dgl/crema-d",
+        paper: DGL_PAPER,
+        notes: "the official code's CREMA-D protocol (cramed_dgl.sh); prepare with `modbal prepare \
+                crema-d --recipe ogm-ge`; --set dataset.root=DIR. IBML's Table 2 column (DGL on \
+                CREMA-D) is `--preset ibml/crema-d --method dgl`",
+        values: &[
+            v("dataset.name", "\"crema-d\"", "the dataset of the preset (IBML Table 2 reports DGL on it)"),
+            v("dataset.frames", "1", "official main_dgl.py: --fps 1 frame per clip"),
+            v("method.name", "\"dgl\"", "the paper's method"),
+            v("method.alpha", "4.0", "official cramed_dgl.sh: --alpha 4 (its other run: 5)"),
+            v("train.epochs", "100", "official main_dgl.py: --epochs 100"),
+            v("train.batch_size", "64", "official main_dgl.py: --batch_size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "official main_dgl.py: optim.SGD"),
+            v("train.optimizer.lr", "0.002", "official cramed_dgl.sh: --learning_rate 0.002 (argparse default 0.001)"),
+            v("train.optimizer.momentum", "0.9", "official main_dgl.py: SGD momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "official main_dgl.py: SGD weight_decay 1e-4"),
+            v("train.schedule.schedule.kind", "\"multi_step\"", "official main_dgl.py: MultiStepLR"),
+            v("train.schedule.schedule.milestones", "[70]", "official main_dgl.py: --lr_decay_step 70 (its scheduler steps at the start of each epoch, so the decay lands one epoch earlier there: docs/methods/dgl.md)"),
+            v("train.schedule.schedule.gamma", "0.1", "official main_dgl.py: --lr_decay_ratio 0.1"),
+            v("train.clip_grad_norm", "40.0", "official main_dgl.py: clip_grad_norm_(model.parameters(), 40) on the summed gradients"),
         ],
     },
 ];

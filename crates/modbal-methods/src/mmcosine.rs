@@ -117,61 +117,13 @@ pub fn class_weights(
     head: MmCosineHead,
     dims: &[usize],
 ) -> Result<Vec<Tensor>> {
-    let prefix = model.head_prefix();
-    let params = model.params().trainable_with_prefix(&prefix);
-    let find = |name: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_tensor().clone())
-    };
-    let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
-    let c = model.num_classes();
-    match head {
-        MmCosineHead::Concat => {
-            let name = format!("{prefix}.fc.weight");
-            let w = find(&name).ok_or_else(|| {
-                ModbalError::Config(format!(
-                    "mmcosine (head = \"concat\"): the model has no `{name}`; its head parameters are {names:?}"
-                ))
-            })?;
-            let total: usize = dims.iter().sum();
-            if w.dims() != [c, total] {
-                return Err(ModbalError::Data(format!(
-                    "mmcosine: `{name}` is {:?}, expected [{c}, {total}] for features of widths {dims:?}",
-                    w.dims()
-                )));
-            }
-            let mut off = 0;
-            dims.iter()
-                .map(|&d| {
-                    let s = w.narrow(1, off, d)?;
-                    off += d;
-                    Ok(s)
-                })
-                .collect()
-        }
-        MmCosineHead::Sum => model
-            .modalities()
-            .iter()
-            .zip(dims)
-            .map(|(m, &d)| {
-                let name = format!("{prefix}.{m}.weight");
-                let w = find(&name).ok_or_else(|| {
-                    ModbalError::Config(format!(
-                        "mmcosine (head = \"sum\"): the model has no `{name}`; its head parameters are {names:?}"
-                    ))
-                })?;
-                if w.dims() != [c, d] {
-                    return Err(ModbalError::Data(format!(
-                        "mmcosine: `{name}` is {:?}, expected [{c}, {d}]",
-                        w.dims()
-                    )));
-                }
-                Ok(w)
-            })
+    let sum = head == MmCosineHead::Sum;
+    Ok(
+        crate::util::linear_head_params(model, sum, dims, "mmcosine")?
+            .into_iter()
+            .map(|(w, _)| w)
             .collect(),
-    }
+    )
 }
 
 /// The cosine logits `(z, [z_m])` of features `features[m]: [B, D_m]` (see the module docs).

@@ -33,6 +33,74 @@ pub fn fused_ce_logging_unimodal(
     })
 }
 
+/// The class weights `W_m: [C, D_m]` and the bias of each modality's logits in a linear fusion
+/// head, for features of widths `dims`: the concat head's column slices `head.fc.weight[:, slice_m]`
+/// with its whole bias `head.fc.bias` (the same tensor for every modality), or the sum head's
+/// `head.<m>.{weight, bias}` (`sum = true`). The tensors are the live parameters (callers detach
+/// them where the gradient must not reach the head). `who` names the method in errors, which
+/// list the head's parameters.
+pub fn linear_head_params(
+    model: &dyn modbal_core::MultimodalModel,
+    sum: bool,
+    dims: &[usize],
+    who: &str,
+) -> Result<Vec<(Tensor, Option<Tensor>)>> {
+    use modbal_core::ModbalError;
+    let prefix = model.head_prefix();
+    let params = model.params().trainable_with_prefix(&prefix);
+    let find = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_tensor().clone())
+    };
+    let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+    let c = model.num_classes();
+    let head = if sum { "sum" } else { "concat" };
+    let missing = |name: &str| {
+        ModbalError::Config(format!(
+            "{who} (head = \"{head}\"): the model has no `{name}`; its head parameters are {names:?}"
+        ))
+    };
+    if !sum {
+        let name = format!("{prefix}.fc.weight");
+        let w = find(&name).ok_or_else(|| missing(&name))?;
+        let total: usize = dims.iter().sum();
+        if w.dims() != [c, total] {
+            return Err(ModbalError::Data(format!(
+                "{who}: `{name}` is {:?}, expected [{c}, {total}] for features of widths {dims:?}",
+                w.dims()
+            )));
+        }
+        let b = find(&format!("{prefix}.fc.bias"));
+        let mut off = 0;
+        return dims
+            .iter()
+            .map(|&d| {
+                let s = w.narrow(1, off, d)?;
+                off += d;
+                Ok((s, b.clone()))
+            })
+            .collect();
+    }
+    model
+        .modalities()
+        .iter()
+        .zip(dims)
+        .map(|(m, &d)| {
+            let name = format!("{prefix}.{m}.weight");
+            let w = find(&name).ok_or_else(|| missing(&name))?;
+            if w.dims() != [c, d] {
+                return Err(ModbalError::Data(format!(
+                    "{who}: `{name}` is {:?}, expected [{c}, {d}]",
+                    w.dims()
+                )));
+            }
+            Ok((w, find(&format!("{prefix}.{m}.bias"))))
+        })
+        .collect()
+}
+
 /// Values per modality as a JSON object keyed by modality name.
 pub fn by_name(names: &[String], v: &[f64]) -> serde_json::Value {
     serde_json::Value::Object(
