@@ -52,6 +52,7 @@ const IBML_PAPER: &str =
 const INFOREG_PAPER: &str = "Huang, Wei, Yang & Hu, Adaptive Unimodal Regulation for Balanced Multimodal Information Acquisition, CVPR 2025 (InfoReg; official code GeWu-Lab/InfoReg_CVPR2025)";
 const CML_PAPER: &str = "Ma et al., Calibrating Multimodal Learning, ICML 2023 (CML; official code QingyangZhang/CML; UDI Table 1 row via BalanceBenchmark)";
 const DGL_PAPER: &str = "Wei, Luo & Luo, Boosting Multimodal Learning via Disentangled Gradient Learning, ICCV 2025 (DGL; IBML ref. [32]; official code shicaiwei123/ICCV2025-GDL)";
+const RECONBOOST_PAPER: &str = "Hua, Xu, Bao, Yang & Huang, ReconBoost: Boosting Can Achieve Modality Reconcilement, ICML 2024 (official code huacong/ReconBoost; UDI Table 1 row via BalanceBenchmark)";
 const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
 
 /// Every preset modbal ships.
@@ -381,6 +382,54 @@ pub const PRESETS: &[Preset] = &[
             v("train.schedule.schedule.milestones", "[70]", "official main_dgl.py: --lr_decay_step 70 (its scheduler steps at the start of each epoch, so the decay lands one epoch earlier there: docs/methods/dgl.md)"),
             v("train.schedule.schedule.gamma", "0.1", "official main_dgl.py: --lr_decay_ratio 0.1"),
             v("train.clip_grad_norm", "40.0", "official main_dgl.py: clip_grad_norm_(model.parameters(), 40) on the summed gradients"),
+        ],
+    },
+    Preset {
+        name: "reconboost/crema-d",
+        paper: RECONBOOST_PAPER,
+        notes: "the official README's CREMA-D command: 100 stages of 4 boost + 4 rectification epochs (the shipped \
+                checkpoint is stage 99). The official runs start from pretrained unimodal encoders (OGM-GE-trained), \
+                which modbal does not ship: set encoder weights yourself or train from scratch (docs/methods/reconboost.md); \
+                prepare with `modbal prepare crema-d --recipe ogm-ge`; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"crema-d\"", "the dataset of the preset (UDI Table 1 reports ReconBoost on it)"),
+            v("method.name", "\"reconboost\"", "the paper's method"),
+            v("method.w1", "5.0", "official README CREMA-D: --weight1 5"),
+            v("method.w2", "1.0", "official README CREMA-D: --weight2 1"),
+            v("method.alpha", "0.5", "official README: --alpha 0.5"),
+            v("method.boost_epochs", "4", "official README: --epochs_per_stage 4"),
+            v("method.rectify_epochs", "4", "official README: --correct_epoch 4"),
+            v("train.epochs", "800", "100 stages × (4 + 4) epochs: the shipped CREMA-D checkpoint is stage 99"),
+            v("train.batch_size", "64", "official README: --batch_size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "official train.py: optim.SGD for both phases"),
+            v("train.optimizer.lr", "0.01", "official README: --m_lr 0.01 (phase 1) and --e_lr 0.01 (phase 2)"),
+            v("train.optimizer.momentum", "0.9", "official train.py: SGD momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0005", "official train.py: SGD weight_decay 5e-4"),
+            v("train.schedule.schedule.kind", "\"step\"", "official train.py: lr × 0.1 every 30 stages on CREMA-D"),
+            v("train.schedule.schedule.step_size", "240", "30 stages × 8 epochs"),
+            v("train.schedule.schedule.gamma", "0.1", "official train.py: × 0.1"),
+        ],
+    },
+    Preset {
+        name: "reconboost/kinetics-sounds",
+        paper: RECONBOOST_PAPER,
+        notes: "UDI Table 1's protocol for its ReconBoost row (UDI A.6, BalanceBenchmark's port: 1 + 1 epochs per \
+                stage); 257×1004 spectrograms: `modbal prepare kinetics-sounds --recipe ave`; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"kinetics-sounds\"", "the dataset of the preset (UDI Table 1 reports ReconBoost on it)"),
+            v("dataset.frames", "3", "UDI A.6: 1 fps, uniform sampling of 3 frames per clip"),
+            v("method.name", "\"reconboost\"", "UDI Table 1: ReconBoost (Hua et al. 2024)"),
+            v("method.w1", "5.0", "BalanceBenchmark trainer_config.yaml ReconBoost weight1 5"),
+            v("method.w2", "1.0", "BalanceBenchmark trainer_config.yaml ReconBoost weight2 1"),
+            v("method.boost_epochs", "1", "BalanceBenchmark trainer_config.yaml ReconBoost T_epochs 1"),
+            v("method.rectify_epochs", "1", "BalanceBenchmark: T_epochs 1 for the rectification too"),
+            v("method.head", "\"sum\"", "UDI A.6: summation fusion for two-modality datasets"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
         ],
     },
 ];

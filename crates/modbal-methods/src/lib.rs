@@ -48,6 +48,7 @@ pub mod opm;
 pub mod params;
 pub mod plain;
 pub mod pmr;
+pub mod reconboost;
 pub mod udi;
 
 pub use params::{MethodParams, MethodPlan};
