@@ -53,6 +53,7 @@ const INFOREG_PAPER: &str = "Huang, Wei, Yang & Hu, Adaptive Unimodal Regulation
 const CML_PAPER: &str = "Ma et al., Calibrating Multimodal Learning, ICML 2023 (CML; official code QingyangZhang/CML; UDI Table 1 row via BalanceBenchmark)";
 const DGL_PAPER: &str = "Wei, Luo & Luo, Boosting Multimodal Learning via Disentangled Gradient Learning, ICCV 2025 (DGL; IBML ref. [32]; official code shicaiwei123/ICCV2025-GDL)";
 const RECONBOOST_PAPER: &str = "Hua, Xu, Bao, Yang & Huang, ReconBoost: Boosting Can Achieve Modality Reconcilement, ICML 2024 (official code huacong/ReconBoost; UDI Table 1 row via BalanceBenchmark)";
+const AGM_PAPER: &str = "Li et al., Boosting Multi-modal Model Performance with Adaptive Gradient Modulation, ICCV 2023 (AGM; official code lihongcs/AGM; UDI Table 1 row)";
 const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
 
 /// Every preset modbal ships.
@@ -428,6 +429,77 @@ pub const PRESETS: &[Preset] = &[
             v("train.batch_size", "64", "UDI A.6: batch size 64"),
             v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
             v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "agm/crema-d",
+        paper: AGM_PAPER,
+        notes: "UDI Table 1's protocol for its AGM row (UDI A.6; UDI reports 71.59% ACC); the paper's 257×299 spectrograms have no prepare recipe, the closest is `modbal prepare crema-d --recipe ogm-ge` (257×188); --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"crema-d\"", "the dataset of the preset (UDI Table 1 reports AGM on it)"),
+            v("dataset.frames", "2", "UDI A.6: 1 fps, uniform selection of 2 frames"),
+            v("method.name", "\"agm\"", "UDI Table 1: AGM (Li et al. 2023)"),
+            v("method.alpha", "1.5", "UDI silent; the authors' CREMA-D value (official repository, issue #3)"),
+            v("method.head", "\"sum\"", "UDI A.6: summation fusion for two-modality datasets"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "agm/kinetics-sounds",
+        paper: AGM_PAPER,
+        notes: "UDI Table 1's protocol for its AGM row (UDI A.6; UDI reports 66.62% ACC); 257×1004 spectrograms: `modbal prepare kinetics-sounds --recipe ave`; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"kinetics-sounds\"", "the dataset of the preset (UDI Table 1 reports AGM on it)"),
+            v("dataset.frames", "3", "UDI A.6: 1 fps, uniform sampling of 3 frames per clip"),
+            v("method.name", "\"agm\"", "UDI Table 1: AGM (Li et al. 2023)"),
+            v("method.alpha", "1.5", "UDI silent; the authors' CREMA-D value (official repository, issue #3)"),
+            v("method.head", "\"sum\"", "UDI A.6: summation fusion for two-modality datasets"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "agm/ucf101",
+        paper: AGM_PAPER,
+        notes: "UDI Table 1's protocol for its AGM row (UDI A.6; UDI reports 81.70% ACC); RGB + optical flow, ResNet18 each; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"ucf101\"", "the dataset of the preset (UDI Table 1 reports AGM on it)"),
+            v("dataset.frames", "3", "UDI A.6: 3 RGB frames and 3 flow frames uniformly sampled"),
+            v("method.name", "\"agm\"", "UDI Table 1: AGM (Li et al. 2023)"),
+            v("method.alpha", "1.5", "UDI silent; the authors' CREMA-D value (official repository, issue #3)"),
+            v("method.head", "\"sum\"", "UDI A.6: summation fusion for two-modality datasets"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.001", "UDI A.6: learning rate 1e-3 for Food-101 and UCF-101"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "agm/cgmnist",
+        paper: AGM_PAPER,
+        notes: "UDI Table 1's protocol for its AGM row (UDI A.6; UDI reports 67.64% ACC); the four MNIST IDX files; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"cgmnist\"", "the dataset of the preset (UDI Table 1 reports AGM on it)"),
+            v("method.name", "\"agm\"", "UDI Table 1: AGM (Li et al. 2023)"),
+            v("method.alpha", "1.5", "UDI silent; the authors' CREMA-D value (official repository, issue #3)"),
+            v("method.head", "\"sum\"", "UDI A.6: summation fusion for two-modality datasets"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.001", "UDI silent for CGMNIST (A.6: 1e-2 audio-visual, 1e-3 Food-101/UCF-101); 1e-3 as the udi/cgmnist preset"),
             v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
             v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
         ],

@@ -77,6 +77,15 @@ fn factorial(k: usize) -> f64 {
     (1..=k).map(|x| x as f64).product()
 }
 
+/// The Shapley weight `|S|! (M − |S| − 1)! / M!` of a coalition `S` of `subset_size` players
+/// that excludes the valued player, in an M-player game (`num_players` = M ≥ 1,
+/// `subset_size` < M). The one formula behind [`shapley_from_subset_values`]; methods that
+/// attribute tensors rather than scalars (AGM's mono-modal responses) weight with it too.
+pub fn shapley_weight(num_players: usize, subset_size: usize) -> f64 {
+    debug_assert!(subset_size < num_players);
+    factorial(subset_size) * factorial(num_players - subset_size - 1) / factorial(num_players)
+}
+
 /// Exact Shapley values of an M-player game from its 2^M subset values (`values[mask]`, bit m
 /// of `mask` set ⇔ player m in the subset).
 ///
@@ -96,15 +105,13 @@ pub fn shapley_from_subset_values(num_players: usize, values: &[f64]) -> Result<
             "shapley_from_subset_values: value of subset {k:#b} is {v} (must be finite)"
         ));
     }
-    let m_fact = factorial(num_players);
     Ok((0..num_players)
         .map(|m| {
             let bit = 1usize << m;
             (0..n_sub)
                 .filter(|s| s & bit == 0)
                 .map(|s| {
-                    let size = s.count_ones() as usize;
-                    let w = factorial(size) * factorial(num_players - size - 1) / m_fact;
+                    let w = shapley_weight(num_players, s.count_ones() as usize);
                     w * (values[s | bit] - values[s])
                 })
                 .sum()

@@ -33,6 +33,7 @@
 //! # }
 //! ```
 
+pub mod agm;
 pub mod arl;
 pub mod arm;
 pub mod cal;
