@@ -37,6 +37,7 @@ pub mod arl;
 pub mod arm;
 pub mod cal;
 pub mod cml;
+pub mod dnr;
 pub mod ibml;
 pub mod inforeg;
 pub mod mla;
