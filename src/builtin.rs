@@ -7,8 +7,8 @@ use modbal_data::real::{av, cgmnist::CgmnistConfig, nyu::NyuDepthConfig, ucf101:
 use modbal_data::{Splits, SynthAvConfig, SynthShiftConfig, SynthVecConfig};
 use modbal_encoders::EncoderConfig;
 use modbal_methods::{
-    agm, arl, arm, cal, cml, dgl, ibml, inforeg, mla, mmcosine, mmpareto, ogm_ge, opm, plain, pmr,
-    reconboost, udi,
+    agm, arl, arm, cal, cml, dgl, dnr, ibml, inforeg, mla, mmcosine, mmpareto, ogm_ge, opm, plain,
+    pmr, reconboost, udi,
 };
 use modbal_text::{CmuMoseiConfig, Food101Config, MvsaConfig, TextEncoding};
 
@@ -41,7 +41,8 @@ fn register(reg: Registry) -> Registry {
         .with_method::<cml::CmlConfig>("cml")
         .with_method::<dgl::DglConfig>("dgl")
         .with_method::<reconboost::ReconBoostConfig>("reconboost")
-        .with_method::<agm::AgmConfig>("agm");
+        .with_method::<agm::AgmConfig>("agm")
+        .with_method::<dnr::DnrConfig>("dnr");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")

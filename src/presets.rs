@@ -54,6 +54,7 @@ const CML_PAPER: &str = "Ma et al., Calibrating Multimodal Learning, ICML 2023 (
 const DGL_PAPER: &str = "Wei, Luo & Luo, Boosting Multimodal Learning via Disentangled Gradient Learning, ICCV 2025 (DGL; IBML ref. [32]; official code shicaiwei123/ICCV2025-GDL)";
 const RECONBOOST_PAPER: &str = "Hua, Xu, Bao, Yang & Huang, ReconBoost: Boosting Can Achieve Modality Reconcilement, ICML 2024 (official code huacong/ReconBoost; UDI Table 1 row via BalanceBenchmark)";
 const AGM_PAPER: &str = "Li et al., Boosting Multi-modal Model Performance with Adaptive Gradient Modulation, ICCV 2023 (AGM; official code lihongcs/AGM; UDI Table 1 row)";
+const DNR_PAPER: &str = "Wei, Li, Feng & Hu, Diagnosing and Re-learning for Balanced Multimodal Learning, ECCV 2024 (D&R; official code GeWu-Lab/Diagnosing_Relearning_ECCV2024)";
 const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
 
 /// Every preset modbal ships.
@@ -502,6 +503,83 @@ pub const PRESETS: &[Preset] = &[
             v("train.optimizer.lr", "0.001", "UDI silent for CGMNIST (A.6: 1e-2 audio-visual, 1e-3 Food-101/UCF-101); 1e-3 as the udi/cgmnist preset"),
             v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
             v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "dnr/crema-d",
+        paper: DNR_PAPER,
+        notes: "the official code's own protocol (script/ours.sh); prepare with `modbal prepare \
+                crema-d --recipe ogm-ge`; --set dataset.root=DIR. The official model selection \
+                on test is not followed (modbal selects on validation)",
+        values: &[
+            v("dataset.name", "\"crema-d\"", "the dataset of the preset (official ours.sh --dataset CREMAD)"),
+            v("dataset.frames", "2", "official AVDataset_CD: pick_num = 2 frames per clip"),
+            v("method.name", "\"dnr\"", "the paper's method (official ours.py)"),
+            v("method.lambda", "3.0", "official ours.sh: --move_lambda 3"),
+            v("method.reinit_every", "20", "official ours.sh: --reinit_epoch 20"),
+            v("method.reinit_num", "3", "official ours.sh: --reinit_num 3"),
+            v("method.schedule_epochs", "90", "official ours.sh: --epochs 90"),
+            v("train.epochs", "90", "official ours.sh: --epochs 90"),
+            v("train.batch_size", "64", "official ours.py: --batch_size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "official ours.py: --optimizer sgd"),
+            v("train.optimizer.lr", "0.002", "official ours.py: --learning_rate 0.002 (no scheduler is built: lr_decay_* unused)"),
+            v("train.optimizer.momentum", "0.9", "official ours.py: SGD momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "official ours.py: SGD weight_decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "dnr/kinetics-sounds",
+        paper: DNR_PAPER,
+        notes: "UDI Table 1's protocol for its Relearning row (UDI A.6), with the official D&R \
+                options and concat head (UDI A.6 uses summation fusion; dnr keeps the official \
+                concat head); 257×1004 spectrograms: `modbal prepare kinetics-sounds --recipe \
+                ave`; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"kinetics-sounds\"", "the dataset of the preset (UDI Table 1 reports Relearning on it)"),
+            v("dataset.frames", "3", "UDI A.6: 1 fps, uniform sampling of 3 frames per clip"),
+            v("method.name", "\"dnr\"", "UDI Table 1: Relearning (Wei et al. 2025b)"),
+            v("method.lambda", "3.0", "UDI silent; official ours.sh --move_lambda 3"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol); the diagnoses scale to 22, 44, 67"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "dnr/ucf101",
+        paper: DNR_PAPER,
+        notes: "UDI Table 1's protocol for its Relearning row (UDI A.6): RGB + optical flow, \
+                ResNet18 each, concat head (the official D&R head); --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"ucf101\"", "the dataset of the preset (UDI Table 1 reports Relearning on it)"),
+            v("dataset.frames", "3", "UDI A.6: 3 RGB frames and 3 flow frames uniformly sampled"),
+            v("method.name", "\"dnr\"", "UDI Table 1: Relearning (Wei et al. 2025b)"),
+            v("method.lambda", "3.0", "UDI silent; official ours.sh --move_lambda 3"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.001", "UDI A.6: learning rate 1e-3 for Food-101 and UCF-101"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "dnr/ave",
+        paper: DNR_PAPER,
+        notes: "CAL Table 1's protocol for its D&R row (CAL §4.1); prepare with `modbal prepare \
+                ave --recipe ave` (257×1004); --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"ave\"", "the dataset of the preset (CAL Table 1 reports D&R on it)"),
+            v("method.name", "\"dnr\"", "CAL Table 1: D&R [wei2024diagnosing]"),
+            v("method.lambda", "3.0", "CAL silent; official ours.sh --move_lambda 3"),
+            v("train.epochs", "100", "CAL silent on epochs; 100 as the cal/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "CAL §4.1: mini-batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "CAL §4.1: SGD"),
+            v("train.optimizer.lr", "0.001", "CAL §4.1: initial learning rate 1e-3"),
+            v("train.optimizer.momentum", "0.9", "CAL §4.1: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "CAL §4.1: weight decay 1e-4"),
         ],
     },
 ];

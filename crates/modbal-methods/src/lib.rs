@@ -39,6 +39,7 @@ pub mod arm;
 pub mod cal;
 pub mod cml;
 pub mod dgl;
+pub mod dnr;
 pub mod ibml;
 pub mod inforeg;
 pub mod mla;
