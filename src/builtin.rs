@@ -8,6 +8,7 @@ use modbal_data::{Splits, SynthAvConfig, SynthShiftConfig, SynthVecConfig};
 use modbal_encoders::EncoderConfig;
 use modbal_methods::{
     arl, arm, cal, cml, ibml, inforeg, mla, mmcosine, mmpareto, ogm_ge, opm, plain, pmr, udi,
+    valuation,
 };
 use modbal_text::{CmuMoseiConfig, Food101Config, MvsaConfig, TextEncoding};
 
@@ -37,7 +38,8 @@ fn register(reg: Registry) -> Registry {
         .with_method::<arl::ArlConfig>("arl")
         .with_method::<mmcosine::MmCosineConfig>("mmcosine")
         .with_method::<inforeg::InfoRegConfig>("inforeg")
-        .with_method::<cml::CmlConfig>("cml");
+        .with_method::<cml::CmlConfig>("cml")
+        .with_method::<valuation::SampleValuationConfig>("sample-valuation");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")

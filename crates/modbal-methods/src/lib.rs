@@ -48,6 +48,7 @@ pub mod params;
 pub mod plain;
 pub mod pmr;
 pub mod udi;
+pub mod valuation;
 
 pub use params::{MethodParams, MethodPlan};
 
