@@ -39,7 +39,8 @@ fn register(reg: Registry) -> Registry {
         .with_method::<mmcosine::MmCosineConfig>("mmcosine")
         .with_method::<inforeg::InfoRegConfig>("inforeg")
         .with_method::<cml::CmlConfig>("cml")
-        .with_method::<valuation::SampleValuationConfig>("sample-valuation");
+        .with_method::<valuation::SampleValuationConfig>("sample-valuation")
+        .with_method::<valuation::ModalityValuationConfig>("modality-valuation");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")

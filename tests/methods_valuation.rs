@@ -208,6 +208,9 @@ fn modality_rule_matches_the_official_arithmetic() {
     assert!((d - 0.252_982_212_813_470_33).abs() < 1e-12, "{d}");
     // No gap, no copies.
     assert_eq!(rule(ResampleFunc::Linear).difference(&[0.5, 0.5]).0, 0.0);
+    // Three modalities: gaps (0.1, 0.7, 0.4) → x = (0.7 − 0.1)·2/3 = 0.4, the second enhanced.
+    let (d, arg) = rule(ResampleFunc::Linear).difference(&[0.9, 0.3, 0.6]);
+    assert!((d - 0.4).abs() < 1e-12 && arg == 1, "{d} {arg}");
     // 50 samples, every one valued (0.8, 0.2): any subset has these means.
     let contrib = vec![vec![0.8, 0.2]; 50];
     let mut rng = SeededRng::new(1);
@@ -437,11 +440,97 @@ fn sample_valuation_runs_log_the_mechanism_and_learn() {
 
 #[test]
 fn same_seed_gives_identical_metrics() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let ra = common::run_method(a.path(), "sample-valuation", 5, 3, &SHORT);
-    let rb = common::run_method(b.path(), "sample-valuation", 5, 3, &SHORT);
-    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
-    assert_eq!(read(&ra.run_dir), read(&rb.run_dir));
+    for method in ["sample-valuation", "modality-valuation"] {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ra = common::run_method(a.path(), method, 5, 3, &SHORT);
+        let rb = common::run_method(b.path(), method, 5, 3, &SHORT);
+        let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+        assert_eq!(read(&ra.run_dir), read(&rb.run_dir), "{method}");
+    }
+}
+
+/// A short `modality-valuation` run: the subset means, d and the enhanced modality are logged;
+/// the copies planned are `⌊d N⌋`, all for the enhanced modality (the one with the lower subset
+/// contribution), and the next epoch trains exactly them.
+#[test]
+fn modality_valuation_runs_log_the_mechanism_and_learn() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = common::run_method(dir.path(), "modality-valuation", 0, 4, &SHORT);
+    let train: Vec<_> = o.history.iter().filter(|r| r.split == "train").collect();
+    assert_eq!(train.len(), 4);
+    let mut planned_prev: Option<(u64, u64)> = None;
+    for r in &train {
+        let m = &r.method;
+        eprintln!(
+            "modality-valuation {}: contrib {} / {} subset {} / {} d {} enhanced {} num {}",
+            r.epoch,
+            m["contrib.audio"],
+            m["contrib.visual"],
+            m["subset_contrib.audio"],
+            m["subset_contrib.visual"],
+            m["difference"],
+            m["enhanced"],
+            m["resample_num"]
+        );
+        let (sa, sv) = (
+            m["subset_contrib.audio"].as_f64().unwrap(),
+            m["subset_contrib.visual"].as_f64().unwrap(),
+        );
+        let d = m["difference"].as_f64().unwrap();
+        // Closed form: d = |(1 − c_a) − (1 − c_v)| · 2/3 (linear, α = 1).
+        assert!((d - (sa - sv).abs() * 2.0 / 3.0).abs() < 1e-12, "{d}");
+        let num = m["resample_num"].as_u64().unwrap();
+        assert_eq!(num, (d * 480.0) as u64);
+        let enhanced = m["enhanced"].as_str().unwrap();
+        if sa != sv {
+            assert_eq!(enhanced, if sa < sv { "audio" } else { "visual" });
+        }
+        let (na, nv) = (
+            m["next_copies.audio"].as_u64().unwrap(),
+            m["next_copies.visual"].as_u64().unwrap(),
+        );
+        assert_eq!(na + nv, num);
+        assert!(if enhanced == "audio" {
+            nv == 0
+        } else {
+            na == 0
+        });
+        let trained = (
+            m["resample.copies.audio"].as_u64().unwrap(),
+            m["resample.copies.visual"].as_u64().unwrap(),
+        );
+        if r.epoch == 0 {
+            assert_eq!(trained, (0, 0), "warm-up");
+        } else {
+            assert_eq!(Some(trained), planned_prev, "epoch {}", r.epoch);
+        }
+        planned_prev = Some((na, nv));
+    }
+    assert!(o.summary.as_ref().unwrap().test.fusion_acc > 0.5);
+}
+
+#[test]
+fn modality_valuation_registry_defaults_and_bad_values() {
+    let b = common::build_method("modality-valuation", &toml::Table::new()).unwrap();
+    assert_eq!(b.fusion, FusionConfig::Concat);
+    assert_eq!(b.resolved["warm_up_epochs"].as_integer(), Some(5));
+    assert_eq!(b.resolved["schedule_epochs"].as_integer(), Some(60));
+    assert_eq!(b.resolved["part_ratio"].as_float(), Some(0.2));
+    assert_eq!(b.resolved["alpha"].as_float(), Some(1.0));
+    assert_eq!(b.resolved["func"].as_str(), Some("linear"));
+    for (opts, key) in [
+        ("part_ratio = 0.0", "part_ratio"),
+        ("part_ratio = 1.5", "part_ratio"),
+        ("alpha = -1.0", "alpha"),
+        ("func = \"cubic\"", "cubic"),
+        ("copy_thresholds = [1.0]", "copy_thresholds"),
+    ] {
+        let t: toml::Table = toml::from_str(opts).unwrap();
+        let e = common::build_method("modality-valuation", &t)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key), "{opts}: {e}");
+    }
 }
 
 /// A run stopped after two epochs (the planned copies in the checkpoint) and resumed writes the
@@ -449,7 +538,7 @@ fn same_seed_gives_identical_metrics() {
 #[test]
 fn resumed_runs_match_uninterrupted_ones() {
     let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
-    for method in ["sample-valuation"] {
+    for method in ["sample-valuation", "modality-valuation"] {
         let mut sets = vec![format!("method.name={method}")];
         sets.extend(SHORT.iter().map(|s| s.to_string()));
         let cfg =
@@ -470,7 +559,7 @@ fn resumed_runs_match_uninterrupted_ones() {
 /// Three modalities end to end (synth-vec with its text modality).
 #[test]
 fn three_modality_runs_train() {
-    for method in ["sample-valuation"] {
+    for method in ["sample-valuation", "modality-valuation"] {
         let dir = tempfile::tempdir().unwrap();
         let mut extra: Vec<&str> = SHORT.to_vec();
         extra.push("dataset.third_modality=true");
