@@ -8,7 +8,7 @@ use modbal_data::{Splits, SynthAvConfig, SynthShiftConfig, SynthVecConfig};
 use modbal_encoders::EncoderConfig;
 use modbal_methods::{
     agm, arl, arm, cal, cml, dgl, dnr, ibml, inforeg, mla, mmcosine, mmpareto, ogm_ge, opm, plain,
-    pmr, reconboost, udi,
+    pmr, reconboost, udi, valuation,
 };
 use modbal_text::{CmuMoseiConfig, Food101Config, MvsaConfig, TextEncoding};
 
@@ -42,7 +42,9 @@ fn register(reg: Registry) -> Registry {
         .with_method::<dgl::DglConfig>("dgl")
         .with_method::<reconboost::ReconBoostConfig>("reconboost")
         .with_method::<agm::AgmConfig>("agm")
-        .with_method::<dnr::DnrConfig>("dnr");
+        .with_method::<dnr::DnrConfig>("dnr")
+        .with_method::<valuation::SampleValuationConfig>("sample-valuation")
+        .with_method::<valuation::ModalityValuationConfig>("modality-valuation");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")

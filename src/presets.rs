@@ -43,6 +43,8 @@ const fn v(key: &'static str, value: &'static str, source: &'static str) -> Pres
 const OGM_PAPER: &str = "Peng et al., Balanced Multimodal Learning via On-the-fly Gradient Modulation, CVPR 2022 (OGM-GE)";
 const UDI_PAPER: &str =
     "UDI: Unidirectional Dynamic Interaction for imbalanced multimodal learning (../shared/papers/udi-*.txt)";
+const VALUATION_PAPER: &str =
+    "Wei et al., Enhancing Multimodal Cooperation via Sample-level Modality Valuation, CVPR 2024";
 const CAL_PAPER: &str = "CAL: Contribution-Guided Asymmetric Learning (../shared/papers/cal-*.txt)";
 const ARM_PAPER: &str =
     "ARM: Asymmetric Reinforcing against Multimodal Representation Bias, AAAI 2025 (../shared/papers/arm-*.txt)";
@@ -181,6 +183,99 @@ pub const PRESETS: &[Preset] = &[
             v("train.optimizer.lr", "0.001", "ARM App. B: learning rate 1e-3"),
             v("train.optimizer.momentum", "0.9", "ARM App. B: momentum 0.9"),
             v("train.optimizer.weight_decay", "0.0005", "ARM App. B: weight decay 5e-4"),
+        ],
+    },
+    Preset {
+        name: "sample-valuation/kinetics-sounds",
+        paper: VALUATION_PAPER,
+        notes: "the official code's own protocol (its loader reads only Kinetics-Sounds; ARM's \
+                Table 1 reports the method on KS: 65.33); prepare with `modbal prepare \
+                kinetics-sounds`; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"kinetics-sounds\"", "the dataset of the preset (official sample_level.py --dataset KineticSound)"),
+            v("dataset.frames", "3", "official dataloader.py: 3 frames of 1 fps (the OGM-GE KS loader)"),
+            v("method.name", "\"sample-valuation\"", "the paper's sample-level method (official sample_level.py)"),
+            v("method.warm_up_epochs", "5", "official sample_level.py: --warmup 5"),
+            v("method.schedule_epochs", "60", "official sample_level.py: --epochs 60"),
+            v("train.epochs", "60", "official sample_level.py: --epochs 60"),
+            v("train.batch_size", "64", "official sample_level.py: --batch_size 64"),
+            v("train.optimizer.kind", "\"adamw\"", "official sample_level.py: --optimizer adam (betas 0.9, 0.999, eps 1e-8); modbal has no coupled-L2 Adam, AdamW is the closest"),
+            v("train.optimizer.lr", "0.00005", "official sample_level.py: --learning_rate 5e-5"),
+            v("train.optimizer.weight_decay", "0.0001", "official sample_level.py: Adam weight_decay 1e-4 (coupled L2 there, decoupled in AdamW)"),
+            v("train.schedule.schedule.kind", "\"step\"", "official sample_level.py: StepLR"),
+            v("train.schedule.schedule.step_size", "30", "official sample_level.py: --lr_decay_step 30"),
+            v("train.schedule.schedule.gamma", "0.1", "official sample_level.py: --lr_decay_ratio 0.1"),
+        ],
+    },
+    Preset {
+        name: "modality-valuation/kinetics-sounds",
+        paper: VALUATION_PAPER,
+        notes: "the official code's own protocol (modality_level.py; ARM's Table 1 reports the \
+                method on KS: 65.10, UDI's Table 1: 68.01); prepare with `modbal prepare \
+                kinetics-sounds`; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"kinetics-sounds\"", "the dataset of the preset (official modality_level.py --dataset KineticSound)"),
+            v("dataset.frames", "3", "official dataloader.py: 3 frames of 1 fps (the OGM-GE KS loader)"),
+            v("method.name", "\"modality-valuation\"", "the paper's modality-level method (official modality_level.py)"),
+            v("method.warm_up_epochs", "5", "official modality_level.py: --warmup 5"),
+            v("method.schedule_epochs", "60", "official modality_level.py: --epochs 60"),
+            v("method.part_ratio", "0.2", "official modality_level.py: --part_ratio 0.2"),
+            v("method.alpha", "1.0", "official modality_level.py: --alpha 1"),
+            v("train.epochs", "60", "official modality_level.py: --epochs 60"),
+            v("train.batch_size", "64", "official modality_level.py: --batch_size 64"),
+            v("train.optimizer.kind", "\"adamw\"", "official modality_level.py: --optimizer adam (betas 0.9, 0.999, eps 1e-8); modbal has no coupled-L2 Adam, AdamW is the closest"),
+            v("train.optimizer.lr", "0.00005", "official modality_level.py: --learning_rate 5e-5"),
+            v("train.optimizer.weight_decay", "0.0001", "official modality_level.py: Adam weight_decay 1e-4 (coupled L2 there, decoupled in AdamW)"),
+            v("train.schedule.schedule.kind", "\"step\"", "official modality_level.py: StepLR"),
+            v("train.schedule.schedule.step_size", "30", "official modality_level.py: --lr_decay_step 30"),
+            v("train.schedule.schedule.gamma", "0.1", "official modality_level.py: --lr_decay_ratio 0.1"),
+        ],
+    },
+    Preset {
+        name: "modality-valuation/crema-d",
+        paper: VALUATION_PAPER,
+        notes: "UDI Table 1's protocol for its Modality-valuation row (UDI A.6; UDI reports ACC 75.85) with the official method defaults and concatenation head (UDI A.6's sum head for two-modality sets is not offered); the paper's 257×299 spectrograms have no prepare recipe, the closest is `modbal prepare crema-d --recipe ogm-ge` (257×188); --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"crema-d\"", "the dataset of the preset (UDI Table 1 reports Modality-valuation on it)"),
+            v("dataset.frames", "2", "UDI A.6: 1 fps, uniform selection of 2 frames"),
+            v("method.name", "\"modality-valuation\"", "UDI Table 1: Modality-valuation (Wei et al. 2024)"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "modality-valuation/cgmnist",
+        paper: VALUATION_PAPER,
+        notes: "UDI Table 1's protocol for its Modality-valuation row (UDI A.6; UDI reports ACC 68.56) with the official method defaults and concatenation head (UDI A.6's sum head for two-modality sets is not offered); the four MNIST IDX files; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"cgmnist\"", "the dataset of the preset (UDI Table 1 reports Modality-valuation on it)"),
+            v("method.name", "\"modality-valuation\"", "UDI Table 1: Modality-valuation (Wei et al. 2024)"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.001", "UDI A.6 silent for CGMNIST (1e-2 audio-visual, 1e-3 Food-101/UCF-101); 1e-3 as the udi/cgmnist preset"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "modality-valuation/ucf101",
+        paper: VALUATION_PAPER,
+        notes: "UDI Table 1's protocol for its Modality-valuation row (UDI A.6; UDI reports ACC 85.25) with the official method defaults and concatenation head (UDI A.6's sum head for two-modality sets is not offered); RGB + optical flow; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"ucf101\"", "the dataset of the preset (UDI Table 1 reports Modality-valuation on it)"),
+            v("dataset.frames", "3", "UDI A.6: 3 RGB frames and 3 flow frames uniformly sampled"),
+            v("method.name", "\"modality-valuation\"", "UDI Table 1: Modality-valuation (Wei et al. 2024)"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.001", "UDI A.6: learning rate 1e-3 for Food-101 and UCF-101"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
         ],
     },
     Preset {

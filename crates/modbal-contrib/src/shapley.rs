@@ -50,6 +50,8 @@ pub enum ShapleyValueFn {
     LogLikelihood,
     /// `[argmax = y]` of the fused prediction.
     Accuracy,
+    /// `|S| · [argmax = y]` of the fused prediction (Wei et al., CVPR 2024).
+    SizeAccuracy,
 }
 
 /// Configuration of the Shapley valuation.
@@ -137,10 +139,17 @@ pub fn subset_values_per_sample<M: MultimodalModel + ?Sized>(
             let fused = head_fused(model, features, &mask_flags(mask, m))?;
             match value {
                 ShapleyValueFn::LogLikelihood => label_log_probabilities(&fused, labels),
-                ShapleyValueFn::Accuracy => Ok(correct(&fused, labels)?
-                    .into_iter()
-                    .map(|c| if c { 1.0 } else { 0.0 })
-                    .collect()),
+                ShapleyValueFn::Accuracy | ShapleyValueFn::SizeAccuracy => {
+                    let unit = if value == ShapleyValueFn::SizeAccuracy {
+                        mask.count_ones() as f64
+                    } else {
+                        1.0
+                    };
+                    Ok(correct(&fused, labels)?
+                        .into_iter()
+                        .map(|c| if c { unit } else { 0.0 })
+                        .collect())
+                }
             }
         })
         .collect()

@@ -59,8 +59,8 @@
 //! * `predict`: `out.features[m]: [B, D_m]` → `head(FW ⊙ features).fused`, `[B, C]`
 
 use crate::params::MethodParams;
-use crate::util::{option_keys, FlatKeys};
-use candle_core::{DType, Device, Tensor};
+use crate::util::{option_keys, FeatureRecord, FlatKeys, RecordedSet};
+use candle_core::Tensor;
 use modbal_contrib::arm::{cmi_gap_loss, ArmConfig as MivConfig, ArmFusionWeights, ArmMiv};
 use modbal_core::{
     scale_epoch, Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result,
@@ -394,19 +394,12 @@ impl TryFrom<StoredState> for ArmState {
     }
 }
 
-/// One recorded training sample: label and unweighted encoder features (one row per modality).
-#[derive(Clone, Debug)]
-struct Recorded {
-    label: u32,
-    features: Vec<Vec<f32>>,
-}
-
 /// The ARM method (see the module docs).
 #[derive(Debug)]
 pub struct Arm {
     cfg: ArmConfig,
     state: ArmState,
-    record: BTreeMap<usize, Recorded>,
+    record: FeatureRecord,
 }
 
 impl Arm {
@@ -416,7 +409,7 @@ impl Arm {
         Ok(Self {
             cfg,
             state: ArmState::default(),
-            record: BTreeMap::new(),
+            record: FeatureRecord::default(),
         })
     }
 
@@ -500,34 +493,6 @@ impl Arm {
         }
     }
 
-    fn record_batch(
-        &mut self,
-        batch: &Batch,
-        out: &MultimodalOutput,
-        labels: &[u32],
-    ) -> Result<()> {
-        let feats = out
-            .features
-            .iter()
-            .map(|f| {
-                f.detach()
-                    .to_dtype(DType::F32)?
-                    .to_device(&Device::Cpu)?
-                    .to_vec2::<f32>()
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        for (row, &id) in batch.sample_ids.iter().enumerate() {
-            self.record.insert(
-                id,
-                Recorded {
-                    label: labels[row],
-                    features: feats.iter().map(|f| f[row].clone()).collect(),
-                },
-            );
-        }
-        Ok(())
-    }
-
     /// MIV over the recorded training set (unweighted head, no grad): per-sample `φ^CMI(X)` →
     /// extra copies, training-set means → next epoch's FW. Logged under `miv_train.*`.
     fn value_training_set(
@@ -535,29 +500,16 @@ impl Arm {
         model: &dyn MultimodalModel,
         ctx: &mut RunContext,
     ) -> Result<()> {
-        let record = std::mem::take(&mut self.record);
-        if record.is_empty() {
+        let Some(RecordedSet {
+            ids,
+            labels,
+            features: feats,
+        }) = self.record.take()?
+        else {
             return Ok(());
-        }
+        };
         let names = model.modalities().to_vec();
         let m = names.len();
-        let ids: Vec<usize> = record.keys().copied().collect();
-        let labels: Vec<u32> = record.values().map(|r| r.label).collect();
-        // CPU tensors; `ArmMiv::from_model` moves them to the model's device.
-        let dev = Device::Cpu;
-        let mut feats = Vec::with_capacity(m);
-        for i in 0..m {
-            let d = record
-                .values()
-                .next()
-                .map(|r| r.features[i].len())
-                .unwrap_or(0);
-            let flat: Vec<f32> = record
-                .values()
-                .flat_map(|r| r.features[i].iter().copied())
-                .collect();
-            feats.push(Tensor::from_vec(flat, (ids.len(), d), &dev)?);
-        }
         let miv = ArmMiv::from_model(model, &feats, &labels, self.cfg.miv.clone())?;
         let report = miv.report()?;
         let per = miv.per_sample()?;
@@ -715,7 +667,8 @@ impl Method for Arm {
     ) -> Result<LossTerms> {
         let ce = cross_entropy(&out.fused_logits, &batch.labels)?;
         let labels: Vec<u32> = batch.labels.to_vec1()?;
-        self.record_batch(batch, out, &labels)?;
+        self.record
+            .record(&batch.sample_ids, &out.features, &labels)?;
         let miv = ArmMiv::new(
             &out.fused_logits,
             &out.per_modality_logits,

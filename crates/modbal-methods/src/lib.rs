@@ -52,6 +52,7 @@ pub mod plain;
 pub mod pmr;
 pub mod reconboost;
 pub mod udi;
+pub mod valuation;
 
 pub use params::{MethodParams, MethodPlan};
 

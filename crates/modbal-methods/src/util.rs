@@ -347,3 +347,95 @@ mod tests {
         assert!(e.contains("in `n_steps`"), "{e}");
     }
 }
+
+/// One training sample's detached encoder features (host f32 rows, one per modality) and label.
+#[derive(Clone, Debug)]
+struct RecordedSample {
+    label: u32,
+    features: Vec<Vec<f32>>,
+}
+
+/// The training set's encoder features as seen during an epoch, keyed by `sample_id` (a sample
+/// seen several times keeps its last occurrence). The methods that value every training sample
+/// at the end of an epoch (ARM's MIV, the sample/modality valuation's Shapley values) apply the
+/// head to these instead of re-encoding the training set: one head pass per epoch, O(N·ΣD_m)
+/// floats of memory.
+#[derive(Clone, Debug, Default)]
+pub struct FeatureRecord {
+    samples: std::collections::BTreeMap<usize, RecordedSample>,
+}
+
+/// A [`FeatureRecord`] as tensors: rows in ascending `sample_id` order.
+#[derive(Debug)]
+pub struct RecordedSet {
+    /// `[N]` sample ids, ascending.
+    pub ids: Vec<usize>,
+    /// `[N]` labels.
+    pub labels: Vec<u32>,
+    /// `features[m]: [N, D_m]` (CPU, f32).
+    pub features: Vec<Tensor>,
+}
+
+impl FeatureRecord {
+    /// Records the batch's features (`features[m]: [B, D_m]`, detached here) under its sample ids.
+    pub fn record(
+        &mut self,
+        sample_ids: &[usize],
+        features: &[Tensor],
+        labels: &[u32],
+    ) -> Result<()> {
+        let feats = features
+            .iter()
+            .map(|f| {
+                f.detach()
+                    .to_dtype(DType::F32)?
+                    .to_device(&candle_core::Device::Cpu)?
+                    .to_vec2::<f32>()
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        for (row, &id) in sample_ids.iter().enumerate() {
+            self.samples.insert(
+                id,
+                RecordedSample {
+                    label: labels[row],
+                    features: feats.iter().map(|f| f[row].clone()).collect(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.samples.clear();
+    }
+
+    /// Empties the record into tensors (`None` if nothing was recorded).
+    pub fn take(&mut self) -> Result<Option<RecordedSet>> {
+        let samples = std::mem::take(&mut self.samples);
+        let Some(first) = samples.values().next() else {
+            return Ok(None);
+        };
+        let m = first.features.len();
+        let ids: Vec<usize> = samples.keys().copied().collect();
+        let labels: Vec<u32> = samples.values().map(|r| r.label).collect();
+        let mut features = Vec::with_capacity(m);
+        for i in 0..m {
+            let d = first.features[i].len();
+            let flat: Vec<f32> = samples
+                .values()
+                .flat_map(|r| r.features[i].iter().copied())
+                .collect();
+            features.push(Tensor::from_vec(
+                flat,
+                (ids.len(), d),
+                &candle_core::Device::Cpu,
+            )?);
+        }
+        Ok(Some(RecordedSet {
+            ids,
+            labels,
+            features,
+        }))
+    }
+}
