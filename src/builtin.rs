@@ -7,7 +7,8 @@ use modbal_data::real::{av, cgmnist::CgmnistConfig, nyu::NyuDepthConfig, ucf101:
 use modbal_data::{Splits, SynthAvConfig, SynthShiftConfig, SynthVecConfig};
 use modbal_encoders::EncoderConfig;
 use modbal_methods::{
-    agm, arl, arm, cal, cml, ibml, inforeg, mla, mmcosine, mmpareto, ogm_ge, opm, plain, pmr, udi,
+    agm, arl, arm, cal, cml, g_blending, ibml, inforeg, mla, mmcosine, mmpareto, ogm_ge, opm,
+    plain, pmr, udi,
 };
 use modbal_text::{CmuMoseiConfig, Food101Config, MvsaConfig, TextEncoding};
 
@@ -38,7 +39,8 @@ fn register(reg: Registry) -> Registry {
         .with_method::<mmcosine::MmCosineConfig>("mmcosine")
         .with_method::<inforeg::InfoRegConfig>("inforeg")
         .with_method::<cml::CmlConfig>("cml")
-        .with_method::<agm::AgmConfig>("agm");
+        .with_method::<agm::AgmConfig>("agm")
+        .with_method::<g_blending::GBlendingConfig>("g-blending");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")

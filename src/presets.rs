@@ -52,6 +52,7 @@ const IBML_PAPER: &str =
 const INFOREG_PAPER: &str = "Huang, Wei, Yang & Hu, Adaptive Unimodal Regulation for Balanced Multimodal Information Acquisition, CVPR 2025 (InfoReg; official code GeWu-Lab/InfoReg_CVPR2025)";
 const CML_PAPER: &str = "Ma et al., Calibrating Multimodal Learning, ICML 2023 (CML; official code QingyangZhang/CML; UDI Table 1 row via BalanceBenchmark)";
 const AGM_PAPER: &str = "Li et al., Boosting Multi-modal Model Performance with Adaptive Gradient Modulation, ICCV 2023 (AGM; official code lihongcs/AGM; UDI Table 1 row)";
+const GBLEND_PAPER: &str = "Wang, Tran & Feiszli, What Makes Training Multi-modal Classification Networks Hard?, CVPR 2020 (Gradient-Blending; no official code; UDI Table 1 row via BalanceBenchmark)";
 const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
 
 /// Every preset modbal ships.
@@ -427,6 +428,60 @@ pub const PRESETS: &[Preset] = &[
             v("train.batch_size", "64", "UDI A.6: batch size 64"),
             v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
             v("train.optimizer.lr", "0.001", "UDI silent for CGMNIST (A.6: 1e-2 audio-visual, 1e-3 Food-101/UCF-101); 1e-3 as the udi/cgmnist preset"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "g-blending/crema-d",
+        paper: GBLEND_PAPER,
+        notes: "UDI Table 1's protocol for its GBlending row (UDI A.6; UDI reports 71.59% ACC); concat head (the per-modality heads are its weight slices); the paper's 257×299 spectrograms have no prepare recipe, the closest is `modbal prepare crema-d --recipe ogm-ge` (257×188); --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"crema-d\"", "the dataset of the preset (UDI Table 1 reports GBlending on it)"),
+            v("dataset.frames", "2", "UDI A.6: 1 fps, uniform selection of 2 frames"),
+            v("method.name", "\"g-blending\"", "UDI Table 1: GBlending (Wang et al. 2020)"),
+            v("method.mode", "\"online\"", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending method online"),
+            v("method.super_epoch", "10", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending super_epoch 10"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "g-blending/kinetics-sounds",
+        paper: GBLEND_PAPER,
+        notes: "UDI Table 1's protocol for its GBlending row (UDI A.6; UDI reports 68.82% ACC); concat head (the per-modality heads are its weight slices); 257×1004 spectrograms: `modbal prepare kinetics-sounds --recipe ave`; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"kinetics-sounds\"", "the dataset of the preset (UDI Table 1 reports GBlending on it)"),
+            v("dataset.frames", "3", "UDI A.6: 1 fps, uniform sampling of 3 frames per clip"),
+            v("method.name", "\"g-blending\"", "UDI Table 1: GBlending (Wang et al. 2020)"),
+            v("method.mode", "\"online\"", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending method online"),
+            v("method.super_epoch", "10", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending super_epoch 10"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "g-blending/ucf101",
+        paper: GBLEND_PAPER,
+        notes: "UDI Table 1's protocol for its GBlending row (UDI A.6; UDI reports 85.01% ACC); concat head (the per-modality heads are its weight slices); RGB + optical flow, ResNet18 each; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"ucf101\"", "the dataset of the preset (UDI Table 1 reports GBlending on it)"),
+            v("dataset.frames", "3", "UDI A.6: 3 RGB frames and 3 flow frames uniformly sampled"),
+            v("method.name", "\"g-blending\"", "UDI Table 1: GBlending (Wang et al. 2020)"),
+            v("method.mode", "\"online\"", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending method online"),
+            v("method.super_epoch", "10", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending super_epoch 10"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.001", "UDI A.6: learning rate 1e-3 for Food-101 and UCF-101"),
             v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
             v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
         ],

@@ -38,6 +38,7 @@ pub mod arl;
 pub mod arm;
 pub mod cal;
 pub mod cml;
+pub mod g_blending;
 pub mod ibml;
 pub mod inforeg;
 pub mod mla;
