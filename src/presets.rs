@@ -57,6 +57,7 @@ const DGL_PAPER: &str = "Wei, Luo & Luo, Boosting Multimodal Learning via Disent
 const RECONBOOST_PAPER: &str = "Hua, Xu, Bao, Yang & Huang, ReconBoost: Boosting Can Achieve Modality Reconcilement, ICML 2024 (official code huacong/ReconBoost; UDI Table 1 row via BalanceBenchmark)";
 const AGM_PAPER: &str = "Li et al., Boosting Multi-modal Model Performance with Adaptive Gradient Modulation, ICCV 2023 (AGM; official code lihongcs/AGM; UDI Table 1 row)";
 const DNR_PAPER: &str = "Wei, Li, Feng & Hu, Diagnosing and Re-learning for Balanced Multimodal Learning, ECCV 2024 (D&R; official code GeWu-Lab/Diagnosing_Relearning_ECCV2024)";
+const GBLEND_PAPER: &str = "Wang, Tran & Feiszli, What Makes Training Multi-modal Classification Networks Hard?, CVPR 2020 (Gradient-Blending; no official code; UDI Table 1 row via BalanceBenchmark)";
 const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
 
 /// Every preset modbal ships.
@@ -675,6 +676,60 @@ pub const PRESETS: &[Preset] = &[
             v("train.optimizer.lr", "0.001", "CAL §4.1: initial learning rate 1e-3"),
             v("train.optimizer.momentum", "0.9", "CAL §4.1: momentum 0.9"),
             v("train.optimizer.weight_decay", "0.0001", "CAL §4.1: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "g-blending/crema-d",
+        paper: GBLEND_PAPER,
+        notes: "UDI Table 1's protocol for its GBlending row (UDI A.6; UDI reports 71.59% ACC); concat head (the per-modality heads are its weight slices); the paper's 257×299 spectrograms have no prepare recipe, the closest is `modbal prepare crema-d --recipe ogm-ge` (257×188); --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"crema-d\"", "the dataset of the preset (UDI Table 1 reports GBlending on it)"),
+            v("dataset.frames", "2", "UDI A.6: 1 fps, uniform selection of 2 frames"),
+            v("method.name", "\"g-blending\"", "UDI Table 1: GBlending (Wang et al. 2020)"),
+            v("method.mode", "\"online\"", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending method online"),
+            v("method.super_epoch", "10", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending super_epoch 10"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "g-blending/kinetics-sounds",
+        paper: GBLEND_PAPER,
+        notes: "UDI Table 1's protocol for its GBlending row (UDI A.6; UDI reports 68.82% ACC); concat head (the per-modality heads are its weight slices); 257×1004 spectrograms: `modbal prepare kinetics-sounds --recipe ave`; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"kinetics-sounds\"", "the dataset of the preset (UDI Table 1 reports GBlending on it)"),
+            v("dataset.frames", "3", "UDI A.6: 1 fps, uniform sampling of 3 frames per clip"),
+            v("method.name", "\"g-blending\"", "UDI Table 1: GBlending (Wang et al. 2020)"),
+            v("method.mode", "\"online\"", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending method online"),
+            v("method.super_epoch", "10", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending super_epoch 10"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "g-blending/ucf101",
+        paper: GBLEND_PAPER,
+        notes: "UDI Table 1's protocol for its GBlending row (UDI A.6; UDI reports 85.01% ACC); concat head (the per-modality heads are its weight slices); RGB + optical flow, ResNet18 each; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"ucf101\"", "the dataset of the preset (UDI Table 1 reports GBlending on it)"),
+            v("dataset.frames", "3", "UDI A.6: 3 RGB frames and 3 flow frames uniformly sampled"),
+            v("method.name", "\"g-blending\"", "UDI Table 1: GBlending (Wang et al. 2020)"),
+            v("method.mode", "\"online\"", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending method online"),
+            v("method.super_epoch", "10", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending super_epoch 10"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.001", "UDI A.6: learning rate 1e-3 for Food-101 and UCF-101"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
         ],
     },
 ];
