@@ -7,7 +7,8 @@ use modbal_data::real::{av, cgmnist::CgmnistConfig, nyu::NyuDepthConfig, ucf101:
 use modbal_data::{Splits, SynthAvConfig, SynthShiftConfig, SynthVecConfig};
 use modbal_encoders::EncoderConfig;
 use modbal_methods::{
-    arl, arm, cal, cml, dnr, ibml, inforeg, mla, mmcosine, mmpareto, ogm_ge, opm, plain, pmr, udi,
+    arl, arm, cal, cml, dnr, ibml, inforeg, lfm, mla, mmcosine, mmpareto, ogm_ge, opm, plain, pmr,
+    udi,
 };
 use modbal_text::{CmuMoseiConfig, Food101Config, MvsaConfig, TextEncoding};
 
@@ -38,7 +39,8 @@ fn register(reg: Registry) -> Registry {
         .with_method::<mmcosine::MmCosineConfig>("mmcosine")
         .with_method::<inforeg::InfoRegConfig>("inforeg")
         .with_method::<cml::CmlConfig>("cml")
-        .with_method::<dnr::DnrConfig>("dnr");
+        .with_method::<dnr::DnrConfig>("dnr")
+        .with_method::<lfm::LfmConfig>("lfm");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")

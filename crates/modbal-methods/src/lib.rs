@@ -40,6 +40,7 @@ pub mod cml;
 pub mod dnr;
 pub mod ibml;
 pub mod inforeg;
+pub mod lfm;
 pub mod mla;
 pub mod mmcosine;
 pub mod mmpareto;
