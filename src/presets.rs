@@ -58,6 +58,7 @@ const RECONBOOST_PAPER: &str = "Hua, Xu, Bao, Yang & Huang, ReconBoost: Boosting
 const AGM_PAPER: &str = "Li et al., Boosting Multi-modal Model Performance with Adaptive Gradient Modulation, ICCV 2023 (AGM; official code lihongcs/AGM; UDI Table 1 row)";
 const DNR_PAPER: &str = "Wei, Li, Feng & Hu, Diagnosing and Re-learning for Balanced Multimodal Learning, ECCV 2024 (D&R; official code GeWu-Lab/Diagnosing_Relearning_ECCV2024)";
 const GBLEND_PAPER: &str = "Wang, Tran & Feiszli, What Makes Training Multi-modal Classification Networks Hard?, CVPR 2020 (Gradient-Blending; no official code; UDI Table 1 row via BalanceBenchmark)";
+const LFM_PAPER: &str = "Yang, Wan, Jiang & Xu, Facilitating Multimodal Classification via Dynamically Learning Modality Gap, NeurIPS 2024 (LFM; official code njustkmg/NeurIPS24-LFM)";
 const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
 
 /// Every preset modbal ships.
@@ -725,6 +726,79 @@ pub const PRESETS: &[Preset] = &[
             v("method.mode", "\"online\"", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending method online"),
             v("method.super_epoch", "10", "UDI silent; BalanceBenchmark trainer_config.yaml GBlending super_epoch 10"),
             v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.001", "UDI A.6: learning rate 1e-3 for Food-101 and UCF-101"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "lfm/crema-d",
+        paper: LFM_PAPER,
+        notes: "the official code's own protocol (data/crema.json, Crema_epoch.py); prepare with \
+                `modbal prepare crema-d --recipe ogm-ge`; --set dataset.root=DIR. UDI Table 1's \
+                LFM column on CREMA-D is `--preset udi/crema-d --method lfm`",
+        values: &[
+            v("dataset.name", "\"crema-d\"", "the dataset of the preset (official Crema_epoch.py)"),
+            v("dataset.frames", "1", "official crema.json: fps 1"),
+            v("method.name", "\"lfm\"", "the paper's method (official Crema_epoch.py)"),
+            v("method.strategy", "\"fitted\"", "official Crema_epoch.py: getAlpha_Learnable_Fitted(epoch)"),
+            v("method.schedule_epochs", "200", "official crema.json: epoch_dict 200"),
+            v("train.epochs", "200", "official crema.json: epoch_dict 200"),
+            v("train.batch_size", "64", "official crema.json: batch_size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "official Crema_epoch.py: optim.SGD"),
+            v("train.optimizer.lr", "0.01", "official crema.json: lr 1e-2"),
+            v("train.optimizer.momentum", "0.9", "official crema.json: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "official crema.json: wc 1e-4"),
+            v("train.schedule.schedule.kind", "\"step\"", "official Crema_epoch.py: StepLR"),
+            v("train.schedule.schedule.step_size", "70", "official crema.json: lr_scheduler.patience 70"),
+            v("train.schedule.schedule.gamma", "0.1", "official Crema_epoch.py: StepLR(..., 0.1)"),
+        ],
+    },
+    Preset {
+        name: "lfm/kinetics-sounds",
+        paper: LFM_PAPER,
+        notes: "UDI Table 1's protocol for its LFM row (UDI A.6) with the official LFM \
+                defaults (fitted schedule, sum head); 257×1004 spectrograms: `modbal prepare kinetics-sounds --recipe ave`; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"kinetics-sounds\"", "the dataset of the preset (UDI Table 1 reports LFM on it)"),
+            v("dataset.frames", "3", "UDI A.6: 1 fps, uniform sampling of 3 frames per clip"),
+            v("method.name", "\"lfm\"", "UDI Table 1: LFM (Yang et al. 2024)"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (the fitted schedule scales its 200 epochs to them)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "lfm/cgmnist",
+        paper: LFM_PAPER,
+        notes: "UDI Table 1's protocol for its LFM row (UDI A.6) with the official LFM \
+                defaults (fitted schedule, sum head); the four MNIST IDX files; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"cgmnist\"", "the dataset of the preset (UDI Table 1 reports LFM on it)"),
+            v("method.name", "\"lfm\"", "UDI Table 1: LFM (Yang et al. 2024)"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (the fitted schedule scales its 200 epochs to them)"),
+            v("train.batch_size", "64", "UDI A.6: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
+            v("train.optimizer.lr", "0.001", "UDI silent for CGMNIST (A.6: 1e-2 audio-visual, 1e-3 Food-101/UCF-101); 1e-3 as the udi/cgmnist preset"),
+            v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "lfm/ucf101",
+        paper: LFM_PAPER,
+        notes: "UDI Table 1's protocol for its LFM row (UDI A.6) with the official LFM \
+                defaults (fitted schedule, sum head); RGB + optical flow, ResNet18 each; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"ucf101\"", "the dataset of the preset (UDI Table 1 reports LFM on it)"),
+            v("dataset.frames", "3", "UDI A.6: 3 RGB frames and 3 flow frames uniformly sampled"),
+            v("method.name", "\"lfm\"", "UDI Table 1: LFM (Yang et al. 2024)"),
+            v("train.epochs", "100", "UDI silent on epochs; 100 as the udi/* presets (the fitted schedule scales its 200 epochs to them)"),
             v("train.batch_size", "64", "UDI A.6: batch size 64"),
             v("train.optimizer.kind", "\"sgd\"", "UDI A.6: SGD"),
             v("train.optimizer.lr", "0.001", "UDI A.6: learning rate 1e-3 for Food-101 and UCF-101"),

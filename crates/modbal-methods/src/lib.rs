@@ -43,6 +43,7 @@ pub mod dnr;
 pub mod g_blending;
 pub mod ibml;
 pub mod inforeg;
+pub mod lfm;
 pub mod mla;
 pub mod mmcosine;
 pub mod mmpareto;
