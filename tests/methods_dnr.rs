@@ -93,10 +93,7 @@ fn soft_reinit_is_the_convex_combination() {
     soft_reinit(&theta, &init, a).unwrap();
     let got = common::v64(theta.as_tensor());
     assert!((got[0] - 0.9255531947014632).abs() < 1e-6, "{got:?}");
-    assert!(
-        (got[1] - ((1.0 - a) * -1.0 + a * 1.0)).abs() < 1e-6,
-        "{got:?}"
-    );
+    assert!((got[1] - (a - (1.0 - a))).abs() < 1e-6, "{got:?}");
     // α = 1 resets to θ_init, α = 0 keeps θ.
     soft_reinit(&theta, &init, 1.0).unwrap();
     assert_eq!(common::v64(theta.as_tensor()), vec![0.5, 1.0]);
