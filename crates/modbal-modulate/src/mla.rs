@@ -1,4 +1,4 @@
-//! MLA's gradient projection on the shared head (Zhang, Latham & Yao, "Multimodal
+//! MLA's gradient projection on the shared head (Zhang et al., "Multimodal
 //! Representation Learning by Alternating Unimodal Adaptation", CVPR 2024), in the paper's form
 //! (the orthogonal-weight-modification update of Zeng et al. 2019).
 //!
