@@ -1,4 +1,4 @@
-//! `mla`: Multimodal Learning with Alternating unimodal adaptation (Zhang, Latham & Yao,
+//! `mla`: Multimodal Learning with Alternating unimodal adaptation (Zhang et al.,
 //! "Multimodal Representation Learning by Alternating Unimodal Adaptation", CVPR 2024). See
 //! `docs/methods/mla.md`.
 //!
