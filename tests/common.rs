@@ -154,3 +154,22 @@ pub fn rows(t: &candle_core::Tensor) -> Vec<Vec<f64>> {
         .to_vec2()
         .unwrap()
 }
+
+/// Resume is exact: a [`small_vec`] run (`seed`, `epochs`, `--set` overrides `sets`) stopped after
+/// `stop` epochs and resumed writes the same `metrics.jsonl` bytes as the uninterrupted run; the
+/// stop must have taken effect (the stopped run's metrics differ before the resume). `label`
+/// names the case in failures.
+pub fn assert_resume_matches(sets: &[String], seed: u64, epochs: usize, stop: usize, label: &str) {
+    let read = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+    let cfg = |out: &Path| small_vec(out, seed, epochs).with_overrides(sets).unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let full = train(&cfg(a.path()));
+    let part = modbal::train(&cfg(b.path()), &stop_after(stop)).unwrap();
+    assert_ne!(
+        read(&full.run_dir),
+        read(&part.run_dir),
+        "{label}: the stop took effect"
+    );
+    modbal::resume(&part.run_dir, &quiet()).unwrap();
+    assert_eq!(read(&full.run_dir), read(&part.run_dir), "{label}");
+}

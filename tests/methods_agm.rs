@@ -504,22 +504,7 @@ fn same_seed_gives_identical_metrics() {
 /// one (the running means and step count travel in the checkpoint).
 #[test]
 fn resumed_runs_match_uninterrupted_ones() {
-    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
-    let cfg = |out: &std::path::Path| {
-        common::small_vec(out, 3, 3)
-            .with_overrides(&["method.name=agm".to_string()])
-            .unwrap()
-    };
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let full = common::train(&cfg(a.path()));
-    let part = modbal::train(&cfg(b.path()), &common::stop_after(1)).unwrap();
-    assert_ne!(
-        read(&full.run_dir),
-        read(&part.run_dir),
-        "the stop took effect"
-    );
-    modbal::resume(&part.run_dir, &common::quiet()).unwrap();
-    assert_eq!(read(&full.run_dir), read(&part.run_dir));
+    common::assert_resume_matches(&["method.name=agm".to_string()], 3, 3, 1, "agm");
 }
 
 /// Three modalities end to end (synth-vec with its text modality).

@@ -480,24 +480,12 @@ fn same_seed_gives_identical_metrics() {
 /// one, for per-sample and per-epoch orders (both from the run's RNG).
 #[test]
 fn resumed_runs_match_uninterrupted_ones() {
-    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
     for order in ["sample", "epoch"] {
         let sets = vec![
             "method.name=cml".to_string(),
             format!("method.order=\"{order}\""),
         ];
-        let cfg =
-            |out: &std::path::Path| common::small_vec(out, 3, 3).with_overrides(&sets).unwrap();
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let full = common::train(&cfg(a.path()));
-        let part = modbal::train(&cfg(b.path()), &common::stop_after(1)).unwrap();
-        assert_ne!(
-            read(&full.run_dir),
-            read(&part.run_dir),
-            "{order}: the stop took effect"
-        );
-        modbal::resume(&part.run_dir, &common::quiet()).unwrap();
-        assert_eq!(read(&full.run_dir), read(&part.run_dir), "{order}");
+        common::assert_resume_matches(&sets, 3, 3, 1, order);
     }
 }
 

@@ -431,20 +431,5 @@ fn three_modality_run_logs_every_modality() {
 /// one.
 #[test]
 fn resumed_run_matches_the_uninterrupted_one() {
-    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
-    let cfg = |out: &std::path::Path| {
-        common::small_vec(out, 3, 3)
-            .with_overrides(&["method.name=dgl".to_string()])
-            .unwrap()
-    };
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let full = common::train(&cfg(a.path()));
-    let part = modbal::train(&cfg(b.path()), &common::stop_after(1)).unwrap();
-    assert_ne!(
-        read(&full.run_dir),
-        read(&part.run_dir),
-        "the stop took effect"
-    );
-    modbal::resume(&part.run_dir, &common::quiet()).unwrap();
-    assert_eq!(read(&full.run_dir), read(&part.run_dir));
+    common::assert_resume_matches(&["method.name=dgl".to_string()], 3, 3, 1, "dgl");
 }

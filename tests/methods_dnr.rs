@@ -386,17 +386,7 @@ fn same_seed_gives_identical_metrics() {
 #[test]
 fn resumed_runs_match_uninterrupted_ones() {
     let sets = ["method.name=dnr".to_string()];
-    let cfg = |out: &std::path::Path| common::small_vec(out, 3, 6).with_overrides(&sets).unwrap();
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let full = common::train(&cfg(a.path()));
-    let part = modbal::train(&cfg(b.path()), &common::stop_after(2)).unwrap();
-    assert_ne!(
-        read(&full.run_dir),
-        read(&part.run_dir),
-        "the stop took effect"
-    );
-    modbal::resume(&part.run_dir, &common::quiet()).unwrap();
-    assert_eq!(read(&full.run_dir), read(&part.run_dir));
+    common::assert_resume_matches(&sets, 3, 6, 2, "dnr");
 }
 
 /// Three modalities end to end (synth-vec with its text modality).

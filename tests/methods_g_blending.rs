@@ -232,21 +232,16 @@ fn runs_log_the_weights_and_learn() {
 
 #[test]
 fn resumed_runs_match_uninterrupted_ones() {
-    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
-    let cfg = |out: &std::path::Path| {
-        common::small_vec(out, 3, 4)
-            .with_overrides(&[
-                "method.name=g-blending".to_string(),
-                "method.super_epoch=2".to_string(),
-            ])
-            .unwrap()
-    };
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let full = common::train(&cfg(a.path()));
-    let part = modbal::train(&cfg(b.path()), &common::stop_after(1)).unwrap();
-    assert_ne!(read(&full.run_dir), read(&part.run_dir));
-    modbal::resume(&part.run_dir, &common::quiet()).unwrap();
-    assert_eq!(read(&full.run_dir), read(&part.run_dir));
+    common::assert_resume_matches(
+        &[
+            "method.name=g-blending".to_string(),
+            "method.super_epoch=2".to_string(),
+        ],
+        3,
+        4,
+        1,
+        "g_blending",
+    );
 }
 
 #[test]

@@ -448,23 +448,12 @@ fn same_seed_gives_identical_metrics() {
 /// one (the trace history is in the checkpoint's method state).
 #[test]
 fn resumed_runs_match_uninterrupted_ones() {
-    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
     // history = 1: the window of epoch 2 depends on the traces of epochs 0 and 1.
     let sets = [
         "method.name=inforeg".to_string(),
         "method.history=1".to_string(),
     ];
-    let cfg = |out: &std::path::Path| common::small_vec(out, 3, 3).with_overrides(&sets).unwrap();
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let full = common::train(&cfg(a.path()));
-    let part = modbal::train(&cfg(b.path()), &common::stop_after(1)).unwrap();
-    assert_ne!(
-        read(&full.run_dir),
-        read(&part.run_dir),
-        "the stop took effect"
-    );
-    modbal::resume(&part.run_dir, &common::quiet()).unwrap();
-    assert_eq!(read(&full.run_dir), read(&part.run_dir));
+    common::assert_resume_matches(&sets, 3, 3, 1, "inforeg");
 }
 
 /// Three modalities end to end (synth-vec with its text modality).

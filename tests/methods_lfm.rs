@@ -384,17 +384,7 @@ fn resumed_runs_match_uninterrupted_ones() {
         "method.strategy=\"learned\"".to_string(),
         "method.lr_alpha=5.0".to_string(),
     ];
-    let cfg = |out: &std::path::Path| common::small_vec(out, 3, 3).with_overrides(&sets).unwrap();
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let full = common::train(&cfg(a.path()));
-    let part = modbal::train(&cfg(b.path()), &common::stop_after(1)).unwrap();
-    assert_ne!(
-        read(&full.run_dir),
-        read(&part.run_dir),
-        "the stop took effect"
-    );
-    modbal::resume(&part.run_dir, &common::quiet()).unwrap();
-    assert_eq!(read(&full.run_dir), read(&part.run_dir));
+    common::assert_resume_matches(&sets, 3, 3, 1, "lfm");
 }
 
 /// Three modalities end to end (synth-vec with its text modality), both strategies (learned

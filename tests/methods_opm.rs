@@ -498,7 +498,6 @@ fn same_seed_gives_identical_metrics() {
 /// one (the masks come from the run's RNG, which the checkpoint restores).
 #[test]
 fn resumed_runs_match_uninterrupted_ones() {
-    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
     for name in ["opm", "opm-ge"] {
         let mut sets = vec![
             format!("method.name={name}"),
@@ -509,18 +508,7 @@ fn resumed_runs_match_uninterrupted_ones() {
             // OGM-GE's noise draws from the same RNG as the masks in every epoch.
             sets.push("method.ogm_window={start=0,end=3}".to_string());
         }
-        let cfg =
-            |out: &std::path::Path| common::small_vec(out, 3, 3).with_overrides(&sets).unwrap();
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let full = common::train(&cfg(a.path()));
-        let part = modbal::train(&cfg(b.path()), &common::stop_after(1)).unwrap();
-        assert_ne!(
-            read(&full.run_dir),
-            read(&part.run_dir),
-            "{name}: the stop took effect"
-        );
-        modbal::resume(&part.run_dir, &common::quiet()).unwrap();
-        assert_eq!(read(&full.run_dir), read(&part.run_dir), "{name}");
+        common::assert_resume_matches(&sets, 3, 3, 1, name);
     }
 }
 

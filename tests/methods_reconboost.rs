@@ -546,24 +546,10 @@ fn three_modalities_take_turns() {
 /// momentum survive).
 #[test]
 fn resumed_run_matches_the_uninterrupted_one() {
-    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
-    let cfg = |out: &std::path::Path| {
-        common::small_vec(out, 3, 6)
-            .with_overrides(&[
-                "method.name=reconboost".to_string(),
-                "method.rectify_epochs=2".to_string(),
-            ])
-            .unwrap()
-    };
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let full = common::train(&cfg(a.path()));
+    let sets = [
+        "method.name=reconboost".to_string(),
+        "method.rectify_epochs=2".to_string(),
+    ];
     // Stop inside the first two-epoch rectification.
-    let part = modbal::train(&cfg(b.path()), &common::stop_after(2)).unwrap();
-    assert_ne!(
-        read(&full.run_dir),
-        read(&part.run_dir),
-        "the stop took effect"
-    );
-    modbal::resume(&part.run_dir, &common::quiet()).unwrap();
-    assert_eq!(read(&full.run_dir), read(&part.run_dir));
+    common::assert_resume_matches(&sets, 3, 6, 2, "reconboost");
 }

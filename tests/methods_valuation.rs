@@ -537,22 +537,10 @@ fn modality_valuation_registry_defaults_and_bad_values() {
 /// same metrics as an uninterrupted one.
 #[test]
 fn resumed_runs_match_uninterrupted_ones() {
-    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
     for method in ["sample-valuation", "modality-valuation"] {
         let mut sets = vec![format!("method.name={method}")];
         sets.extend(SHORT.iter().map(|s| s.to_string()));
-        let cfg =
-            |out: &std::path::Path| common::small_vec(out, 3, 4).with_overrides(&sets).unwrap();
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let full = common::train(&cfg(a.path()));
-        let part = modbal::train(&cfg(b.path()), &common::stop_after(2)).unwrap();
-        assert_ne!(
-            read(&full.run_dir),
-            read(&part.run_dir),
-            "{method}: the stop took effect"
-        );
-        modbal::resume(&part.run_dir, &common::quiet()).unwrap();
-        assert_eq!(read(&full.run_dir), read(&part.run_dir), "{method}");
+        common::assert_resume_matches(&sets, 3, 4, 2, method);
     }
 }
 

@@ -634,14 +634,8 @@ impl Method for Arm {
         batch: &Batch,
         _ctx: &mut RunContext,
     ) -> Result<MultimodalOutput> {
+        crate::util::check_batch_inputs("arm", model, batch)?;
         let m = model.modalities().len();
-        if batch.inputs.len() != m {
-            return Err(ModbalError::Data(format!(
-                "arm: model has {m} modalities ({:?}) but the batch has {} inputs",
-                model.modalities(),
-                batch.inputs.len()
-            )));
-        }
         let features = (0..m)
             .map(|i| model.encode(i, &batch.inputs[i], true))
             .collect::<candle_core::Result<Vec<_>>>()?;

@@ -32,7 +32,7 @@
 //! `loss.fused`, `loss.<m>` (unweighted CEs).
 
 use crate::params::MethodParams;
-use crate::util::{by_name, linear_head_params};
+use crate::util::{by_name, check_batch_inputs, feature_widths, linear_head_params};
 use candle_core::{DType, Tensor};
 use modbal_core::{
     Batch, LossTerms, Method, ModbalError, MultimodalModel, MultimodalOutput, Result, RunContext,
@@ -134,24 +134,7 @@ pub fn unimodal_logits(
     features: &[Tensor],
 ) -> Result<Vec<Tensor>> {
     let n = model.modalities().len();
-    if features.len() != n || n == 0 {
-        return Err(ModbalError::Data(format!(
-            "dgl: {} feature tensors for the {n} modalities {:?}",
-            features.len(),
-            model.modalities()
-        )));
-    }
-    let mut dims = Vec::with_capacity(n);
-    for (name, f) in model.modalities().iter().zip(features) {
-        match f.dims() {
-            [_, d] => dims.push(*d),
-            s => {
-                return Err(ModbalError::Data(format!(
-                    "dgl: features of {name:?} are {s:?}, expected [B, D]"
-                )))
-            }
-        }
-    }
+    let dims = feature_widths("dgl", model, features)?;
     let params = linear_head_params(model, head == DglHead::Sum, &dims, "dgl")?;
     let share = match (head, bias) {
         (DglHead::Concat, UnimodalBias::Split) => 1.0 / n as f64,
@@ -236,14 +219,8 @@ impl Method for Dgl {
         _ctx: &mut RunContext,
     ) -> Result<MultimodalOutput> {
         self.ensure(model)?;
+        check_batch_inputs("dgl", model, batch)?;
         let n = model.modalities().len();
-        if batch.inputs.len() != n {
-            return Err(ModbalError::Data(format!(
-                "dgl: the batch has {} inputs for the {n} modalities {:?}",
-                batch.inputs.len(),
-                model.modalities()
-            )));
-        }
         let features = (0..n)
             .map(|m| model.encode(m, &batch.inputs[m], true))
             .collect::<candle_core::Result<Vec<_>>>()?;

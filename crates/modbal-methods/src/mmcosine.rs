@@ -133,25 +133,7 @@ pub fn cosine_logits(
     scale: f64,
     features: &[Tensor],
 ) -> Result<(Tensor, Vec<Tensor>)> {
-    let m = model.modalities().len();
-    if features.len() != m || m == 0 {
-        return Err(ModbalError::Data(format!(
-            "mmcosine: {} feature tensors for the {m} modalities {:?}",
-            features.len(),
-            model.modalities()
-        )));
-    }
-    let mut dims = Vec::with_capacity(m);
-    for (name, f) in model.modalities().iter().zip(features) {
-        match f.dims() {
-            [_, d] => dims.push(*d),
-            s => {
-                return Err(ModbalError::Data(format!(
-                    "mmcosine: features of {name:?} are {s:?}, expected [B, D]"
-                )))
-            }
-        }
-    }
+    let dims = crate::util::feature_widths("mmcosine", model, features)?;
     let weights = class_weights(model, head, &dims)?;
     let per = features
         .iter()
@@ -253,14 +235,8 @@ impl Method for MmCosine {
         batch: &Batch,
         _ctx: &mut RunContext,
     ) -> Result<MultimodalOutput> {
+        crate::util::check_batch_inputs("mmcosine", model, batch)?;
         let n = model.modalities().len();
-        if batch.inputs.len() != n {
-            return Err(ModbalError::Data(format!(
-                "mmcosine: the batch has {} inputs for the {n} modalities {:?}",
-                batch.inputs.len(),
-                model.modalities()
-            )));
-        }
         let features = (0..n)
             .map(|m| model.encode(m, &batch.inputs[m], true))
             .collect::<candle_core::Result<Vec<_>>>()?;

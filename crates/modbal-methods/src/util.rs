@@ -33,6 +33,51 @@ pub fn fused_ce_logging_unimodal(
     })
 }
 
+/// Checks that `batch` has one input per modality of `model`; the error names the method `who`.
+pub fn check_batch_inputs(
+    who: &str,
+    model: &dyn modbal_core::MultimodalModel,
+    batch: &modbal_core::Batch,
+) -> Result<()> {
+    let m = model.modalities().len();
+    if batch.inputs.len() != m {
+        return Err(modbal_core::ModbalError::Data(format!(
+            "{who}: model has {m} modalities ({:?}) but the batch has {} inputs",
+            model.modalities(),
+            batch.inputs.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The widths `D_m` of one `[B, D_m]` feature tensor per modality of `model`; errors (naming the
+/// method `who`) for a wrong count or rank.
+pub fn feature_widths(
+    who: &str,
+    model: &dyn modbal_core::MultimodalModel,
+    features: &[Tensor],
+) -> Result<Vec<usize>> {
+    let n = model.modalities().len();
+    if features.len() != n || n == 0 {
+        return Err(modbal_core::ModbalError::Data(format!(
+            "{who}: {} feature tensors for the {n} modalities {:?}",
+            features.len(),
+            model.modalities()
+        )));
+    }
+    model
+        .modalities()
+        .iter()
+        .zip(features)
+        .map(|(name, f)| match f.dims() {
+            [_, d] => Ok(*d),
+            s => Err(modbal_core::ModbalError::Data(format!(
+                "{who}: features of {name:?} are {s:?}, expected [B, D]"
+            ))),
+        })
+        .collect()
+}
+
 /// The class weights `W_m: [C, D_m]` and the bias of each modality's logits in a linear fusion
 /// head, for features of widths `dims`: the concat head's column slices `head.fc.weight[:, slice_m]`
 /// with its whole bias `head.fc.bias` (the same tensor for every modality), or the sum head's

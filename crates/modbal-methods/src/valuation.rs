@@ -602,15 +602,8 @@ impl Method for Valuation {
         batch: &Batch,
         _ctx: &mut RunContext,
     ) -> Result<MultimodalOutput> {
+        crate::util::check_batch_inputs(self.name, model, batch)?;
         let m = model.modalities().len();
-        if batch.inputs.len() != m {
-            return Err(ModbalError::Data(format!(
-                "{}: model has {m} modalities ({:?}) but the batch has {} inputs",
-                self.name,
-                model.modalities(),
-                batch.inputs.len()
-            )));
-        }
         let features = (0..m)
             .map(|i| model.encode(i, &batch.inputs[i], true))
             .collect::<candle_core::Result<Vec<_>>>()?;
