@@ -46,6 +46,20 @@ fn staged_forward_equals_forward_for_staged_encoders() {
         ),
         (EncoderConfig::Mlp { hidden: vec![8, 6] }, vec![5], 2),
         (EncoderConfig::Mlp { hidden: vec![] }, vec![2, 3], 1),
+        (
+            EncoderConfig::ResNet18 {
+                frames_pooling: false,
+            },
+            vec![1, 20, 17],
+            4,
+        ),
+        (
+            EncoderConfig::ResNet18 {
+                frames_pooling: true,
+            },
+            vec![3, 2, 16, 16],
+            4,
+        ),
     ];
     for (cfg, shape, stages) in cases {
         let mut rng = SeededRng::new(1);
@@ -294,6 +308,26 @@ fn mmtm_net_blocks_names_errors_and_gradients() {
     assert_eq!(net.mmtm_blocks()[0].0, 1);
     let x = [randn(&mut rng, &[3, 4]), randn(&mut rng, &[3, 5])];
     common::assert_every_param_gets_gradient(&net, &x, "mmtm mlp");
+    // ResNet-18 image + clip: blocks after stages 1, 2, 3 (layer2-4: 128, 256, 512 channels).
+    let net = mmtm_net(
+        [
+            EncoderConfig::ResNet18 {
+                frames_pooling: false,
+            },
+            EncoderConfig::ResNet18 {
+                frames_pooling: true,
+            },
+        ],
+        [&[1, 20, 16], &[3, 2, 16, 16]],
+    );
+    let pos: Vec<usize> = net.mmtm_blocks().iter().map(|(k, _)| *k).collect();
+    assert_eq!(pos, vec![1, 2, 3]);
+    assert_eq!(net.mmtm_blocks()[2].1.channels(), &[512, 512]);
+    let xr = [
+        randn(&mut rng, &[2, 1, 20, 16]),
+        randn(&mut rng, &[2, 3, 2, 16, 16]),
+    ];
+    common::assert_every_param_gets_gradient(&net, &xr, "mmtm resnet18");
     let mlp1 = EncoderConfig::Mlp { hidden: vec![7] };
     let net = mmtm_net([mlp1.clone(), mlp1], [&[4], &[5]]);
     assert_eq!(net.mmtm_blocks()[0].0, 0);
