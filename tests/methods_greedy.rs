@@ -489,3 +489,20 @@ fn short_synth_av_run() {
     let cfg_text = std::fs::read_to_string(out.run_dir.join("config.toml")).unwrap();
     assert!(cfg_text.contains("epsilon"), "{cfg_text}");
 }
+
+/// The presets carry UDI A.6's protocol and the method; their datasets' default encoders
+/// (ResNet-18 for spectrograms and clips) are staged.
+#[test]
+fn presets_carry_udi_protocol() {
+    for name in ["greedy/crema-d", "greedy/kinetics-sounds"] {
+        let p = modbal::presets::find(name).unwrap();
+        assert_eq!(p.method(), Some("greedy"), "{name}");
+        let lr = p
+            .values
+            .iter()
+            .find(|v| v.key == "train.optimizer.lr")
+            .unwrap();
+        assert_eq!(lr.value, "0.01");
+        assert!(lr.source.contains("UDI A.6"));
+    }
+}
