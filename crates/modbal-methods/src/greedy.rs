@@ -186,8 +186,8 @@ pub fn spread(s: &[f64]) -> Option<f64> {
     if s.is_empty() || s.iter().any(|v| !v.is_finite()) {
         return None;
     }
-    let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let min = s.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let min = s.iter().copied().fold(f64::INFINITY, f64::min);
     Some(max - min)
 }
 
@@ -201,18 +201,24 @@ fn argmax(s: &[f64]) -> usize {
     best
 }
 
-/// The parameter groups of the speed: `(main_m, bypass_m)` per modality (see the module docs).
-/// Errors when the model has no MMTM fusion blocks.
-pub fn param_groups(
-    model: &dyn MultimodalModel,
-) -> Result<(Vec<Vec<(String, Var)>>, Vec<Vec<(String, Var)>>)> {
-    let Some(fp) = model.fusion_prefix() else {
-        return Err(ModbalError::Config(
+/// A parameter group: named parameters.
+pub type ParamGroup = Vec<(String, Var)>;
+
+/// The fusion prefix of `model`, or the error that greedy needs intermediate fusion.
+fn require_fusion(model: &dyn MultimodalModel) -> Result<String> {
+    model.fusion_prefix().ok_or_else(|| {
+        ModbalError::Config(
             "method greedy needs a model with intermediate fusion (fusion = \"mmtm\"); this \
              model has none"
                 .into(),
-        ));
-    };
+        )
+    })
+}
+
+/// The parameter groups of the speed: `(main_m, bypass_m)` per modality (see the module docs).
+/// Errors when the model has no MMTM fusion blocks.
+pub fn param_groups(model: &dyn MultimodalModel) -> Result<(Vec<ParamGroup>, Vec<ParamGroup>)> {
+    let fp = require_fusion(model)?;
     let fusion = model.params().trainable_with_prefix(&fp);
     let head = model.head_prefix();
     let mut main = Vec::new();
@@ -306,9 +312,7 @@ impl Greedy {
 
     fn ensure(&mut self, model: &dyn MultimodalModel) -> Result<()> {
         if self.modalities.as_slice() != model.modalities() {
-            if model.fusion_prefix().is_none() {
-                param_groups(model)?;
-            }
+            require_fusion(model)?;
             let n = model.modalities().len();
             self.modalities = model.modalities().to_vec();
             if self.state.acc_main.len() != n || self.state.acc_bypass.len() != n {
