@@ -7,8 +7,8 @@ use modbal_data::real::{av, cgmnist::CgmnistConfig, nyu::NyuDepthConfig, ucf101:
 use modbal_data::{Splits, SynthAvConfig, SynthShiftConfig, SynthVecConfig};
 use modbal_encoders::EncoderConfig;
 use modbal_methods::{
-    agm, arl, arm, cal, cml, dgl, dnr, g_blending, ibml, inforeg, lfm, mla, mmcosine, mmpareto,
-    ogm_ge, opm, plain, pmr, reconboost, udi, valuation,
+    agm, arl, arm, cal, cml, dgl, dnr, g_blending, greedy, ibml, inforeg, lfm, mla, mmcosine,
+    mmpareto, ogm_ge, opm, plain, pmr, reconboost, udi, valuation,
 };
 use modbal_text::{CmuMoseiConfig, Food101Config, MvsaConfig, TextEncoding};
 
@@ -46,7 +46,8 @@ fn register(reg: Registry) -> Registry {
         .with_method::<valuation::SampleValuationConfig>("sample-valuation")
         .with_method::<valuation::ModalityValuationConfig>("modality-valuation")
         .with_method::<g_blending::GBlendingConfig>("g-blending")
-        .with_method::<lfm::LfmConfig>("lfm");
+        .with_method::<lfm::LfmConfig>("lfm")
+        .with_method::<greedy::GreedyConfig>("greedy");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")

@@ -40,6 +40,6 @@ pub use batch::{Batch, EvalOutputs, MultimodalOutput};
 pub use error::{ModbalError, Result};
 pub use method::{check_loss, LossTerms, Method, MethodLog, RunContext, StageSpec, StepOutput};
 pub use modbal_tensors as tensors;
-pub use model::MultimodalModel;
+pub use model::{FusionControl, MultimodalModel};
 pub use schedule::scale_epoch;
 pub use stats::{BatchStats, ModalityStats};

@@ -5,6 +5,23 @@ use crate::batch::MultimodalOutput;
 use candle_core::{Result, Tensor};
 use modbal_tensors::ParamStore;
 
+/// What a controlled forward ([`MultimodalModel::forward_controlled`]) changes in a model with
+/// intermediate fusion (greedy's re-balancing steps).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FusionControl {
+    /// Per modality (input order; empty = none): replace that modality's excitation in every
+    /// fusion block by its running average, detached, so that its branch receives nothing
+    /// sample-specific from the other modalities.
+    pub constant_excitation: Vec<bool>,
+}
+
+impl FusionControl {
+    /// Whether the control changes nothing.
+    pub fn is_regular(&self) -> bool {
+        !self.constant_excitation.iter().any(|&c| c)
+    }
+}
+
 /// A late-fusion multimodal classifier.
 pub trait MultimodalModel: Send + Sync {
     /// Modality names, in input order.
@@ -43,6 +60,30 @@ pub trait MultimodalModel: Send + Sync {
             per_modality_logits,
             features,
         })
+    }
+
+    /// [`MultimodalModel::forward_t`] with the intermediate-fusion changes of `control`.
+    /// Default (a model without intermediate fusion): `forward_t` when nothing is replaced,
+    /// else an error.
+    fn forward_controlled(
+        &self,
+        inputs: &[Tensor],
+        train: bool,
+        control: &FusionControl,
+    ) -> Result<MultimodalOutput> {
+        if !control.is_regular() {
+            candle_core::bail!(
+                "this model has no intermediate fusion blocks: a constant excitation \
+                 (re-balancing step) needs a model with fusion = \"mmtm\""
+            );
+        }
+        self.forward_t(inputs, train)
+    }
+
+    /// Parameter-group prefix of the intermediate fusion blocks (MMTM: `fusion`), `None` for
+    /// a late-fusion model.
+    fn fusion_prefix(&self) -> Option<String> {
+        None
     }
 
     /// Parameter-group prefix of modality `m`'s encoder.

@@ -20,6 +20,39 @@ pub trait Encoder: Send + Sync + fmt::Debug {
     /// depend on what ran before it, so a resumed run draws what the uninterrupted one drew.
     /// No-op for encoders without randomness.
     fn set_epoch_seed(&self, _seed: u64) {}
+
+    /// Number of stages the encoder splits into for intermediate fusion (MMTM blocks between
+    /// stages, [`crate::mmtm`]). Invariant: `forward_t(x) == pool(stage_{n−1}(… stage_0(x)))`.
+    /// Default 1: the whole encoder is one stage.
+    fn num_stages(&self) -> usize {
+        1
+    }
+    /// Stage `k` (`0 ≤ k < num_stages()`) on the previous stage's output (the input for
+    /// `k = 0`, which checks it as [`Encoder::forward_t`] does). Default: stage 0 is
+    /// [`Encoder::forward_t`].
+    fn forward_stage(&self, k: usize, h: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if k != 0 {
+            candle_core::bail!("{} encoder has 1 stage, stage {k} requested", self.kind());
+        }
+        self.forward_t(h, train)
+    }
+    /// Channels `C` of stage `k`'s output (`[B, C, ...]` or `[B, C]`). Default: the feature
+    /// dimension (one stage).
+    fn stage_channels(&self, _k: usize) -> usize {
+        self.out_dim()
+    }
+    /// The last stage's output → the feature `[B, out_dim]`. Default: identity.
+    fn pool(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+        Ok(h.clone())
+    }
+}
+
+/// The error of a stage index past an encoder's stages.
+pub(crate) fn stage_range(kind: &str, k: usize, n: usize) -> candle_core::Result<()> {
+    if k >= n {
+        candle_core::bail!("{kind} encoder has {n} stages, stage {k} requested");
+    }
+    Ok(())
 }
 
 /// `[B, d1, d2, ...]` as text, with `B` symbolic.

@@ -10,6 +10,11 @@
 //! * **Sum** (OGM-GE `SumFusion`): one `Linear(D_m → C)` per modality, `z_m = fc_m(f_m)`,
 //!   `z = Σ_m z_m`. Parameters: `head.<modality>.{weight, bias}`.
 //!
+//! * **Mmtm** (greedy's intermediate fusion, [`crate::mmtm`]): the Sum head on the pooled
+//!   features, plus MMTM blocks between the encoders' stages that [`crate::MultimodalNet`] owns
+//!   (`fusion.mmtm.<k>.*`). The fused logits are the sum of the branch logits (the greedy code
+//!   averages them: same argmax). Parameters of the head: as Sum.
+//!
 //! Weights are Xavier-normal, biases zero. With a single modality both heads are a plain linear
 //! classifier and `z_1 = z`.
 //!
@@ -33,10 +38,10 @@ pub trait FusionHead: Send + Sync + fmt::Debug {
     fn feature_dims(&self) -> &[usize];
 }
 
-/// Which fusion head to build. Serialised as `{ kind = "concat" }` (the default) or
-/// `{ kind = "sum" }`.
+/// Which fusion head to build. Serialised as `{ kind = "concat" }` (the default),
+/// `{ kind = "sum" }` or `{ kind = "mmtm", ratio = 4 }`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "FusionRepr", into = "FusionRepr")]
+#[serde(try_from = "FusionRepr", into = "FusionRepr")]
 pub enum FusionConfig {
     /// One linear layer on the concatenated features; per-modality logits from its weight
     /// slices plus `b/M`. Default.
@@ -44,7 +49,13 @@ pub enum FusionConfig {
     Concat,
     /// One linear layer per modality; the fused logits are their sum.
     Sum,
+    /// Sum head plus MMTM blocks between the encoder stages ([`crate::mmtm`]) with squeeze
+    /// width `⌊2·ΣC_m / ratio⌋` (official MMTM in the greedy code: ratio 4).
+    Mmtm { ratio: usize },
 }
+
+/// The MMTM ratio of `{ kind = "mmtm" }` without `ratio` (greedy's `src/model.py`: 4).
+pub const DEFAULT_MMTM_RATIO: usize = 4;
 
 /// Serde form of [`FusionConfig`]: `{ kind = "..." }`. serde ignores unknown keys beside the
 /// tag of a unit variant even with `deny_unknown_fields`, so the tag is read through this struct.
@@ -52,6 +63,9 @@ pub enum FusionConfig {
 #[serde(deny_unknown_fields)]
 struct FusionRepr {
     kind: FusionKind,
+    /// Only for `mmtm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ratio: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -59,24 +73,31 @@ struct FusionRepr {
 enum FusionKind {
     Concat,
     Sum,
+    Mmtm,
 }
 
-impl From<FusionRepr> for FusionConfig {
-    fn from(r: FusionRepr) -> Self {
-        match r.kind {
-            FusionKind::Concat => FusionConfig::Concat,
-            FusionKind::Sum => FusionConfig::Sum,
+impl TryFrom<FusionRepr> for FusionConfig {
+    type Error = String;
+    fn try_from(r: FusionRepr) -> std::result::Result<Self, String> {
+        match (r.kind, r.ratio) {
+            (FusionKind::Concat, None) => Ok(FusionConfig::Concat),
+            (FusionKind::Sum, None) => Ok(FusionConfig::Sum),
+            (FusionKind::Mmtm, ratio) => Ok(FusionConfig::Mmtm {
+                ratio: ratio.unwrap_or(DEFAULT_MMTM_RATIO),
+            }),
+            (_, Some(_)) => Err("fusion: `ratio` is an option of kind \"mmtm\" only".into()),
         }
     }
 }
 
 impl From<FusionConfig> for FusionRepr {
     fn from(c: FusionConfig) -> Self {
-        let kind = match c {
-            FusionConfig::Concat => FusionKind::Concat,
-            FusionConfig::Sum => FusionKind::Sum,
+        let (kind, ratio) = match c {
+            FusionConfig::Concat => (FusionKind::Concat, None),
+            FusionConfig::Sum => (FusionKind::Sum, None),
+            FusionConfig::Mmtm { ratio } => (FusionKind::Mmtm, Some(ratio)),
         };
-        FusionRepr { kind }
+        FusionRepr { kind, ratio }
     }
 }
 
@@ -86,6 +107,7 @@ impl FusionConfig {
         match self {
             FusionConfig::Concat => "concat",
             FusionConfig::Sum => "sum",
+            FusionConfig::Mmtm { .. } => "mmtm",
         }
     }
 
@@ -122,7 +144,7 @@ impl FusionConfig {
         }
         Ok(match self {
             FusionConfig::Concat => Box::new(ConcatHead::new(pb, feature_dims, num_classes, rng)?),
-            FusionConfig::Sum => Box::new(SumHead::new(
+            FusionConfig::Sum | FusionConfig::Mmtm { .. } => Box::new(SumHead::new(
                 pb,
                 modalities,
                 feature_dims,

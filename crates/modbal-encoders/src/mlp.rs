@@ -7,7 +7,7 @@
 //! per-sample input `[d1, d2, ...]` with `D = Πdi`; forward input `[B, D]` or `[B, d1, d2, ...]`
 //! → `[B, hidden.last()]` (`[B, D]` without hidden layers).
 
-use crate::encoder::{batched, check_dtype, Encoder};
+use crate::encoder::{batched, check_dtype, stage_range, Encoder};
 use crate::error::Result;
 use crate::EncoderConfig;
 use candle_core::{DType, Tensor};
@@ -50,8 +50,9 @@ impl MlpEncoder {
     }
 }
 
-impl Encoder for MlpEncoder {
-    fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+impl MlpEncoder {
+    /// The input check of [`Encoder::forward_t`], then `flatten(x)`.
+    fn flat_input(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dims = x.dims();
         let ok =
             dims.len() >= 2 && (dims[1..] == [self.in_dim] || dims[1..] == self.input_shape[..]);
@@ -64,7 +65,13 @@ impl Encoder for MlpEncoder {
             candle_core::bail!("mlp encoder expects input {flat} or {full}, got {dims:?}");
         }
         check_dtype("mlp", x, self.dtype)?;
-        let mut h = x.flatten_from(1)?;
+        x.flatten_from(1)
+    }
+}
+
+impl Encoder for MlpEncoder {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+        let mut h = self.flat_input(x)?;
         for layer in &self.layers {
             h = layer.forward_relu(&h)?;
         }
@@ -81,5 +88,28 @@ impl Encoder for MlpEncoder {
     }
     fn kind(&self) -> &'static str {
         "mlp"
+    }
+    /// One stage per hidden layer (the first also flattens the input); without hidden layers,
+    /// one stage that only flattens.
+    fn num_stages(&self) -> usize {
+        self.layers.len().max(1)
+    }
+    fn forward_stage(&self, k: usize, h: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+        stage_range("mlp", k, self.num_stages())?;
+        let h = if k == 0 {
+            self.flat_input(h)?
+        } else {
+            h.clone()
+        };
+        match self.layers.get(k) {
+            Some(layer) => layer.forward_relu(&h),
+            None => Ok(h),
+        }
+    }
+    fn stage_channels(&self, k: usize) -> usize {
+        self.layers
+            .get(k)
+            .map(|l| l.out_dim())
+            .unwrap_or(self.in_dim)
     }
 }

@@ -14,8 +14,9 @@ use crate::encoder::Encoder;
 use crate::encoder_config::EncoderConfig;
 use crate::error::{config_err, EncoderError, Result};
 use crate::fusion::{FusionConfig, FusionHead};
+use crate::mmtm::MmtmBlock;
 use candle_core::{DType, Device, Tensor};
-use modbal_core::MultimodalModel;
+use modbal_core::{FusionControl, MultimodalModel, MultimodalOutput};
 use modbal_tensors::{ParamBuilder, ParamStore, SeededRng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -126,6 +127,8 @@ pub struct MultimodalNet {
     modalities: Vec<String>,
     encoders: Vec<Box<dyn Encoder>>,
     head: Box<dyn FusionHead>,
+    /// MMTM blocks (fusion `mmtm` only) and the stage after which each runs.
+    mmtm: Vec<(usize, MmtmBlock)>,
     fusion: FusionConfig,
     num_classes: usize,
     params: ParamStore,
@@ -198,10 +201,21 @@ impl MultimodalNet {
         let names: Vec<String> = modalities.iter().map(|(n, _)| n.clone()).collect();
         let dims: Vec<usize> = encoders.iter().map(|e| e.out_dim()).collect();
         let head = fusion.build(&root.pp("head"), &names, &dims, num_classes, rng)?;
+        let mmtm = match fusion {
+            FusionConfig::Mmtm { ratio } => build_mmtm(
+                &root.pp("fusion").pp("mmtm"),
+                &names,
+                &encoders,
+                *ratio,
+                rng,
+            )?,
+            _ => Vec::new(),
+        };
         Ok(Self {
             modalities: names,
             encoders,
             head,
+            mmtm,
             fusion: *fusion,
             num_classes,
             params,
@@ -243,6 +257,111 @@ impl MultimodalNet {
     pub fn device(&self) -> &Device {
         &self.device
     }
+    /// The MMTM blocks (fusion `mmtm`; else empty) with the encoder stage each follows.
+    pub fn mmtm_blocks(&self) -> &[(usize, MmtmBlock)] {
+        &self.mmtm
+    }
+
+    /// The staged forward of an MMTM net: every encoder stage by stage, the MMTM block after
+    /// its stage, then each encoder's pool and the head.
+    fn forward_staged(
+        &self,
+        inputs: &[Tensor],
+        train: bool,
+        control: &FusionControl,
+    ) -> candle_core::Result<MultimodalOutput> {
+        if inputs.len() != self.modalities.len() {
+            candle_core::bail!(
+                "model has {} modalities ({:?}) but the batch has {} inputs",
+                self.modalities.len(),
+                self.modalities,
+                inputs.len()
+            );
+        }
+        if !control.constant_excitation.is_empty()
+            && control.constant_excitation.len() != self.modalities.len()
+        {
+            candle_core::bail!(
+                "fusion control: {} constant-excitation flags for modalities {:?}",
+                control.constant_excitation.len(),
+                self.modalities
+            );
+        }
+        let named = |m: usize, e: candle_core::Error| {
+            candle_core::Error::Msg(format!("encoder of modality {:?}: {e}", self.modalities[m]))
+        };
+        let mut hs = inputs.to_vec();
+        let mut blocks = self.mmtm.iter().peekable();
+        for k in 0..self.encoders[0].num_stages() {
+            hs = hs
+                .iter()
+                .enumerate()
+                .map(|(m, h)| {
+                    self.encoders[m]
+                        .forward_stage(k, h, train)
+                        .map_err(|e| named(m, e))
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            while let Some((_, block)) = blocks.next_if(|(s, _)| *s == k) {
+                hs = block.forward(&hs, train, &control.constant_excitation)?;
+            }
+        }
+        let features = hs
+            .iter()
+            .enumerate()
+            .map(|(m, h)| self.encoders[m].pool(h).map_err(|e| named(m, e)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let (fused_logits, per_modality_logits) = self.head.forward(&features)?;
+        Ok(MultimodalOutput {
+            fused_logits,
+            per_modality_logits,
+            features,
+        })
+    }
+}
+
+/// The MMTM blocks of an `mmtm` net under `pb` (`fusion.mmtm`): one after every encoder stage
+/// but the first (greedy: after ResNet stages 2, 3, 4 of 4), after the only stage of one-stage
+/// encoders. Every encoder must have the same number of stages.
+fn build_mmtm(
+    pb: &ParamBuilder,
+    names: &[String],
+    encoders: &[Box<dyn Encoder>],
+    ratio: usize,
+    rng: &mut SeededRng,
+) -> Result<Vec<(usize, MmtmBlock)>> {
+    let stages: Vec<usize> = encoders.iter().map(|e| e.num_stages()).collect();
+    if stages.iter().any(|&s| s != stages[0]) {
+        let list: Vec<String> = names
+            .iter()
+            .zip(encoders.iter().zip(&stages))
+            .map(|(n, (e, s))| format!("{n} ({}: {s})", e.kind()))
+            .collect();
+        return config_err(format!(
+            "fusion mmtm needs encoders with the same number of stages, got {}",
+            list.join(", ")
+        ));
+    }
+    let n = stages[0];
+    if n == 0 {
+        return config_err("fusion mmtm: the encoders have no stage");
+    }
+    let positions: Vec<usize> = if n == 1 { vec![0] } else { (1..n).collect() };
+    positions
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let channels: Vec<usize> = encoders.iter().map(|e| e.stage_channels(k)).collect();
+            let block = MmtmBlock::new(&pb.pp(i.to_string()), names, &channels, ratio, rng)
+                .map_err(|e| match e {
+                    EncoderError::Config(msg) => {
+                        EncoderError::Config(format!("mmtm block {i} (after stage {k}): {msg}"))
+                    }
+                    other => other,
+                })?;
+            Ok((k, block))
+        })
+        .collect()
 }
 
 impl MultimodalModel for MultimodalNet {
@@ -261,6 +380,12 @@ impl MultimodalModel for MultimodalNet {
         }
     }
     fn encode(&self, m: usize, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if !self.mmtm.is_empty() {
+            candle_core::bail!(
+                "a net with fusion \"mmtm\" cannot encode modality {m} alone: its encoders \
+                 exchange information through the MMTM blocks between stages (use forward_t)"
+            );
+        }
         let Some(enc) = self.encoders.get(m) else {
             candle_core::bail!(
                 "modality index {m} out of range for modalities {:?}",
@@ -273,6 +398,49 @@ impl MultimodalModel for MultimodalNet {
     }
     fn head(&self, features: &[Tensor]) -> candle_core::Result<(Tensor, Vec<Tensor>)> {
         self.head.forward(features)
+    }
+    fn forward_t(&self, inputs: &[Tensor], train: bool) -> candle_core::Result<MultimodalOutput> {
+        self.forward_controlled(inputs, train, &FusionControl::default())
+    }
+    fn forward_controlled(
+        &self,
+        inputs: &[Tensor],
+        train: bool,
+        control: &FusionControl,
+    ) -> candle_core::Result<MultimodalOutput> {
+        if !self.mmtm.is_empty() {
+            return self.forward_staged(inputs, train, control);
+        }
+        if !control.is_regular() {
+            candle_core::bail!(
+                "a net with fusion {:?} has no intermediate fusion blocks: a constant \
+                 excitation needs fusion \"mmtm\"",
+                self.fusion.kind()
+            );
+        }
+        // The late-fusion forward (the trait's default `forward_t`).
+        if inputs.len() != self.modalities.len() {
+            candle_core::bail!(
+                "model has {} modalities ({:?}) but the batch has {} inputs",
+                self.modalities.len(),
+                self.modalities,
+                inputs.len()
+            );
+        }
+        let features = inputs
+            .iter()
+            .enumerate()
+            .map(|(m, x)| self.encode(m, x, train))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let (fused_logits, per_modality_logits) = self.head(&features)?;
+        Ok(MultimodalOutput {
+            fused_logits,
+            per_modality_logits,
+            features,
+        })
+    }
+    fn fusion_prefix(&self) -> Option<String> {
+        (!self.mmtm.is_empty()).then(|| "fusion".to_string())
     }
 }
 

@@ -25,7 +25,7 @@
 //!   `[B, 512]`.
 
 use crate::blocks::ConvBn;
-use crate::encoder::{check_channels_input, Encoder};
+use crate::encoder::{check_channels_input, stage_range, Encoder};
 use crate::error::Result;
 use crate::EncoderConfig;
 use candle_core::{DType, Tensor};
@@ -166,6 +166,23 @@ impl ResNet18Encoder {
     }
 }
 
+impl ResNet18Encoder {
+    /// The 2-D part of stage `k` on `[N, C, H, W]`: stem + max-pool + `layer1` for `k = 0`,
+    /// `layer{k+1}` otherwise.
+    fn stage_2d(&self, k: usize, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut h = if k == 0 {
+            let h = self.stem.forward_relu_t(x, train)?;
+            ops::max_pool2d(&h, 3, 2, 1)?
+        } else {
+            x.clone()
+        };
+        for block in &self.layers[k] {
+            h = block.forward_t(&h, train)?;
+        }
+        Ok(h)
+    }
+}
+
 impl Encoder for ResNet18Encoder {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         if self.frames_pooling {
@@ -192,5 +209,49 @@ impl Encoder for ResNet18Encoder {
     }
     fn kind(&self) -> &'static str {
         "resnet18"
+    }
+    /// Four stages: stem + `layer1`, `layer2`, `layer3`, `layer4` (the greedy code's MMTM
+    /// positions follow stages 2-4). A clip's stage outputs are `[B, C, T, h, w]` (frames
+    /// folded into the batch inside each stage).
+    fn num_stages(&self) -> usize {
+        4
+    }
+    fn forward_stage(&self, k: usize, h: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        stage_range("resnet18", k, 4)?;
+        if !self.frames_pooling {
+            if k == 0 {
+                check_channels_input("resnet18", h, &self.input_shape, "H, W", self.dtype)?;
+            }
+            return self.stage_2d(k, h, train);
+        }
+        if k == 0 {
+            check_channels_input("resnet18", h, &self.input_shape, "T, H, W", self.dtype)?;
+        }
+        // [B, C, T, H, W] → [B·T, C, H, W] → stage → [B, C', T, h, w].
+        let (b, c, t, hh, ww) = h.dims5()?;
+        let frames = h
+            .permute((0, 2, 1, 3, 4))?
+            .contiguous()?
+            .reshape((b * t, c, hh, ww))?;
+        let out = self.stage_2d(k, &frames, train)?;
+        let (_, d, ho, wo) = out.dims4()?;
+        out.reshape((b, t, d, ho, wo))?
+            .permute((0, 2, 1, 3, 4))?
+            .contiguous()
+    }
+    fn stage_channels(&self, k: usize) -> usize {
+        WIDTHS[k]
+    }
+    /// Global average pool (over `T, h, w` for a clip, as [`Encoder::forward_t`]).
+    fn pool(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+        if self.frames_pooling {
+            let (b, d, t, ho, wo) = h.dims5()?;
+            h.permute((0, 2, 1, 3, 4))?
+                .contiguous()?
+                .reshape((b, t, d, ho * wo))?
+                .mean((1, 3))
+        } else {
+            ops::global_avg_pool(h)
+        }
     }
 }

@@ -10,7 +10,7 @@
 //! (floor) H and W.
 
 use crate::blocks::ConvBn;
-use crate::encoder::{check_channels_input, Encoder};
+use crate::encoder::{check_channels_input, stage_range, Encoder};
 use crate::error::Result;
 use crate::EncoderConfig;
 use candle_core::{DType, Tensor};
@@ -20,6 +20,7 @@ use modbal_tensors::{ops, ParamBuilder, SeededRng};
 #[derive(Clone, Debug)]
 pub struct SmallCnnEncoder {
     blocks: Vec<ConvBn>,
+    channels: Vec<usize>,
     input_shape: Vec<usize>,
     out_dim: usize,
     dtype: DType,
@@ -55,6 +56,7 @@ impl SmallCnnEncoder {
         }
         Ok(Self {
             blocks,
+            channels: channels.to_vec(),
             input_shape: input_shape.to_vec(),
             out_dim,
             dtype: pb.dtype(),
@@ -82,5 +84,27 @@ impl Encoder for SmallCnnEncoder {
     }
     fn kind(&self) -> &'static str {
         "small_cnn"
+    }
+    /// One stage per conv block (its max-pool included).
+    fn num_stages(&self) -> usize {
+        self.blocks.len()
+    }
+    fn forward_stage(&self, k: usize, h: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        stage_range("small_cnn", k, self.blocks.len())?;
+        if k == 0 {
+            check_channels_input("small_cnn", h, &self.input_shape, "H, W", self.dtype)?;
+        }
+        let mut h = self.blocks[k].forward_relu_t(h, train)?;
+        if h.dim(2)? >= 2 && h.dim(3)? >= 2 {
+            h = ops::max_pool2d(&h, 2, 2, 0)?;
+        }
+        Ok(h)
+    }
+    fn stage_channels(&self, k: usize) -> usize {
+        self.channels[k]
+    }
+    /// The global average pool.
+    fn pool(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+        ops::global_avg_pool(h)
     }
 }

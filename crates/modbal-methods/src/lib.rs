@@ -41,6 +41,7 @@ pub mod cml;
 pub mod dgl;
 pub mod dnr;
 pub mod g_blending;
+pub mod greedy;
 pub mod ibml;
 pub mod inforeg;
 pub mod lfm;
