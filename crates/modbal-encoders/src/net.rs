@@ -257,6 +257,19 @@ impl MultimodalNet {
     pub fn device(&self) -> &Device {
         &self.device
     }
+
+    /// One input per modality, else an error naming both counts.
+    fn check_input_count(&self, inputs: &[Tensor]) -> candle_core::Result<()> {
+        if inputs.len() != self.modalities.len() {
+            candle_core::bail!(
+                "model has {} modalities ({:?}) but the batch has {} inputs",
+                self.modalities.len(),
+                self.modalities,
+                inputs.len()
+            );
+        }
+        Ok(())
+    }
     /// The MMTM blocks (fusion `mmtm`; else empty) with the encoder stage each follows.
     pub fn mmtm_blocks(&self) -> &[(usize, MmtmBlock)] {
         &self.mmtm
@@ -270,14 +283,7 @@ impl MultimodalNet {
         train: bool,
         control: &FusionControl,
     ) -> candle_core::Result<MultimodalOutput> {
-        if inputs.len() != self.modalities.len() {
-            candle_core::bail!(
-                "model has {} modalities ({:?}) but the batch has {} inputs",
-                self.modalities.len(),
-                self.modalities,
-                inputs.len()
-            );
-        }
+        self.check_input_count(inputs)?;
         if !control.constant_excitation.is_empty()
             && control.constant_excitation.len() != self.modalities.len()
         {
@@ -419,14 +425,7 @@ impl MultimodalModel for MultimodalNet {
             );
         }
         // The late-fusion forward (the trait's default `forward_t`).
-        if inputs.len() != self.modalities.len() {
-            candle_core::bail!(
-                "model has {} modalities ({:?}) but the batch has {} inputs",
-                self.modalities.len(),
-                self.modalities,
-                inputs.len()
-            );
-        }
+        self.check_input_count(inputs)?;
         let features = inputs
             .iter()
             .enumerate()

@@ -450,15 +450,13 @@ impl Method for Greedy {
     }
 
     fn state(&self) -> serde_json::Value {
-        serde_json::to_value(&self.state).unwrap_or(serde_json::Value::Null)
+        crate::util::state_json(&self.state)
     }
 
     fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
-        if state.is_null() {
+        let Some(s) = crate::util::saved_state::<GreedyState>("greedy", state)? else {
             return Ok(());
-        }
-        let s: GreedyState = serde_json::from_value(state.clone())
-            .map_err(|e| ModbalError::Config(format!("greedy: bad checkpoint state: {e}")))?;
+        };
         if s.acc_main.len() != s.acc_bypass.len() {
             return Err(ModbalError::Config(format!(
                 "greedy: checkpoint state has {} main and {} bypass accumulators",

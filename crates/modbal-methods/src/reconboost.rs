@@ -525,16 +525,13 @@ impl Method for ReconBoost {
     }
 
     fn state(&self) -> serde_json::Value {
-        serde_json::to_value(&self.state).unwrap_or(serde_json::Value::Null)
+        crate::util::state_json(&self.state)
     }
 
     fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
-        if state.is_null() {
-            return Ok(());
+        if let Some(s) = crate::util::saved_state("reconboost", state)? {
+            self.state = s;
         }
-        self.state = serde_json::from_value(state.clone()).map_err(|e| {
-            ModbalError::Data(format!("method reconboost: unreadable saved state: {e}"))
-        })?;
         Ok(())
     }
 }

@@ -884,11 +884,9 @@ impl Method for Udi {
     }
 
     fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
-        if state.is_null() {
-            return Ok(());
+        if let Some(st) = crate::util::saved_state("udi", state)? {
+            self.st = st;
         }
-        self.st = serde_json::from_value(state.clone())
-            .map_err(|e| ModbalError::Serde(format!("method udi state: {e}")))?;
         Ok(())
     }
 

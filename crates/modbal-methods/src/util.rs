@@ -146,6 +146,25 @@ pub fn linear_head_params(
         .collect()
 }
 
+/// A method's JSON state for [`modbal_core::Method::state`] (`null` if it cannot be serialised,
+/// which plain state structs never fail).
+pub fn state_json<T: Serialize>(state: &T) -> serde_json::Value {
+    serde_json::to_value(state).unwrap_or(serde_json::Value::Null)
+}
+
+/// A method's saved JSON state read back for [`modbal_core::Method::load_state`]: `None` for
+/// `null` (a checkpoint without state), an error naming the method `who` if it does not parse.
+pub fn saved_state<T: DeserializeOwned>(who: &str, state: &serde_json::Value) -> Result<Option<T>> {
+    if state.is_null() {
+        return Ok(None);
+    }
+    serde_json::from_value(state.clone())
+        .map(Some)
+        .map_err(|e| {
+            modbal_core::ModbalError::Serde(format!("method {who}: unreadable saved state: {e}"))
+        })
+}
+
 /// Values per modality as a JSON object keyed by modality name.
 pub fn by_name(names: &[String], v: &[f64]) -> serde_json::Value {
     serde_json::Value::Object(

@@ -661,15 +661,11 @@ impl Method for Valuation {
     }
 
     fn state(&self) -> serde_json::Value {
-        serde_json::to_value(&self.state).unwrap_or(serde_json::Value::Null)
+        crate::util::state_json(&self.state)
     }
 
     fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
-        self.state = if state.is_null() {
-            ValuationState::default()
-        } else {
-            serde_json::from_value(state.clone())?
-        };
+        self.state = crate::util::saved_state(self.name, state)?.unwrap_or_default();
         self.record.clear();
         Ok(())
     }
