@@ -24,9 +24,12 @@
 //! **CAL's ε = 5 / ε = 10 are not these numbers.** The CAL paper does not define ε; it follows
 //! QMF, whose code (QingyangZhang/QMF, `text-image-classification/src/data/helpers.py`) maps a
 //! severity ε to Gaussian noise of std 10ε grey levels (applied with probability 0.5 per image) and
-//! to salt-and-pepper of density 0.1 applied with probability 0.5·ε/100 per image. With image
-//! statistics like MVSA's normalisation constants (σ ≈ 0.12-0.14 of the range, 31-37 grey levels),
-//! QMF's Gaussian ε = 5 / 10 is about modbal's ε ≈ 1.5 / 3 on the corrupted half of the images.
+//! to salt-and-pepper of density 0.1 applied with probability 0.5·ε/10 per image in the code of
+//! the paper's time (commit 8c16860, 2023; ε/100 in the 2025 rewrite at HEAD), all on test images
+//! only. So QMF's ε mostly sets *how many* images are corrupted, which modbal (every sample
+//! corrupted) cannot express with one ε. With image statistics like MVSA's normalisation
+//! constants (σ ≈ 0.12-0.14 of the range, 31-37 grey levels), QMF's Gaussian ε = 5 / 10 is about
+//! modbal's ε ≈ 1.5 / 3 on the corrupted half of the images.
 //!
 //! # Determinism
 //!
