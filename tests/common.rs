@@ -173,3 +173,14 @@ pub fn assert_resume_matches(sets: &[String], seed: u64, epochs: usize, stop: us
     modbal::resume(&part.run_dir, &quiet()).unwrap();
     assert_eq!(read(&full.run_dir), read(&part.run_dir), "{label}");
 }
+
+/// The error of building built-in method `method` with the single option `key = value` (which
+/// must be rejected: the call panics if it is accepted).
+pub fn option_error(method: &str, key: &str, value: toml::Value) -> String {
+    let mut t = toml::Table::new();
+    t.insert(key.into(), value);
+    build_method(method, &t)
+        .map(|_| ())
+        .expect_err(&format!("{method}: {key} should be rejected"))
+        .to_string()
+}

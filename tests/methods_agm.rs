@@ -456,9 +456,7 @@ fn registry_builds_agm_with_its_defaults_and_rejects_bad_values() {
         ("sign", toml::Value::String("paper".into())),
         ("alhpa", toml::Value::Float(1.0)),
     ] {
-        let mut t = toml::Table::new();
-        t.insert(key.into(), value);
-        let e = common::build_method("agm", &t).unwrap_err().to_string();
+        let e = common::option_error("agm", key, value);
         assert!(e.contains(key) || e.contains("paper"), "{key}: {e}");
     }
 }

@@ -433,9 +433,7 @@ fn registry_builds_cml_with_its_defaults_and_rejects_bad_values() {
         ("subsets", toml::Value::String("all".into())),
         ("lamda", toml::Value::Float(0.1)),
     ] {
-        let mut t = toml::Table::new();
-        t.insert(key.into(), value);
-        let e = common::build_method("cml", &t).unwrap_err().to_string();
+        let e = common::option_error("cml", key, value);
         assert!(e.contains(key) || e.contains("all"), "{key}: {e}");
     }
 }

@@ -199,11 +199,7 @@ fn one_modality_and_bad_options_are_errors() {
         ("mode", toml::Value::String("both".into())),
         ("super_epochs", toml::Value::Integer(3)),
     ] {
-        let mut t = toml::Table::new();
-        t.insert(key.into(), value);
-        let e = common::build_method("g-blending", &t)
-            .unwrap_err()
-            .to_string();
+        let e = common::option_error("g-blending", key, value);
         assert!(e.contains(key) || e.contains("both"), "{key}: {e}");
     }
 }

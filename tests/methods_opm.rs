@@ -410,9 +410,7 @@ fn registry_builds_opm_and_opm_ge_with_their_defaults_and_rejects_bad_values() {
         ("opm-ge", "alpha", toml::Value::Float(-1.0)),
         ("opm", "alpha", toml::Value::Float(0.8)),
     ] {
-        let mut t = toml::Table::new();
-        t.insert(key.into(), value);
-        let e = common::build_method(name, &t).unwrap_err().to_string();
+        let e = common::option_error(name, key, value);
         assert!(e.contains(key), "{name}.{key}: {e}");
     }
 }
