@@ -184,3 +184,38 @@ pub fn option_error(method: &str, key: &str, value: toml::Value) -> String {
         .expect_err(&format!("{method}: {key} should be rejected"))
         .to_string()
 }
+
+/// The trainable parameter `name` of `model` (panics naming it if absent).
+pub fn var(model: &dyn modbal::core::MultimodalModel, name: &str) -> candle_core::Var {
+    model
+        .params()
+        .trainable()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no parameter {name}"))
+        .1
+}
+
+/// Asserts `|a_i − b_i| ≤ tol` element-wise (and equal lengths).
+pub fn assert_close(a: &[f64], b: &[f64], tol: f64) {
+    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() <= tol, "{a:?} vs {b:?}");
+    }
+}
+
+/// The features with every modality whose `keep` flag is false zeroed (a coalition's input to
+/// the head).
+pub fn mask_features(features: &[candle_core::Tensor], keep: &[bool]) -> Vec<candle_core::Tensor> {
+    features
+        .iter()
+        .zip(keep)
+        .map(|(f, &k)| {
+            if k {
+                f.clone()
+            } else {
+                f.zeros_like().unwrap()
+            }
+        })
+        .collect()
+}

@@ -71,18 +71,7 @@ fn forward(net: &MultimodalNet, batch: &Batch) -> MultimodalOutput {
 }
 
 fn head_of(net: &MultimodalNet, f: &[Tensor], keep: &[bool]) -> Vec<Vec<f64>> {
-    let masked: Vec<Tensor> = f
-        .iter()
-        .zip(keep)
-        .map(|(t, &k)| {
-            if k {
-                t.clone()
-            } else {
-                t.zeros_like().unwrap()
-            }
-        })
-        .collect();
-    common::rows(&net.head(&masked).unwrap().0)
+    common::rows(&net.head(&common::mask_features(f, keep)).unwrap().0)
 }
 
 fn close(a: f64, b: f64, tol: f64) -> bool {

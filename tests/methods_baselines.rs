@@ -68,15 +68,6 @@ fn assert_close(a: &[f64], b: &[f64], tol: f64, what: &str) {
     }
 }
 
-fn var(net: &MultimodalNet, name: &str) -> Var {
-    net.params()
-        .trainable()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("no parameter {name}"))
-        .1
-}
-
 fn per_mod(rec: &modbal::EpochRecord, key: &str, m: &str) -> f64 {
     rec.method[key][m]
         .as_f64()
@@ -133,7 +124,7 @@ fn mmpareto_integrates_conflicting_gradients_by_the_closed_form() {
     // First call builds the unimodal heads; then make them oppose the fused head's slices
     // (V_m = −W[:, slice_m], c_m = 0) so that the unimodal and fused gradients conflict.
     method.gradients(&net, &batch, &mut ctx).unwrap();
-    let w = var(&net, "head.fc.weight");
+    let w = common::var(&net, "head.fc.weight");
     for (m, name) in ["audio", "visual"].iter().enumerate() {
         let hp = method.head_params();
         let get = |k: &str| {
@@ -440,8 +431,8 @@ fn mla_projects_the_shared_head_gradient_orthogonally_to_the_recorded_features()
         .unwrap();
     assert_eq!(rec.seen.len(), 2, "one optimizer step per modality");
     // The recorder changed nothing, so the plain gradients can be recomputed here.
-    let w = var(&net, "head.audio.weight");
-    let b = var(&net, "head.audio.bias");
+    let w = common::var(&net, "head.audio.weight");
+    let b = common::var(&net, "head.audio.bias");
     let d = 8;
     let alpha = 0.1; // α_0^(1 + 0/1)
     let mut p: Vec<f64> = (0..d * d)
@@ -542,7 +533,7 @@ fn mla_projects_the_shared_head_gradient_orthogonally_to_the_recorded_features()
         .train_step(&net, batch, sgd.as_mut(), &mut ctx)
         .unwrap();
     assert_eq!(
-        common::v64(var(&net, "head.visual.weight").as_tensor()),
+        common::v64(common::var(&net, "head.visual.weight").as_tensor()),
         common::v64(w.as_tensor())
     );
 }
@@ -562,8 +553,8 @@ fn arl_scales_encoder_gradients_by_one_plus_w_only_after_the_start_epoch() {
     let (gamma, warm, t) = (cfg.gamma, cfg.warmup_gamma, cfg.temperature);
     let mut method = Arl::new(cfg).unwrap();
     let mut ctx = RunContext::new(0, Device::Cpu, 3);
-    let wv = var(&net, "head.fc.weight");
-    let bv = var(&net, "head.fc.bias");
+    let wv = common::var(&net, "head.fc.weight");
+    let bv = common::var(&net, "head.fc.bias");
     // Plain losses built here: u_m = W_m f_m + b (full bias).
     let plain = |g: f64| -> (GradStore, Vec<Vec<Vec<f64>>>) {
         let out = net.forward_t(&batch.inputs, true).unwrap();

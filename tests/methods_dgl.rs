@@ -23,7 +23,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use modbal::core::{Batch, Method, MultimodalModel, RunContext};
 use modbal::encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet};
 use modbal::methods::dgl::{unimodal_logits, Dgl, DglConfig, DglHead, UnimodalBias};
@@ -40,16 +40,6 @@ fn flat_net(m: usize, d: usize, c: usize, fusion: FusionConfig) -> MultimodalNet
     MultimodalNet::new(&specs, &fusion, c, &mut SeededRng::new(3), &Device::Cpu).unwrap()
 }
 
-fn var(model: &dyn MultimodalModel, name: &str) -> Var {
-    model
-        .params()
-        .trainable()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("no parameter {name}"))
-        .1
-}
-
 fn t2(rows: &[&[f32]]) -> Tensor {
     let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
     Tensor::from_vec(flat, (rows.len(), rows[0].len()), &Device::Cpu).unwrap()
@@ -57,13 +47,6 @@ fn t2(rows: &[&[f32]]) -> Tensor {
 
 fn scalar(t: &Tensor) -> f64 {
     t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
-}
-
-fn close(a: &[f64], b: &[f64], tol: f64) {
-    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
-    for (x, y) in a.iter().zip(b) {
-        assert!((x - y).abs() <= tol, "{a:?} vs {b:?}");
-    }
 }
 
 fn dgl(cfg: DglConfig) -> Dgl {
@@ -86,10 +69,10 @@ fn dgl_grads(
 #[test]
 fn official_arithmetic_one_sample() {
     let model = flat_net(2, 2, 2, FusionConfig::Concat);
-    var(&model, "head.fc.weight")
+    common::var(&model, "head.fc.weight")
         .set(&t2(&[&[1., 0., 0., 2.], &[0., 2., 3., 0.]]))
         .unwrap();
-    var(&model, "head.fc.bias")
+    common::var(&model, "head.fc.bias")
         .set(&Tensor::new(&[0.5f32, -0.5], &Device::Cpu).unwrap())
         .unwrap();
     let batch = Batch {
@@ -100,9 +83,9 @@ fn official_arithmetic_one_sample() {
     let mut m = dgl(DglConfig::default());
     let mut ctx = RunContext::new(0, Device::Cpu, 1);
     let out = m.forward(&model, &batch, &mut ctx).unwrap();
-    close(&common::v64(&out.fused_logits), &[3.5, 10.5], 1e-6);
-    close(&common::v64(&out.per_modality_logits[0]), &[3.5, 7.5], 1e-6);
-    close(&common::v64(&out.per_modality_logits[1]), &[0.5, 2.5], 1e-6);
+    common::assert_close(&common::v64(&out.fused_logits), &[3.5, 10.5], 1e-6);
+    common::assert_close(&common::v64(&out.per_modality_logits[0]), &[3.5, 7.5], 1e-6);
+    common::assert_close(&common::v64(&out.per_modality_logits[1]), &[0.5, 2.5], 1e-6);
     let loss = m.loss(&model, &batch, &out, &mut ctx).unwrap();
     let (ce, ce_a, ce_v) = (7.000911466453774, 4.0181499279178094, 2.1269280110429727);
     assert!((scalar(&loss.parts["fused"]) - ce).abs() < 1e-5);
@@ -115,16 +98,20 @@ fn official_arithmetic_one_sample() {
     let grads = loss.total.backward().unwrap();
     let gw = common::v64(
         grads
-            .get(var(&model, "head.fc.weight").as_tensor())
+            .get(common::var(&model, "head.fc.weight").as_tensor())
             .unwrap(),
     );
-    close(
+    common::assert_close(
         &gw,
         &[-p1 * 3., -p1 * 4., -p1, 0., p1 * 3., p1 * 4., p1, 0.],
         1e-5,
     );
-    let gb = common::v64(grads.get(var(&model, "head.fc.bias").as_tensor()).unwrap());
-    close(&gb, &[-p1, p1], 1e-6);
+    let gb = common::v64(
+        grads
+            .get(common::var(&model, "head.fc.bias").as_tensor())
+            .unwrap(),
+    );
+    common::assert_close(&gb, &[-p1, p1], 1e-6);
 }
 
 /// The official two passes (`main_dgl.py`): backward of `α Σ CE(head([0, …, f_m, …, 0]))`,
@@ -140,15 +127,8 @@ fn official_two_pass(
         .collect();
     let mut l_uni: Option<Tensor> = None;
     for m in 0..n {
-        let padded: Vec<Tensor> = (0..n)
-            .map(|k| {
-                if k == m {
-                    f[k].clone()
-                } else {
-                    f[k].zeros_like().unwrap()
-                }
-            })
-            .collect();
+        let keep: Vec<bool> = (0..n).map(|k| k == m).collect();
+        let padded = common::mask_features(&f, &keep);
         // The zero-padded concat head gives W_m f_m + b (the other slices see zeros).
         let z = model.head(&padded).unwrap().0;
         let ce = (cross_entropy(&z, &batch.labels).unwrap() * alpha).unwrap();
@@ -200,7 +180,7 @@ fn single_pass_equals_the_official_two_pass_gradient_surgery() {
                 .unwrap_or_else(|| vec![0.0; v.as_tensor().elem_count()]);
             let r = &reference[&name];
             let scale = r.iter().fold(1e-6f64, |a, x| a.max(x.abs()));
-            close(&g, r, 1e-5 * scale.max(1.0));
+            common::assert_close(&g, r, 1e-5 * scale.max(1.0));
             if g.iter().any(|x| *x != 0.0) {
                 nonzero += 1;
             }
@@ -239,13 +219,13 @@ fn the_fused_loss_never_reaches_the_encoders() {
     other.inputs[1] = (other.inputs[1].clone() * -3.0).unwrap();
     let moved = audio_grads(&other, 4.0);
     for (a, b) in base.iter().zip(&moved) {
-        close(a, b, 1e-7);
+        common::assert_close(a, b, 1e-7);
     }
     // The encoder gradient is linear in α, and α = 0 leaves the encoders untouched.
     let double = audio_grads(&batch, 8.0);
     for (a, b) in base.iter().zip(&double) {
         let twice: Vec<f64> = a.iter().map(|x| 2.0 * x).collect();
-        close(&twice, b, 1e-6);
+        common::assert_close(&twice, b, 1e-6);
     }
     let zero = audio_grads(&batch, 0.0);
     assert!(zero.iter().flatten().all(|x| *x == 0.0), "{zero:?}");
@@ -254,7 +234,7 @@ fn the_fused_loss_never_reaches_the_encoders() {
 #[test]
 fn unimodal_logits_bias_options_and_the_sum_head() {
     let model = flat_net(2, 2, 2, FusionConfig::Concat);
-    var(&model, "head.fc.bias")
+    common::var(&model, "head.fc.bias")
         .set(&Tensor::new(&[1.0f32, -3.0], &Device::Cpu).unwrap())
         .unwrap();
     let inputs = vec![t2(&[&[1., 2.]]), t2(&[&[-1., 0.5]])];
@@ -271,8 +251,8 @@ fn unimodal_logits_bias_options_and_the_sum_head() {
     .unwrap();
     for k in 0..2 {
         let plain = common::v64(&out.per_modality_logits[k]);
-        close(&common::v64(&split[k]), &plain, 1e-6);
-        close(
+        common::assert_close(&common::v64(&split[k]), &plain, 1e-6);
+        common::assert_close(
             &common::v64(&full[k]),
             &[plain[0] + 0.5, plain[1] - 1.5],
             1e-6,
@@ -280,10 +260,10 @@ fn unimodal_logits_bias_options_and_the_sum_head() {
     }
     // Sum head: each modality's own fc (weight and bias).
     let sum = flat_net(2, 2, 2, FusionConfig::Sum);
-    var(&sum, "head.audio.weight")
+    common::var(&sum, "head.audio.weight")
         .set(&t2(&[&[1., 0.], &[0., 2.]]))
         .unwrap();
-    var(&sum, "head.audio.bias")
+    common::var(&sum, "head.audio.bias")
         .set(&Tensor::new(&[0.25f32, 0.0], &Device::Cpu).unwrap())
         .unwrap();
     let z = unimodal_logits(
@@ -293,7 +273,7 @@ fn unimodal_logits_bias_options_and_the_sum_head() {
         &[t2(&[&[3., 4.]]), t2(&[&[1., 1.]])],
     )
     .unwrap();
-    close(&common::v64(&z[0]), &[3.25, 8.0], 1e-6);
+    common::assert_close(&common::v64(&z[0]), &[3.25, 8.0], 1e-6);
     // A concat config on a sum model names the missing parameter.
     let e = unimodal_logits(
         &sum,
@@ -311,10 +291,10 @@ fn unimodal_logits_bias_options_and_the_sum_head() {
 #[test]
 fn suppression_ratio_is_the_fused_over_the_own_residual_norm() {
     let model = flat_net(2, 2, 2, FusionConfig::Concat);
-    var(&model, "head.fc.weight")
+    common::var(&model, "head.fc.weight")
         .set(&t2(&[&[1., 0., 1., 0.], &[0., 1., 0., 1.]]))
         .unwrap();
-    var(&model, "head.fc.bias")
+    common::var(&model, "head.fc.bias")
         .set(&Tensor::new(&[0f32, 0.], &Device::Cpu).unwrap())
         .unwrap();
     // Both modalities favour y = 0 by a logit margin of 1: z_m = (1, 0), z = (2, 0).

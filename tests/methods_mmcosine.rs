@@ -8,7 +8,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use modbal::core::{Batch, Method, MultimodalModel, RunContext};
 use modbal::encoders::{EncoderConfig, FusionConfig, ModalitySpec, MultimodalNet};
 use modbal::methods::mmcosine::{cosine_logits, EvalFused, MmCosine, MmCosineConfig, MmCosineHead};
@@ -27,18 +27,8 @@ fn net(m: usize, d: usize, c: usize, fusion: FusionConfig) -> MultimodalNet {
     MultimodalNet::new(&specs, &fusion, c, &mut rng, &Device::Cpu).unwrap()
 }
 
-fn var(model: &dyn MultimodalModel, name: &str) -> Var {
-    model
-        .params()
-        .trainable()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("no parameter {name}"))
-        .1
-}
-
 fn set(model: &dyn MultimodalModel, name: &str, rows: &[&[f32]]) {
-    let v = var(model, name);
+    let v = common::var(model, name);
     let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
     v.set(&Tensor::from_vec(flat, (rows.len(), rows[0].len()), &Device::Cpu).unwrap())
         .unwrap();
@@ -107,7 +97,7 @@ fn official_arithmetic_one_sample() {
         &[&[1., 0., 0., 2.], &[0., 2., 3., 0.]],
     );
     // A bias that would change every plain-head logit: MMCosine must ignore it.
-    var(&model, "head.fc.bias")
+    common::var(&model, "head.fc.bias")
         .set(&Tensor::new(&[5f32, -5.], &Device::Cpu).unwrap())
         .unwrap();
     let batch = Batch {
@@ -129,7 +119,7 @@ fn official_arithmetic_one_sample() {
     let grads = loss.total.backward().unwrap();
     let gw = rows(
         grads
-            .get(var(&model, "head.fc.weight").as_tensor())
+            .get(common::var(&model, "head.fc.weight").as_tensor())
             .unwrap(),
     );
     let p1 = 0.9999938558253978;
@@ -142,7 +132,9 @@ fn official_arithmetic_one_sample() {
         1e-4,
     );
     assert!(
-        grads.get(var(&model, "head.fc.bias").as_tensor()).is_none(),
+        grads
+            .get(common::var(&model, "head.fc.bias").as_tensor())
+            .is_none(),
         "the bias must not be in the graph"
     );
 }
@@ -165,7 +157,9 @@ fn logits_are_scaled_cosines_invariant_to_feature_and_weight_norms() {
         let refs: Vec<&[f32]> = r.iter().map(|r| r.as_slice()).collect();
         t2(&refs)
     };
-    var(&model, "head.fc.weight").set(&to_t(&w)).unwrap();
+    common::var(&model, "head.fc.weight")
+        .set(&to_t(&w))
+        .unwrap();
     let s = 7.5;
     let (z, per) =
         cosine_logits(&model, MmCosineHead::Concat, s, &[to_t(&f_a), to_t(&f_v)]).unwrap();
@@ -195,7 +189,9 @@ fn logits_are_scaled_cosines_invariant_to_feature_and_weight_norms() {
                 .collect()
         })
         .collect();
-    var(&model, "head.fc.weight").set(&to_t(&big_w)).unwrap();
+    common::var(&model, "head.fc.weight")
+        .set(&to_t(&big_w))
+        .unwrap();
     let (_, per_big) =
         cosine_logits(&model, MmCosineHead::Concat, s, &[to_t(&big_a), to_t(&f_v)]).unwrap();
     close(&rows(&per_big[0]), &ra, 1e-4);
@@ -227,7 +223,7 @@ fn a_zero_feature_row_gives_zero_logits_and_finite_gradients() {
     let grads = loss.total.backward().unwrap();
     let gw = rows(
         grads
-            .get(var(&model, "head.fc.weight").as_tensor())
+            .get(common::var(&model, "head.fc.weight").as_tensor())
             .unwrap(),
     );
     assert!(gw.iter().flatten().all(|g| g.is_finite()), "{gw:?}");
@@ -245,7 +241,7 @@ fn evaluation_predicts_with_the_cosine_classifier() {
         "head.fc.weight",
         &[&[1., 0., 1., 0.], &[0., 9., 0., 9.]],
     );
-    var(&model, "head.fc.bias")
+    common::var(&model, "head.fc.bias")
         .set(&Tensor::new(&[0f32, 4.], &Device::Cpu).unwrap())
         .unwrap();
     // a = (4, 3): cos with (1,0) 0.8, with (0,9) 0.6 → cosine argmax 0; plain 4 vs 27+2.

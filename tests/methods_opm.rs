@@ -19,7 +19,7 @@
 
 mod common;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Device, Tensor};
 use modbal::core::{Batch, Method, MultimodalModel, RunContext};
 use modbal::encoders::{FusionConfig, MultimodalNet};
 use modbal::methods::opm::{OpmConfig, OpmGeConfig, OpmMethod};
@@ -34,15 +34,6 @@ fn tiny(modalities: usize, b: usize) -> (MultimodalNet, Batch) {
     let net = common::tiny_mlp_net(modalities, &FusionConfig::Concat, &mut rng);
     let batch = common::audio_label_batch(modalities, b, &mut rng);
     (net, batch)
-}
-
-fn var(net: &MultimodalNet, name: &str) -> Var {
-    net.params()
-        .trainable()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("no parameter {name}"))
-        .1
 }
 
 /// `Σ_i softmax(z_i)[y_i]` in f64 (OGM-GE eq 9).
@@ -248,8 +239,8 @@ fn forward_drops_whole_features_per_sample_and_rescales_by_theta() {
     );
     assert!(keep[weak].iter().all(|k| *k));
     // fused = W·[f̃_a; f̃_v] + b by hand.
-    let w = common::rows(var(&net, "head.fc.weight").as_tensor());
-    let b = common::v64(var(&net, "head.fc.bias").as_tensor());
+    let w = common::rows(common::var(&net, "head.fc.weight").as_tensor());
+    let b = common::v64(common::var(&net, "head.fc.bias").as_tensor());
     let fa = common::rows(&f[0]);
     let fv = common::rows(&f[1]);
     let got = common::rows(&out.fused_logits);

@@ -55,13 +55,6 @@ fn t2(rows: &[[f64; 3]]) -> Tensor {
     Tensor::from_vec(flat, (rows.len(), 3), &Device::Cpu).unwrap()
 }
 
-fn close(a: &[f64], b: &[f64], tol: f64) {
-    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
-    for (x, y) in a.iter().zip(b) {
-        assert!((x - y).abs() <= tol, "{a:?} vs {b:?}");
-    }
-}
-
 fn softmax(r: &[f64]) -> Vec<f64> {
     let m = r.iter().cloned().fold(f64::MIN, f64::max);
     let e: Vec<f64> = r.iter().map(|x| (x - m).exp()).collect();
@@ -145,19 +138,19 @@ fn boost_weights_match_the_official_arithmetic() {
     let others = t2(&[[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]]);
     let labels = Tensor::new(&[0u32, 2], &Device::Cpu).unwrap();
     let (w, q) = boost_weights(&others, 2.0, &labels, 5.0, 1.0).unwrap();
-    close(
+    common::assert_close(
         &common::v64(&q),
         &[0.8668133321973349, 0.15536240349696362],
         1e-6,
     );
-    close(
+    common::assert_close(
         &common::v64(&w),
         &[1.377728889267555, 1.6148791988343454],
         1e-6,
     );
     // β → 0: the others' prediction is uniform, q_y = 1/C.
     let (_, q0) = boost_weights(&others, 1e-9, &labels, 5.0, 1.0).unwrap();
-    close(&common::v64(&q0), &[1.0 / 3.0, 1.0 / 3.0], 1e-6);
+    common::assert_close(&common::v64(&q0), &[1.0 / 3.0, 1.0 / 3.0], 1e-6);
 }
 
 /// A context in stage `stage` of a run of `epochs` epochs.
@@ -223,7 +216,7 @@ fn boost_gradient_is_the_reweighted_ce_gradient_of_the_boosted_learner_only() {
         .to_scalar::<f64>()
         .unwrap();
     assert!((total - value).abs() < 1e-5, "{total} vs {value}");
-    close(
+    common::assert_close(
         &common::v64(grads.get(z[0].as_tensor()).unwrap()),
         &expect,
         1e-6,
@@ -287,7 +280,7 @@ fn memory_consolidation_is_logged_without_gradient_or_trained_as_mse() {
         .enumerate()
         .map(|(c, p)| w * (p - if c == 1 { 1.0 } else { 0.0 }))
         .collect();
-    close(&logged, &expect, 1e-6);
+    common::assert_close(&logged, &expect, 1e-6);
     // MSE: the memory term's gradient is added.
     let diff: f64 = logged
         .iter()

@@ -61,18 +61,7 @@ fn features(net: &MultimodalNet, batch: &Batch) -> Vec<Tensor> {
 
 /// `[argmax head(f^S) = y]` per sample, with the modalities outside `keep` zeroed here.
 fn correct_with(net: &MultimodalNet, feats: &[Tensor], labels: &[u32], keep: &[bool]) -> Vec<f64> {
-    let masked: Vec<Tensor> = feats
-        .iter()
-        .zip(keep)
-        .map(|(f, &k)| {
-            if k {
-                f.clone()
-            } else {
-                f.zeros_like().unwrap()
-            }
-        })
-        .collect();
-    let (fused, _) = net.head(&masked).unwrap();
+    let (fused, _) = net.head(&common::mask_features(feats, keep)).unwrap();
     common::rows(&fused)
         .iter()
         .zip(labels)
