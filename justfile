@@ -104,12 +104,15 @@ table-synth EPOCHS=env_var_or_default("EPOCHS", "12") SEEDS=env_var_or_default("
         cargo run --release --example table_synth -- synth --epochs {{EPOCHS}} --seeds {{SEEDS}} --methods {{METHODS}} --dataset "$d" --out {{OUT}} {{ if DOC != "" { "--doc " + DOC } else { "" } }}
     done
 
-# Robustness table (CAL §4.3): METHODS (default concat,cal) × seeds, salt-pepper and Gaussian
-# noise at several ε, on the test split only (the clean runs' selected models re-evaluated) and on
-# train+test (one run per setting) → docs/results/<dataset>-robust.md. ε conventions:
-# crates/modbal-data/src/noise.rs. E.g. EPOCHS=1 SEEDS=0 SP=0.1 GAUSS=1 DOC=/tmp/r.md just table-robust
-table-robust EPOCHS=env_var_or_default("EPOCHS", "12") SEEDS=env_var_or_default("SEEDS", "0,1,2") METHODS=env_var_or_default("METHODS", "concat,cal") SP=env_var_or_default("SP", "0.05,0.1,0.2") GAUSS=env_var_or_default("GAUSS", "0.5,1.5,3") PROTOCOLS=env_var_or_default("PROTOCOLS", "test,train+test") DATASET=env_var_or_default("DATASET", "synth-av") OUT=env_var_or_default("OUT", "runs/tables") DOC=env_var_or_default("DOC", ""):
-    cargo run --release --example table_synth -- robust --epochs {{EPOCHS}} --seeds {{SEEDS}} --methods {{METHODS}} --salt-pepper {{SP}} --gaussian {{GAUSS}} --protocols {{PROTOCOLS}} --dataset {{DATASET}} --out {{OUT}} {{ if DOC != "" { "--doc " + DOC } else { "" } }}
+# Robustness table (CAL §4.3, Tables 2-3): METHODS × seeds, clean / salt-pepper / Gaussian
+# noise at each ε, on the test split only (the clean runs' selected models re-evaluated) and on
+# train+test (one run per setting) → docs/results/<dataset>-robust-qmf.md. Default SCALE=qmf: ε as
+# QMF's code and CAL's tables (5, 10; rows concat, tmc, qmf, eau, cal); SCALE=modbal: modbal's own
+# ε (SP 0.05,0.1,0.2, GAUSS 0.5,1.5,3; rows concat, cal) → docs/results/<dataset>-robust.md.
+# Empty METHODS / SP / GAUSS take the scale's defaults. Conventions: docs/robustness.md.
+# E.g. EPOCHS=1 SEEDS=0 SP=5 GAUSS=10 DOC=/tmp/r.md just table-robust
+table-robust EPOCHS=env_var_or_default("EPOCHS", "12") SEEDS=env_var_or_default("SEEDS", "0,1,2") SCALE=env_var_or_default("SCALE", "qmf") METHODS=env_var_or_default("METHODS", "") SP=env_var_or_default("SP", "") GAUSS=env_var_or_default("GAUSS", "") PROTOCOLS=env_var_or_default("PROTOCOLS", "test,train+test") DATASET=env_var_or_default("DATASET", "synth-av") OUT=env_var_or_default("OUT", "runs/tables") DOC=env_var_or_default("DOC", ""):
+    cargo run --release --example table_synth -- robust --epochs {{EPOCHS}} --seeds {{SEEDS}} --scale {{SCALE}} {{ if METHODS != "" { "--methods " + METHODS } else { "" } }} {{ if SP != "" { "--salt-pepper " + SP } else { "" } }} {{ if GAUSS != "" { "--gaussian " + GAUSS } else { "" } }} --protocols {{PROTOCOLS}} --dataset {{DATASET}} --out {{OUT}} {{ if DOC != "" { "--doc " + DOC } else { "" } }}
 
 # Prepare a raw audio-visual dataset (crema-d, kinetics-sounds, ave, vggsound) for training:
 # spectrogram .npy files, 1 fps frames, split lists, manifest.json. Layouts: datasets/<name>/README.md.

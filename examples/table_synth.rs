@@ -10,7 +10,7 @@
 //! those of the selected epoch. Full tables take hours on 2 CPU cores (synth-av: ~80 s per
 //! 12-epoch concat run, more for the methods with extra passes).
 
-use modbal::data::noise::{NoiseConfig, NoiseKind, NoiseOn};
+use modbal::data::noise::{NoiseConfig, NoiseKind, NoiseOn, NoiseScale};
 use modbal::{evaluate_test, resume, train, RunConfig, SplitMetrics, Summary, TrainOptions};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -31,10 +31,30 @@ struct Opts {
     out: PathBuf,
     doc: Option<PathBuf>,
     sets: Vec<String>,
-    salt_pepper: Vec<f64>,
-    gaussian: Vec<f64>,
+    salt_pepper: Option<Vec<f64>>,
+    gaussian: Option<Vec<f64>>,
     protocols: Vec<NoiseOn>,
     noise_modalities: Vec<String>,
+    scale: NoiseScale,
+}
+
+impl Opts {
+    /// The salt-pepper ε of the robust table (default per scale).
+    fn salt_pepper(&self) -> Vec<f64> {
+        self.salt_pepper
+            .clone()
+            .unwrap_or_else(|| match self.scale {
+                NoiseScale::Modbal => vec![0.05, 0.1, 0.2],
+                NoiseScale::Qmf => vec![5.0, 10.0],
+            })
+    }
+    /// The Gaussian ε of the robust table (default per scale).
+    fn gaussian(&self) -> Vec<f64> {
+        self.gaussian.clone().unwrap_or_else(|| match self.scale {
+            NoiseScale::Modbal => vec![0.5, 1.5, 3.0],
+            NoiseScale::Qmf => vec![5.0, 10.0],
+        })
+    }
 }
 
 fn list<T: std::str::FromStr>(s: &str, what: &str) -> Res<Vec<T>> {
@@ -56,15 +76,18 @@ options (defaults):
   --epochs 12              epochs per run (the README's 12)
   --seeds 0,1,2            run seeds
   --methods all            synth: every name of modbal::Registry::builtin() (unimodal once
-                           per modality); robust: concat,cal
+                           per modality); robust: concat,cal (--scale qmf: concat,tmc,qmf,eau,cal)
   --dataset synth-av
   --out runs/tables        run directories go to <out>/<table>-e<epochs>/
   --doc PATH               the Markdown written (default docs/results/<dataset>[-robust].md);
                            plots are copied next to it, into plots/
   --set KEY=VALUE          a config override for every run (repeatable)
   robust only:
-  --salt-pepper 0.05,0.1,0.2   salt-pepper ε (per-element probability)
-  --gaussian 0.5,1.5,3         Gaussian ε (std in units of the modality's training std)
+  --scale modbal               how ε is read (crates/modbal-data/src/noise.rs): modbal, or qmf
+                               (QMF's code, CAL Tables 2-3: defaults ε = 5,10 for both kinds;
+                               the doc defaults to docs/results/<dataset>-robust-qmf.md)
+  --salt-pepper 0.05,0.1,0.2   salt-pepper ε (modbal scale: per-element probability)
+  --gaussian 0.5,1.5,3         Gaussian ε (modbal scale: std in units of the modality's std)
   --protocols test,train+test  noise on the test split only (CAL Table 2: evaluated on each
                                clean run's selected model) and/or on train and test (Table 3:
                                one run per setting)
@@ -93,10 +116,11 @@ fn parse_args() -> Res<Opts> {
         out: PathBuf::from("runs/tables"),
         doc: None,
         sets: Vec::new(),
-        salt_pepper: vec![0.05, 0.1, 0.2],
-        gaussian: vec![0.5, 1.5, 3.0],
+        salt_pepper: None,
+        gaussian: None,
         protocols: vec![NoiseOn::Test, NoiseOn::TrainTest],
         noise_modalities: Vec::new(),
+        scale: NoiseScale::Modbal,
     };
     while let Some(flag) = args.next() {
         let mut val = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -113,8 +137,9 @@ fn parse_args() -> Res<Opts> {
             "--out" => o.out = val()?.into(),
             "--doc" => o.doc = Some(val()?.into()),
             "--set" => o.sets.push(val()?),
-            "--salt-pepper" => o.salt_pepper = list(&val()?, "--salt-pepper")?,
-            "--gaussian" => o.gaussian = list(&val()?, "--gaussian")?,
+            "--salt-pepper" => o.salt_pepper = Some(list(&val()?, "--salt-pepper")?),
+            "--gaussian" => o.gaussian = Some(list(&val()?, "--gaussian")?),
+            "--scale" => o.scale = NoiseScale::from_name(&val()?)?,
             "--protocols" => {
                 o.protocols = list::<String>(&val()?, "--protocols")?
                     .iter()
@@ -239,9 +264,10 @@ fn header(o: &Opts, what: &str) -> String {
         let on: Vec<&str> = o.protocols.iter().map(|p| p.name()).collect();
         let _ = write!(
             cmd,
-            " --salt-pepper {} --gaussian {} --protocols {}",
-            nums(&o.salt_pepper),
-            nums(&o.gaussian),
+            " --scale {} --salt-pepper {} --gaussian {} --protocols {}",
+            o.scale.name(),
+            nums(&o.salt_pepper()),
+            nums(&o.gaussian()),
             on.join(",")
         );
         for m in &o.noise_modalities {
@@ -464,20 +490,28 @@ fn synth(o: &Opts) -> Res<()> {
 
 fn robust(o: &Opts) -> Res<()> {
     let base = base_config(o, "robust")?;
+    let suffix = match o.scale {
+        NoiseScale::Modbal => "",
+        NoiseScale::Qmf => "-qmf",
+    };
     let doc = o
         .doc
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("docs/results/{}-robust.md", o.dataset)));
-    let methods = o
-        .methods
-        .clone()
-        .unwrap_or_else(|| vec!["concat".into(), "cal".into()]);
+        .unwrap_or_else(|| PathBuf::from(format!("docs/results/{}-robust{suffix}.md", o.dataset)));
+    let methods = o.methods.clone().unwrap_or_else(|| {
+        let names: &[&str] = match o.scale {
+            NoiseScale::Modbal => &["concat", "cal"],
+            NoiseScale::Qmf => &["concat", "tmc", "qmf", "eau", "cal"],
+        };
+        names.iter().map(|m| m.to_string()).collect()
+    });
     let mut settings: Vec<(NoiseKind, f64)> = Vec::new();
-    settings.extend(o.salt_pepper.iter().map(|&e| (NoiseKind::SaltPepper, e)));
-    settings.extend(o.gaussian.iter().map(|&e| (NoiseKind::Gaussian, e)));
+    settings.extend(o.salt_pepper().iter().map(|&e| (NoiseKind::SaltPepper, e)));
+    settings.extend(o.gaussian().iter().map(|&e| (NoiseKind::Gaussian, e)));
     let noise = |kind, eps, on| {
         let mut n = NoiseConfig::new(kind, eps, on);
         n.modalities = o.noise_modalities.clone();
+        n.scale = o.scale;
         n
     };
     // (protocol, method) -> clean + one accuracy list per setting
@@ -519,15 +553,34 @@ fn robust(o: &Opts) -> Res<()> {
     } else {
         o.noise_modalities.join(", ")
     };
-    let _ = writeln!(
-        md,
-        "\nTest fusion accuracy under input noise on {mods} (noise seed 0). ε conventions \
-         (`crates/modbal-data/src/noise.rs`): salt-pepper ε = per-element probability of being \
-         set to the modality's training min or max (half each); Gaussian ε = standard deviation \
-         of the added noise in units of the modality's training standard deviation. These are \
-         **not** the ε = 5 / 10 of CAL Tables 2-3 (QMF's severity scale; see noise.rs). Model \
-         selection always uses the clean validation split."
-    );
+    match o.scale {
+        NoiseScale::Modbal => {
+            let _ = writeln!(
+                md,
+                "\nTest fusion accuracy under input noise on {mods} (noise seed 0). ε conventions \
+                 (`crates/modbal-data/src/noise.rs`, scale `modbal`): salt-pepper ε = \
+                 per-element probability of being set to the modality's training min or max \
+                 (half each); Gaussian ε = standard deviation of the added noise in units of the \
+                 modality's training standard deviation. These are **not** the ε = 5 / 10 of CAL \
+                 Tables 2-3 (QMF's severity scale: `--scale qmf`, \
+                 `docs/results/<dataset>-robust-qmf.md`). Model selection always uses the clean \
+                 validation split."
+            );
+        }
+        NoiseScale::Qmf => {
+            let _ = writeln!(
+                md,
+                "\nTest fusion accuracy under input noise on {mods} (noise seed 0), ε on QMF's \
+                 scale as CAL Tables 2-3 (`crates/modbal-data/src/noise.rs`, scale `qmf`; \
+                 `docs/robustness.md`): each sample's modality is corrupted with probability \
+                 0.5; salt-pepper: then with probability min(ε/10, 1) (QMF's 2023 code), with \
+                 density 0.1 per position (every channel to its training min or max: QMF's 0 \
+                 and 255); Gaussian: std 10·ε grey levels (a grey level = 1/255 of the channel's \
+                 training range), one field shared by the channels, clipped to the range. \
+                 Model selection always uses the clean validation split."
+            );
+        }
+    }
     for (pi, on) in o.protocols.iter().enumerate() {
         let title = match on {
             NoiseOn::Test => {

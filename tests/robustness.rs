@@ -431,6 +431,7 @@ fn cli_noise_flags() {
             on: NoiseOn::TrainTest,
             modalities: vec!["visual".into()],
             seed: 9,
+            ..NoiseConfig::new(NoiseKind::Gaussian, 0.0, NoiseOn::Test)
         })
     );
     let bad: &[(&[&str], &[&str])] = &[
@@ -479,4 +480,196 @@ fn cli_noise_flags() {
             assert!(err.contains(n), "{extra:?}: {err:?} should mention {n:?}");
         }
     }
+}
+
+/// A tiny image + text dataset whose text modality has a [`TextSource`]: the text of sample `i`
+/// is ten words, encoded as `[number of "_" words, number of words]`; the image is `[3, 2, 2]`
+/// with channel ranges [0, 1], [10, 20], [-1, 1] spanned by sample 0 and 1.
+struct Tweets {
+    n: usize,
+    names: Vec<String>,
+    shapes: Vec<Vec<usize>>,
+}
+
+struct TweetText;
+
+fn tweet(_i: usize) -> String {
+    "a b c d e f g h i j".to_string()
+}
+
+impl modbal::data::TextSource for TweetText {
+    fn text(&self, i: usize) -> modbal::core::Result<String> {
+        Ok(tweet(i))
+    }
+    fn encode(&self, text: &str) -> modbal::core::Result<Vec<f32>> {
+        let w: Vec<&str> = text.split(' ').collect();
+        Ok(vec![
+            w.iter().filter(|x| **x == "_").count() as f32,
+            w.len() as f32,
+        ])
+    }
+}
+
+impl Tweets {
+    fn new(n: usize) -> Self {
+        Self {
+            n,
+            names: vec!["image".into(), "text".into()],
+            shapes: vec![vec![3, 2, 2], vec![2]],
+        }
+    }
+    fn image(i: usize) -> Vec<f32> {
+        let (lo, hi) = ([0.0f32, 10.0, -1.0], [1.0f32, 20.0, 1.0]);
+        (0..12)
+            .map(|e| {
+                let c = e / 4;
+                match i {
+                    0 => lo[c],
+                    1 => hi[c],
+                    _ => (lo[c] + hi[c]) / 2.0,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Dataset for Tweets {
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn modalities(&self) -> &[String] {
+        &self.names
+    }
+    fn input_shapes(&self) -> &[Vec<usize>] {
+        &self.shapes
+    }
+    fn num_classes(&self) -> usize {
+        2
+    }
+    fn get(&self, i: usize) -> modbal::core::Result<modbal::data::Sample> {
+        use modbal::data::TextSource;
+        Ok(modbal::data::Sample {
+            inputs: vec![Self::image(i), TweetText.encode(&tweet(i))?],
+            label: (i % 2) as u32,
+        })
+    }
+    fn text_source(&self, m: usize) -> Option<std::sync::Arc<dyn modbal::data::TextSource>> {
+        (m == 1)
+            .then(|| std::sync::Arc::new(TweetText) as std::sync::Arc<dyn modbal::data::TextSource>)
+    }
+}
+
+fn tweet_splits(n: usize) -> Splits {
+    let ds: std::sync::Arc<dyn Dataset> = std::sync::Arc::new(Tweets::new(n));
+    Splits {
+        train: ds.clone(),
+        val: ds.clone(),
+        test: ds,
+    }
+}
+
+// QMF scale (QMF's `RandomApply(p=0.5)` and `JsonlDataset` masking): about half the test
+// samples' images are corrupted and, independently, half the texts masked; at ε = 10 a masked
+// text has every word replaced by `_` (0.1·ε = 1); corrupted images stay within each channel's
+// training range; the training split is clean. On the default scale the text is skipped when no
+// modality is named and refused when named.
+#[test]
+fn qmf_scale_masks_text_and_corrupts_half_the_images() {
+    use modbal::data::noise::NoiseScale;
+    let n = 600;
+    let splits = tweet_splits(n);
+    let cfg = NoiseConfig::qmf(NoiseKind::Gaussian, 10.0, NoiseOn::Test);
+    let noisy = cfg.apply(&splits).unwrap();
+    let (mut img_hit, mut txt_hit) = (0usize, 0usize);
+    for i in 0..n {
+        let s = noisy.test.get(i).unwrap();
+        let clean = splits.test.get(i).unwrap();
+        assert_eq!(noisy.train.get(i).unwrap(), clean, "train split clean");
+        if s.inputs[0] != clean.inputs[0] {
+            img_hit += 1;
+        }
+        let (lo, hi) = ([0.0f32, 10.0, -1.0], [1.0f32, 20.0, 1.0]);
+        for (e, &x) in s.inputs[0].iter().enumerate() {
+            assert!(
+                x >= lo[e / 4] && x <= hi[e / 4],
+                "sample {i}: {x} out of range"
+            );
+        }
+        match s.inputs[1].as_slice() {
+            [0.0, 10.0] => {}
+            [10.0, 10.0] => txt_hit += 1,
+            other => panic!("text of sample {i}: {other:?} (ε = 10 masks every word)"),
+        }
+        // Deterministic: the same corruption on a second read.
+        assert_eq!(noisy.test.get(i).unwrap(), s);
+    }
+    // Binomial(600, 0.5): 5 sd = 61.
+    for (what, k) in [("images", img_hit), ("texts", txt_hit)] {
+        assert!(
+            (k as f64 - 300.0).abs() < 62.0,
+            "{what} corrupted: {k} of {n}"
+        );
+    }
+
+    // The default scale leaves text alone, and refuses to corrupt it when named.
+    let mut m = NoiseConfig::new(NoiseKind::Gaussian, 1.0, NoiseOn::Test);
+    assert_eq!(m.scale, NoiseScale::Modbal);
+    let noisy = m.apply(&splits).unwrap();
+    for i in 0..20 {
+        let s = noisy.test.get(i).unwrap();
+        assert_eq!(s.inputs[1], vec![0.0, 10.0]);
+        assert_ne!(s.inputs[0], Tweets::image(i));
+    }
+    m.modalities = vec!["text".into()];
+    let e = m.apply(&splits).err().unwrap().to_string();
+    assert!(
+        e.contains("\"text\" is a text modality") && e.contains("qmf"),
+        "{e}"
+    );
+}
+
+// `--noise-scale qmf` reaches the run config, the run name and config.toml; ε = 5 is refused on
+// the default scale with a message that points to the QMF scale.
+#[test]
+fn cli_noise_scale_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--dataset",
+            "synth-vec",
+            "--epochs",
+            "1",
+            "--set",
+            "dataset.train=64",
+            "--set",
+            "dataset.val=32",
+            "--set",
+            "dataset.test=32",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--noise",
+            "salt-pepper",
+            "--noise-eps",
+            "5",
+        ];
+        a.extend_from_slice(extra);
+        common::modbal_cli(&a)
+    };
+    let (code, _, err) = args(&[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--noise-scale qmf"), "{err}");
+    let (code, _, err) = args(&["--noise-scale", "qmf"]);
+    assert_eq!(code, 0, "{err}");
+    let run = out.join("synth-vec-concat-s0-qmf-salt-pepper5-test");
+    let cfg = RunConfig::from_file(&run.join("config.toml")).unwrap();
+    assert_eq!(
+        cfg.noise,
+        Some(NoiseConfig::qmf(NoiseKind::SaltPepper, 5.0, NoiseOn::Test))
+    );
+    let (code, _, err) = args(&["--noise-scale", "cal"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("modbal, qmf"), "{err}");
 }

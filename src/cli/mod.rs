@@ -138,10 +138,16 @@ struct TrainArgs {
     /// Robustness protocol: corrupt inputs with salt-pepper or gaussian noise (config `[noise]`).
     #[arg(long, value_name = "KIND")]
     noise: Option<String>,
-    /// Noise strength: salt-pepper = per-element probability in [0, 1] (half min, half max of
-    /// the modality); gaussian = std in units of the modality's training std.
+    /// Noise strength. Default scale: salt-pepper = per-element probability in [0, 1] (half min,
+    /// half max of the modality); gaussian = std in units of the modality's training std. With
+    /// --noise-scale qmf: QMF's / CAL Tables 2-3's ε (e.g. 5, 10).
     #[arg(long, value_name = "EPS", allow_negative_numbers = true)]
     noise_eps: Option<f64>,
+    /// How --noise-eps is read: modbal (default) or qmf (QMF's code, as CAL's robustness
+    /// tables: half the samples corrupted, Gaussian std 10ε grey levels, salt-pepper density 0.1
+    /// on a share ε/10 of the images, text masked word by word).
+    #[arg(long, value_name = "SCALE")]
+    noise_scale: Option<String>,
     /// Corrupted splits: test (default), train+test, val+test or train+val+test.
     #[arg(long, value_name = "SPLITS")]
     noise_on: Option<String>,
@@ -255,13 +261,15 @@ fn build_config(reg: &Registry, a: &TrainArgs) -> Result<RunConfig> {
     Ok(cfg.with_overrides_in(reg, &a.sets)?)
 }
 
-/// `--noise KIND --noise-eps E [--noise-on S] [--noise-modality M]... [--noise-seed N]` onto
+/// `--noise KIND --noise-eps E [--noise-scale S] [--noise-on S] [--noise-modality M]...
+/// [--noise-seed N]` onto
 /// `cfg.noise` (the flags refine a `[noise]` table from --config; without one, --noise and
 /// --noise-eps are both needed).
 fn apply_noise_args(a: &TrainArgs, cfg: &mut RunConfig) -> Result<()> {
-    use modbal_data::noise::{NoiseConfig, NoiseKind, NoiseOn};
+    use modbal_data::noise::{NoiseConfig, NoiseKind, NoiseOn, NoiseScale};
     let given = a.noise.is_some()
         || a.noise_eps.is_some()
+        || a.noise_scale.is_some()
         || a.noise_on.is_some()
         || a.noise_seed.is_some()
         || !a.noise_modalities.is_empty();
@@ -272,8 +280,8 @@ fn apply_noise_args(a: &TrainArgs, cfg: &mut RunConfig) -> Result<()> {
         (Some(n), _, _) => n,
         (None, Some(k), Some(e)) => NoiseConfig::new(NoiseKind::from_name(k)?, e, NoiseOn::Test),
         (None, None, _) => bail!(
-            "--noise-eps, --noise-on, --noise-modality and --noise-seed need --noise \
-             salt-pepper|gaussian"
+            "--noise-eps, --noise-scale, --noise-on, --noise-modality and --noise-seed need \
+             --noise salt-pepper|gaussian"
         ),
         (None, Some(_), None) => bail!("--noise needs --noise-eps (the noise strength)"),
     };
@@ -282,6 +290,9 @@ fn apply_noise_args(a: &TrainArgs, cfg: &mut RunConfig) -> Result<()> {
     }
     if let Some(e) = a.noise_eps {
         n.eps = e;
+    }
+    if let Some(scale) = &a.noise_scale {
+        n.scale = NoiseScale::from_name(scale)?;
     }
     if let Some(on) = &a.noise_on {
         n.on = NoiseOn::from_name(on)?;

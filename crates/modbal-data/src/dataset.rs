@@ -35,6 +35,21 @@ pub trait Dataset: Send + Sync {
     /// epoch's batches do not depend on thread timing and a resumed run sees the same
     /// augmentations as an uninterrupted one. Default: nothing (no augmentation).
     fn set_epoch(&self, _seed: u64, _epoch: usize) {}
+    /// For a modality built from text (e.g. MVSA's `text`, encoded as token ids or word
+    /// vectors): access to each sample's raw text and to the dataset's encoding, so that
+    /// corruption can act on words as QMF's protocol does (`modbal_data::noise`). Default: none
+    /// (the modality's values are dense numbers that noise may act on directly).
+    fn text_source(&self, _m: usize) -> Option<Arc<dyn TextSource>> {
+        None
+    }
+}
+
+/// The raw text behind a text modality (see [`Dataset::text_source`]).
+pub trait TextSource: Send + Sync {
+    /// The raw text of sample `i`.
+    fn text(&self, i: usize) -> Result<String>;
+    /// `text` encoded as the dataset encodes it: the modality's values for that text.
+    fn encode(&self, text: &str) -> Result<Vec<f32>>;
 }
 
 /// How the validation split of a dataset with a train/test shift is distributed.
@@ -257,6 +272,9 @@ impl Dataset for ModalitySelect {
     }
     fn set_epoch(&self, seed: u64, epoch: usize) {
         self.inner.set_epoch(seed, epoch)
+    }
+    fn text_source(&self, m: usize) -> Option<Arc<dyn TextSource>> {
+        self.inner.text_source(*self.keep.get(m)?)
     }
 }
 

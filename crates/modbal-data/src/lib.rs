@@ -43,7 +43,7 @@ pub mod synth;
 pub mod synth_shift;
 pub mod vision;
 
-pub use dataset::{Dataset, InMemoryDataset, ModalitySelect, Sample, Splits};
+pub use dataset::{Dataset, InMemoryDataset, ModalitySelect, Sample, Splits, TextSource};
 pub use loader::DataLoader;
 pub use synth::{SynthAvConfig, SynthVecConfig};
 pub use synth_shift::{SynthShiftConfig, ValidationShift};

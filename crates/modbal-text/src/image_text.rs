@@ -38,7 +38,7 @@ use modbal_data::real::{
 use modbal_data::vision::{
     crop_resize, decode_rgb, normalize, ImageTransform, IMAGENET_MEAN, IMAGENET_STD,
 };
-use modbal_data::{Dataset, Sample, Splits};
+use modbal_data::{Dataset, Sample, Splits, TextSource};
 use modbal_tensors::SeededRng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -172,6 +172,39 @@ impl Dataset for ImageTextDataset {
     }
     fn set_epoch(&self, seed: u64, epoch: usize) {
         self.aug.set(seed, epoch)
+    }
+    /// The `text` modality (index 1): the items' raw text and this dataset's encoding, for QMF's
+    /// word masking (`modbal_data::noise`, scale `qmf`).
+    fn text_source(&self, m: usize) -> Option<Arc<dyn TextSource>> {
+        (m == 1).then(|| {
+            Arc::new(ItemTexts {
+                name: self.name.clone(),
+                texts: self.items.iter().map(|it| it.text.clone()).collect(),
+                encoder: self.text.clone(),
+            }) as Arc<dyn TextSource>
+        })
+    }
+}
+
+/// The raw texts of an [`ImageTextDataset`] with its encoder.
+struct ItemTexts {
+    name: String,
+    texts: Vec<String>,
+    encoder: TextEncoder,
+}
+
+impl TextSource for ItemTexts {
+    fn text(&self, i: usize) -> Result<String> {
+        self.texts.get(i).cloned().ok_or_else(|| {
+            ModbalError::Data(format!(
+                "{}: text of sample {i} out of range (len {})",
+                self.name,
+                self.texts.len()
+            ))
+        })
+    }
+    fn encode(&self, text: &str) -> Result<Vec<f32>> {
+        self.encoder.encode(text)
     }
 }
 
