@@ -133,6 +133,12 @@ pub fn block_chunk_sizes(dim: usize, chunks: usize) -> Result<Vec<usize>> {
             "block fusion: mm_dim ({dim}) and chunks ({chunks}) must be >= 1"
         ));
     }
+    if chunks > dim {
+        return config_err(format!(
+            "block fusion: {chunks} chunks of mm_dim {dim}: at most one chunk per dimension \
+             (the official get_sizes_list asserts non-empty chunks); use fewer chunks"
+        ));
+    }
     let split = dim.div_ceil(chunks) as i64;
     let mut sizes = vec![split; chunks];
     let total: i64 = sizes.iter().sum();
