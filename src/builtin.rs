@@ -47,7 +47,11 @@ fn register(reg: Registry) -> Registry {
         .with_method::<valuation::ModalityValuationConfig>("modality-valuation")
         .with_method::<g_blending::GBlendingConfig>("g-blending")
         .with_method::<lfm::LfmConfig>("lfm")
-        .with_method::<greedy::GreedyConfig>("greedy");
+        .with_method::<greedy::GreedyConfig>("greedy")
+        .with_method::<plain::BlockConfig>("block")
+        .with_method::<plain::FilmConfig>("film")
+        .with_method::<plain::GatedConfig>("gated")
+        .with_method::<plain::MmtmConfig>("mmtm");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")

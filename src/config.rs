@@ -14,6 +14,7 @@ use crate::presets::Preset;
 use crate::registry::{EncoderChoice, Registry};
 use modbal_core::{ModbalError, Result};
 use modbal_data::noise::NoiseConfig;
+use modbal_encoders::FusionConfig;
 use modbal_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -108,11 +109,18 @@ impl DatasetChoice {
     }
 }
 
-/// Model options: encoders per modality (defaults chosen per dataset when absent).
+/// Model options: encoders per modality (defaults chosen per dataset when absent) and the
+/// fusion head.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     pub encoders: BTreeMap<String, EncoderChoice>,
+    /// The fusion head (`[model.fusion] kind = "film"`, `--set model.fusion.kind=film`; options
+    /// as [`FusionConfig`]). Absent: the method's own head
+    /// (`modbal_methods::params::MethodParams::fusion`). Present: the method must support it
+    /// (`MethodParams::check_fusion`, checked when the config is); `docs/fusion.md`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<FusionConfig>,
 }
 
 /// Everything that defines a run.
@@ -257,9 +265,11 @@ impl RunConfig {
     fn resolve_options(&mut self, reg: &Registry) -> Result<()> {
         check_run_name(&self.name)?;
         self.train.check()?;
-        self.method.options = reg
-            .method(&self.method.name, &self.method.options)?
-            .options()?;
+        let method = reg.method(&self.method.name, &self.method.options)?;
+        self.method.options = method.options()?;
+        if let Some(f) = &self.model.fusion {
+            method.check_fusion(f)?;
+        }
         self.dataset.options = reg
             .dataset(&self.dataset.name, &self.dataset.options)?
             .options()?;
@@ -336,9 +346,9 @@ impl RunConfig {
                     fresh.insert(tag.to_string(), value);
                     set_path(&mut v, parents, toml::Value::Table(fresh), key)?;
                     if parents == ["dataset"] {
-                        // Encoders are chosen per dataset.
-                        if let Some(t) = v.as_table_mut() {
-                            t.remove("model");
+                        // Encoders are chosen per dataset (the fusion head stays).
+                        if let Some(t) = v.get_mut("model").and_then(|m| m.as_table_mut()) {
+                            t.remove("encoders");
                         }
                     }
                     continue;

@@ -62,6 +62,10 @@ const LFM_PAPER: &str = "Yang, Wan, Jiang & Xu, Facilitating Multimodal Classifi
 const GREEDY_PAPER: &str = "Wu, Jastrzębski, Cho & Geras, Characterizing and overcoming the greedy nature of learning in multi-modal deep neural networks, ICML 2022 (Greedy; official code nyukat/greedy_multimodal_learning; UDI Table 1 row)";
 const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
 
+const BLOCK_PAPER: &str = "Ben-Younes, Cadene, Thome & Cord, BLOCK: Bilinear Superdiagonal Fusion for Visual Question Answering and Visual Relationship Detection, AAAI 2019 (official code Cadene/block.bootstrap.pytorch; CAL Table 1 row \"Block\")";
+const FILM_PAPER: &str = "Perez, Strub, de Vries, Dumoulin & Courville, FiLM: Visual Reasoning with a General Conditioning Layer, AAAI 2018 (as OGM-GE's fusion_modules.py FiLM; ARM Table 2 row \"FiLM\")";
+const GATED_PAPER: &str = "Kiela, Grave, Joulin & Mikolov, Efficient Large-Scale Multi-Modal Classification, AAAI 2018 (gated fusion as OGM-GE's fusion_modules.py GatedFusion; ARM Table 2 row \"BiGated\")";
+
 /// Every preset modbal ships.
 pub const PRESETS: &[Preset] = &[
     Preset {
@@ -837,6 +841,99 @@ pub const PRESETS: &[Preset] = &[
             v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
             v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
             v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "block/crema-d",
+        paper: BLOCK_PAPER,
+        notes: "CAL Table 1's protocol (CAL §4.1) for its Block row; prepare with `modbal prepare crema-d --recipe ogm-ge`; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"crema-d\"", "the dataset of the preset (CAL Table 1 reports Block on it: 61.92%)"),
+            v("method.name", "\"block\"", "CAL Table 1: Block [ben2019block]"),
+            v("method.mm_dim", "1600", "CAL silent; official Block(mm_dim=1600)"),
+            v("method.chunks", "20", "CAL silent; official Block(chunks=20)"),
+            v("method.rank", "15", "CAL silent; official Block(rank=15)"),
+            v("train.epochs", "100", "CAL silent on epochs; 100 as the cal/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "CAL §4.1: mini-batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "CAL §4.1: SGD"),
+            v("train.optimizer.lr", "0.001", "CAL §4.1: initial learning rate 1e-3"),
+            v("train.optimizer.momentum", "0.9", "CAL §4.1: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "CAL §4.1: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "block/kinetics-sounds",
+        paper: BLOCK_PAPER,
+        notes: "CAL Table 1's protocol (CAL §4.1) for its Block row; 257×1004 spectrograms: `modbal prepare kinetics-sounds --recipe ave`; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"kinetics-sounds\"", "the dataset of the preset (CAL Table 1 reports Block on it: 66.57%)"),
+            v("dataset.frames", "3", "CAL silent; 3 frames of 1 fps, the KS convention of the field (as arm/kinetics-sounds)"),
+            v("method.name", "\"block\"", "CAL Table 1: Block [ben2019block]"),
+            v("method.mm_dim", "1600", "CAL silent; official Block(mm_dim=1600)"),
+            v("method.chunks", "20", "CAL silent; official Block(chunks=20)"),
+            v("method.rank", "15", "CAL silent; official Block(rank=15)"),
+            v("train.epochs", "100", "CAL silent on epochs; 100 as the cal/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "CAL §4.1: mini-batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "CAL §4.1: SGD"),
+            v("train.optimizer.lr", "0.001", "CAL §4.1: initial learning rate 1e-3"),
+            v("train.optimizer.momentum", "0.9", "CAL §4.1: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "CAL §4.1: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "block/ave",
+        paper: BLOCK_PAPER,
+        notes: "CAL Table 1's protocol (CAL §4.1) for its Block row; prepare with `modbal prepare ave --recipe ave` (257×1004); --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"ave\"", "the dataset of the preset (CAL Table 1 reports Block on it: 67.24%)"),
+            v("method.name", "\"block\"", "CAL Table 1: Block [ben2019block]"),
+            v("method.mm_dim", "1600", "CAL silent; official Block(mm_dim=1600)"),
+            v("method.chunks", "20", "CAL silent; official Block(chunks=20)"),
+            v("method.rank", "15", "CAL silent; official Block(rank=15)"),
+            v("train.epochs", "100", "CAL silent on epochs; 100 as the cal/* presets (OGM-GE protocol)"),
+            v("train.batch_size", "64", "CAL §4.1: mini-batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "CAL §4.1: SGD"),
+            v("train.optimizer.lr", "0.001", "CAL §4.1: initial learning rate 1e-3"),
+            v("train.optimizer.momentum", "0.9", "CAL §4.1: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0001", "CAL §4.1: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "film/kinetics-sounds",
+        paper: FILM_PAPER,
+        notes: "ARM Table 2's protocol (ARM App. B) for its FiLM row; prepare with `modbal \
+                prepare kinetics-sounds --recipe fbank` (1024×128, as arm/kinetics-sounds); \
+                --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"kinetics-sounds\"", "the dataset of the preset (ARM Table 2 reports FiLM on it: 59.33%)"),
+            v("dataset.frames", "3", "ARM silent; 3 frames of 1 fps, the KS convention of the field (as arm/kinetics-sounds)"),
+            v("method.name", "\"film\"", "ARM Table 2: FiLM (AAAI 2018)"),
+            v("method.condition", "0", "ARM silent; OGM-GE's FiLM(x_film=True), which ARM's code reuses: audio conditions visual"),
+            v("train.epochs", "80", "ARM App. B: 80 epochs on KS"),
+            v("train.batch_size", "64", "ARM App. B: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "ARM App. B: SGD"),
+            v("train.optimizer.lr", "0.001", "ARM App. B: learning rate 1e-3"),
+            v("train.optimizer.momentum", "0.9", "ARM App. B: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0005", "ARM App. B: weight decay 5e-4"),
+        ],
+    },
+    Preset {
+        name: "gated/kinetics-sounds",
+        paper: GATED_PAPER,
+        notes: "ARM Table 2's protocol (ARM App. B) for its BiGated row; prepare with `modbal \
+                prepare kinetics-sounds --recipe fbank` (1024×128, as arm/kinetics-sounds); \
+                --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"kinetics-sounds\"", "the dataset of the preset (ARM Table 2 reports BiGated on it: 60.79%)"),
+            v("dataset.frames", "3", "ARM silent; 3 frames of 1 fps, the KS convention of the field (as arm/kinetics-sounds)"),
+            v("method.name", "\"gated\"", "ARM Table 2: BiGated (AAAI 2018)"),
+            v("method.gate", "0", "ARM silent; OGM-GE's GatedFusion(x_gate=True): audio gates visual"),
+            v("train.epochs", "80", "ARM App. B: 80 epochs on KS"),
+            v("train.batch_size", "64", "ARM App. B: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "ARM App. B: SGD"),
+            v("train.optimizer.lr", "0.001", "ARM App. B: learning rate 1e-3"),
+            v("train.optimizer.momentum", "0.9", "ARM App. B: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0005", "ARM App. B: weight decay 5e-4"),
         ],
     },
 ];

@@ -163,7 +163,8 @@ impl Registry {
     }
 
     /// The model of a resolved config: every modality's encoder (built-in or registered) and
-    /// the method's fusion head, initial weights from `init_rng(cfg.seed)`.
+    /// the fusion head (`model.fusion`, else the method's), initial weights from
+    /// `init_rng(cfg.seed)`.
     fn build_model(
         &self,
         cfg: &RunConfig,
@@ -210,10 +211,12 @@ impl Registry {
                     .map_err(|e| EncoderError::Config(e.to_string())),
             }
         };
+        // `model.fusion` (checked against the method in `prepare`) or the method's own head.
+        let fusion = cfg.model.fusion.unwrap_or_else(|| method.fusion_head());
         Ok(MultimodalNet::with_encoders(
             modalities,
             &mut build,
-            &method.fusion_head(),
+            &fusion,
             num_classes,
             &mut rng,
             device,
@@ -228,6 +231,9 @@ impl Registry {
             n.validate()?;
         }
         let mut method = self.method(&cfg.method.name, &cfg.method.options)?;
+        if let Some(f) = &cfg.model.fusion {
+            method.check_fusion(f)?;
+        }
         let dataset = self.dataset(&cfg.dataset.name, &cfg.dataset.options)?;
         cfg.dataset.options = dataset.options()?;
         let all = dataset.load_splits()?;

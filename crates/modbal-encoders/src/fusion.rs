@@ -15,13 +15,29 @@
 //!   (`fusion.mmtm.<k>.*`). The fused logits are the sum of the branch logits (the greedy code
 //!   averages them: same argmax). Parameters of the head: as Sum.
 //!
-//! Weights are Xavier-normal, biases zero. With a single modality both heads are a plain linear
-//! classifier and `z_1 = z`.
+//! * **Film**, **Gated**, **Block** ([`crate::fusion_heads`]): two-modality heads with a
+//!   multiplicative interaction (FiLM, OGM-GE's gated fusion, BLOCK). Their per-modality logits
+//!   are the head's output with the other modality's features zeroed.
+//!
+//! Weights are Xavier-normal, biases zero. With a single modality concat and sum are a plain
+//! linear classifier and `z_1 = z`.
+//!
+//! # Per-modality logits
+//! [`FusionConfig::unimodal_logits`] says how each head defines them: concat
+//! [`UnimodalLogits::Decomposed`] (weight slices + `b/M`, `Σ_m z_m = z`), sum and mmtm
+//! [`UnimodalLogits::Branch`] (one classifier per modality, `z = Σ_m z_m`), film, gated, block
+//! [`UnimodalLogits::ZeroOthers`] (`z_m = head(f ⊙ 1_{m})`, no additive relation). The methods
+//! that treat the per-modality logits as an additive decomposition accept only the first two
+//! kinds (`docs/fusion.md`).
 //!
 //! # Shapes
 //! `features[m]: [B, D_m]` → `(fused [B, C], per_modality[m] [B, C])`.
 
 use crate::error::{config_err, Result};
+pub use crate::fusion_heads::UnimodalLogits;
+use crate::fusion_heads::{
+    BlockHead, FilmHead, GatedHead, DEFAULT_BLOCK_CHUNKS, DEFAULT_BLOCK_MM_DIM, DEFAULT_BLOCK_RANK,
+};
 use candle_core::Tensor;
 use modbal_tensors::{Linear, ParamBuilder, SeededRng};
 use serde::{Deserialize, Serialize};
@@ -36,10 +52,19 @@ pub trait FusionHead: Send + Sync + fmt::Debug {
     fn num_classes(&self) -> usize;
     /// Expected feature dimensions `D_m`, in modality order.
     fn feature_dims(&self) -> &[usize];
+    /// How the per-modality logits are defined. Default: [`UnimodalLogits::ZeroOthers`] (the
+    /// claim that assumes nothing about an additive decomposition).
+    fn unimodal_logits(&self) -> UnimodalLogits {
+        UnimodalLogits::ZeroOthers
+    }
 }
 
 /// Which fusion head to build. Serialised as `{ kind = "concat" }` (the default),
-/// `{ kind = "sum" }` or `{ kind = "mmtm", ratio = 4 }`.
+/// `{ kind = "sum" }`, `{ kind = "mmtm", ratio = 4 }`, `{ kind = "film", condition = 0 }`,
+/// `{ kind = "gated", gate = 0 }` (optionally `dim = H`) or
+/// `{ kind = "block", mm_dim = 1600, chunks = 20, rank = 15 }`; left-out options take these
+/// defaults. `condition` and `gate` are modality indices in the model's modality order (the
+/// dataset's order, e.g. synth-av: 0 = audio, 1 = visual).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "FusionRepr", into = "FusionRepr")]
 pub enum FusionConfig {
@@ -52,6 +77,20 @@ pub enum FusionConfig {
     /// Sum head plus MMTM blocks between the encoder stages ([`crate::mmtm`]) with squeeze
     /// width `⌊2·ΣC_m / ratio⌋` (official MMTM in the greedy code: ratio 4).
     Mmtm { ratio: usize },
+    /// FiLM ([`crate::fusion_heads::FilmHead`]): modality `condition` (default 0, OGM-GE's
+    /// `x_film=True`) produces `γ, β` for the other, `z = fc_out(γ ⊙ y + β)`. Two modalities.
+    Film { condition: usize },
+    /// OGM-GE's gated fusion ([`crate::fusion_heads::GatedHead`]): modality `gate` (default 0,
+    /// the official `x_gate=True`) gates the other's projection, `z = fc_out(σ(h_g) ⊙ h_o)`;
+    /// `dim` = `H` (default: the gated modality's feature width). Two modalities.
+    Gated { gate: usize, dim: Option<usize> },
+    /// BLOCK ([`crate::fusion_heads::BlockHead`]): block-superdiagonal bilinear fusion,
+    /// defaults `mm_dim = 1600`, `chunks = 20`, `rank = 15` (official). Two modalities.
+    Block {
+        mm_dim: usize,
+        chunks: usize,
+        rank: usize,
+    },
 }
 
 /// The MMTM ratio of `{ kind = "mmtm" }` without `ratio` (greedy's `src/model.py`: 4).
@@ -66,38 +105,153 @@ struct FusionRepr {
     /// Only for `mmtm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ratio: Option<usize>,
+    /// Only for `film`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    condition: Option<usize>,
+    /// Only for `gated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gate: Option<usize>,
+    /// Only for `gated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dim: Option<usize>,
+    /// Only for `block`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mm_dim: Option<usize>,
+    /// Only for `block`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunks: Option<usize>,
+    /// Only for `block`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rank: Option<usize>,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum FusionKind {
     Concat,
     Sum,
     Mmtm,
+    Film,
+    Gated,
+    Block,
 }
+
+impl FusionKind {
+    fn name(self) -> &'static str {
+        match self {
+            FusionKind::Concat => "concat",
+            FusionKind::Sum => "sum",
+            FusionKind::Mmtm => "mmtm",
+            FusionKind::Film => "film",
+            FusionKind::Gated => "gated",
+            FusionKind::Block => "block",
+        }
+    }
+    /// The options of this kind (besides `kind`).
+    fn options(self) -> &'static [&'static str] {
+        match self {
+            FusionKind::Concat | FusionKind::Sum => &[],
+            FusionKind::Mmtm => &["ratio"],
+            FusionKind::Film => &["condition"],
+            FusionKind::Gated => &["gate", "dim"],
+            FusionKind::Block => &["mm_dim", "chunks", "rank"],
+        }
+    }
+}
+
+/// Every fusion kind, in the order of [`FusionConfig`]'s variants.
+pub const FUSION_KINDS: [&str; 6] = ["concat", "sum", "mmtm", "film", "gated", "block"];
 
 impl TryFrom<FusionRepr> for FusionConfig {
     type Error = String;
     fn try_from(r: FusionRepr) -> std::result::Result<Self, String> {
-        match (r.kind, r.ratio) {
-            (FusionKind::Concat, None) => Ok(FusionConfig::Concat),
-            (FusionKind::Sum, None) => Ok(FusionConfig::Sum),
-            (FusionKind::Mmtm, ratio) => Ok(FusionConfig::Mmtm {
-                ratio: ratio.unwrap_or(DEFAULT_MMTM_RATIO),
-            }),
-            (_, Some(_)) => Err("fusion: `ratio` is an option of kind \"mmtm\" only".into()),
+        if r.ratio.is_some() && r.kind != FusionKind::Mmtm {
+            return Err("fusion: `ratio` is an option of kind \"mmtm\" only".into());
         }
+        let given = [
+            ("condition", r.condition.is_some()),
+            ("gate", r.gate.is_some()),
+            ("dim", r.dim.is_some()),
+            ("mm_dim", r.mm_dim.is_some()),
+            ("chunks", r.chunks.is_some()),
+            ("rank", r.rank.is_some()),
+        ];
+        let allowed = r.kind.options();
+        if let Some((name, _)) = given.iter().find(|(n, g)| *g && !allowed.contains(n)) {
+            let has = if allowed.is_empty() {
+                "no options".to_string()
+            } else {
+                format!("options {}", allowed.join(", "))
+            };
+            return Err(format!(
+                "fusion: `{name}` is not an option of kind \"{}\" (it has {has})",
+                r.kind.name()
+            ));
+        }
+        let c = match r.kind {
+            FusionKind::Concat => FusionConfig::Concat,
+            FusionKind::Sum => FusionConfig::Sum,
+            FusionKind::Mmtm => FusionConfig::Mmtm {
+                ratio: r.ratio.unwrap_or(DEFAULT_MMTM_RATIO),
+            },
+            FusionKind::Film => FusionConfig::Film {
+                condition: r.condition.unwrap_or(0),
+            },
+            FusionKind::Gated => FusionConfig::Gated {
+                gate: r.gate.unwrap_or(0),
+                dim: r.dim,
+            },
+            FusionKind::Block => FusionConfig::Block {
+                mm_dim: r.mm_dim.unwrap_or(DEFAULT_BLOCK_MM_DIM),
+                chunks: r.chunks.unwrap_or(DEFAULT_BLOCK_CHUNKS),
+                rank: r.rank.unwrap_or(DEFAULT_BLOCK_RANK),
+            },
+        };
+        c.check().map_err(|e| e.to_string())?;
+        Ok(c)
     }
 }
 
 impl From<FusionConfig> for FusionRepr {
     fn from(c: FusionConfig) -> Self {
-        let (kind, ratio) = match c {
-            FusionConfig::Concat => (FusionKind::Concat, None),
-            FusionConfig::Sum => (FusionKind::Sum, None),
-            FusionConfig::Mmtm { ratio } => (FusionKind::Mmtm, Some(ratio)),
+        let mut r = FusionRepr {
+            kind: FusionKind::Concat,
+            ratio: None,
+            condition: None,
+            gate: None,
+            dim: None,
+            mm_dim: None,
+            chunks: None,
+            rank: None,
         };
-        FusionRepr { kind, ratio }
+        match c {
+            FusionConfig::Concat => {}
+            FusionConfig::Sum => r.kind = FusionKind::Sum,
+            FusionConfig::Mmtm { ratio } => {
+                r.kind = FusionKind::Mmtm;
+                r.ratio = Some(ratio);
+            }
+            FusionConfig::Film { condition } => {
+                r.kind = FusionKind::Film;
+                r.condition = Some(condition);
+            }
+            FusionConfig::Gated { gate, dim } => {
+                r.kind = FusionKind::Gated;
+                r.gate = Some(gate);
+                r.dim = dim;
+            }
+            FusionConfig::Block {
+                mm_dim,
+                chunks,
+                rank,
+            } => {
+                r.kind = FusionKind::Block;
+                r.mm_dim = Some(mm_dim);
+                r.chunks = Some(chunks);
+                r.rank = Some(rank);
+            }
+        }
+        r
     }
 }
 
@@ -108,6 +262,91 @@ impl FusionConfig {
             FusionConfig::Concat => "concat",
             FusionConfig::Sum => "sum",
             FusionConfig::Mmtm { .. } => "mmtm",
+            FusionConfig::Film { .. } => "film",
+            FusionConfig::Gated { .. } => "gated",
+            FusionConfig::Block { .. } => "block",
+        }
+    }
+
+    /// FiLM with the official defaults (`condition = 0`).
+    pub fn film() -> Self {
+        FusionConfig::Film { condition: 0 }
+    }
+    /// Gated fusion with the official defaults (`gate = 0`, `dim` = the gated width).
+    pub fn gated() -> Self {
+        FusionConfig::Gated { gate: 0, dim: None }
+    }
+    /// BLOCK with the official defaults (1600, 20, 15).
+    pub fn block() -> Self {
+        FusionConfig::Block {
+            mm_dim: DEFAULT_BLOCK_MM_DIM,
+            chunks: DEFAULT_BLOCK_CHUNKS,
+            rank: DEFAULT_BLOCK_RANK,
+        }
+    }
+    /// MMTM with the greedy code's ratio 4.
+    pub fn mmtm() -> Self {
+        FusionConfig::Mmtm {
+            ratio: DEFAULT_MMTM_RATIO,
+        }
+    }
+
+    /// How this head's per-modality logits are defined (see the [module docs](self)).
+    pub fn unimodal_logits(&self) -> UnimodalLogits {
+        match self {
+            FusionConfig::Concat => UnimodalLogits::Decomposed,
+            FusionConfig::Sum | FusionConfig::Mmtm { .. } => UnimodalLogits::Branch,
+            FusionConfig::Film { .. } | FusionConfig::Gated { .. } | FusionConfig::Block { .. } => {
+                UnimodalLogits::ZeroOthers
+            }
+        }
+    }
+
+    /// `true` for the late-fusion heads: every encoder sees only its own modality (all but
+    /// mmtm, whose blocks exchange information between the encoders' stages), so
+    /// [`modbal_core::MultimodalModel::encode`] works and zeroing a feature removes the modality.
+    pub fn is_late(&self) -> bool {
+        !matches!(self, FusionConfig::Mmtm { .. })
+    }
+
+    /// The number of modalities the head fuses, if fixed (film, gated, block: 2).
+    pub fn required_modalities(&self) -> Option<usize> {
+        match self {
+            FusionConfig::Film { .. } | FusionConfig::Gated { .. } | FusionConfig::Block { .. } => {
+                Some(2)
+            }
+            _ => None,
+        }
+    }
+
+    /// Checks the options that do not depend on the data (ranges, BLOCK's chunking).
+    pub fn check(&self) -> Result<()> {
+        match *self {
+            FusionConfig::Mmtm { ratio } if ratio == 0 => {
+                config_err("mmtm fusion: ratio must be >= 1")
+            }
+            FusionConfig::Film { condition } if condition > 1 => config_err(format!(
+                "film fusion: condition = {condition} is not a modality index (0 or 1, in the \
+                 model's modality order)"
+            )),
+            FusionConfig::Gated { gate, .. } if gate > 1 => config_err(format!(
+                "gated fusion: gate = {gate} is not a modality index (0 or 1, in the model's \
+                 modality order)"
+            )),
+            FusionConfig::Gated { dim: Some(0), .. } => {
+                config_err("gated fusion: dim must be >= 1")
+            }
+            FusionConfig::Block {
+                mm_dim,
+                chunks,
+                rank,
+            } => {
+                if rank == 0 {
+                    return config_err("block fusion: rank must be >= 1");
+                }
+                crate::fusion_heads::block_chunk_sizes(mm_dim, chunks).map(|_| ())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -142,7 +381,46 @@ impl FusionConfig {
         if num_classes == 0 {
             return config_err(format!("{} fusion head: num_classes is 0", self.kind()));
         }
-        Ok(match self {
+        self.check()?;
+        if let Some(n) = self.required_modalities() {
+            if modalities.len() != n {
+                return config_err(format!(
+                    "{} fusion fuses exactly {n} modalities (as its official code), the model \
+                     has {}: {modalities:?}",
+                    self.kind(),
+                    modalities.len()
+                ));
+            }
+        }
+        Ok(match *self {
+            FusionConfig::Film { condition } => Box::new(FilmHead::new(
+                pb,
+                feature_dims,
+                condition,
+                num_classes,
+                rng,
+            )?),
+            FusionConfig::Gated { gate, dim } => Box::new(GatedHead::new(
+                pb,
+                feature_dims,
+                gate,
+                dim,
+                num_classes,
+                rng,
+            )?),
+            FusionConfig::Block {
+                mm_dim,
+                chunks,
+                rank,
+            } => Box::new(BlockHead::new(
+                pb,
+                feature_dims,
+                mm_dim,
+                chunks,
+                rank,
+                num_classes,
+                rng,
+            )?),
             FusionConfig::Concat => Box::new(ConcatHead::new(pb, feature_dims, num_classes, rng)?),
             FusionConfig::Sum | FusionConfig::Mmtm { .. } => Box::new(SumHead::new(
                 pb,
@@ -156,7 +434,11 @@ impl FusionConfig {
 }
 
 /// Check `features` against the head's `dims`: count, rank 2, widths, common batch size.
-fn check_features(kind: &str, dims: &[usize], features: &[Tensor]) -> candle_core::Result<()> {
+pub(crate) fn check_features(
+    kind: &str,
+    dims: &[usize],
+    features: &[Tensor],
+) -> candle_core::Result<()> {
     let shapes: Vec<&[usize]> = features.iter().map(|f| f.dims()).collect();
     let expected: Vec<String> = dims.iter().map(|d| format!("[B, {d}]")).collect();
     let bad = features.len() != dims.len()
@@ -234,6 +516,9 @@ impl FusionHead for ConcatHead {
     fn num_classes(&self) -> usize {
         self.fc.out_dim()
     }
+    fn unimodal_logits(&self) -> UnimodalLogits {
+        UnimodalLogits::Decomposed
+    }
     fn feature_dims(&self) -> &[usize] {
         &self.dims
     }
@@ -284,6 +569,9 @@ impl FusionHead for SumHead {
     }
     fn num_classes(&self) -> usize {
         self.fcs[0].out_dim()
+    }
+    fn unimodal_logits(&self) -> UnimodalLogits {
+        UnimodalLogits::Branch
     }
     fn feature_dims(&self) -> &[usize] {
         &self.dims

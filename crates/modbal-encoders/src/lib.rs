@@ -12,7 +12,7 @@
 //! | [`BiGruEncoder`], [`GloveTable`] | IBML's GloVe + bidirectional GRU text encoder |
 //! | [`SeqTransformerEncoder`] | MulT-style 1-D conv + Transformer sequence encoder (CMU-MOSEI) |
 //! | [`WeightsSource`] | pretrained files from `--weights DIR` or the local Hugging Face cache (offline) |
-//! | [`FusionHead`], [`FusionConfig`] | concat head (weight-slice per-modality logits) and sum head |
+//! | [`FusionHead`], [`FusionConfig`] | concat head (weight-slice per-modality logits), sum head, MMTM; FiLM, gated and BLOCK heads ([`fusion_heads`]) |
 //! | [`MultimodalNet`], [`ModalitySpec`], [`ModelConfig`] | encoders + head as a [`modbal_core::MultimodalModel`] |
 //!
 //! Everything is built through a [`modbal_tensors::ParamBuilder`] and draws its initial weights
@@ -60,6 +60,7 @@ pub mod encoder;
 pub mod encoder_config;
 pub mod error;
 pub mod fusion;
+pub mod fusion_heads;
 pub mod mlp;
 pub mod mmtm;
 pub mod net;
@@ -82,7 +83,8 @@ pub use encoder_config::{
     default_conv4_channels, default_mlp_hidden, default_small_cnn_channels, EncoderConfig,
 };
 pub use error::{EncoderError, Result};
-pub use fusion::{ConcatHead, FusionConfig, FusionHead, SumHead};
+pub use fusion::{ConcatHead, FusionConfig, FusionHead, SumHead, FUSION_KINDS};
+pub use fusion_heads::{BlockHead, FilmHead, GatedHead, UnimodalLogits};
 pub use glove::GloveTable;
 pub use gru::{BiGruEncoder, GruPooling};
 pub use mlp::MlpEncoder;

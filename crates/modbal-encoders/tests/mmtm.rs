@@ -45,6 +45,13 @@ fn staged_forward_equals_forward_for_staged_encoders() {
             3,
         ),
         (EncoderConfig::Mlp { hidden: vec![8, 6] }, vec![5], 2),
+        (
+            EncoderConfig::Conv4 {
+                channels: [3, 4, 5, 6],
+            },
+            vec![2, 12, 9],
+            4,
+        ),
         (EncoderConfig::Mlp { hidden: vec![] }, vec![2, 3], 1),
         (
             EncoderConfig::ResNet18 {
@@ -88,15 +95,26 @@ fn staged_forward_equals_forward_for_staged_encoders() {
         }
         assert!(enc.forward_stage(stages, &x, false).is_err());
     }
-    // A one-stage encoder (default): stage 0 is forward_t, pool the identity.
+    // conv4's stage channels are its four convolutions' (MMTM after stages 1, 2, 3).
     let (_s, conv4) = build(&EncoderConfig::conv4(), &[1, 28, 28], 2);
-    assert_eq!(conv4.num_stages(), 1);
-    let x = randn(&mut SeededRng::new(3), &[2, 1, 28, 28]);
+    let ch: Vec<usize> = (0..4).map(|k| conv4.stage_channels(k)).collect();
+    assert_eq!(ch, vec![32, 64, 128, 256]);
+    // A one-stage encoder (default): stage 0 is forward_t, pool the identity.
+    let gru = EncoderConfig::BiGru {
+        glove: None,
+        max_words: 0,
+        trainable_embeddings: false,
+        hidden: 3,
+        pooling: Default::default(),
+    };
+    let (_s, enc) = build(&gru, &[4, 2], 2);
+    assert_eq!(enc.num_stages(), 1);
+    let x = randn(&mut SeededRng::new(3), &[2, 4, 2]);
     assert_eq!(
-        to_vec(&conv4.forward_t(&x, false).unwrap()),
-        to_vec(&staged(conv4.as_ref(), &x, false))
+        to_vec(&enc.forward_t(&x, false).unwrap()),
+        to_vec(&staged(enc.as_ref(), &x, false))
     );
-    assert_eq!(conv4.stage_channels(0), conv4.out_dim());
+    assert_eq!(enc.stage_channels(0), enc.out_dim());
 }
 
 fn block(channels: &[usize], ratio: usize) -> (ParamStore, MmtmBlock) {

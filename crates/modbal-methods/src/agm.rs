@@ -517,6 +517,14 @@ impl Method for Agm {
 
 /// Registry entry: `[method] name = "agm"` with [`AgmConfig`]'s keys.
 impl MethodParams for AgmConfig {
+    /// Heads: `{LATE_FUSIONS}` (`docs/fusion.md`): it removes a modality by zeroing its features before model.head, which needs encoders that see only their own modality (not mmtm).
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::LATE_FUSIONS,
+            "it removes a modality by zeroing its features before model.head, which needs encoders that see only their own modality (not mmtm)",
+        )
+    }
     fn check(&self) -> Result<()> {
         self.validate()
     }

@@ -472,6 +472,14 @@ impl Method for Arl {
 
 /// Registry entry: `[method] name = "arl"` with [`ArlConfig`]'s keys; concat head.
 impl MethodParams for ArlConfig {
+    /// Heads: `{ADDITIVE_LATE_FUSIONS}` (`docs/fusion.md`): it reads the per-modality logits as an additive decomposition of the fused logits and encodes each modality alone with model.encode, which mmtm cannot.
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::ADDITIVE_LATE_FUSIONS,
+            "it reads the per-modality logits as an additive decomposition of the fused logits and encodes each modality alone with model.encode, which mmtm cannot",
+        )
+    }
     fn check(&self) -> Result<()> {
         self.validate()
     }

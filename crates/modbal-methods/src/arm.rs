@@ -739,6 +739,14 @@ impl Method for Arm {
 
 /// Registry entry: options → [`Arm`] with a concat head (DFE scales the concatenated slices).
 impl MethodParams for ArmConfig {
+    /// Heads: `{ADDITIVE_LATE_FUSIONS}` (`docs/fusion.md`): its MIV contributions read the per-modality logits as an additive decomposition of the fused logits and it encodes each modality alone with model.encode, which mmtm cannot.
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::ADDITIVE_LATE_FUSIONS,
+            "its MIV contributions read the per-modality logits as an additive decomposition of the fused logits and it encodes each modality alone with model.encode, which mmtm cannot",
+        )
+    }
     fn check(&self) -> Result<()> {
         self.validate()
     }

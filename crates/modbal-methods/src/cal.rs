@@ -1191,6 +1191,14 @@ impl Method for Cal {
 
 /// Registry entry: `cal` with its options (see [`CalMethodConfig`]); concat fusion.
 impl MethodParams for CalMethodConfig {
+    /// Heads: `{LATE_FUSIONS}` (`docs/fusion.md`): its contribution φ zeroes a modality's features before model.head, which needs encoders that see only their own modality (not mmtm).
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::LATE_FUSIONS,
+            "its contribution φ zeroes a modality's features before model.head, which needs encoders that see only their own modality (not mmtm)",
+        )
+    }
     fn check(&self) -> Result<()> {
         self.validate()?;
         CalReinforcementConfig { eta: self.eta }.validate()?;

@@ -471,6 +471,14 @@ impl Method for Cml {
 
 /// Registry entry: `[method] name = "cml"` with [`CmlConfig`]'s keys.
 impl MethodParams for CmlConfig {
+    /// Heads: `{LATE_FUSIONS}` (`docs/fusion.md`): it removes a modality by zeroing its features before model.head, which needs encoders that see only their own modality (not mmtm).
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::LATE_FUSIONS,
+            "it removes a modality by zeroing its features before model.head, which needs encoders that see only their own modality (not mmtm)",
+        )
+    }
     fn check(&self) -> Result<()> {
         if !(self.lambda.is_finite() && self.lambda >= 0.0) {
             return Err(ModbalError::Config(format!(

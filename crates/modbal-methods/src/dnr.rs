@@ -652,6 +652,14 @@ impl Method for Dnr {
 
 /// Registry entry: `[method] name = "dnr"` with [`DnrConfig`]'s keys; concat head.
 impl MethodParams for DnrConfig {
+    /// Heads: `{ALL_FUSIONS}` (`docs/fusion.md`): it uses only the fused logits and the encoders' features.
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::ALL_FUSIONS,
+            "it uses only the fused logits and the encoders' features",
+        )
+    }
     fn check(&self) -> Result<()> {
         self.validate()
     }

@@ -312,6 +312,14 @@ impl Method for GBlending {
 
 /// Registry entry: `[method] name = "g-blending"` with [`GBlendingConfig`]'s keys.
 impl MethodParams for GBlendingConfig {
+    /// Heads: `{ADDITIVE_FUSIONS}` (`docs/fusion.md`): its blended heads read the per-modality logits as an additive decomposition of the fused logits (weight slices or branches).
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::ADDITIVE_FUSIONS,
+            "its blended heads read the per-modality logits as an additive decomposition of the fused logits (weight slices or branches)",
+        )
+    }
     fn check(&self) -> Result<()> {
         self.validate()
     }

@@ -555,6 +555,14 @@ impl Method for Ibml {
 
 /// Registry entry: `[method] name = "ibml"` with [`IbmlMethodConfig`]'s keys.
 impl MethodParams for IbmlMethodConfig {
+    /// Heads: `{ADDITIVE_FUSIONS}` (`docs/fusion.md`): its unimodal predictions g^m read the per-modality logits as an additive decomposition of the fused logits (weight slices or branches).
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::ADDITIVE_FUSIONS,
+            "its unimodal predictions g^m read the per-modality logits as an additive decomposition of the fused logits (weight slices or branches)",
+        )
+    }
     fn check(&self) -> Result<()> {
         // What Ibml::new checks: λ, the unscaled window, the TCM and the warm-up schedule.
         self.tcm_config(0).validate()?;

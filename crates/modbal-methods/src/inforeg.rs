@@ -515,6 +515,14 @@ impl Method for InfoReg {
 
 /// Registry entry: `[method] name = "inforeg"` with [`InfoRegConfig`]'s keys; concat head.
 impl MethodParams for InfoRegConfig {
+    /// Heads: `{ADDITIVE_FUSIONS}` (`docs/fusion.md`): its unimodal losses and scores read the per-modality logits as an additive decomposition of the fused logits (weight slices or branches).
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::ADDITIVE_FUSIONS,
+            "its unimodal losses and scores read the per-modality logits as an additive decomposition of the fused logits (weight slices or branches)",
+        )
+    }
     fn check(&self) -> Result<()> {
         self.validate()
     }

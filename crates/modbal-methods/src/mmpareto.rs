@@ -495,6 +495,14 @@ impl Method for MmParetoMethod {
 /// Registry entry: `[method] name = "mmpareto"` with [`MmParetoMethodConfig`]'s keys; concat
 /// head (the fused head) plus the method-owned unimodal heads.
 impl MethodParams for MmParetoMethodConfig {
+    /// Heads: `{ALL_FUSIONS}` (`docs/fusion.md`): its own unimodal heads read the encoders' features; the fused loss uses the fused logits.
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::ALL_FUSIONS,
+            "its own unimodal heads read the encoders' features; the fused loss uses the fused logits",
+        )
+    }
     fn check(&self) -> Result<()> {
         // Includes the modulator's own checks.
         self.validate()

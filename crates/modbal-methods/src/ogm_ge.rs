@@ -306,6 +306,14 @@ impl Method for OgmGeMethod {
 
 /// Registry entry: `[method] name = "ogm-ge"` with [`OgmGeMethodConfig`]'s keys.
 impl MethodParams for OgmGeMethodConfig {
+    /// Heads: `{ADDITIVE_FUSIONS}` (`docs/fusion.md`): its unimodal scores read the per-modality logits as an additive decomposition of the fused logits (weight slices or branches).
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::ADDITIVE_FUSIONS,
+            "its unimodal scores read the per-modality logits as an additive decomposition of the fused logits (weight slices or branches)",
+        )
+    }
     fn check(&self) -> Result<()> {
         Ok(self.modulator_config().validate()?)
     }

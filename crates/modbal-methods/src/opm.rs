@@ -388,6 +388,14 @@ impl Method for OpmMethod {
 
 /// Registry entry: `[method] name = "opm"` with [`OpmConfig`]'s keys.
 impl MethodParams for OpmConfig {
+    /// Heads: `{ADDITIVE_LATE_FUSIONS}` (`docs/fusion.md`): it reads the per-modality logits as an additive decomposition of the fused logits and encodes each modality alone with model.encode, which mmtm cannot.
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::ADDITIVE_LATE_FUSIONS,
+            "it reads the per-modality logits as an additive decomposition of the fused logits and encodes each modality alone with model.encode, which mmtm cannot",
+        )
+    }
     fn check(&self) -> Result<()> {
         Ok(self.modulator_config().validate()?)
     }
@@ -398,6 +406,14 @@ impl MethodParams for OpmConfig {
 
 /// Registry entry: `[method] name = "opm-ge"` with [`OpmGeConfig`]'s keys.
 impl MethodParams for OpmGeConfig {
+    /// Heads: `{ADDITIVE_LATE_FUSIONS}` (`docs/fusion.md`): it reads the per-modality logits as an additive decomposition of the fused logits and encodes each modality alone with model.encode, which mmtm cannot.
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::ADDITIVE_LATE_FUSIONS,
+            "it reads the per-modality logits as an additive decomposition of the fused logits and encodes each modality alone with model.encode, which mmtm cannot",
+        )
+    }
     fn check(&self) -> Result<()> {
         self.opm().check()?;
         self.ogm().check()

@@ -27,6 +27,18 @@ pub trait MethodParams: Serialize + DeserializeOwned + Clone + Send + Sync + 'st
     fn fusion(&self) -> FusionConfig {
         FusionConfig::Concat
     }
+    /// Whether the method runs with the fusion head `f` that the run config's `model.fusion`
+    /// asks for instead of [`MethodParams::fusion`]. The error says why not (the caller adds
+    /// the method's name). Default: only the method's own kind ([`supports_fusion`] with
+    /// `[self.fusion().kind()]`), so a method accepts other heads only where it says so.
+    /// `docs/fusion.md` has the table of which method supports which head.
+    fn check_fusion(&self, f: &FusionConfig) -> Result<()> {
+        supports_fusion(
+            f,
+            &[self.fusion().kind()],
+            "its own head (choose the head with its options)",
+        )
+    }
     /// The modalities the model must have, in this order (`None`: all of the dataset's).
     fn modalities(&self) -> Option<Vec<String>> {
         None
@@ -45,6 +57,11 @@ pub trait MethodPlan: Send + Sync {
     fn options(&self) -> Result<toml::Table>;
     /// See [`MethodParams::fusion`].
     fn fusion_head(&self) -> FusionConfig;
+    /// See [`MethodParams::check_fusion`]; the error names the method. Default: only the kind
+    /// of [`MethodPlan::fusion_head`].
+    fn check_fusion(&self, f: &FusionConfig) -> Result<()> {
+        supports_fusion(f, &[self.fusion_head().kind()], "its own head")
+    }
     /// See [`MethodParams::modalities`].
     fn required_modalities(&self) -> Option<Vec<String>>;
     /// See [`MethodParams::fit_data`].
@@ -53,7 +70,31 @@ pub trait MethodPlan: Send + Sync {
     fn instantiate(&self) -> Result<Box<dyn Method>>;
 }
 
-struct Parsed<P>(P);
+/// Every fusion head kind (`model.fusion.kind`).
+pub const ALL_FUSIONS: &[&str] = &["concat", "sum", "mmtm", "film", "gated", "block"];
+/// The late-fusion heads: each encoder sees only its modality, so `model.encode` works and
+/// zeroing a feature before `model.head` removes the modality (all but mmtm).
+pub const LATE_FUSIONS: &[&str] = &["concat", "sum", "film", "gated", "block"];
+/// The heads whose per-modality logits add up to the fused logits
+/// ([`modbal_encoders::UnimodalLogits::is_additive`]: weight slices or branches).
+pub const ADDITIVE_FUSIONS: &[&str] = &["concat", "sum", "mmtm"];
+/// Additive and late: concat and sum.
+pub const ADDITIVE_LATE_FUSIONS: &[&str] = &["concat", "sum"];
+
+/// `Ok` when `f`'s kind is in `supported`, else an error naming the head, the supported heads
+/// and `why` (what the method needs from the head).
+pub fn supports_fusion(f: &FusionConfig, supported: &[&str], why: &str) -> Result<()> {
+    if supported.contains(&f.kind()) {
+        return Ok(());
+    }
+    Err(ModbalError::Config(format!(
+        "model.fusion kind {:?} is not supported; supported heads: {} ({why})",
+        f.kind(),
+        supported.join(", ")
+    )))
+}
+
+struct Parsed<P>(P, String);
 
 impl<P: MethodParams> MethodPlan for Parsed<P> {
     fn options(&self) -> Result<toml::Table> {
@@ -61,6 +102,12 @@ impl<P: MethodParams> MethodPlan for Parsed<P> {
     }
     fn fusion_head(&self) -> FusionConfig {
         self.0.fusion()
+    }
+    fn check_fusion(&self, f: &FusionConfig) -> Result<()> {
+        self.0.check_fusion(f).map_err(|e| match e {
+            ModbalError::Config(m) => ModbalError::Config(format!("method {}: {m}", self.1)),
+            e => e,
+        })
     }
     fn required_modalities(&self) -> Option<Vec<String>> {
         self.0.modalities()
@@ -77,7 +124,7 @@ impl<P: MethodParams> MethodPlan for Parsed<P> {
 pub fn parse<P: MethodParams>(name: &str, options: &toml::Table) -> Result<Box<dyn MethodPlan>> {
     let p: P = parse_typed(&format!("method {name}"), "method.", options)?;
     p.check()?;
-    Ok(Box::new(Parsed(p)))
+    Ok(Box::new(Parsed(p, name.to_string())))
 }
 
 /// Deserialise `options` as `P`: serde's errors (prefixed with `what`, e.g. `"method cal"`) and

@@ -481,6 +481,14 @@ impl Method for Pmr {
 
 /// Registry entry: `[method] name = "pmr"` with [`PmrConfig`]'s keys; concat head.
 impl MethodParams for PmrConfig {
+    /// Heads: `{ALL_FUSIONS}` (`docs/fusion.md`): its prototypes use the encoders' features and its loss the fused logits.
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::ALL_FUSIONS,
+            "its prototypes use the encoders' features and its loss the fused logits",
+        )
+    }
     fn check(&self) -> Result<()> {
         self.validate()
     }

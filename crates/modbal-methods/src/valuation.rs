@@ -211,6 +211,14 @@ impl SampleValuationConfig {
 }
 
 impl MethodParams for SampleValuationConfig {
+    /// Heads: `{LATE_FUSIONS}` (`docs/fusion.md`): it encodes each modality with model.encode and masks features before model.head, which needs encoders that see only their own modality (not mmtm).
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::LATE_FUSIONS,
+            "it encodes each modality with model.encode and masks features before model.head, which needs encoders that see only their own modality (not mmtm)",
+        )
+    }
     fn check(&self) -> Result<()> {
         self.warm_up().check("sample-valuation")?;
         let t = &self.copy_thresholds;
@@ -278,6 +286,14 @@ impl Default for ModalityValuationConfig {
 }
 
 impl MethodParams for ModalityValuationConfig {
+    /// Heads: `{LATE_FUSIONS}` (`docs/fusion.md`): it encodes each modality with model.encode and masks features before model.head, which needs encoders that see only their own modality (not mmtm).
+    fn check_fusion(&self, f: &modbal_encoders::FusionConfig) -> Result<()> {
+        crate::params::supports_fusion(
+            f,
+            crate::params::LATE_FUSIONS,
+            "it encodes each modality with model.encode and masks features before model.head, which needs encoders that see only their own modality (not mmtm)",
+        )
+    }
     fn check(&self) -> Result<()> {
         WarmUp {
             epochs: self.warm_up_epochs,
