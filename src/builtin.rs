@@ -47,7 +47,8 @@ fn register(reg: Registry) -> Registry {
         .with_method::<valuation::ModalityValuationConfig>("modality-valuation")
         .with_method::<g_blending::GBlendingConfig>("g-blending")
         .with_method::<lfm::LfmConfig>("lfm")
-        .with_method::<greedy::GreedyConfig>("greedy");
+        .with_method::<greedy::GreedyConfig>("greedy")
+        .with_method::<modbal_methods::tmc::TmcConfig>("tmc");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")

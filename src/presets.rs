@@ -60,6 +60,7 @@ const DNR_PAPER: &str = "Wei, Li, Feng & Hu, Diagnosing and Re-learning for Bala
 const GBLEND_PAPER: &str = "Wang, Tran & Feiszli, What Makes Training Multi-modal Classification Networks Hard?, CVPR 2020 (Gradient-Blending; no official code; UDI Table 1 row via BalanceBenchmark)";
 const LFM_PAPER: &str = "Yang, Wan, Jiang & Xu, Facilitating Multimodal Classification via Dynamically Learning Modality Gap, NeurIPS 2024 (LFM; official code njustkmg/NeurIPS24-LFM)";
 const GREEDY_PAPER: &str = "Wu, Jastrzębski, Cho & Geras, Characterizing and overcoming the greedy nature of learning in multi-modal deep neural networks, ICML 2022 (Greedy; official code nyukat/greedy_multimodal_learning; UDI Table 1 row)";
+const TMC_PAPER: &str = "Han, Zhang, Fu & Zhou, Trusted Multi-View Classification, ICLR 2021 (TMC; official code hanmenghan/TMC; CAL Tables 2-3 row)";
 const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
 
 /// Every preset modbal ships.
@@ -837,6 +838,25 @@ pub const PRESETS: &[Preset] = &[
             v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
             v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
             v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "tmc/nyu-depth",
+        paper: TMC_PAPER,
+        notes: "the TPAMI folder's train_TMC_nyud2.py protocol (CAL Table 2 reports TMC 71.01 clean); \
+                the official 500 epochs with ReduceLROnPlateau(0.3, patience 10), early stopping \
+                (patience 20) and 3-step gradient accumulation have no modbal equivalent: \
+                constant lr, batch 32; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"nyu-depth\"", "the dataset of the preset (CAL Tables 2-3 report TMC on it)"),
+            v("method.name", "\"tmc\"", "CAL Tables 2-3: TMC (Han et al.)"),
+            v("method.annealing_epochs", "10", "official train_TMC_nyud2.py: --annealing_epoch 10"),
+            v("method.epoch_count", "\"from_zero\"", "official train_TMC_nyud2.py: i_epoch counts from 0"),
+            v("train.epochs", "500", "official train_TMC_nyud2.py: --max_epochs 500"),
+            v("train.batch_size", "32", "official train_TMC_nyud2.py: --batch_sz 32"),
+            v("train.optimizer.kind", "\"adamw\"", "official train_TMC_nyud2.py: Adam (coupled L2); modbal has no coupled-L2 Adam, AdamW is the closest"),
+            v("train.optimizer.lr", "0.0001", "official train_TMC_nyud2.py: --lr 1e-4"),
+            v("train.optimizer.weight_decay", "0.00001", "official train_TMC_nyud2.py: weight_decay 1e-5"),
         ],
     },
 ];

@@ -54,6 +54,7 @@ pub mod params;
 pub mod plain;
 pub mod pmr;
 pub mod reconboost;
+pub mod tmc;
 pub mod udi;
 pub mod valuation;
 
