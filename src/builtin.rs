@@ -48,7 +48,8 @@ fn register(reg: Registry) -> Registry {
         .with_method::<g_blending::GBlendingConfig>("g-blending")
         .with_method::<lfm::LfmConfig>("lfm")
         .with_method::<greedy::GreedyConfig>("greedy")
-        .with_method::<modbal_methods::tmc::TmcConfig>("tmc");
+        .with_method::<modbal_methods::tmc::TmcConfig>("tmc")
+        .with_method::<modbal_methods::qmf::QmfConfig>("qmf");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")
