@@ -1,7 +1,8 @@
 //! `tmc`: Trusted Multi-view Classification (Han, Zhang, Fu & Zhou, ICLR 2021; official code
 //! `hanmenghan/TMC`, folder `TMC ICLR/`, whose `model.py` this follows; the TPAMI 2022 extension
 //! ETMC adds a pseudo-view on concatenated features, which is not this method). See
-//! `docs/methods/tmc.md`.
+//! `docs/methods/tmc.md`. Paper equation numbers below are as recalled (the paper text was not
+//! available to re-check them); the `model.py` functions named are the reference.
 //!
 //! # Maths
 //! The model is the `sum` fusion head: modality `m`'s own linear classifier gives `z_m: [B, K]`
