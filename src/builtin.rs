@@ -51,7 +51,9 @@ fn register(reg: Registry) -> Registry {
         .with_method::<plain::BlockConfig>("block")
         .with_method::<plain::FilmConfig>("film")
         .with_method::<plain::GatedConfig>("gated")
-        .with_method::<plain::MmtmConfig>("mmtm");
+        .with_method::<plain::MmtmConfig>("mmtm")
+        .with_method::<modbal_methods::tmc::TmcConfig>("tmc")
+        .with_method::<modbal_methods::qmf::QmfConfig>("qmf");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")

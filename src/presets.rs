@@ -60,6 +60,8 @@ const DNR_PAPER: &str = "Wei, Li, Feng & Hu, Diagnosing and Re-learning for Bala
 const GBLEND_PAPER: &str = "Wang, Tran & Feiszli, What Makes Training Multi-modal Classification Networks Hard?, CVPR 2020 (Gradient-Blending; no official code; UDI Table 1 row via BalanceBenchmark)";
 const LFM_PAPER: &str = "Yang, Wan, Jiang & Xu, Facilitating Multimodal Classification via Dynamically Learning Modality Gap, NeurIPS 2024 (LFM; official code njustkmg/NeurIPS24-LFM)";
 const GREEDY_PAPER: &str = "Wu, Jastrzębski, Cho & Geras, Characterizing and overcoming the greedy nature of learning in multi-modal deep neural networks, ICML 2022 (Greedy; official code nyukat/greedy_multimodal_learning; UDI Table 1 row)";
+const TMC_PAPER: &str = "Han, Zhang, Fu & Zhou, Trusted Multi-View Classification, ICLR 2021 (TMC; official code hanmenghan/TMC; CAL Tables 2-3 row)";
+const QMF_PAPER: &str = "Zhang, Wu, Zhang, Hu, Fu, Zhou & Peng, Provable Dynamic Fusion for Low-Quality Multimodal Data, ICML 2023 (QMF; official code QingyangZhang/QMF; CAL Tables 2-3 and ARM Tables 1-2 rows)";
 const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
 
 const BLOCK_PAPER: &str = "Ben-Younes, Cadene, Thome & Cord, BLOCK: Bilinear Superdiagonal Fusion for Visual Question Answering and Visual Relationship Detection, AAAI 2019 (official code Cadene/block.bootstrap.pytorch; CAL Table 1 row \"Block\")";
@@ -928,6 +930,63 @@ pub const PRESETS: &[Preset] = &[
             v("dataset.frames", "3", "ARM silent; 3 frames of 1 fps, the KS convention of the field (as arm/kinetics-sounds)"),
             v("method.name", "\"gated\"", "ARM Table 2: BiGated (AAAI 2018)"),
             v("method.gate", "0", "ARM silent; OGM-GE's GatedFusion(x_gate=True): audio gates visual"),
+            v("train.epochs", "80", "ARM App. B: 80 epochs on KS"),
+            v("train.batch_size", "64", "ARM App. B: batch size 64"),
+            v("train.optimizer.kind", "\"sgd\"", "ARM App. B: SGD"),
+            v("train.optimizer.lr", "0.001", "ARM App. B: learning rate 1e-3"),
+            v("train.optimizer.momentum", "0.9", "ARM App. B: momentum 0.9"),
+            v("train.optimizer.weight_decay", "0.0005", "ARM App. B: weight decay 5e-4"),
+        ],
+    },
+    Preset {
+        name: "tmc/nyu-depth",
+        paper: TMC_PAPER,
+        notes: "the TPAMI folder's train_TMC_nyud2.py protocol (CAL Table 2 reports TMC 71.01 clean); \
+                the official 500 epochs with ReduceLROnPlateau(0.3, patience 10), early stopping \
+                (patience 20) and 3-step gradient accumulation have no modbal equivalent: \
+                constant lr, batch 32; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"nyu-depth\"", "the dataset of the preset (CAL Tables 2-3 report TMC on it)"),
+            v("method.name", "\"tmc\"", "CAL Tables 2-3: TMC (Han et al.)"),
+            v("method.annealing_epochs", "10", "official train_TMC_nyud2.py: --annealing_epoch 10"),
+            v("method.epoch_count", "\"from_zero\"", "official train_TMC_nyud2.py: i_epoch counts from 0"),
+            v("train.epochs", "500", "official train_TMC_nyud2.py: --max_epochs 500"),
+            v("train.batch_size", "32", "official train_TMC_nyud2.py: --batch_sz 32"),
+            v("train.optimizer.kind", "\"adamw\"", "official train_TMC_nyud2.py: Adam (coupled L2); modbal has no coupled-L2 Adam, AdamW is the closest"),
+            v("train.optimizer.lr", "0.0001", "official train_TMC_nyud2.py: --lr 1e-4"),
+            v("train.optimizer.weight_decay", "0.00001", "official train_TMC_nyud2.py: weight_decay 1e-5"),
+        ],
+    },
+    Preset {
+        name: "qmf/nyu-depth",
+        paper: QMF_PAPER,
+        notes: "the official RGB-D train_QMF_nyud2.py protocol (CAL Table 2 reports QMF 70.06 clean); \
+                the official 500 epochs with ReduceLROnPlateau(0.3, patience 10), early stopping \
+                (patience 20) and 3-step gradient accumulation have no modbal equivalent: \
+                constant lr; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"nyu-depth\"", "the dataset of the preset (CAL Tables 2-3 report QMF on it)"),
+            v("method.name", "\"qmf\"", "CAL Tables 2-3: QMF (Zhang et al.)"),
+            v("method.lambda", "0.1", "official train_QMF_nyud2.py: --lamb 0.1"),
+            v("method.detach_weights", "false", "official RGB-D models/QMF.py: depth_out*depth_conf + rgb_out*rgb_conf, no detach"),
+            v("method.history_update", "\"after\"", "official train_QMF_nyud2.py: rank_loss before correctness_update"),
+            v("train.epochs", "500", "official train_QMF_nyud2.py: --max_epochs 500"),
+            v("train.batch_size", "256", "official train_QMF_nyud2.py: --batch_sz 256"),
+            v("train.optimizer.kind", "\"adamw\"", "official train_QMF_nyud2.py: Adam (coupled L2); modbal has no coupled-L2 Adam, AdamW is the closest"),
+            v("train.optimizer.lr", "0.0001", "official train_QMF_nyud2.py: --lr 1e-4"),
+            v("train.optimizer.weight_decay", "0.00001", "official train_QMF_nyud2.py: weight_decay 1e-5"),
+        ],
+    },
+    Preset {
+        name: "qmf/kinetics-sounds",
+        paper: QMF_PAPER,
+        notes: "ARM Table 1-2's protocol for its QMF row (ARM App. B; ARM reports 63.78) with QMF's \
+                official text-image defaults; prepare with `modbal prepare kinetics-sounds --recipe \
+                fbank` as the arm/kinetics-sounds preset; --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"kinetics-sounds\"", "the dataset of the preset (ARM Tables 1-2 report QMF on it)"),
+            v("dataset.frames", "3", "as arm/kinetics-sounds: 3 frames of 1 fps, the KS convention of the field"),
+            v("method.name", "\"qmf\"", "ARM Tables 1-2: QMF (Zhang et al. 2023)"),
             v("train.epochs", "80", "ARM App. B: 80 epochs on KS"),
             v("train.batch_size", "64", "ARM App. B: batch size 64"),
             v("train.optimizer.kind", "\"sgd\"", "ARM App. B: SGD"),

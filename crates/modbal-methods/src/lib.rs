@@ -53,7 +53,9 @@ pub mod opm;
 pub mod params;
 pub mod plain;
 pub mod pmr;
+pub mod qmf;
 pub mod reconboost;
+pub mod tmc;
 pub mod udi;
 pub mod valuation;
 

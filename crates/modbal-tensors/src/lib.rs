@@ -15,6 +15,7 @@
 //! | [`optim`] | SGD (momentum, dampening, Nesterov, weight decay) and AdamW with saveable state |
 //! | [`schedule`] | step, multi-step, cosine LR schedules with linear warm-up |
 //! | [`clip`] | global-norm gradient clipping over a `GradStore` |
+//! | [`special`] | digamma and log-gamma with gradients (TMC's evidential loss) |
 //! | [`threads`] | one switch for the CPU thread count of candle's and modbal's kernels |
 //!
 //! Everything works on any candle device for which the underlying tensor ops exist; the custom
@@ -57,6 +58,7 @@ pub mod optim;
 pub mod params;
 pub mod rng;
 pub mod schedule;
+pub mod special;
 pub mod threads;
 pub mod window;
 
