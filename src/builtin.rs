@@ -7,7 +7,7 @@ use modbal_data::real::{av, cgmnist::CgmnistConfig, nyu::NyuDepthConfig, ucf101:
 use modbal_data::{Splits, SynthAvConfig, SynthShiftConfig, SynthVecConfig};
 use modbal_encoders::EncoderConfig;
 use modbal_methods::{
-    agm, arl, arm, cal, cml, dgl, dnr, g_blending, greedy, ibml, inforeg, lfm, mla, mmcosine,
+    agm, arl, arm, cal, cml, dgl, dnr, eau, g_blending, greedy, ibml, inforeg, lfm, mla, mmcosine,
     mmpareto, ogm_ge, opm, plain, pmr, reconboost, udi, valuation,
 };
 use modbal_text::{CmuMoseiConfig, Food101Config, MvsaConfig, TextEncoding};
@@ -47,7 +47,8 @@ fn register(reg: Registry) -> Registry {
         .with_method::<valuation::ModalityValuationConfig>("modality-valuation")
         .with_method::<g_blending::GBlendingConfig>("g-blending")
         .with_method::<lfm::LfmConfig>("lfm")
-        .with_method::<greedy::GreedyConfig>("greedy");
+        .with_method::<greedy::GreedyConfig>("greedy")
+        .with_method::<eau::EauConfig>("eau");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")

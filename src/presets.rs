@@ -57,6 +57,7 @@ const DGL_PAPER: &str = "Wei, Luo & Luo, Boosting Multimodal Learning via Disent
 const RECONBOOST_PAPER: &str = "Hua, Xu, Bao, Yang & Huang, ReconBoost: Boosting Can Achieve Modality Reconcilement, ICML 2024 (official code huacong/ReconBoost; UDI Table 1 row via BalanceBenchmark)";
 const AGM_PAPER: &str = "Li et al., Boosting Multi-modal Model Performance with Adaptive Gradient Modulation, ICCV 2023 (AGM; official code lihongcs/AGM; UDI Table 1 row)";
 const DNR_PAPER: &str = "Wei, Li, Feng & Hu, Diagnosing and Re-learning for Balanced Multimodal Learning, ECCV 2024 (D&R; official code GeWu-Lab/Diagnosing_Relearning_ECCV2024)";
+const EAU_PAPER: &str = "Gao, Jiang, Xu, Shen, Li & Shen, Embracing Unimodal Aleatoric Uncertainty for Robust Multimodal Fusion, CVPR 2024 (EAU; official URMF code as preserved in Knightrider16/EAURMF@17d012d; CAL Tables 2-3 rows)";
 const GBLEND_PAPER: &str = "Wang, Tran & Feiszli, What Makes Training Multi-modal Classification Networks Hard?, CVPR 2020 (Gradient-Blending; no official code; UDI Table 1 row via BalanceBenchmark)";
 const LFM_PAPER: &str = "Yang, Wan, Jiang & Xu, Facilitating Multimodal Classification via Dynamically Learning Modality Gap, NeurIPS 2024 (LFM; official code njustkmg/NeurIPS24-LFM)";
 const GREEDY_PAPER: &str = "Wu, Jastrzębski, Cho & Geras, Characterizing and overcoming the greedy nature of learning in multi-modal deep neural networks, ICML 2022 (Greedy; official code nyukat/greedy_multimodal_learning; UDI Table 1 row)";
@@ -837,6 +838,34 @@ pub const PRESETS: &[Preset] = &[
             v("train.optimizer.lr", "0.01", "UDI A.6: learning rate 1e-2 for CREMA-D and Kinetics-Sounds"),
             v("train.optimizer.momentum", "0.9", "UDI A.6: momentum 0.9"),
             v("train.optimizer.weight_decay", "0.0001", "UDI A.6: weight decay 1e-4"),
+        ],
+    },
+    Preset {
+        name: "eau/mvsa",
+        paper: EAU_PAPER,
+        notes: "CAL Tables 2-3 report EAU on MVSA-Single (clean 79.15); the official URMF train.py protocol with the method defaults; the official code accumulates gradients over 40 batches of 8 and halves the lr on a validation plateau (patience 2), which modbal does not do (one step per batch, constant lr); --set dataset.root=DIR and a text encoding (dataset.text.*)",
+        values: &[
+            v("dataset.name", "\"mvsa\"", "the dataset of the preset (CAL Tables 2-3: MVSA-Single)"),
+            v("method.name", "\"eau\"", "CAL Tables 2-3: EAU (Gao et al. 2024)"),
+            v("train.epochs", "100", "official train.py: --max_epochs 100"),
+            v("train.batch_size", "8", "official train.py: --batch_sz 8"),
+            v("train.optimizer.kind", "\"adamw\"", "official train.py: optim.Adam (AdamW with weight decay 0)"),
+            v("train.optimizer.lr", "5e-5", "official train.py: --lr 5e-05"),
+            v("train.optimizer.weight_decay", "0.0", "official train.py: Adam without weight decay"),
+        ],
+    },
+    Preset {
+        name: "eau/nyu-depth",
+        paper: EAU_PAPER,
+        notes: "CAL Tables 2-3 report EAU on NYU Depth v2 (clean 72.05); EAU's NYU code is unreleased (the official README: other datasets after review), so the MVSA protocol of the official train.py is kept (paper silent); --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"nyu-depth\"", "the dataset of the preset (CAL Tables 2-3: NYU Depth v2)"),
+            v("method.name", "\"eau\"", "CAL Tables 2-3: EAU (Gao et al. 2024)"),
+            v("train.epochs", "100", "official train.py (MVSA): --max_epochs 100; NYU code unreleased"),
+            v("train.batch_size", "8", "official train.py (MVSA): --batch_sz 8; NYU code unreleased"),
+            v("train.optimizer.kind", "\"adamw\"", "official train.py: optim.Adam (AdamW with weight decay 0)"),
+            v("train.optimizer.lr", "5e-5", "official train.py (MVSA): --lr 5e-05; NYU code unreleased"),
+            v("train.optimizer.weight_decay", "0.0", "official train.py: Adam without weight decay"),
         ],
     },
 ];
