@@ -476,3 +476,28 @@ fn resumed_runs_match_uninterrupted_ones() {
     let sets = vec!["method.name=eau".to_string()];
     common::assert_resume_matches(&sets, 3, 3, 1, "eau");
 }
+
+/// The presets for CAL Tables 2-3's datasets parse as run settings and carry the official
+/// optimizer (Adam = AdamW without weight decay, lr 5e-5, batch 8).
+#[test]
+fn presets_apply_and_carry_the_official_protocol() {
+    for (name, dataset) in [("eau/mvsa", "mvsa"), ("eau/nyu-depth", "nyu-depth")] {
+        let p = modbal::presets::find(name).unwrap();
+        assert_eq!(p.method(), Some("eau"));
+        assert_eq!(p.dataset(), Some(dataset));
+        // The dataset keys need a dataset root to validate; the rest must apply as they are.
+        let sets: Vec<String> = p
+            .values
+            .iter()
+            .filter(|v| !v.key.starts_with("dataset."))
+            .map(|v| format!("{}={}", v.key, v.value))
+            .collect();
+        let cfg = modbal::RunConfig::default().with_overrides(&sets).unwrap();
+        assert_eq!(cfg.train.batch_size, 8, "{name}");
+        assert_eq!(cfg.train.epochs, 100, "{name}");
+        let get = |k: &str| p.values.iter().find(|v| v.key == k).unwrap().value;
+        assert_eq!(get("train.optimizer.kind"), "\"adamw\"");
+        assert_eq!(get("train.optimizer.lr"), "5e-5");
+        assert_eq!(get("train.optimizer.weight_decay"), "0.0");
+    }
+}

@@ -472,6 +472,8 @@ pub struct Eau {
     pending_tensors: Option<BTreeMap<String, Tensor>>,
     /// The last training forward (for the loss).
     last: Option<EauForward>,
+    /// The last training forward's probe logits: the model's head on the detached features.
+    last_probe: Option<Tensor>,
     sums: EpochSums,
 }
 
@@ -496,6 +498,7 @@ impl Eau {
             pending_json: None,
             pending_tensors: None,
             last: None,
+            last_probe: None,
             sums: EpochSums::default(),
         })
     }
@@ -654,9 +657,7 @@ impl Method for Eau {
         let fwd = layers.forward(&features, &self.cfg, Some(&mut ctx.rng))?;
         let fused_logits = fwd.logits.clone();
         self.last = Some(fwd);
-        // `features` carry the graph; the probe's logits ride in `per_modality_logits`, its fused
-        // logits are recomputed in `loss` from the detached features.
-        let _ = probe;
+        self.last_probe = Some(probe);
         Ok(MultimodalOutput {
             fused_logits,
             per_modality_logits,
@@ -686,8 +687,13 @@ impl Method for Eau {
             let (z1, z2) = &fwd.views[m];
             con.push(info_nce(z1, z2, cfg.tau)?);
         }
-        let detached: Vec<Tensor> = out.features.iter().map(Tensor::detach).collect();
-        let (probe_logits, _) = model.head(&detached)?;
+        let probe_logits = match &self.last_probe {
+            Some(p) => p.clone(),
+            None => {
+                let detached: Vec<Tensor> = out.features.iter().map(Tensor::detach).collect();
+                model.head(&detached)?.0
+            }
+        };
         let probe = cross_entropy(&probe_logits, y)?;
 
         let kl_uni_sum = Tensor::stack(&kl_uni, 0)?.sum_all()?;
@@ -742,6 +748,7 @@ impl Method for Eau {
         }
         opt.step(&grads)?;
         self.last = None;
+        self.last_probe = None;
         Ok(StepOutput {
             loss: value,
             output: out.detach(),
@@ -757,7 +764,10 @@ impl Method for Eau {
         let features = out
             .features
             .iter()
-            .map(|f| Ok(f.to_device(layers.clf.weight.device())?))
+            .map(|f| {
+                let w = &layers.clf.weight;
+                Ok(f.to_device(w.device())?.to_dtype(w.dtype())?)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(layers.forward(&features, &self.cfg, None)?.logits)
     }
