@@ -7,7 +7,7 @@ use modbal_data::real::{av, cgmnist::CgmnistConfig, nyu::NyuDepthConfig, ucf101:
 use modbal_data::{Splits, SynthAvConfig, SynthShiftConfig, SynthVecConfig};
 use modbal_encoders::EncoderConfig;
 use modbal_methods::{
-    agm, arl, arm, cal, cml, dgl, dnr, g_blending, greedy, ibml, inforeg, lfm, mla, mmcosine,
+    agm, arl, arm, cal, cml, dgl, dnr, eau, g_blending, greedy, ibml, inforeg, lfm, mla, mmcosine,
     mmpareto, ogm_ge, opm, plain, pmr, reconboost, udi, valuation,
 };
 use modbal_text::{CmuMoseiConfig, Food101Config, MvsaConfig, TextEncoding};
@@ -53,7 +53,8 @@ fn register(reg: Registry) -> Registry {
         .with_method::<plain::GatedConfig>("gated")
         .with_method::<plain::MmtmConfig>("mmtm")
         .with_method::<modbal_methods::tmc::TmcConfig>("tmc")
-        .with_method::<modbal_methods::qmf::QmfConfig>("qmf");
+        .with_method::<modbal_methods::qmf::QmfConfig>("qmf")
+        .with_method::<eau::EauConfig>("eau");
     let reg = reg
         .with_dataset::<SynthAvConfig>("synth-av")
         .with_dataset::<SynthVecConfig>("synth-vec")

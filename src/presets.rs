@@ -62,6 +62,7 @@ const LFM_PAPER: &str = "Yang, Wan, Jiang & Xu, Facilitating Multimodal Classifi
 const GREEDY_PAPER: &str = "Wu, Jastrzębski, Cho & Geras, Characterizing and overcoming the greedy nature of learning in multi-modal deep neural networks, ICML 2022 (Greedy; official code nyukat/greedy_multimodal_learning; UDI Table 1 row)";
 const TMC_PAPER: &str = "Han, Zhang, Fu & Zhou, Trusted Multi-View Classification, ICLR 2021 (TMC; official code hanmenghan/TMC; CAL Tables 2-3 row)";
 const QMF_PAPER: &str = "Zhang, Wu, Zhang, Hu, Fu, Zhou & Peng, Provable Dynamic Fusion for Low-Quality Multimodal Data, ICML 2023 (QMF; official code QingyangZhang/QMF; CAL Tables 2-3 and ARM Tables 1-2 rows)";
+const EAU_PAPER: &str = "Gao, Jiang, Xu, Shen, Li & Shen, Embracing Unimodal Aleatoric Uncertainty for Robust Multimodal Fusion, CVPR 2024 (EAU; official URMF code as preserved in Knightrider16/EAURMF@17d012d; CAL Tables 2-3 rows)";
 const MMCOSINE_PAPER: &str = "Xu et al., MMCosine: Multi-Modal Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning, ICASSP 2023 (official code GeWu-Lab/MMCosine_ICASSP23)";
 
 const BLOCK_PAPER: &str = "Ben-Younes, Cadene, Thome & Cord, BLOCK: Bilinear Superdiagonal Fusion for Visual Question Answering and Visual Relationship Detection, AAAI 2019 (official code Cadene/block.bootstrap.pytorch; CAL Table 1 row \"Block\")";
@@ -993,6 +994,34 @@ pub const PRESETS: &[Preset] = &[
             v("train.optimizer.lr", "0.001", "ARM App. B: learning rate 1e-3"),
             v("train.optimizer.momentum", "0.9", "ARM App. B: momentum 0.9"),
             v("train.optimizer.weight_decay", "0.0005", "ARM App. B: weight decay 5e-4"),
+        ],
+    },
+    Preset {
+        name: "eau/mvsa",
+        paper: EAU_PAPER,
+        notes: "CAL Tables 2-3 report EAU on MVSA-Single (clean 79.15); the official URMF train.py protocol with the method defaults; the official code accumulates gradients over 40 batches of 8 and halves the lr on a validation plateau (patience 2), which modbal does not do (one step per batch, constant lr); --set dataset.root=DIR and a text encoding (dataset.text.*)",
+        values: &[
+            v("dataset.name", "\"mvsa\"", "the dataset of the preset (CAL Tables 2-3: MVSA-Single)"),
+            v("method.name", "\"eau\"", "CAL Tables 2-3: EAU (Gao et al. 2024)"),
+            v("train.epochs", "100", "official train.py: --max_epochs 100"),
+            v("train.batch_size", "8", "official train.py: --batch_sz 8"),
+            v("train.optimizer.kind", "\"adamw\"", "official train.py: optim.Adam (AdamW with weight decay 0)"),
+            v("train.optimizer.lr", "5e-5", "official train.py: --lr 5e-05"),
+            v("train.optimizer.weight_decay", "0.0", "official train.py: Adam without weight decay"),
+        ],
+    },
+    Preset {
+        name: "eau/nyu-depth",
+        paper: EAU_PAPER,
+        notes: "CAL Tables 2-3 report EAU on NYU Depth v2 (clean 72.05); EAU's NYU code is unreleased (the official README: other datasets after review), so the MVSA protocol of the official train.py is kept (paper silent); --set dataset.root=DIR",
+        values: &[
+            v("dataset.name", "\"nyu-depth\"", "the dataset of the preset (CAL Tables 2-3: NYU Depth v2)"),
+            v("method.name", "\"eau\"", "CAL Tables 2-3: EAU (Gao et al. 2024)"),
+            v("train.epochs", "100", "official train.py (MVSA): --max_epochs 100; NYU code unreleased"),
+            v("train.batch_size", "8", "official train.py (MVSA): --batch_sz 8; NYU code unreleased"),
+            v("train.optimizer.kind", "\"adamw\"", "official train.py: optim.Adam (AdamW with weight decay 0)"),
+            v("train.optimizer.lr", "5e-5", "official train.py (MVSA): --lr 5e-05; NYU code unreleased"),
+            v("train.optimizer.weight_decay", "0.0", "official train.py: Adam without weight decay"),
         ],
     },
 ];

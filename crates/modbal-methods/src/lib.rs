@@ -40,6 +40,7 @@ pub mod cal;
 pub mod cml;
 pub mod dgl;
 pub mod dnr;
+pub mod eau;
 pub mod g_blending;
 pub mod greedy;
 pub mod ibml;
