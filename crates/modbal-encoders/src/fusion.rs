@@ -322,9 +322,7 @@ impl FusionConfig {
     /// Checks the options that do not depend on the data (ranges, BLOCK's chunking).
     pub fn check(&self) -> Result<()> {
         match *self {
-            FusionConfig::Mmtm { ratio } if ratio == 0 => {
-                config_err("mmtm fusion: ratio must be >= 1")
-            }
+            FusionConfig::Mmtm { ratio: 0 } => config_err("mmtm fusion: ratio must be >= 1"),
             FusionConfig::Film { condition } if condition > 1 => config_err(format!(
                 "film fusion: condition = {condition} is not a modality index (0 or 1, in the \
                  model's modality order)"

@@ -90,19 +90,13 @@ fn check_head(method: &str, f: &FusionConfig) -> Result<()> {
 }
 
 /// `film`: joint training on a FiLM head (Perez et al., AAAI 2018, as OGM-GE's code).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilmConfig {
     /// Index of the conditioning modality (it produces `γ, β` for the other), in the model's
     /// modality order. Default 0: OGM-GE's `FiLM(x_film=True)`, the first modality (audio)
     /// conditions the second.
     pub condition: usize,
-}
-
-impl Default for FilmConfig {
-    fn default() -> Self {
-        Self { condition: 0 }
-    }
 }
 
 impl MethodParams for FilmConfig {
@@ -120,7 +114,7 @@ impl MethodParams for FilmConfig {
 }
 
 /// `gated`: joint training on OGM-GE's gated-fusion head.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatedConfig {
     /// Index of the gating modality. Default 0: OGM-GE's `GatedFusion(x_gate=True)`.
@@ -129,12 +123,6 @@ pub struct GatedConfig {
     /// official `dim = 512` = ResNet18's feature width).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dim: Option<usize>,
-}
-
-impl Default for GatedConfig {
-    fn default() -> Self {
-        Self { gate: 0, dim: None }
-    }
 }
 
 impl MethodParams for GatedConfig {

@@ -47,7 +47,7 @@ fn check_positive(x: &Tensor, what: &str) -> Result<()> {
         .to_dtype(DType::F64)?
         .sum_all()?
         .to_scalar::<f64>()?;
-    if !(min > 0.0) || sum.is_nan() {
+    if min.is_nan() || min <= 0.0 || sum.is_nan() {
         candle_core::bail!("{what}: the argument must be > 0 everywhere, got a minimum of {min}");
     }
     Ok(())
