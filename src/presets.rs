@@ -997,20 +997,6 @@ pub const PRESETS: &[Preset] = &[
         ],
     },
     Preset {
-        name: "eau/mvsa",
-        paper: EAU_PAPER,
-        notes: "CAL Tables 2-3 report EAU on MVSA-Single (clean 79.15); the official URMF train.py protocol with the method defaults; the official code accumulates gradients over 40 batches of 8 and halves the lr on a validation plateau (patience 2), which modbal does not do (one step per batch, constant lr); --set dataset.root=DIR and a text encoding (dataset.text.*)",
-        values: &[
-            v("dataset.name", "\"mvsa\"", "the dataset of the preset (CAL Tables 2-3: MVSA-Single)"),
-            v("method.name", "\"eau\"", "CAL Tables 2-3: EAU (Gao et al. 2024)"),
-            v("train.epochs", "100", "official train.py: --max_epochs 100"),
-            v("train.batch_size", "8", "official train.py: --batch_sz 8"),
-            v("train.optimizer.kind", "\"adamw\"", "official train.py: optim.Adam (AdamW with weight decay 0)"),
-            v("train.optimizer.lr", "5e-5", "official train.py: --lr 5e-05"),
-            v("train.optimizer.weight_decay", "0.0", "official train.py: Adam without weight decay"),
-        ],
-    },
-    Preset {
         name: "eau/nyu-depth",
         paper: EAU_PAPER,
         notes: "CAL Tables 2-3 report EAU on NYU Depth v2 (clean 72.05); EAU's NYU code is unreleased (the official README: other datasets after review), so the MVSA protocol of the official train.py is kept (paper silent); --set dataset.root=DIR",

@@ -12,8 +12,12 @@ use modbal::data::real::fixtures;
 use modbal::{evaluate_test, load_splits, RunConfig};
 use std::path::{Path, PathBuf};
 
-/// The rows of the robustness tables that run on any two-modality dataset.
-const METHODS: &[&str] = &["concat", "cal"];
+/// The rows of CAL Tables 2-3 (concat, the robust-fusion methods TMC, QMF, EAU, and CAL) and
+/// the fusion-head baselines of CAL Table 1 / ARM Table 2 (block, film, gated) that run on any
+/// two-modality dataset.
+const METHODS: &[&str] = &[
+    "concat", "tmc", "qmf", "eau", "cal", "block", "film", "gated",
+];
 
 fn glove() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -112,6 +116,16 @@ fn robust_rows_train_on_the_mvsa_layout() {
     for m in METHODS {
         train_and_attack(&cfg, m);
     }
+    // MMTM needs encoders with the same number of stages: a CNN and a BiGRU do not have them,
+    // and the error says so before any training.
+    let c = cfg
+        .with_overrides(&["method.name=\"mmtm\"".to_string()])
+        .unwrap();
+    let e = modbal::train(&c, &common::quiet())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("same number of stages"), "{e}");
     // QMF's masking reaches MVSA's text: at ε = 10 a masked tweet is all `_`, whose GloVe
     // vectors (unknown words) differ from the clean ones; about half the tweets are masked.
     let mut noisy = cfg.clone();
@@ -133,7 +147,7 @@ fn robust_rows_train_on_the_nyu_layout() {
     let root = dir.path().join("nyu");
     fixtures::write_nyu(&root, &["bedroom", "kitchen", "office"], 10, 4).unwrap();
     let cfg = nyu(&root, &dir.path().join("runs"));
-    for m in METHODS {
+    for m in METHODS.iter().chain(&["mmtm"]) {
         train_and_attack(&cfg, m);
     }
 }
