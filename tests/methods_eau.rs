@@ -484,7 +484,8 @@ fn resumed_runs_match_uninterrupted_ones() {
 #[test]
 fn presets_apply_and_carry_the_official_protocol() {
     assert!(modbal::presets::find("eau/mvsa").is_none());
-    for (name, dataset) in [("eau/nyu-depth", "nyu-depth")] {
+    let (name, dataset) = ("eau/nyu-depth", "nyu-depth");
+    {
         let p = modbal::presets::find(name).unwrap();
         assert_eq!(p.method(), Some("eau"));
         assert_eq!(p.dataset(), Some(dataset));
