@@ -483,7 +483,7 @@ fn resumed_runs_match_uninterrupted_ones() {
 /// docs give the protocol as flags).
 #[test]
 fn presets_apply_and_carry_the_official_protocol() {
-    assert!(modbal::presets::find("eau/mvsa").is_none());
+    assert!(modbal::presets::find("eau/mvsa").is_err());
     let (name, dataset) = ("eau/nyu-depth", "nyu-depth");
     {
         let p = modbal::presets::find(name).unwrap();
