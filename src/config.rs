@@ -403,21 +403,38 @@ impl Preset {
         cfg: &RunConfig,
         method: Option<&str>,
     ) -> Result<RunConfig> {
+        self.apply_with(reg, cfg, method, &[])
+    }
+
+    /// [`Preset::apply_in`], then the user's `--set` overrides `sets`, checked once at the end:
+    /// a preset whose dataset needs keys the preset cannot know (MVSA's `dataset.root` and
+    /// `dataset.text`) applies when the user gives them (`--preset eau/mvsa --set
+    /// dataset.root=DIR --set dataset.text.kind=...`).
+    pub fn apply_with(
+        &self,
+        reg: &Registry,
+        cfg: &RunConfig,
+        method: Option<&str>,
+        sets: &[String],
+    ) -> Result<RunConfig> {
         let other_method = method.filter(|m| Some(*m) != self.method());
-        let mut sets: Vec<String> = Vec::new();
+        let mut preset_sets: Vec<String> = Vec::new();
         for x in self.values {
             if other_method.is_some() && x.key.starts_with("method.") {
                 continue;
             }
-            sets.push(format!("{}={}", x.key, x.value));
+            preset_sets.push(format!("{}={}", x.key, x.value));
         }
         if let Some(m) = other_method {
-            sets.push(format!("method.name=\"{m}\""));
+            preset_sets.push(format!("method.name=\"{m}\""));
         }
-        let mut out = cfg.with_overrides_in(reg, &sets).map_err(|e| match e {
-            ModbalError::Config(m) => ModbalError::Config(format!("preset {}: {m}", self.name)),
-            e => e,
-        })?;
+        preset_sets.extend(sets.iter().cloned());
+        let mut out = cfg
+            .with_overrides_in(reg, &preset_sets)
+            .map_err(|e| match e {
+                ModbalError::Config(m) => ModbalError::Config(format!("preset {}: {m}", self.name)),
+                e => e,
+            })?;
         out.preset = Some(self.name.to_string());
         Ok(out)
     }
@@ -548,9 +565,20 @@ mod tests {
     #[test]
     fn every_preset_builds_a_valid_config_with_its_values() {
         for p in crate::presets::PRESETS {
-            let cfg = p.apply(&RunConfig::default(), None).unwrap_or_else(|e| {
-                panic!("{}: {e}", p.name);
-            });
+            // Keys only the user can give (MVSA's root and text encoding) come as --set.
+            let user: Vec<String> = match p.dataset() {
+                Some("mvsa") | Some("food101") => vec![
+                    "dataset.root=\"/data/mvsa\"".into(),
+                    "dataset.text.kind=\"glove_vectors\"".into(),
+                    "dataset.text.glove=\"/data/glove.txt\"".into(),
+                ],
+                _ => Vec::new(),
+            };
+            let cfg = p
+                .apply_with(builtin(), &RunConfig::default(), None, &user)
+                .unwrap_or_else(|e| {
+                    panic!("{}: {e}", p.name);
+                });
             assert_eq!(cfg.preset.as_deref(), Some(p.name));
             assert_eq!(Some(cfg.dataset.name()), p.dataset(), "{}", p.name);
             assert_eq!(Some(cfg.method.name()), p.method(), "{}", p.name);
@@ -584,6 +612,33 @@ mod tests {
         let c2 = cfg.with_overrides(&["train.epochs=3".into()]).unwrap();
         assert_eq!(c2.train.epochs, 3);
         assert_eq!(c2.preset.as_deref(), Some("ogm-ge/crema-d"));
+    }
+
+    #[test]
+    fn a_preset_on_a_dataset_with_required_keys_takes_them_from_the_user() {
+        let p = crate::presets::find("eau/mvsa").unwrap();
+        let e = p
+            .apply(&RunConfig::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("preset eau/mvsa") && e.contains("dataset.root"),
+            "{e}"
+        );
+        let sets = [
+            "dataset.root=\"/data/mvsa\"".to_string(),
+            "dataset.text.kind=\"glove_vectors\"".into(),
+            "dataset.text.glove=\"/data/glove.txt\"".into(),
+            "train.epochs=3".into(),
+        ];
+        let cfg = p
+            .apply_with(builtin(), &RunConfig::default(), None, &sets)
+            .unwrap();
+        assert_eq!(cfg.dataset.name(), "mvsa");
+        assert_eq!(cfg.method.name(), "eau");
+        // The user's --set comes after the preset's values.
+        assert_eq!(cfg.train.epochs, 3);
+        assert_eq!(cfg.train.batch_size, 8);
     }
 
     #[test]

@@ -940,6 +940,25 @@ pub const PRESETS: &[Preset] = &[
         ],
     },
     Preset {
+        name: "tmc/mvsa",
+        paper: TMC_PAPER,
+        notes: "the TMC baseline as QMF's text-image code trains it (train_tmc.py, \
+                shells/batch_train_tmc.sh; CAL Table 2 reports TMC 74.87 clean on MVSA-Single); \
+                the 40-step gradient accumulation, ReduceLROnPlateau and encoder freezing are \
+                not reproduced; --set dataset.root=DIR and a text encoding (dataset.text.*)",
+        values: &[
+            v("dataset.name", "\"mvsa\"", "the dataset of the preset (CAL Tables 2-3: MVSA-Single)"),
+            v("method.name", "\"tmc\"", "CAL Tables 2-3: TMC (Han et al.)"),
+            v("method.annealing_epochs", "10", "QMF's train_tmc.py: --annealing_epoch 10"),
+            v("method.epoch_count", "\"from_zero\"", "QMF's train_tmc.py counts epochs from 0"),
+            v("train.epochs", "100", "QMF's shells/batch_train_tmc.sh: --max_epochs 100"),
+            v("train.batch_size", "16", "QMF's shells/batch_train_tmc.sh: --batch_sz 16"),
+            v("train.optimizer.kind", "\"adamw\"", "QMF's train_tmc.py: optim.Adam (tmc is not in its BERT-optimizer list; AdamW with weight decay 0)"),
+            v("train.optimizer.lr", "5e-5", "QMF's shells/batch_train_tmc.sh: --lr 5e-05"),
+            v("train.optimizer.weight_decay", "0.0", "QMF's train_tmc.py: Adam without weight decay"),
+        ],
+    },
+    Preset {
         name: "tmc/nyu-depth",
         paper: TMC_PAPER,
         notes: "the TPAMI folder's train_TMC_nyud2.py protocol (CAL Table 2 reports TMC 71.01 clean); \
@@ -956,6 +975,24 @@ pub const PRESETS: &[Preset] = &[
             v("train.optimizer.kind", "\"adamw\"", "official train_TMC_nyud2.py: Adam (coupled L2); modbal has no coupled-L2 Adam, AdamW is the closest"),
             v("train.optimizer.lr", "0.0001", "official train_TMC_nyud2.py: --lr 1e-4"),
             v("train.optimizer.weight_decay", "0.00001", "official train_TMC_nyud2.py: weight_decay 1e-5"),
+        ],
+    },
+    Preset {
+        name: "qmf/mvsa",
+        paper: QMF_PAPER,
+        notes: "QMF's text-image protocol at the paper's time (commit 8c16860, shells and \
+                train_qmf.py; CAL Table 2 reports QMF 78.07 clean on MVSA-Single); the official \
+                BERT text encoder, gradient accumulation, ReduceLROnPlateau and early stopping \
+                are not reproduced (choose the text encoding and its encoder yourself); \
+                --set dataset.root=DIR and a text encoding (dataset.text.*)",
+        values: &[
+            v("dataset.name", "\"mvsa\"", "the dataset of the preset (CAL Tables 2-3: MVSA-Single)"),
+            v("method.name", "\"qmf\"", "CAL Tables 2-3: QMF (Zhang et al.)"),
+            v("train.epochs", "100", "QMF 8c16860 shells: --max_epochs 100"),
+            v("train.batch_size", "16", "QMF 8c16860 shells: --batch_sz 16"),
+            v("train.optimizer.kind", "\"adamw\"", "QMF 8c16860 train_qmf.py: optim.Adam for the late-fusion model (AdamW with weight decay 0)"),
+            v("train.optimizer.lr", "5e-5", "QMF 8c16860 shells: --lr 5e-05"),
+            v("train.optimizer.weight_decay", "0.0", "QMF 8c16860 train_qmf.py: Adam without weight decay"),
         ],
     },
     Preset {
@@ -994,6 +1031,20 @@ pub const PRESETS: &[Preset] = &[
             v("train.optimizer.lr", "0.001", "ARM App. B: learning rate 1e-3"),
             v("train.optimizer.momentum", "0.9", "ARM App. B: momentum 0.9"),
             v("train.optimizer.weight_decay", "0.0005", "ARM App. B: weight decay 5e-4"),
+        ],
+    },
+    Preset {
+        name: "eau/mvsa",
+        paper: EAU_PAPER,
+        notes: "CAL Tables 2-3 report EAU on MVSA-Single (clean 79.15); the official URMF train.py protocol with the method defaults; the official code accumulates gradients over 40 batches of 8 and halves the lr on a validation plateau (patience 2), which modbal does not do (one step per batch, constant lr); --set dataset.root=DIR and a text encoding (dataset.text.*)",
+        values: &[
+            v("dataset.name", "\"mvsa\"", "the dataset of the preset (CAL Tables 2-3: MVSA-Single)"),
+            v("method.name", "\"eau\"", "CAL Tables 2-3: EAU (Gao et al. 2024)"),
+            v("train.epochs", "100", "official train.py: --max_epochs 100"),
+            v("train.batch_size", "8", "official train.py: --batch_sz 8"),
+            v("train.optimizer.kind", "\"adamw\"", "official train.py: optim.Adam (AdamW with weight decay 0)"),
+            v("train.optimizer.lr", "5e-5", "official train.py: --lr 5e-05"),
+            v("train.optimizer.weight_decay", "0.0", "official train.py: Adam without weight decay"),
         ],
     },
     Preset {

@@ -477,15 +477,11 @@ fn resumed_runs_match_uninterrupted_ones() {
     common::assert_resume_matches(&sets, 3, 3, 1, "eau");
 }
 
-/// The preset for CAL Tables 2-3's NYU Depth v2 parses as run settings and carries the official
-/// optimizer (Adam = AdamW without weight decay, lr 5e-5, batch 8). MVSA-Single has no preset:
-/// the dataset needs `dataset.root` and `dataset.text` before any preset could apply (the
-/// docs give the protocol as flags).
+/// The presets for CAL Tables 2-3's datasets parse as run settings and carry the official
+/// optimizer (Adam = AdamW without weight decay, lr 5e-5, batch 8).
 #[test]
 fn presets_apply_and_carry_the_official_protocol() {
-    assert!(modbal::presets::find("eau/mvsa").is_err());
-    let (name, dataset) = ("eau/nyu-depth", "nyu-depth");
-    {
+    for (name, dataset) in [("eau/mvsa", "mvsa"), ("eau/nyu-depth", "nyu-depth")] {
         let p = modbal::presets::find(name).unwrap();
         assert_eq!(p.method(), Some("eau"));
         assert_eq!(p.dataset(), Some(dataset));

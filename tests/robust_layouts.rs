@@ -151,3 +151,54 @@ fn robust_rows_train_on_the_nyu_layout() {
         train_and_attack(&cfg, m);
     }
 }
+
+// A preset on MVSA (CAL Tables 2-3's protocol for EAU) takes the keys only the user knows —
+// the data root and the text encoding — from `--set`; without them the error names the key.
+#[test]
+fn mvsa_preset_applies_with_the_users_root_and_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mvsa");
+    write_mvsa(&root, 30);
+    let out = dir.path().join("runs");
+    let (code, _, err) = common::modbal_cli(&[
+        "train",
+        "--preset",
+        "eau/mvsa",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("dataset.root"), "{err}");
+    let root_set = format!("dataset.root={:?}", root.display().to_string());
+    let glove_set = format!("dataset.text.glove={:?}", glove().display().to_string());
+    let (code, _, err) = common::modbal_cli(&[
+        "train",
+        "--preset",
+        "eau/mvsa",
+        "--set",
+        &root_set,
+        "--set",
+        "dataset.text.kind=\"glove_vectors\"",
+        "--set",
+        &glove_set,
+        "--set",
+        "dataset.text.max_len=6",
+        "--set",
+        "dataset.image_size=16",
+        "--set",
+        "dataset.workers=1",
+        "--set",
+        "model.encoders.image.kind=\"small_cnn\"",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let cfg = RunConfig::from_file(&out.join("mvsa-eau-s0/config.toml")).unwrap();
+    assert_eq!(cfg.preset.as_deref(), Some("eau/mvsa"));
+    assert_eq!(cfg.train.batch_size, 8, "the preset's batch size");
+    assert_eq!(cfg.train.epochs, 1, "--epochs after the preset");
+}

@@ -182,7 +182,9 @@ fn build_config(reg: &Registry, a: &TrainArgs) -> Result<RunConfig> {
                 bail!("--dataset {d} conflicts with --preset {name} (a {pd} protocol)");
             }
         }
-        cfg = p.apply_in(reg, &cfg, a.method.as_deref())?;
+        // The user's --set go with the preset (and again at the end, after the other flags),
+        // so that a dataset's required keys can come from them.
+        cfg = p.apply_with(reg, &cfg, a.method.as_deref(), &a.sets)?;
     }
     if let Some(d) = a.device {
         cfg.train.device = d;
