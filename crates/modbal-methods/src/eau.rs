@@ -664,7 +664,9 @@ impl Method for Eau {
         // The model's head: a linear probe on the detached features (per-modality logits).
         let detached: Vec<Tensor> = features.iter().map(Tensor::detach).collect();
         let (probe, per_modality_logits) = model.head(&detached)?;
-        let layers = self.layers.as_ref().expect("built above");
+        let layers = self.layers.as_ref().ok_or_else(|| {
+            ModbalError::Data("method eau: its layers were not built by ensure_layers".into())
+        })?;
         let fwd = layers.forward(&features, &self.cfg, Some(&mut ctx.rng))?;
         let fused_logits = fwd.logits.clone();
         self.last = Some(fwd);
@@ -690,7 +692,10 @@ impl Method for Eau {
         let cfg = &self.cfg;
         let ce = cross_entropy(&out.fused_logits, y)?;
         let kl_vib = kl_standard_normal(&fwd.mu_z, &fwd.logvar_z)?;
-        let ib = cross_entropy(fwd.ib_logits.as_ref().expect("training forward"), y)?;
+        let ib_logits = fwd.ib_logits.as_ref().ok_or_else(|| {
+            ModbalError::Data("method eau: loss needs the training forward (VIB sample)".into())
+        })?;
+        let ib = cross_entropy(ib_logits, y)?;
         let mut kl_uni = Vec::new();
         let mut con = Vec::new();
         for (m, (mu, lv)) in fwd.mus.iter().zip(&fwd.logvars).enumerate() {
@@ -751,7 +756,9 @@ impl Method for Eau {
         let loss = self.loss(model, &batch, &out, ctx)?;
         let value = loss.value_logged(ctx)?;
         let mut grads: GradStore = loss.total.backward()?;
-        let layers = self.layers.as_mut().expect("built in forward");
+        let layers = self.layers.as_mut().ok_or_else(|| {
+            ModbalError::Data("method eau: train_step before its layers were built".into())
+        })?;
         layers.opt.set_lr(opt.lr());
         layers.opt.step(&grads)?;
         for (_, v) in layers.store.trainable() {
