@@ -58,6 +58,7 @@ pub use modbal_info as info;
 pub use modbal_kernels as kernels;
 pub use modbal_methods as methods;
 pub use modbal_modulate as modulate;
+pub use modbal_report as report;
 pub use modbal_tensors as tensors;
 pub use modbal_train as train;
 
@@ -69,6 +70,7 @@ mod parallel;
 pub mod presets;
 pub mod registry;
 pub mod run;
+pub mod sweep;
 
 pub use config::{DatasetChoice, MethodConfig, ModelConfig, RunConfig};
 pub use modbal_methods::{MethodParams, MethodPlan};

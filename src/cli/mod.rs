@@ -14,6 +14,8 @@
 mod bench;
 mod estimate;
 mod prepare;
+mod report;
+mod sweep;
 
 use crate::config::{DatasetChoice, MethodConfig, RunConfig};
 use crate::registry::Registry;
@@ -62,6 +64,12 @@ enum Command {
         /// A preset to show (default: list them all).
         name: Option<String>,
     },
+    /// Run a grid of runs (methods × seeds × datasets × presets × --set values) with parallel
+    /// local jobs, or write a Slurm job array for it (--slurm) and gather its runs (--collect).
+    Sweep(sweep::SweepArgs),
+    /// Write a report of run directories or sweep folders: a self-contained HTML page with
+    /// plots, a Markdown summary and CSV tables (mean ± std over seeds).
+    Report(report::ReportArgs),
     /// Continue an interrupted run from its last checkpoint.
     Resume {
         /// The run directory (holds config.toml and checkpoints/last).
@@ -355,6 +363,8 @@ pub fn run(reg: &Registry, cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&v)?);
         }
         Command::Prepare(a) => prepare::run(&a)?,
+        Command::Sweep(a) => sweep::run(reg, &a)?,
+        Command::Report(a) => report::run(&a)?,
         Command::Presets { name } => match name {
             Some(n) => print!("{}", reg.preset(&n)?.describe()),
             None => {

@@ -1,0 +1,1 @@
+//! Reports over modbal run directories (`modbal report`). Work in progress.
