@@ -187,7 +187,7 @@ fn lookup<'a>(v: &'a toml::Value, path: &str) -> Option<&'a toml::Value> {
 }
 
 /// Parse a `--set` value: TOML literal, else a string.
-fn parse_value(raw: &str) -> toml::Value {
+pub(crate) fn parse_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match doc.parse::<toml::Table>() {
         Ok(mut t) => t

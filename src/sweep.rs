@@ -57,7 +57,8 @@ pub struct Grid {
     pub epochs: Option<usize>,
     /// `--set KEY=VALUE` for every cell.
     pub set: Vec<String>,
-    /// `KEY → values`: the grid's extra axes (values as `--set` takes them).
+    /// `KEY → values`: the grid's extra axes (TOML values; on the command line each value is
+    /// read as `--set` reads one: a TOML literal, else a string).
     pub axes: BTreeMap<String, Vec<toml::Value>>,
 }
 
@@ -90,7 +91,7 @@ impl Grid {
         } else {
             let vals = values
                 .iter()
-                .map(|v| toml::Value::String(format!("\u{0}{v}")))
+                .map(|v| crate::config::parse_value(v.trim()))
                 .collect();
             if self.axes.insert(key.to_string(), vals).is_some() {
                 return Err(ModbalError::Config(format!(
@@ -155,13 +156,9 @@ impl Grid {
     }
 }
 
-/// An axis value as `--set` takes it: values from the command line are kept verbatim (marked
-/// with a leading NUL by [`Grid::add_set`]), values from a grid file are TOML literals.
+/// An axis value as `--set` takes it: its TOML literal.
 fn raw_value(v: &toml::Value) -> String {
-    match v {
-        toml::Value::String(s) if s.starts_with('\u{0}') => s[1..].to_string(),
-        other => other.to_string(),
-    }
+    v.to_string()
 }
 
 /// Split at commas that are not inside `[]`, `{}` or quotes.
@@ -461,7 +458,7 @@ impl SlurmOptions {
              set -euo pipefail\n\
              cd {cwd}\n\
              export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\n\
-             MODBAL=\"${{MODBAL:-{exe}}}\"\n\
+             MODBAL=${{MODBAL:-{exe}}}\n\
              exec \"$MODBAL\" sweep --cell \"$SLURM_ARRAY_TASK_ID\" --out {dirq}\n",
             script = shell_quote(&dir.join(SLURM_SCRIPT).display().to_string()),
             exe = shell_quote(&exe.display().to_string()),
@@ -581,7 +578,7 @@ mod tests {
             [
                 (
                     "model.sizes".to_string(),
-                    vec!["[1,2]".into(), "[3]".into()]
+                    vec!["[1, 2]".into(), "[3]".into()]
                 ),
                 (
                     "train.optimizer.lr".to_string(),
@@ -592,9 +589,12 @@ mod tests {
         // 2 × 2 combinations, first axis slowest.
         let c = g.axis_combinations();
         assert_eq!(c.len(), 4);
-        assert_eq!(c[1][0].1, "[1,2]");
+        assert_eq!(c[1][0].1, "[1, 2]");
         assert_eq!(c[1][1].1, "0.05");
         assert_eq!(c[2][0].1, "[3]");
+        // A bare word is a string, as `--set` reads it.
+        g.add_set("train.optimizer.kind=sgd,adamw").unwrap();
+        assert_eq!(g.axis_values()[1].1, ["\"sgd\"", "\"adamw\""]);
         assert!(g.add_set("novalue").is_err());
         assert!(g.add_set("k=1,").is_err());
     }
