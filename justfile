@@ -60,49 +60,58 @@ bench-estimators:
 bench-loader *ARGS:
     cargo run --release --example bench_loader -- {{ARGS}}
 
-# Seeds' table of one method on a real dataset: our test accuracy next to the paper's number.
-# PROTOCOL is a paper preset (`modbal presets`: udi/crema-d, cal/ave, arm/kinetics-sounds, …; the
-# paper's optimizer, lr, schedule, batch, epochs, frames) or a bare dataset name (modbal's
-# defaults). METHOD may differ from the preset's method: the protocol is kept, the method's own
-# options are its defaults. GPU-sized (days on 2 CPU cores), e.g.
+# Seeds' table of one method on a real dataset: a sweep of METHOD × SEEDS under PROTOCOL, then its
+# report (test accuracy mean ± std over seeds) next to the paper's number. PROTOCOL is a paper
+# preset (`modbal presets`: udi/crema-d, cal/ave, arm/kinetics-sounds, …; the paper's optimizer,
+# lr, schedule, batch, epochs, frames) or a bare dataset name (modbal's defaults). METHOD may
+# differ from the preset's method: the protocol is kept, the method's own options are its
+# defaults. ARGS go to `modbal sweep` (--jobs N, --set KEY=VALUE, --epochs N, --slurm ...).
+# GPU-sized (days on 2 CPU cores), e.g.
 #   just table-real udi/crema-d /data/crema-d-prepared udi 82.80     (UDI Table 1)
 #   just table-real cal/ave /data/ave-prepared concat 66.15          (CAL Table 1)
-# Every run is a normal run directory under runs/table-<protocol>-<method>-<time>/; the printed
-# numbers are the validation-selected models' test accuracy (summary.json `test`).
+# The numbers are the validation-selected models' test accuracy (summary.json `test`); the sweep
+# folder is runs/table-<protocol>-<method>/ and the same command again resumes it.
+# One method × seeds on a real dataset under a paper's protocol, beside the paper's number.
 table-real PROTOCOL ROOT METHOD="concat" PAPER="-" SEEDS="0 1 2" *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
     proto="{{PROTOCOL}}"
-    if [[ "$proto" == */* ]]; then src=(--preset "$proto"); else src=(--dataset "$proto"); fi
-    out="runs/table-${proto//\//-}-{{METHOD}}-$(date +%Y%m%d-%H%M%S)"
-    for s in {{SEEDS}}; do
-        cargo run --release -- train "${src[@]}" --method {{METHOD}} --seed "$s" \
-            --set "dataset.root=\"{{ROOT}}\"" --out "$out" --no-progress {{ARGS}}
-    done
-    echo
-    echo "{{METHOD}} under $proto: test fusion accuracy (model selected on validation)"
-    printf '%-28s %10s\n' run test_acc
-    accs=()
-    for d in "$out"/*/; do
-        a=$(sed -n '/"test"/,$p' "$d/summary.json" | grep -m1 '"fusion_acc"' | tr -dc '0-9.')
-        accs+=("$a")
-        printf '%-28s %10.4f\n' "$(basename "$d")" "$a"
-    done
-    printf '%s\n' "${accs[@]}" | awk -v paper="{{PAPER}}" '{s+=$1; q+=$1*$1; n++} END {m=s/n; sd=(n>1)?sqrt((q-n*m*m)/(n-1)):0; printf "ours: %.2f ± %.2f %% (%d seeds)   paper: %s %%\n", 100*m, 100*sd, n, paper}'
+    if [[ "$proto" == */* ]]; then src=(--presets "$proto"); else src=(--datasets "$proto"); fi
+    out="runs/table-${proto//\//-}-{{METHOD}}"
+    seeds=$(echo {{SEEDS}} | tr ' ' ',')
+    cargo run --release -- sweep "${src[@]}" --methods {{METHOD}} --seeds "$seeds" \
+        --set "dataset.root=\"{{ROOT}}\"" --out "$out" {{ARGS}}
+    cargo run --release -- report "$out"
+    echo "paper ({{METHOD}} under $proto): {{PAPER}} %"
 
 # Results tables: every method of modbal::Registry::builtin() (unimodal once per modality) ×
-# seeds on each of DATASETS (default synth-av and the shift benchmark synth-shift) →
-# docs/results/<dataset>.md: test fusion accuracy selected on validation (mean ± std over seeds),
-# test accuracy after the last epoch, per-modality accuracy, macro F1, discrepancy ratio, wall time, and the
-# runs' learning-curve and mechanism plots (copied to docs/results/plots/). Hours on 2 CPU cores.
-# Finished runs in OUT are reused, interrupted ones resumed. Each parameter also reads the
+# seeds on each of DATASETS (default synth-av and the shift benchmark synth-shift), as one
+# `modbal sweep` with JOBS parallel jobs into OUT/synth-e<EPOCHS>/, then `modbal report` of it
+# (OUT/synth-e<EPOCHS>/report/: report.html, report.md, runs.csv, summary.csv): test fusion
+# accuracy selected on validation (mean ± std over seeds), per-modality accuracy, macro F1,
+# discrepancy ratio, wall time, and the curves. DOC, if given, gets a copy of report.md. Hours on
+# 2 CPU cores. Finished runs are reused, interrupted ones resumed. Each parameter also reads the
 # environment: EPOCHS=1 SEEDS=0 METHODS=concat,cal DOC=/tmp/t.md just table-synth
-table-synth EPOCHS=env_var_or_default("EPOCHS", "12") SEEDS=env_var_or_default("SEEDS", "0,1,2") METHODS=env_var_or_default("METHODS", "all") DATASETS=env_var_or_default("DATASETS", "synth-av synth-shift") OUT=env_var_or_default("OUT", "runs/tables") DOC=env_var_or_default("DOC", ""):
+# (docs/results/synth-av.md keeps its own layout: `cargo run --release --example table_synth -- synth`.)
+# Every method × seeds on the built-in benchmarks: one sweep, then its report.
+table-synth EPOCHS=env_var_or_default("EPOCHS", "12") SEEDS=env_var_or_default("SEEDS", "0,1,2") METHODS=env_var_or_default("METHODS", "all") DATASETS=env_var_or_default("DATASETS", "synth-av synth-shift") OUT=env_var_or_default("OUT", "runs/tables") DOC=env_var_or_default("DOC", "") JOBS=env_var_or_default("JOBS", "1"):
     #!/usr/bin/env bash
     set -euo pipefail
-    for d in {{DATASETS}}; do
-        cargo run --release --example table_synth -- synth --epochs {{EPOCHS}} --seeds {{SEEDS}} --methods {{METHODS}} --dataset "$d" --out {{OUT}} {{ if DOC != "" { "--doc " + DOC } else { "" } }}
-    done
+    out="{{OUT}}/synth-e{{EPOCHS}}"
+    datasets=$(echo {{DATASETS}} | tr ' ' ',')
+    cargo run --release -- sweep --methods {{METHODS}} --seeds {{SEEDS}} --datasets "$datasets" \
+        --epochs {{EPOCHS}} --jobs {{JOBS}} --out "$out"
+    cargo run --release -- report "$out" --out "$out/report"
+    if [ -n "{{DOC}}" ]; then mkdir -p "$(dirname "{{DOC}}")"; cp "$out/report/report.md" "{{DOC}}"; echo "wrote {{DOC}}"; fi
+
+# A grid of runs with parallel jobs (flags: `modbal sweep --help`; docs/sweep.md), e.g.
+#   just sweep --datasets synth-vec --methods concat,ogm-ge,cal --seeds 0,1 --jobs 2 --out runs/sw
+sweep *ARGS:
+    cargo run --release -- sweep {{ARGS}}
+
+# The report of run directories or sweep folders (docs/report.md): report.html, report.md, CSVs.
+report *ARGS:
+    cargo run --release -- report {{ARGS}}
 
 # Robustness table (CAL §4.3, Tables 2-3): METHODS × seeds, clean / salt-pepper / Gaussian
 # noise at each ε, on the test split only (the clean runs' selected models re-evaluated) and on

@@ -57,7 +57,7 @@ fn grid(out: &Path, epochs: &str) -> Vec<String> {
 fn a_killed_sweep_resumes_and_matches_uninterrupted_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("sweep");
-    let args = grid(&out, "8");
+    let args = grid(&out, "12");
     // The sweep in its own process group, so that the kill takes its jobs too (as Ctrl-C or a
     // cancelled batch job does).
     let mut child = {
@@ -97,6 +97,16 @@ fn a_killed_sweep_resumes_and_matches_uninterrupted_runs() {
         .unwrap();
     assert!(killed.success());
     let _ = child.wait();
+    // The killed jobs release their run directories when the OS has ended them.
+    let m = Manifest::load(&out).unwrap();
+    let t0 = Instant::now();
+    while m.cells.iter().any(|c| is_busy(&out.join(&c.name))) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "killed jobs still hold their locks"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(max_busy, 2, "two jobs never trained at the same time");
     let cell = interrupted.expect("no cell was caught between checkpoints");
     let cell_dir = out.join(&cell.name);
@@ -287,4 +297,50 @@ fn grid_errors_come_before_any_run() {
     // A sweep folder is needed for --collect.
     let o = modbal(&["sweep", "--collect", "/nonexistent-sweep"], tmp.path());
     assert!(text(&o).contains("not a sweep folder"), "{}", text(&o));
+}
+
+#[test]
+fn dry_run_lists_unimodal_per_modality_and_axis_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tmp.path().join("g.toml");
+    std::fs::write(
+        &grid,
+        "methods = [\"unimodal\", \"cal\"]\nseeds = [3]\ndatasets = [\"synth-vec\"]\n\
+         [axes]\n\"train.optimizer.lr\" = [0.01, 0.05]\n",
+    )
+    .unwrap();
+    let o = modbal(
+        &[
+            "sweep",
+            "--grid",
+            &grid.display().to_string(),
+            "--dry-run",
+            "--out",
+            "sw",
+        ],
+        tmp.path(),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for name in [
+        "synth-vec-unimodal-audio-lr0.01-s3",
+        "synth-vec-unimodal-audio-lr0.05-s3",
+        "synth-vec-unimodal-visual-lr0.01-s3",
+        "synth-vec-unimodal-visual-lr0.05-s3",
+        "synth-vec-cal-lr0.01-s3",
+        "synth-vec-cal-lr0.05-s3",
+    ] {
+        assert!(t.contains(name), "{name} missing:\n{t}");
+    }
+    assert!(t.contains("6 cells"), "{t}");
+    assert!(
+        t.contains(
+            "modbal train --dataset synth-vec --method cal --seed 3 --set train.optimizer.lr=0.05"
+        ),
+        "{t}"
+    );
+    assert!(
+        !tmp.path().join("sw").exists(),
+        "--dry-run wrote the folder"
+    );
 }
