@@ -614,7 +614,9 @@ fn run_local(
                     .map(|d| d.as_secs())
                     .unwrap_or(0)
             );
-            let child = Command::new(exe)
+            let mut cmd = Command::new(exe);
+            end_with_parent(&mut cmd);
+            let child = cmd
                 .args(["sweep", "--cell", &i.to_string(), "--out"])
                 .arg(dir)
                 .current_dir(&m.cwd)
@@ -710,6 +712,28 @@ fn run_local(
         );
     }
     Ok(())
+}
+
+/// On Linux, a job ends when the sweep does (SIGTERM on the parent's death), also when only
+/// the sweep's own process is killed; elsewhere Ctrl-C reaches the jobs through the process
+/// group.
+fn end_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it runs in
+        // the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 fn last_lines(path: &Path, n: usize) -> String {
