@@ -277,7 +277,7 @@ fn plan(reg: &Registry, g: &Grid) -> Result<Vec<Cell>> {
     for (proto, is_preset) in &protocols {
         for method in &methods {
             let (name, modalities) = match method.split_once(':') {
-                Some((m, modality)) if m == "unimodal" => {
+                Some(("unimodal", modality)) => {
                     ("unimodal".to_string(), vec![Some(modality.to_string())])
                 }
                 Some(_) => {
@@ -806,7 +806,7 @@ impl Progress {
     fn finish(&self) {
         if let Some((_, main, running)) = &self.bars {
             running.finish_and_clear();
-            main.finish();
+            main.finish_and_clear();
         }
     }
 }
