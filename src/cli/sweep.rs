@@ -135,8 +135,15 @@ pub(crate) fn run(reg: &Registry, a: &SweepArgs) -> Result<()> {
     let cells = plan(reg, &grid)?;
     if a.dry_run {
         for c in &cells {
+            let run_dir = a.out.join(&c.name);
+            let status = match cell_config(reg, c, &a.out)
+                .and_then(|cfg| check_same_run(reg, &run_dir, &cfg))
+            {
+                Ok(()) => CellStatus::of(&run_dir).word().to_string(),
+                Err(e) => format!("CONFLICT: {e:#}"),
+            };
             println!(
-                "{:>4}  {:<40} modbal train {} --out {} --name {}",
+                "{:>4}  {:<40} [{status}] modbal train {} --out {} --name {}",
                 c.index,
                 c.name,
                 c.args
