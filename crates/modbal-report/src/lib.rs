@@ -155,7 +155,7 @@ font-size:12px;display:flex;flex-wrap:wrap;gap:2px 12px;align-items:center}\
 .plots{display:flex;flex-wrap:wrap;gap:10px 14px}\
 figure{margin:0}figcaption{font-size:13px;font-weight:bold;margin:4px 0}\
 .stack{position:relative}.stack svg{position:absolute;left:0;top:0}\
-.styles{font-size:11px;color:#444;max-width:460px}";
+.styles{font-size:11px;color:#444;max-width:390px}.sub{font-weight:normal;font-size:12px;color:#666}";
 
 const SCRIPT: &str = r#"(function(){
 document.querySelectorAll("section.dataset").forEach(function(sec){
@@ -255,50 +255,68 @@ pub fn html_page(runs: &[Run], opts: &ReportOptions) -> Result<String> {
                 c = hex(run_colour(i)),
             ));
         }
-        h.push_str("</div>\n<div class=\"plots\">\n");
+        h.push_str("</div>\n<h3>Curves</h3><div class=\"plots\">\n");
         let mods = tables::modalities(&plotted);
-        let mut ps = vec![
+        let curves = [
             plots::modality_plot(&plotted, &mods),
             plots::train_val_plot(&plotted, "fusion_acc"),
             plots::train_val_plot(&plotted, "loss"),
         ];
-        ps.extend(plots::mechanism_plots(&plotted));
-        for p in &ps {
-            let rp = plots::render(p, &run_colour)
-                .map_err(|e| ModbalError::Data(format!("drawing plot {:?}: {e}", p.title)))?;
-            h.push_str(&format!(
-                "<figure><figcaption>{}</figcaption><div class=\"stack\" style=\"width:{}px;height:{}px\">",
-                esc(&rp.title),
-                PLOT_SIZE.0,
-                PLOT_SIZE.1
-            ));
-            h.push_str(&rp.base.replacen("<svg ", "<svg class=\"base\" ", 1));
-            for (i, svg) in &rp.layers {
-                h.push_str(&svg.replacen(
-                    "<svg ",
-                    &format!("<svg class=\"layer\" data-run=\"r{si}-{i}\" "),
-                    1,
-                ));
-            }
-            h.push_str("</div><div class=\"styles\">");
-            let legend: Vec<String> = rp
-                .styles
-                .iter()
-                .map(|(m, dashed, text)| {
-                    let glyph = match (m, dashed) {
-                        (Some(m), _) => plots::MARKER_GLYPHS[m % plots::MARKER_GLYPHS.len()],
-                        (None, true) => "╌",
-                        (None, false) => "─",
-                    };
-                    format!("{glyph} {}", esc(text))
-                })
-                .collect();
-            h.push_str(&legend.join(" &nbsp; "));
-            h.push_str("</div></figure>\n");
+        for p in &curves {
+            h.push_str(&figure(p, si)?);
         }
-        h.push_str("</div></section>\n");
+        h.push_str("</div>\n");
+        for (method, ps) in plots::mechanism_plots(&plotted) {
+            h.push_str(&format!(
+                "<h3>Mechanism: {} <span class=\"sub\">(the method's logged values, train \
+                 records)</span></h3><div class=\"plots\">\n",
+                esc(&method)
+            ));
+            for p in &ps {
+                h.push_str(&figure(p, si)?);
+            }
+            h.push_str("</div>\n");
+        }
+        h.push_str("</section>\n");
     }
     h.push_str(&format!("<script>{SCRIPT}</script>\n</body></html>\n"));
+    Ok(h)
+}
+
+/// One plot as a `<figure>`: caption, the stacked SVGs (base, then one layer per run with
+/// `data-run="r<section>-<run>"`), and the legend of line styles.
+fn figure(p: &plots::Plot, si: usize) -> Result<String> {
+    let rp = plots::render(p, &run_colour)
+        .map_err(|e| ModbalError::Data(format!("drawing plot {:?}: {e}", p.title)))?;
+    let mut h = format!(
+        "<figure><figcaption>{}</figcaption><div class=\"stack\" style=\"width:{}px;height:{}px\">",
+        esc(&rp.title),
+        PLOT_SIZE.0,
+        PLOT_SIZE.1
+    );
+    h.push_str(&rp.base.replacen("<svg ", "<svg class=\"base\" ", 1));
+    for (i, svg) in &rp.layers {
+        h.push_str(&svg.replacen(
+            "<svg ",
+            &format!("<svg class=\"layer\" data-run=\"r{si}-{i}\" "),
+            1,
+        ));
+    }
+    h.push_str("</div><div class=\"styles\">");
+    let legend: Vec<String> = rp
+        .styles
+        .iter()
+        .map(|(m, dashed, text)| {
+            let glyph = match (m, dashed) {
+                (Some(m), _) => plots::MARKER_GLYPHS[m % plots::MARKER_GLYPHS.len()],
+                (None, true) => "╌",
+                (None, false) => "─",
+            };
+            format!("{glyph} {}", esc(text))
+        })
+        .collect();
+    h.push_str(&legend.join(" &nbsp; "));
+    h.push_str("</div></figure>\n");
     Ok(h)
 }
 

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Width and height of every plot, in pixels.
-pub const PLOT_SIZE: (u32, u32) = (460, 280);
+pub const PLOT_SIZE: (u32, u32) = (390, 240);
 
 /// The colour of the `i`-th run of a dataset section: ten distinct hues (the "tableau10"
 /// palette's values), then hues stepped by the golden angle.
@@ -170,6 +170,8 @@ pub fn render(p: &Plot, colour: &dyn Fn(usize) -> (u8, u8, u8)) -> Result<Render
                 }
             })
             .y_labels(6)
+            .y_label_formatter(&|v| tick(*v, y))
+            .max_light_lines(1)
             .label_style(("sans-serif", 12))
             .axis_desc_style(("sans-serif", 13))
             .light_line_style(RGBColor(238, 238, 238))
@@ -217,6 +219,25 @@ pub fn render(p: &Plot, colour: &dyn Fn(usize) -> (u8, u8, u8)) -> Result<Render
         layers,
         styles: p.styles.clone(),
     })
+}
+
+/// A y tick label with as many decimals as the axis range needs (`-0` printed as `0`).
+fn tick(v: f64, (lo, hi): (f64, f64)) -> String {
+    let span = (hi - lo).abs().max(1e-300);
+    let big = lo.abs().max(hi.abs());
+    if big >= 1e5 || big < 1e-4 && big > 0.0 {
+        return format!("{v:.2e}");
+    }
+    let d = (-(span / 5.0).log10()).ceil().clamp(0.0, 6.0) as usize;
+    let s = format!("{v:.d$}");
+    if s.trim_start_matches('-')
+        .chars()
+        .all(|c| c == '0' || c == '.')
+    {
+        "0".into()
+    } else {
+        s
+    }
 }
 
 fn draw_markers(
@@ -369,8 +390,9 @@ pub fn key_group(key: &str) -> &str {
 }
 
 /// (d) The logged mechanism of each method: one plot per (method, key group) from the `method`
-/// values of the train records; keys of a group told apart by markers.
-pub fn mechanism_plots(runs: &[&Run]) -> Vec<Plot> {
+/// values of the train records; keys of a group told apart by markers. Returned per method (the
+/// plot titles are the key groups).
+pub fn mechanism_plots(runs: &[&Run]) -> BTreeMap<String, Vec<Plot>> {
     // method → group → key set
     let mut groups: BTreeMap<&str, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
     let mut flat: Vec<Vec<(f64, BTreeMap<String, f64>)>> = vec![];
@@ -395,7 +417,7 @@ pub fn mechanism_plots(runs: &[&Run]) -> Vec<Plot> {
         }
         flat.push(recs);
     }
-    let mut plots = vec![];
+    let mut plots: BTreeMap<String, Vec<Plot>> = BTreeMap::new();
     for (method, gs) in groups {
         for (group, keys) in gs {
             let keys: Vec<String> = keys.into_iter().collect();
@@ -431,8 +453,8 @@ pub fn mechanism_plots(runs: &[&Run]) -> Vec<Plot> {
             } else {
                 vec![]
             };
-            plots.push(Plot {
-                title: format!("{method}: {group}"),
+            plots.entry(method.to_string()).or_default().push(Plot {
+                title: group.clone(),
                 y_desc: group.clone(),
                 layers,
                 styles,
