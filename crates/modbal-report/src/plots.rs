@@ -221,7 +221,7 @@ pub fn render(p: &Plot, colour: &dyn Fn(usize) -> (u8, u8, u8)) -> Result<Render
     })
 }
 
-/// A y tick label with as many decimals as the axis range needs (`-0` printed as `0`).
+/// A y tick label with as many decimals as the axis range needs (`-0.0` printed as `0.0`).
 fn tick(v: f64, (lo, hi): (f64, f64)) -> String {
     let span = (hi - lo).abs().max(1e-300);
     let big = lo.abs().max(hi.abs());
