@@ -234,7 +234,7 @@ fn tick(v: f64, (lo, hi): (f64, f64)) -> String {
         .chars()
         .all(|c| c == '0' || c == '.')
     {
-        "0".into()
+        s.trim_start_matches('-').into()
     } else {
         s
     }
