@@ -50,6 +50,9 @@ pub(crate) fn run(a: &ReportArgs) -> Result<()> {
             eprintln!("warning: run {} is unreadable: {why}", r.dir.display());
         }
     }
+    for w in modbal_report::duplicate_seeds(&runs) {
+        eprintln!("warning: {w}; the summary counts each run");
+    }
     println!("{} runs", runs.len());
     print!("{}", written.summary_markdown);
     println!("wrote:");

@@ -320,6 +320,31 @@ fn figure(p: &plots::Plot, si: usize) -> Result<String> {
     Ok(h)
 }
 
+/// Warnings for finished runs that repeat a seed within one (dataset, method, variant) — e.g. the
+/// same table folder passed twice, or copies of a run — since the summary's `n` then counts a
+/// seed more than once: `synth-av concat (no variant): seed 0 appears 2 times (a, b)`.
+pub fn duplicate_seeds(runs: &[Run]) -> Vec<String> {
+    let mut seen: std::collections::BTreeMap<(&str, &str, &str, Option<u64>), Vec<&str>> =
+        Default::default();
+    for r in runs.iter().filter(|r| r.status.is_finished()) {
+        seen.entry((&r.dataset, &r.method, &r.variant, r.seed))
+            .or_default()
+            .push(&r.name);
+    }
+    seen.into_iter()
+        .filter(|(_, names)| names.len() > 1)
+        .map(|((d, m, v, s), names)| {
+            format!(
+                "{d} {m} ({}): seed {} appears {} times ({})",
+                if v.is_empty() { "no variant" } else { v },
+                s.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                names.len(),
+                names.join(", ")
+            )
+        })
+        .collect()
+}
+
 fn write(path: &Path, text: &str, files: &mut Vec<PathBuf>) -> Result<()> {
     std::fs::write(path, text).map_err(|e| ModbalError::io("writing", path, e))?;
     files.push(path.to_path_buf());

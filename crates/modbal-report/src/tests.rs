@@ -533,3 +533,23 @@ fn method_values_flatten_and_group_by_first_component() {
     assert_eq!(plots::key_group("scale.audio"), "scale");
     assert_eq!(plots::key_group("gamma"), "gamma");
 }
+
+#[test]
+fn repeated_seeds_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    three_seeds(&tmp.path().join("a"));
+    three_seeds(&tmp.path().join("b"));
+    let runs = load_runs(&[tmp.path().join("a"), tmp.path().join("b")], &[]).unwrap();
+    assert_eq!(runs.len(), 6);
+    // Same names in two folders: named by their paths below the common folder.
+    assert!(runs
+        .iter()
+        .any(|r| r.name == format!("a{}synth-vec-concat-s0", std::path::MAIN_SEPARATOR)));
+    let w = duplicate_seeds(&runs);
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(
+        w[0].starts_with("synth-vec concat (no variant): seed 0 appears 2 times"),
+        "{w:?}"
+    );
+    assert!(duplicate_seeds(&runs[..3]).is_empty());
+}
