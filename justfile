@@ -194,3 +194,32 @@ build-cuda-bins OUT="gpu-bins" TARGET="/tmp/target-cuda":
 # `bench step` beside PyTorch on the same GPU (scripts/gpu-check.sh; ≤ 8 min on one GPU).
 gpu-check BIN="gpu-bins" DEVICE="cuda":
     bash scripts/gpu-check.sh {{BIN}} {{DEVICE}}
+
+# The README screenshot of `modbal report`: report the run folders of RUNS whose names match one
+# of PATTERNS (globs; copied without checkpoints into a temporary folder first, RUNS is only
+# read), screenshot the page with headless Chromium at SIZE into OUT (docs/report.md).
+#   just report-screenshot runs/tables/synth-e12 "synth-av-concat-s* synth-av-ogm-ge-s* synth-av-cal-s* synth-av-unimodal-audio-s*"
+report-screenshot RUNS="runs/tables/synth-e12" PATTERNS="*" OUT="docs/img/report.png" SIZE="1280,1040":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release --bin modbal
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' EXIT
+    mkdir -p "$work/runs"
+    cd "{{RUNS}}"
+    for d in {{PATTERNS}}; do
+        [ -f "$d/metrics.jsonl" ] || continue
+        mkdir -p "$work/runs/$d"
+        for f in config.toml metrics.jsonl summary.json timing.jsonl meta.json; do
+            if [ -f "$d/$f" ]; then cp "$d/$f" "$work/runs/$d/"; fi
+        done
+    done
+    cd - > /dev/null
+    bin="$PWD/target/release/modbal"
+    (cd "$work" && "$bin" report runs --out report --title "modbal report: $(basename "{{RUNS}}")")
+    mkdir -p "$(dirname "{{OUT}}")"
+    chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+        --disable-background-networking --disable-component-update --disable-sync \
+        --hide-scrollbars --user-data-dir="$work/profile" --window-size={{SIZE}} \
+        --screenshot="$PWD/{{OUT}}" "file://$work/report/report.html" 2> /dev/null
+    ls -l "{{OUT}}"
