@@ -1,5 +1,5 @@
-//! `modbal report` in a real browser: 2 methods × 2 seeds of synth-vec trained for 2 epochs
-//! through the CLI, reported, and loaded by headless Chromium (`/usr/bin/chromium`, or
+//! `modbal report` in a real browser: a 3-method × 2-seed sweep of synth-vec (3 epochs, 2
+//! parallel jobs, `modbal sweep`), reported by `modbal report`, and loaded by headless Chromium (`/usr/bin/chromium`, or
 //! `$MODBAL_CHROMIUM`):
 //!
 //! 1. `--dump-dom`: the page's script ran (`<body data-status="ok">`) and `window.onerror`
@@ -71,41 +71,49 @@ fn report_page_runs_its_script_and_shows_the_runs_in_chromium() {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path().join("runs");
-    let reg = modbal::Registry::builtin();
-    for method in ["concat", "ogm-ge"] {
-        for seed in ["0", "1"] {
-            let runs = runs.display().to_string();
-            modbal::cli::run_from(
-                &reg,
-                [
-                    "modbal",
-                    "train",
-                    "--dataset",
-                    "synth-vec",
-                    "--method",
-                    method,
-                    "--epochs",
-                    "2",
-                    "--seed",
-                    seed,
-                    "--out",
-                    runs.as_str(),
-                    "--no-progress",
-                    "--set",
-                    "dataset.train=480",
-                    "--set",
-                    "dataset.val=160",
-                    "--set",
-                    "dataset.test=160",
-                ],
-            )
-            .unwrap();
-        }
-    }
+    // The acceptance grid: a 3-method × 2-seed sweep on synth-vec with 2 parallel jobs,
+    // through the real binary.
+    let bin = env!("CARGO_BIN_EXE_modbal");
+    let sweep = Command::new(bin)
+        .args([
+            "sweep",
+            "--datasets",
+            "synth-vec",
+            "--methods",
+            "concat,ogm-ge,cal",
+            "--seeds",
+            "0,1",
+            "--epochs",
+            "3",
+            "--jobs",
+            "2",
+            "--threads",
+            "2",
+            "--no-progress",
+            "--set",
+            "dataset.train=480",
+            "--set",
+            "dataset.val=160",
+            "--set",
+            "dataset.test=160",
+            "--out",
+        ])
+        .arg(&runs)
+        .output()
+        .unwrap();
+    assert!(
+        sweep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sweep.stderr)
+    );
     let trained = t0.elapsed();
     // The CLI's report (default --out: <path>/report).
-    let runs_s = runs.display().to_string();
-    modbal::cli::run_from(&reg, ["modbal", "report", runs_s.as_str()]).unwrap();
+    let report = Command::new(bin).arg("report").arg(&runs).output().unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
     let page = runs.join("report/report.html");
     assert!(page.is_file());
     for f in ["runs.csv", "summary.csv", "report.md"] {
@@ -114,9 +122,9 @@ fn report_page_runs_its_script_and_shows_the_runs_in_chromium() {
     // The same runs through the library, with the seed-1 layers hidden at the start.
     let loaded =
         modbal_report::load_runs(std::slice::from_ref(&runs), &[runs.join("report")]).unwrap();
-    assert_eq!(loaded.len(), 4);
+    assert_eq!(loaded.len(), 6);
     let opts = modbal_report::ReportOptions {
-        max_default_layers: 2,
+        max_default_layers: 3,
         ..Default::default()
     };
     let out2 = tmp.path().join("report2");
@@ -156,7 +164,7 @@ fn report_page_runs_its_script_and_shows_the_runs_in_chromium() {
     let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE")).collect();
     assert!(console.is_empty(), "console messages: {console:#?}");
     // (3) Screenshots: every run shown (page), seed 0 only (page2). Runs are sorted by method,
-    // then seed: colour 0 concat-s0, 1 concat-s1, 2 ogm-ge-s0, 3 ogm-ge-s1.
+    // then seed: colour 0 cal-s0, 1 cal-s1, 2 concat-s0, 3 concat-s1, 4 ogm-ge-s0, 5 ogm-ge-s1.
     let shot = |p: &Path, name: &str| -> image::RgbImage {
         let png = tmp.path().join(name);
         browse(
@@ -171,7 +179,7 @@ fn report_page_runs_its_script_and_shows_the_runs_in_chromium() {
             .expect("decoding the screenshot")
             .to_rgb8()
     };
-    let colours: Vec<(u8, u8, u8)> = (0..4).map(modbal_report::run_colour).collect();
+    let colours: Vec<(u8, u8, u8)> = (0..6).map(modbal_report::run_colour).collect();
     let all = shot(&page, "all.png");
     let n_all: Vec<usize> = colours.iter().map(|&c| count(&all, c)).collect();
     eprintln!("pixels per run colour, all shown: {n_all:?}");
@@ -185,10 +193,10 @@ fn report_page_runs_its_script_and_shows_the_runs_in_chromium() {
     let some = shot(&page2, "seed0.png");
     let n_some: Vec<usize> = colours.iter().map(|&c| count(&some, c)).collect();
     eprintln!("pixels per run colour, seed 1 hidden: {n_some:?}");
-    for i in [0, 2] {
+    for i in [0, 2, 4] {
         assert!(n_some[i] >= 400, "shown run {i}: {n_some:?}");
     }
-    for i in [1, 3] {
+    for i in [1, 3, 5] {
         assert!(n_some[i] < 40, "hidden run {i} still drawn: {n_some:?}");
     }
     eprintln!(
