@@ -185,3 +185,15 @@ build-cuda-bins OUT="gpu-bins" TARGET="/tmp/target-cuda":
 # `bench step` beside PyTorch on the same GPU (scripts/gpu-check.sh; ≤ 8 min on one GPU).
 gpu-check BIN="gpu-bins" DEVICE="cuda":
     bash scripts/gpu-check.sh {{BIN}} {{DEVICE}}
+
+# Check a run's TensorBoard event files with TensorBoard's own reader (EventAccumulator):
+# scalars against metrics.jsonl, the config text, one value per step after a resume.
+# Needs `pip install tensorboard`. Example: just check-tensorboard runs/synth-av-concat-s0
+check-tensorboard RUN:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! python3 -c 'import tensorboard' 2>/dev/null; then
+        echo "python package tensorboard not found; install: pip install tensorboard" >&2
+        exit 1
+    fi
+    python3 scripts/check_tensorboard.py "{{RUN}}"

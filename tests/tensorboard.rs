@@ -10,7 +10,7 @@
 //! `MODBAL_REQUIRE_TOOLS=1`.
 
 use modbal::train::tensorboard::{
-    config_markdown, event_files, read_events, proto, EventWriter, CONFIG_TAG,
+    config_markdown, event_files, proto, read_events, EventWriter, CONFIG_TAG,
 };
 use proto::event::What;
 use proto::summary::value::Value as ValueKind;
@@ -57,7 +57,12 @@ fn train(out: &Path, name: &str, extra: &[&str]) -> PathBuf {
 fn resume(dir: &Path) {
     modbal::cli::run_from(
         &modbal::Registry::builtin(),
-        ["modbal", "resume", &dir.display().to_string(), "--no-progress"],
+        [
+            "modbal",
+            "resume",
+            &dir.display().to_string(),
+            "--no-progress",
+        ],
     )
     .unwrap();
 }
@@ -183,7 +188,11 @@ fn python_check(run: &Path) -> Option<(bool, String)> {
         return None;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check_tensorboard.py");
-    let o = Command::new("python3").arg(script).arg(run).output().unwrap();
+    let o = Command::new("python3")
+        .arg(script)
+        .arg(run)
+        .output()
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -270,7 +279,12 @@ fn a_killed_run_resumed_purges_its_orphaned_epoch() {
     // The same run without the START event: TensorBoard's reader sees step 1 twice.
     let copy = tmp.path().join("no-start");
     std::fs::create_dir_all(copy.join("tensorboard")).unwrap();
-    for f in ["config.toml", "metrics.jsonl", "timing.jsonl", "test_curve.jsonl"] {
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "timing.jsonl",
+        "test_curve.jsonl",
+    ] {
         std::fs::copy(run.join(f), copy.join(f)).unwrap();
     }
     std::fs::copy(

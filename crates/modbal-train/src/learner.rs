@@ -736,8 +736,7 @@ fn open_tensorboard(
         let timing: Vec<Timing> = read_jsonl(&s.dir.join("timing.jsonl"))?;
         let test: Vec<EpochRecord> = read_jsonl(&s.dir.join(TEST_CURVE_FILE))?;
         for epoch in 0..start_epoch {
-            let mut recs: Vec<&EpochRecord> =
-                history.iter().filter(|r| r.epoch == epoch).collect();
+            let mut recs: Vec<&EpochRecord> = history.iter().filter(|r| r.epoch == epoch).collect();
             recs.extend(test.iter().filter(|r| r.epoch == epoch));
             let secs = timing.iter().find(|t| t.epoch == epoch).map(|t| t.seconds);
             w.scalars(epoch as i64, &epoch_scalars(&recs, secs))?;

@@ -315,11 +315,21 @@ impl EventWriter {
         let (host, pid) = (hostname(), std::process::id());
         let mut secs = now_secs() as u64;
         let name = |secs: u64, n: usize| format!("{FILE_PREFIX}{secs:010}.{host}.{pid}.{n}");
+        let mut tries = 0;
         let path = loop {
             let n = COUNTER.fetch_add(1, Ordering::SeqCst);
             let p = dir.join(name(secs, n));
             match existing.last() {
                 Some(last) if last.as_path() >= p.as_path() => {
+                    tries += 1;
+                    if tries > 3 {
+                        return Err(ModbalError::Data(format!(
+                            "{}: no name for a new event file sorts after {} (TensorBoard reads \
+                             the files in name order); move that file away",
+                            dir.display(),
+                            last.display()
+                        )));
+                    }
                     secs = secs.max(name_secs(last).unwrap_or(secs) + 1);
                 }
                 _ if p.exists() => {}
@@ -491,7 +501,8 @@ mod tests {
     fn a_written_file_decodes_frame_by_frame() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = EventWriter::create(dir.path()).unwrap();
-        w.text(0, CONFIG_TAG, &config_markdown("seed = 1\n")).unwrap();
+        w.text(0, CONFIG_TAG, &config_markdown("seed = 1\n"))
+            .unwrap();
         w.scalars(3, &[("val/loss".into(), 0.25), ("lr".into(), 0.01)])
             .unwrap();
         w.session_start(2).unwrap();
@@ -499,7 +510,11 @@ mod tests {
         let path = w.path().to_path_buf();
         let name = path.file_name().unwrap().to_str().unwrap();
         assert!(name.starts_with("events.out.tfevents."), "{name}");
-        assert!(name.ends_with(&format!(".{}.{}", std::process::id(), name.rsplit('.').next().unwrap())));
+        assert!(name.ends_with(&format!(
+            ".{}.{}",
+            std::process::id(),
+            name.rsplit('.').next().unwrap()
+        )));
         // Frame by frame, by hand: lengths and both checksums.
         let bytes = std::fs::read(&path).unwrap();
         let mut at = 0;
@@ -517,14 +532,23 @@ mod tests {
         assert_eq!(at, bytes.len());
         assert_eq!(events, read_events(&path).unwrap());
         assert_eq!(events.len(), 4);
-        assert_eq!(events[0].what, Some(What::FileVersion("brain.Event:2".into())));
+        assert_eq!(
+            events[0].what,
+            Some(What::FileVersion("brain.Event:2".into()))
+        );
         let Some(What::Summary(s)) = &events[1].what else {
             panic!("{:?}", events[1])
         };
         let v = &s.value[0];
         assert_eq!(v.tag, "config");
         assert_eq!(
-            v.metadata.as_ref().unwrap().plugin_data.as_ref().unwrap().plugin_name,
+            v.metadata
+                .as_ref()
+                .unwrap()
+                .plugin_data
+                .as_ref()
+                .unwrap()
+                .plugin_name,
             "text"
         );
         let Some(ValueKind::Tensor(t)) = &v.value else {
@@ -577,11 +601,20 @@ mod tests {
     #[test]
     fn a_new_file_sorts_after_the_files_there() {
         let dir = tempfile::tempdir().unwrap();
-        let later = dir.path().join("events.out.tfevents.9999999999.zz.99999.0");
+        // Written "now" by a process on a host and pid that sort after ours.
+        let later = dir.path().join(format!(
+            "events.out.tfevents.{:010}.zzzz.99999999.0",
+            now_secs() as u64
+        ));
         std::fs::write(&later, b"").unwrap();
         let w = EventWriter::create(dir.path()).unwrap();
         assert!(w.path() > later.as_path(), "{}", w.path().display());
         assert_eq!(event_files(dir.path()).unwrap().last().unwrap(), w.path());
+        // A name no 10-digit time sorts after: an error naming the file, not a loop.
+        let odd = dir.path().join("events.out.tfevents.9999999999.zz.1.0");
+        std::fs::write(&odd, b"").unwrap();
+        let e = EventWriter::create(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("9999999999.zz.1.0"), "{e}");
     }
 
     #[test]
@@ -608,7 +641,9 @@ mod tests {
         let tags: Vec<&str> = s.iter().map(|(t, _)| t.as_str()).collect();
         assert!(tags.contains(&"method/scale/audio"), "{tags:?}");
         assert!(tags.contains(&"method/scale/visual"), "{tags:?}");
-        assert!(!tags.iter().any(|t| t.contains("name") || t.contains("flag") || t.contains("list")));
+        assert!(!tags
+            .iter()
+            .any(|t| t.contains("name") || t.contains("flag") || t.contains("list")));
         assert!(tags.contains(&"lr") && tags.contains(&"time/epoch_seconds"));
         assert!(tags.contains(&"train/loss") && !tags.contains(&"train/discrepancy_ratio"));
         assert!(tags.contains(&"train/acc/audio"), "{tags:?}");
