@@ -306,11 +306,37 @@ fn a_killed_run_resumed_purges_its_orphaned_epoch() {
 }
 
 #[test]
-fn no_tensorboard_writes_no_event_files() {
+fn no_tensorboard_writes_no_event_files_and_the_same_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let run = train(tmp.path(), "off", &["--no-tensorboard"]);
     assert!(run.join("metrics.jsonl").exists());
     assert!(!run.join("tensorboard").exists());
     let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(cfg.contains("tensorboard = false"), "{cfg}");
+    // Same seed, event files on: byte-identical metrics files.
+    let on = train(tmp.path(), "on", &[]);
+    assert!(on.join("tensorboard").is_dir());
+    for f in ["metrics.jsonl", "test_curve.jsonl"] {
+        assert_eq!(
+            std::fs::read(run.join(f)).unwrap(),
+            std::fs::read(on.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // The config key turns it off too.
+    let set = train(tmp.path(), "set", &["--set", "train.tensorboard=false"]);
+    assert!(!set.join("tensorboard").exists());
+}
+
+/// Data-parallel ranks (threads on the CPU): the event file is rank 0's, in the run directory.
+#[test]
+fn a_data_parallel_run_writes_rank_0s_event_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = train(tmp.path(), "dp", &["--world-size", "2"]);
+    let (files, _) = all_events(&run);
+    assert_eq!(files.len(), 1, "{files:?}");
+    check_decoded(&run);
+    if let Some((ok, text)) = python_check(&run) {
+        assert!(ok, "{text}");
+    }
 }
