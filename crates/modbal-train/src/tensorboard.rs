@@ -489,10 +489,14 @@ mod tests {
         // The standard CRC-32C (Castagnoli) check value: crc32c(b"123456789") = 0xE3069283
         // (the "check" of CRC-32/ISCSI in the CRC catalogue).
         assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
-        // The mask of TFRecord, by its formula on the check value.
+        // The mask of TFRecord, by its formula on the check value, spelled as TFRecord's
+        // writers state it; and the number it gives (python3: c = 0xE3069283;
+        // hex((((c >> 15) | (c << 17)) & 0xffffffff) + 0xa282ead8 & 0xffffffff)).
         let c: u32 = 0xE306_9283;
+        #[allow(clippy::manual_rotate)]
         let want = ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8);
         assert_eq!(masked_crc32c(b"123456789"), want);
+        assert_eq!(want, 0xc78a_b0e5);
         assert_eq!(mask_crc(0), 0xa282_ead8);
         assert_eq!(mask_crc(1), (1u32 << 17) + 0xa282_ead8);
     }
