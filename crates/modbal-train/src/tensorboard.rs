@@ -32,9 +32,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The protobuf messages, field numbers as in TensorBoard's `tensorboard/compat/proto/`
-/// (`event.proto`, `summary.proto`, `tensor.proto`, `tensor_shape.proto`, `types.proto`);
-/// fields a scalar/text writer never sets are left out (an absent field and an unknown one
-/// decode alike).
+/// (`event.proto`, `summary.proto`, `tensor.proto`, `tensor_shape.proto`, `types.proto`;
+/// checked against tensorflow/tensorboard at commit 70b76c92, June 2026); fields a
+/// scalar/text writer never sets are left out (an absent field and an unknown one decode
+/// alike).
 pub mod proto {
     /// `event.proto`: `message Event`.
     #[derive(Clone, PartialEq, prost::Message)]
