@@ -223,3 +223,15 @@ report-screenshot RUNS="runs/tables/synth-e12" PATTERNS="*" OUT="docs/img/report
         --hide-scrollbars --user-data-dir="$work/profile" --window-size={{SIZE}} \
         --screenshot="$PWD/{{OUT}}" "file://$work/report/report.html" 2> /dev/null
     ls -l "{{OUT}}"
+
+# Check a run's TensorBoard event files with TensorBoard's own reader (EventAccumulator):
+# scalars against metrics.jsonl, the config text, one value per step after a resume.
+# Needs `pip install tensorboard`. Example: just check-tensorboard runs/synth-av-concat-s0
+check-tensorboard RUN:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! python3 -c 'import tensorboard' 2>/dev/null; then
+        echo "python package tensorboard not found; install: pip install tensorboard" >&2
+        exit 1
+    fi
+    python3 scripts/check_tensorboard.py "{{RUN}}"

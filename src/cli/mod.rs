@@ -127,6 +127,10 @@ struct TrainArgs {
     /// validation-selected model.
     #[arg(long)]
     report_test_curve: bool,
+    /// Write no TensorBoard event files (config `train.tensorboard = false`; default: written to
+    /// <run>/tensorboard/, see docs/tensorboard.md).
+    #[arg(long)]
+    no_tensorboard: bool,
     /// Where to train: cpu (default), cuda (GPU 0) or cuda:N (config `train.device`).
     #[arg(long, value_name = "DEVICE")]
     device: Option<modbal_train::DeviceConfig>,
@@ -215,6 +219,9 @@ fn build_config(reg: &Registry, a: &TrainArgs) -> Result<RunConfig> {
     }
     if a.report_test_curve {
         cfg.train.report_test_curve = true;
+    }
+    if a.no_tensorboard {
+        cfg.train.tensorboard = false;
     }
     if let Some(d) = &a.dataset {
         if !reg.dataset_names().contains(&d.as_str()) {

@@ -120,6 +120,10 @@ pub struct TrainConfig {
     /// test epoch in `summary.json` (`test_curve`, clearly labelled). Nothing in training reads
     /// it: the run's decisions and headline stay on validation. Default false.
     pub report_test_curve: bool,
+    /// Write TensorBoard event files to `<run>/tensorboard/` (the metrics of every epoch as
+    /// scalars, `config.toml` as text; [`crate::tensorboard`]). Default true; `false` (the CLI's
+    /// `--no-tensorboard`) writes none. Metrics are the same either way.
+    pub tensorboard: bool,
 }
 
 impl Default for TrainConfig {
@@ -139,6 +143,7 @@ impl Default for TrainConfig {
             device: DeviceConfig::Cpu,
             world_size: 1,
             report_test_curve: false,
+            tensorboard: true,
         }
     }
 }
@@ -223,6 +228,18 @@ mod tests {
         for bad in ["gpu", "cuda:", "cuda:x", "CPU"] {
             assert!(bad.parse::<DeviceConfig>().unwrap_err().contains(bad));
         }
+    }
+
+    #[test]
+    fn tensorboard_defaults_on_and_turns_off() {
+        // A config without the key (any run written before it existed) gets the default.
+        // (serde_json here; the run config's TOML goes through the same serde derive.)
+        let c: TrainConfig = serde_json::from_str(r#"{"epochs": 3}"#).unwrap();
+        assert!(c.tensorboard);
+        let c: TrainConfig = serde_json::from_str(r#"{"tensorboard": false}"#).unwrap();
+        assert!(!c.tensorboard);
+        let back: TrainConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::run_dir::{
     BestState, CheckpointState, RunLock, METHOD_TENSORS,
 };
 use crate::summary::{print_table, test_curve_summary, Summary, TEST_CURVE_FILE};
+use crate::tensorboard::{
+    config_markdown, epoch_scalars, event_files, EventWriter, CONFIG_TAG, TENSORBOARD_DIR,
+};
 use candle_core::{Device, Tensor, Var};
 use indicatif::{ProgressBar, ProgressStyle};
 use modbal_core::{EvalOutputs, Method, ModbalError, MultimodalModel, Result, RunContext};
@@ -222,6 +225,7 @@ impl Learner {
             device,
             opts: opts.clone(),
             _lock: lock,
+            tensorboard: None,
         })
     }
 
@@ -313,6 +317,8 @@ struct Session {
     opts: TrainOptions,
     /// Held while training in `dir` (none when only evaluating a finished run).
     _lock: Option<RunLock>,
+    /// The event file of this session (`train.tensorboard`, rank 0 only).
+    tensorboard: Option<EventWriter>,
 }
 
 impl Session {
@@ -655,7 +661,7 @@ fn record_epoch(
     lr: f64,
     train_m: &SplitMetrics,
     val_m: &SplitMetrics,
-) -> Result<[EpochRecord; 2]> {
+) -> Result<([EpochRecord; 2], Option<EpochRecord>)> {
     let mut tr = EpochRecord::new(epoch, stage, "train", train_m, lr);
     tr.method = s.ctx.log.take();
     let mut va = EpochRecord::new(epoch, stage, "val", val_m, lr);
@@ -667,6 +673,7 @@ fn record_epoch(
     for r in [&tr, &va] {
         append_line(&metrics_path, &serde_json::to_string(r)?)?;
     }
+    let mut test = None;
     if s.job.train.report_test_curve {
         let (test_m, _) = s.evaluate(s.job.splits.test.clone())?;
         let mut te = EpochRecord::new(epoch, stage, "test", &test_m, lr);
@@ -674,8 +681,69 @@ fn record_epoch(
             te.noise = n.on.covers("test").then(|| n.clone());
         }
         append_line(&s.dir.join(TEST_CURVE_FILE), &serde_json::to_string(&te)?)?;
+        test = Some(te);
     }
-    Ok([tr, va])
+    Ok(([tr, va], test))
+}
+
+/// The lines of a JSONL file (absent: none), parsed; the error names the file and line.
+fn read_jsonl<T: for<'de> serde::Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ModbalError::io("reading", path, e)),
+    };
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| ModbalError::Data(format!("{} line {}: {e}", path.display(), i + 1)))
+        })
+        .collect()
+}
+
+/// The session's TensorBoard event file (`train.tensorboard`; rank 0 only: the other ranks'
+/// directories are scratch). Each session opens a new file in `<run>/tensorboard/`. A resumed
+/// run whose directory already holds event files first writes `SessionLog START` at the epoch
+/// it trains next, so that TensorBoard drops the events of epochs after the checkpoint that an
+/// interrupted session wrote (they are trained again). Otherwise (a new run, or one resumed
+/// from a directory without event files) the file starts with `config.toml` as text at step 0
+/// and the completed epochs' scalars, from the metrics files.
+fn open_tensorboard(
+    s: &Session,
+    start_epoch: usize,
+    history: &[EpochRecord],
+) -> Result<Option<EventWriter>> {
+    let rank0 = s.job.collective.as_ref().is_none_or(|c| c.rank() == 0);
+    if !s.job.train.tensorboard || !rank0 {
+        return Ok(None);
+    }
+    let dir = s.dir.join(TENSORBOARD_DIR);
+    let earlier = !event_files(&dir)?.is_empty();
+    let mut w = EventWriter::create(&dir)?;
+    if start_epoch > 0 && earlier {
+        w.session_start(start_epoch as i64)?;
+    } else {
+        let cfg_path = s.dir.join("config.toml");
+        let cfg = std::fs::read_to_string(&cfg_path)
+            .map_err(|e| ModbalError::io("reading", &cfg_path, e))?;
+        w.text(0, CONFIG_TAG, &config_markdown(&cfg))?;
+        #[derive(serde::Deserialize)]
+        struct Timing {
+            epoch: usize,
+            seconds: f64,
+        }
+        let timing: Vec<Timing> = read_jsonl(&s.dir.join("timing.jsonl"))?;
+        let test: Vec<EpochRecord> = read_jsonl(&s.dir.join(TEST_CURVE_FILE))?;
+        for epoch in 0..start_epoch {
+            let mut recs: Vec<&EpochRecord> = history.iter().filter(|r| r.epoch == epoch).collect();
+            recs.extend(test.iter().filter(|r| r.epoch == epoch));
+            let secs = timing.iter().find(|t| t.epoch == epoch).map(|t| t.seconds);
+            w.scalars(epoch as i64, &epoch_scalars(&recs, secs))?;
+        }
+    }
+    w.flush()?;
+    Ok(Some(w))
 }
 
 /// The per-epoch line on stdout.
@@ -720,6 +788,7 @@ fn run_loop(
         (best, history) = restore_progress(s, &st)?;
         pending_opt_state = Some(os);
     }
+    s.tensorboard = open_tensorboard(s, start_epoch, &history)?;
     let stop_at = s
         .opts
         .stop_after
@@ -770,7 +839,8 @@ fn run_loop(
         s.job
             .method
             .on_epoch_end(s.job.model.as_ref(), &mut s.ctx)?;
-        let records = record_epoch(s, epoch, &stages[stage].name, lr, &train_m, &val_m)?;
+        let (records, test_record) =
+            record_epoch(s, epoch, &stages[stage].name, lr, &train_m, &val_m)?;
         let selectable = s.job.method.selectable(&s.ctx, &stages);
         best.consider(s, epoch, val_m.fusion_acc, selectable)?;
         let secs = t0.elapsed().as_secs_f64();
@@ -778,6 +848,12 @@ fn run_loop(
             &s.dir.join("timing.jsonl"),
             &serde_json::json!({"epoch": epoch, "seconds": secs}).to_string(),
         )?;
+        if let Some(w) = &mut s.tensorboard {
+            let mut recs: Vec<&EpochRecord> = records.iter().collect();
+            recs.extend(test_record.as_ref());
+            w.scalars(epoch as i64, &epoch_scalars(&recs, Some(secs)))?;
+            w.flush()?;
+        }
         if !s.opts.quiet {
             print_epoch(epoch, epochs, &train_m, &val_m, lr, secs);
         }

@@ -19,6 +19,8 @@
 //!   test_curve.jsonl   only with `train.report_test_curve`: test metrics after every epoch
 //!   meta.json          modbal version, git revision, command-independent facts
 //!   plots/*.svg        accuracy and loss curves
+//!   tensorboard/       TensorBoard event files: the metrics as scalars per epoch and config.toml
+//!                      as text (`train.tensorboard`, default on; see [`tensorboard`])
 //!   checkpoints/last/  model.safetensors, optimizer.{safetensors,json}, state.json (epoch, RNG, method),
 //!                      method.safetensors (method-owned tensors, e.g. UDI's q-networks; if any)
 //!   checkpoints/best/  model.safetensors, state.json
@@ -80,6 +82,7 @@ pub mod plot;
 pub mod record;
 mod run_dir;
 pub mod summary;
+pub mod tensorboard;
 
 pub use config::{DeviceConfig, TrainConfig};
 pub use distributed::{

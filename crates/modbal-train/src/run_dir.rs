@@ -299,7 +299,7 @@ pub(crate) fn claim_run_dir(base: &Path) -> Result<(PathBuf, RunLock)> {
                     }
                 }
                 remove_temporaries(&dir)?;
-                for d in ["plots", "checkpoints"] {
+                for d in ["plots", "checkpoints", crate::tensorboard::TENSORBOARD_DIR] {
                     let p = dir.join(d);
                     if p.exists() {
                         std::fs::remove_dir_all(&p).map_err(io("removing", &p))?;
