@@ -230,8 +230,9 @@ report-screenshot RUNS="runs/tables/synth-e12" PATTERNS="*" OUT="docs/img/report
 check-tensorboard RUN:
     #!/usr/bin/env bash
     set -euo pipefail
-    if ! python3 -c 'import tensorboard' 2>/dev/null; then
+    py="${MODBAL_PYTHON:-python3}"
+    if ! "$py" -c 'import tensorboard' 2>/dev/null; then
         echo "python package tensorboard not found; install: pip install tensorboard" >&2
         exit 1
     fi
-    python3 scripts/check_tensorboard.py "{{RUN}}"
+    "$py" scripts/check_tensorboard.py "{{RUN}}"

@@ -296,10 +296,12 @@ pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<()> {
 pub enum CellStatus {
     /// `summary.json` exists.
     Finished,
-    /// A checkpoint exists: `epochs_done` epochs are in `metrics.jsonl`; resumable.
+    /// A complete checkpoint exists (`modbal_train::is_resumable`): `epochs_done` epochs are in
+    /// `metrics.jsonl`; resumable.
     Interrupted { epochs_done: usize },
-    /// The directory exists without a checkpoint (stopped during its first epoch, or running
-    /// its first epoch now): started again from scratch.
+    /// The directory exists without a complete checkpoint (stopped during its first epoch or
+    /// while writing its first checkpoint, or running its first epoch now): started again from
+    /// scratch.
     Started,
     /// No directory yet.
     NotStarted,
@@ -310,10 +312,7 @@ impl CellStatus {
     pub fn of(dir: &Path) -> Self {
         if dir.join("summary.json").exists() {
             CellStatus::Finished
-        } else if ["last", "last.tmp", "last.old"]
-            .iter()
-            .any(|n| dir.join("checkpoints").join(n).is_dir())
-        {
+        } else if modbal_train::is_resumable(dir) {
             CellStatus::Interrupted {
                 epochs_done: epochs_done(dir),
             }
@@ -701,7 +700,13 @@ mod tests {
         assert_eq!(CellStatus::of(&r), CellStatus::NotStarted);
         std::fs::create_dir_all(&r).unwrap();
         assert_eq!(CellStatus::of(&r), CellStatus::Started);
+        // A checkpoint folder that is not complete is nothing to resume.
+        std::fs::create_dir_all(r.join("checkpoints/last.tmp")).unwrap();
+        std::fs::write(r.join("checkpoints/last.tmp/model.safetensors"), "partial").unwrap();
+        assert_eq!(CellStatus::of(&r), CellStatus::Started);
+        // (A checkpoint of a modbal version without checksums: state.json alone.)
         std::fs::create_dir_all(r.join("checkpoints/last")).unwrap();
+        std::fs::write(r.join("checkpoints/last/state.json"), "{}").unwrap();
         std::fs::write(
             r.join("metrics.jsonl"),
             "{\"epoch\":0,\"split\":\"train\"}\n{\"epoch\":0,\"split\":\"val\"}\n",

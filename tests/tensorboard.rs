@@ -172,10 +172,12 @@ fn require_tools() -> bool {
 }
 
 /// Run `scripts/check_tensorboard.py` (TensorBoard's EventAccumulator) on `run`: `None` when
-/// python3 or its tensorboard package is missing (skipped, unless MODBAL_REQUIRE_TOOLS=1),
+/// python3 (or `$MODBAL_PYTHON`) or its tensorboard package is missing (skipped, unless MODBAL_REQUIRE_TOOLS=1),
 /// else (success, stdout + stderr).
 fn python_check(run: &Path) -> Option<(bool, String)> {
-    let probe = Command::new("python3")
+    // CI points MODBAL_PYTHON at a virtual environment with tensorboard (.ci/run).
+    let python = std::env::var("MODBAL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
         .args(["-c", "import tensorboard"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
@@ -188,11 +190,7 @@ fn python_check(run: &Path) -> Option<(bool, String)> {
         return None;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check_tensorboard.py");
-    let o = Command::new("python3")
-        .arg(script)
-        .arg(run)
-        .output()
-        .unwrap();
+    let o = Command::new(&python).arg(script).arg(run).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),

@@ -423,8 +423,10 @@ fn check_same_run(reg: &Registry, run_dir: &Path, cfg: &RunConfig) -> Result<()>
     if !p.exists() {
         return Ok(());
     }
-    let old = RunConfig::from_file_in(reg, &p)
+    let mut old = RunConfig::from_file_in(reg, &p)
         .with_context(|| format!("reading the existing run {}", run_dir.display()))?;
+    // Whether event files are written changes no result.
+    old.train.tensorboard = cfg.train.tensorboard;
     let subset = |new: &toml::Table, old: &toml::Table| {
         new.iter()
             .find(|(k, v)| old.get(*k) != Some(*v))

@@ -90,4 +90,5 @@ pub use distributed::{
 };
 pub use learner::{init_rng, EpochRecord, Learner, RunOutcome, TrainOptions};
 pub use metrics::{MetricAccumulator, SplitMetrics};
+pub use run_dir::is_resumable;
 pub use summary::{format_table, Summary, TestCurveSummary, TEST_CURVE_FILE, TEST_CURVE_WARNING};

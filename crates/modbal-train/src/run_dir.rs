@@ -241,6 +241,14 @@ pub(crate) fn remove_temporaries(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether the run directory `dir` holds a complete checkpoint that
+/// [`crate::Learner::resume`] continues from (its checksums verified): the rule that resume and
+/// a new run's claim of a directory use, for callers that decide between resuming and starting
+/// again (`modbal sweep`).
+pub fn is_resumable(dir: &Path) -> bool {
+    has_checkpoint(dir)
+}
+
 /// Whether `dir` holds a complete checkpoint (something to resume).
 fn has_checkpoint(dir: &Path) -> bool {
     let ck = dir.join("checkpoints");
