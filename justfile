@@ -130,20 +130,21 @@ prepare DATASET RAW OUT *ARGS:
     cargo run --release -- prepare {{DATASET}} --raw {{RAW}} --out {{OUT}} {{ARGS}}
 
 # Training-step time of the reference workloads (small-cnn, conv4-pair, resnet18-av, mlp-pair)
-# for modbal and PyTorch eager, both at THREADS threads, run interleaved (A B A B), with the
-# modbal/PyTorch ratio table. Results and method: docs/benchmarks.md. PyTorch is optional; the
-# CPU-only wheel avoids several GB of CUDA libraries:
+# and the epoch time of the default `modbal train` (synth-av-epoch) for modbal and PyTorch eager,
+# both at THREADS threads, run interleaved (A B A B), with the modbal/PyTorch ratio table.
+# Results and method: docs/benchmarks.md. PYTHON runs the PyTorch side (a venv's python works).
+# PyTorch is optional; the CPU-only wheel avoids several GB of CUDA libraries:
 #   pip install torch --index-url https://download.pytorch.org/whl/cpu
-bench-vs-torch THREADS="2" ROUNDS="3":
+bench-vs-torch THREADS="2" ROUNDS="3" PYTHON="python3":
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release --bin modbal
     bin="${CARGO_TARGET_DIR:-target}/release/modbal"
-    if python3 -c 'import torch' 2>/dev/null; then
-        echo "PyTorch $(python3 -c 'import torch; print(torch.__version__)'): timing both sides..."
-        python3 bench/step_compare.py --modbal "$bin" --threads {{THREADS}} --rounds {{ROUNDS}}
+    if {{PYTHON}} -c 'import torch' 2>/dev/null; then
+        echo "PyTorch $({{PYTHON}} -c 'import torch; print(torch.__version__)'): timing both sides..."
+        python3 bench/step_compare.py --modbal "$bin" --python {{PYTHON}} --threads {{THREADS}} --rounds {{ROUNDS}}
     else
-        echo "python3 cannot import torch: modbal timings only (CPU wheel: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
+        echo "{{PYTHON}} cannot import torch: modbal timings only (CPU wheel: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
         python3 bench/step_compare.py --modbal "$bin" --threads {{THREADS}} --rounds 1 --no-torch
     fi
 
