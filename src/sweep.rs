@@ -156,9 +156,13 @@ impl Grid {
     }
 }
 
-/// An axis value as `--set` takes it: its TOML literal.
+/// An axis value as `--set` takes it: its TOML literal (floats in Rust's shortest form, which
+/// TOML reads back: `0.05`, `1e30`).
 fn raw_value(v: &toml::Value) -> String {
-    v.to_string()
+    match v {
+        toml::Value::Float(f) if f.is_finite() => format!("{f:?}"),
+        other => other.to_string(),
+    }
 }
 
 /// Split at commas that are not inside `[]`, `{}` or quotes.
@@ -594,6 +598,11 @@ mod tests {
         // A bare word is a string, as `--set` reads it.
         g.add_set("train.optimizer.kind=sgd,adamw").unwrap();
         assert_eq!(g.axis_values()[1].1, ["\"sgd\"", "\"adamw\""]);
+        g.add_set("train.optimizer.momentum=1e30,2.5e-7,1.0")
+            .unwrap();
+        assert_eq!(g.axis_values()[3].1, ["1e30", "2.5e-7", "1.0"]);
+        // The same key twice with several values is an error.
+        assert!(g.add_set("train.optimizer.lr=1,2").is_err());
         assert!(g.add_set("novalue").is_err());
         assert!(g.add_set("k=1,").is_err());
     }

@@ -343,3 +343,50 @@ fn dry_run_lists_unimodal_per_modality_and_axis_cells() {
         "--dry-run wrote the folder"
     );
 }
+
+/// A cell that fails (a diverging learning rate) does not stop the others; the sweep exits 1
+/// naming it and its log, and --collect shows its error line and exits 3.
+#[test]
+fn a_failed_cell_is_reported_and_the_others_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sw");
+    let o = modbal(
+        &[
+            "sweep",
+            "--datasets",
+            "synth-vec",
+            "--methods",
+            "concat",
+            "--epochs",
+            "2",
+            "--set",
+            "dataset.train=240",
+            "--set",
+            "train.optimizer.lr=0.01,1e30",
+            "--jobs",
+            "2",
+            "--no-progress",
+            "--out",
+            &out.display().to_string(),
+        ],
+        tmp.path(),
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("1 cell(s) failed: synth-vec-concat-lr1e30-s0"),
+        "{t}"
+    );
+    assert!(t.contains("logs/synth-vec-concat-lr1e30-s0.log"), "{t}");
+    assert_eq!(
+        CellStatus::of(&out.join("synth-vec-concat-lr0.01-s0")),
+        CellStatus::Finished
+    );
+    let c = modbal(
+        &["sweep", "--collect", &out.display().to_string()],
+        tmp.path(),
+    );
+    let t = text(&c);
+    assert_eq!(c.status.code(), Some(3), "{t}");
+    assert!(t.contains("error: training failed: non-finite loss"), "{t}");
+}
