@@ -46,6 +46,22 @@ import time
 WORKLOADS = ["small-cnn", "conv4-pair", "resnet18-av", "mlp-pair", "synth-av-epoch"]
 
 
+def timing_fields(torch, sorted_ms, steps, warmup, dev):
+    """The fields every workload's JSON object shares: percentiles of the timed steps, the
+    run's settings, peak RSS and the device."""
+    return {
+        "ms_per_step_median": round(percentile(sorted_ms, 0.5), 3),
+        "ms_per_step_p10": round(percentile(sorted_ms, 0.1), 3),
+        "ms_per_step_p90": round(percentile(sorted_ms, 0.9), 3),
+        "steps": steps,
+        "warmup": warmup,
+        "threads": torch.get_num_threads(),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "version": torch.__version__,
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+    }
+
+
 def percentile(sorted_v, p):
     """Linear interpolation between order statistics (numpy.percentile's default)."""
     x = p * (len(sorted_v) - 1)
@@ -362,15 +378,7 @@ def synth_av_epochs(a):
     return {
         "workload": a.workload,
         "framework": "pytorch",
-        "ms_per_step_median": round(percentile(s, 0.5), 3),
-        "ms_per_step_p10": round(percentile(s, 0.1), 3),
-        "ms_per_step_p90": round(percentile(s, 0.9), 3),
-        "steps": steps,
-        "warmup": warmup,
-        "threads": torch.get_num_threads(),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "version": torch.__version__,
-        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        **timing_fields(torch, s, steps, warmup, dev),
         "batch": c["batch"],
         "unit": "epoch (train + validation)",
         "params": params,
@@ -446,15 +454,7 @@ def main():
     print(json.dumps({
         "workload": a.workload,
         "framework": "pytorch",
-        "ms_per_step_median": round(percentile(s, 0.5), 3),
-        "ms_per_step_p10": round(percentile(s, 0.1), 3),
-        "ms_per_step_p90": round(percentile(s, 0.9), 3),
-        "steps": steps,
-        "warmup": warmup,
-        "threads": torch.get_num_threads(),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "version": torch.__version__,
-        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        **timing_fields(torch, s, steps, warmup, dev),
         "batch": batch,
         "params": sum(p.numel() for p in model.parameters()),
         "loss_first": first,
