@@ -41,6 +41,22 @@ pub fn load_splits(cfg: &RunConfig) -> Result<Splits> {
     builtin().load_splits(cfg)
 }
 
+/// Runs a one-rank training loop: on the CPU, when the process asked for it
+/// (`modbal_tensors::threads::run_loops_in_pool`, which the `modbal` binary does), on a worker
+/// thread of rayon's global pool, whose threads compute the matrix products and kernels. The
+/// work each kernel splits over the threads is then started from a worker, not handed over from
+/// the main thread (which sleeps until the pool wakes it again), and the other workers stay
+/// awake between kernels (docs/benchmarks.md). Elsewhere `f` runs on the calling thread.
+fn on_cpu_pool<R: Send>(cfg: &RunConfig, f: impl FnOnce() -> R + Send) -> R {
+    if cfg.train.device == modbal_train::DeviceConfig::Cpu
+        && modbal_tensors::threads::loops_in_pool()
+    {
+        modbal_tensors::threads::in_pool(f)
+    } else {
+        f()
+    }
+}
+
 /// A run config made concrete: the resolved config, its data and its method's plan.
 struct Prepared {
     cfg: RunConfig,
@@ -63,7 +79,8 @@ impl Registry {
         }
         let (cfg, learner) = self.learner(cfg)?;
         let base = cfg.out_dir.join(cfg.run_name());
-        learner.fit(&base, &cfg.to_toml_string()?, opts)
+        let toml = cfg.to_toml_string()?;
+        on_cpu_pool(&cfg, || learner.fit(&base, &toml, opts))
     }
 
     /// Continue an interrupted run from `run_dir/checkpoints/last` (its `config.toml` is read
@@ -88,7 +105,7 @@ impl Registry {
             );
         }
         let (_, learner) = self.learner(&cfg)?;
-        learner.resume(run_dir, opts)
+        on_cpu_pool(&cfg, || learner.resume(run_dir, opts))
     }
 
     /// Evaluate the selected (best-validation) model of a finished run, `run_dir/checkpoints/best`,

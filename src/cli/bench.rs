@@ -288,41 +288,49 @@ pub fn run_step(a: &StepArgs) -> Result<Value> {
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let (times, extra) = if epoch {
-        synth_av_epochs(warmup, steps, a.seed, a.device)?
+    let run = || -> Result<(Vec<f64>, Value)> {
+        Ok(if epoch {
+            synth_av_epochs(warmup, steps, a.seed, a.device)?
+        } else {
+            let dev = a.device.open()?;
+            let mut b = StepBench::new(&a.workload, a.seed, &dev)?;
+            let mut first = f64::NAN;
+            for i in 0..warmup {
+                let l = b.step()?;
+                if i == 0 {
+                    first = l;
+                }
+            }
+            let mut times = Vec::with_capacity(steps);
+            let mut last = f64::NAN;
+            for i in 0..steps {
+                dev.synchronize()?;
+                let t0 = Instant::now();
+                last = b.step()?;
+                dev.synchronize()?;
+                times.push(t0.elapsed().as_secs_f64() * 1e3);
+                if i == 0 && warmup == 0 {
+                    first = last;
+                }
+            }
+            let n_params: usize = b
+                .model
+                .params()
+                .trainable()
+                .iter()
+                .map(|(_, v)| v.elem_count())
+                .sum();
+            (
+                times,
+                json!({"batch": b.batch, "params": n_params, "loss_first": first, "loss_last": last}),
+            )
+        })
+    };
+    // On a worker of the pool, as `modbal train` runs its loop (threads::run_loops_in_pool).
+    let (times, extra) = if modbal_tensors::threads::loops_in_pool() {
+        modbal_tensors::threads::in_pool(run)?
     } else {
-        let dev = a.device.open()?;
-        let mut b = StepBench::new(&a.workload, a.seed, &dev)?;
-        let mut first = f64::NAN;
-        for i in 0..warmup {
-            let l = b.step()?;
-            if i == 0 {
-                first = l;
-            }
-        }
-        let mut times = Vec::with_capacity(steps);
-        let mut last = f64::NAN;
-        for i in 0..steps {
-            dev.synchronize()?;
-            let t0 = Instant::now();
-            last = b.step()?;
-            dev.synchronize()?;
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
-            if i == 0 && warmup == 0 {
-                first = last;
-            }
-        }
-        let n_params: usize = b
-            .model
-            .params()
-            .trainable()
-            .iter()
-            .map(|(_, v)| v.elem_count())
-            .sum();
-        (
-            times,
-            json!({"batch": b.batch, "params": n_params, "loss_first": first, "loss_last": last}),
-        )
+        run()?
     };
     let (med, p10, p90) = percentiles(&times);
     let mut out = json!({

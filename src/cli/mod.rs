@@ -332,6 +332,8 @@ pub fn main(registry: Registry) {
     // Freed memory kept for reuse, candle's element-wise ops on the calling thread (README,
     // Benchmarks; MODBAL_MALLOC=system and CANDLE_NUM_THREADS override).
     modbal_tensors::apply_speed_defaults();
+    // One training loop per process: run it on the thread pool (threads::run_loops_in_pool).
+    modbal_tensors::threads::run_loops_in_pool(true);
     let cli = Cli::parse();
     if let Err(e) = run(&registry, cli) {
         eprintln!("error: {e:#}");

@@ -371,7 +371,8 @@ fn matches_pytorch_conv2d() -> Result<()> {
 /// The gemm kernels' other paths: planes of at least 256 outputs (one sample per product,
 /// groups in parallel), a 1×1 stride-1 convolution (the input is its own im2col matrix),
 /// a strided 1×1 convolution, and groups of several samples with a smaller last group
-/// (7 samples of 9×9 → groups of 4 and 3). Reference: the direct loop (every entry) and
+/// (7 samples of 9×9 → groups of 4 and 3), and partial sums of the weight gradient over
+/// several groups each (9 samples). Reference: the direct loop (every entry) and
 /// finite differences.
 #[test]
 fn gemm_paths_match_direct_loop() -> Result<()> {
@@ -394,6 +395,14 @@ fn gemm_paths_match_direct_loop() -> Result<()> {
         [3, 2, 3, 3],
         geom((1, 1), (2, 2), (2, 2)),
         41,
+    )?;
+    // 9 one-sample groups: the weight gradient's partial sums take 2 groups each (5 parts, the
+    // last with one group), each part starting from its first product, not from zeros.
+    check_case(
+        [9, 2, 16, 16],
+        [3, 2, 3, 3],
+        geom((1, 1), (1, 1), (1, 1)),
+        53,
     )?;
     Ok(())
 }

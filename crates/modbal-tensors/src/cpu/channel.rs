@@ -107,6 +107,7 @@ fn lane_bn_sums<T: Float>(
 
 /// Per-channel sums of `x [B, C, HW]` (accumulated in f64).
 pub(crate) fn channel_sums<T: Float>(x: &[T], b: usize, c: usize, hw: usize) -> Vec<f64> {
+    crate::threads::keep_warm();
     (0..c)
         .into_par_iter()
         .map(|ci| channel_sum(x, b, c, hw, ci))
@@ -151,6 +152,7 @@ pub(crate) fn channel_sums_as<T: Float>(x: &[T], b: usize, c: usize, hw: usize) 
 
 /// Per-channel mean and biased variance of `x [B, C, HW]` (two passes, f64).
 pub(crate) fn channel_stats<T: Float>(x: &[T], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
+    crate::threads::keep_warm();
     (0..c)
         .into_par_iter()
         .map(|ci| channel_stat(x, b, c, hw, ci))
@@ -171,6 +173,7 @@ pub(crate) fn channel_affine<T: Float>(
     if hw == 0 {
         return y;
     }
+    crate::threads::keep_warm();
     y.par_chunks_mut(hw)
         .zip(x.par_chunks(hw))
         .enumerate()
@@ -204,6 +207,7 @@ pub(crate) fn bn_bwd_sums<T: Float>(
     dims: (usize, usize, usize),
     stats: &[(f64, f64)],
 ) -> Vec<(f64, f64)> {
+    crate::threads::keep_warm();
     (0..dims.1)
         .into_par_iter()
         .map(|ci| bn_channel_sums(x, gy, y, dims, ci, stats[ci]))
@@ -250,6 +254,7 @@ pub(crate) fn bn_bwd_input<T: Float>(
     if hw == 0 {
         return gx;
     }
+    crate::threads::keep_warm();
     gx.par_chunks_mut(hw).enumerate().for_each(|(p, gp)| {
         let ci = p % c;
         let (mean, invstd) = stats[ci];

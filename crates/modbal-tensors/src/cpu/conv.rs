@@ -16,7 +16,8 @@
 //! Groups run in parallel (single-threaded gemm calls, one scratch buffer per task) when there
 //! are enough of them, else one after the other with the gemm crate's own parallelism.
 
-use super::matmul::{mm, transpose_into, Par};
+use super::matmul::{mm, transpose_into, transpose_tiles, Par};
+use super::scratch::with_scratch;
 use super::simd::Float;
 use crate::window::Window;
 use rayon::prelude::*;
@@ -219,22 +220,23 @@ fn regroup<T: Float>(src: &[T], dst: &mut [T], o: usize, hw: usize, nbg: usize, 
     }
 }
 
-/// Runs `f(group, chunk of out)` over the groups, in parallel with a per-task scratch buffer
-/// or one after the other.
+/// Runs `f(group, chunk of out, scratch)` over the groups, in parallel or one after the other;
+/// `scratch` (`scratch` elements, contents unspecified) is the running thread's reused buffer.
 fn for_groups<T: Float, F>(out: &mut [T], per_group: usize, parallel: bool, scratch: usize, f: F)
 where
-    F: Fn(usize, &mut [T], &mut Vec<T>) + Sync + Send,
+    F: Fn(usize, &mut [T], &mut [T]) + Sync + Send,
 {
-    let zero = T::from_f64(0.0);
     if parallel {
+        crate::threads::keep_warm();
         out.par_chunks_mut(per_group)
             .enumerate()
-            .for_each_init(|| vec![zero; scratch], |buf, (g, chunk)| f(g, chunk, buf));
+            .for_each(|(g, chunk)| with_scratch(scratch, |buf| f(g, chunk, buf)));
     } else {
-        let mut buf = vec![zero; scratch];
-        for (g, chunk) in out.chunks_mut(per_group).enumerate() {
-            f(g, chunk, &mut buf);
-        }
+        with_scratch(scratch, |buf| {
+            for (g, chunk) in out.chunks_mut(per_group).enumerate() {
+                f(g, chunk, buf);
+            }
+        });
     }
 }
 
@@ -388,63 +390,68 @@ pub(crate) fn conv_bwd_weight<T: Float>(x: &[T], gy: &[T], s: &ConvShape) -> Vec
         return vec![zero; o * k];
     }
     let direct = s.identity() && nb == 1;
-    let (parallel, par) = s.plan(parts);
     let per_part = groups.div_ceil(parts);
+    // Every part has at least one group (its first product overwrites the part).
+    let parts = groups.div_ceil(per_part);
+    let (parallel, par) = s.plan(parts);
     let cols_len = if direct { 0 } else { k * nb * hw };
     let scratch = cols_len + o * nb * hw;
-    let mut acc = vec![zero; parts * o * k];
-    for_groups(&mut acc, o * k, parallel, scratch, |p, accp, buf| {
-        for g in p * per_part..((p + 1) * per_part).min(groups) {
-            let (b0, nbg) = s.group(g);
-            let ld = nbg * hw;
-            let (cols_buf, gyt) = buf.split_at_mut(cols_len);
-            let cols: &[T] = if direct {
-                &x[b0 * s.c * s.h * s.w..][..k * hw]
-            } else {
-                im2col_group(x, s, b0, nbg, &mut cols_buf[..k * ld]);
-                &cols_buf[..k * ld]
-            };
-            // G_Yᵀ [ld, O]: row (j, p) holds gy[b0 + j, :, p].
-            let gyt = &mut gyt[..ld * o];
-            let src = &gy[b0 * o * hw..][..nbg * o * hw];
-            for j in 0..nbg {
-                for oi in 0..o {
-                    let srow = &src[(j * o + oi) * hw..][..hw];
-                    for (pi, &v) in srow.iter().enumerate() {
-                        gyt[(j * hw + pi) * o + oi] = v;
-                    }
+    // Partial sums in the calling thread's scratch (each part's first product overwrites).
+    with_scratch(parts * o * k, |acc: &mut [T]| {
+        for_groups(acc, o * k, parallel, scratch, |p, accp, buf| {
+            for g in p * per_part..((p + 1) * per_part).min(groups) {
+                let (b0, nbg) = s.group(g);
+                let ld = nbg * hw;
+                let (cols_buf, gyt) = buf.split_at_mut(cols_len);
+                let cols: &[T] = if direct {
+                    &x[b0 * s.c * s.h * s.w..][..k * hw]
+                } else {
+                    im2col_group(x, s, b0, nbg, &mut cols_buf[..k * ld]);
+                    &cols_buf[..k * ld]
+                };
+                // G_Yᵀ [ld, O]: row (j, p) holds gy[b0 + j, :, p] (each sample's [O, HW] block
+                // transposed in cache-sized tiles).
+                let gyt = &mut gyt[..ld * o];
+                let src = &gy[b0 * o * hw..][..nbg * o * hw];
+                for j in 0..nbg {
+                    transpose_tiles(
+                        &src[j * o * hw..][..o * hw],
+                        o,
+                        hw,
+                        &mut gyt[j * hw * o..][..hw * o],
+                    );
                 }
+                // SAFETY: accp is [K, O]; cols [K, ld]; gyt [ld, O].
+                unsafe {
+                    mm(
+                        k,
+                        o,
+                        ld,
+                        accp.as_mut_ptr(),
+                        o,
+                        g > p * per_part,
+                        cols.as_ptr(),
+                        1,
+                        ld,
+                        gyt.as_ptr(),
+                        1,
+                        o,
+                        Par::SplitM(par),
+                    )
+                };
             }
-            // SAFETY: accp is [K, O]; cols [K, ld]; gyt [ld, O].
-            unsafe {
-                mm(
-                    k,
-                    o,
-                    ld,
-                    accp.as_mut_ptr(),
-                    o,
-                    true,
-                    cols.as_ptr(),
-                    1,
-                    ld,
-                    gyt.as_ptr(),
-                    1,
-                    o,
-                    Par::SplitM(par),
-                )
-            };
+        });
+        let (first, rest) = acc.split_at_mut(o * k);
+        for part in rest.chunks(o * k) {
+            for (a, &v) in first.iter_mut().zip(part) {
+                *a += v;
+            }
         }
-    });
-    let (first, rest) = acc.split_at_mut(o * k);
-    for part in rest.chunks(o * k) {
-        for (a, &v) in first.iter_mut().zip(part) {
-            *a += v;
-        }
-    }
-    // [K, O] → [O, K].
-    let mut out = vec![zero; o * k];
-    transpose_into(first, k, o, &mut out);
-    out
+        // [K, O] → [O, K].
+        let mut out = vec![zero; o * k];
+        transpose_into(first, k, o, &mut out);
+        out
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 pub(crate) fn add_relu_fwd<T: Float>(a: &[T], b: &[T]) -> Vec<T> {
     let zero = T::from_f64(0.0);
     let mut y = vec![zero; a.len()];
+    crate::threads::keep_warm();
     y.par_chunks_mut(1 << 14)
         .zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14)))
         .for_each(|(yc, (ac, bc))| add_relu_chunk(yc, ac, bc));
@@ -27,6 +28,7 @@ simd_fn! {
 
 /// `y = max(y, 0)` in place.
 pub(crate) fn relu_in_place<T: Float>(y: &mut [T]) {
+    crate::threads::keep_warm();
     y.par_chunks_mut(1 << 14).for_each(relu_chunk);
 }
 
@@ -45,6 +47,7 @@ simd_fn! {
 pub(crate) fn relu_mask<T: Float>(g: &[T], y: &[T]) -> Vec<T> {
     let zero = T::from_f64(0.0);
     let mut out = vec![zero; g.len()];
+    crate::threads::keep_warm();
     out.par_chunks_mut(1 << 14)
         .zip(g.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
         .for_each(|(oc, (gc, yc))| relu_mask_chunk(oc, gc, yc));

@@ -137,6 +137,7 @@ pub(super) unsafe fn mm<T: Float>(
         return;
     }
     let elem = std::mem::size_of::<T>();
+    crate::threads::keep_warm();
     (0..parts).into_par_iter().for_each(|p| {
         let (a, b) = (p * block, ((p + 1) * block).min(len));
         let part = if along_n {
@@ -150,30 +151,47 @@ pub(super) unsafe fn mm<T: Float>(
     });
 }
 
+/// Side of the square tiles of [`transpose_into`] and [`transpose_tiles`].
+const TILE: usize = 32;
+
 /// `dst [cols, rows] = srcᵀ` for `src [rows, cols]` (row-major), in 32 × 32 tiles so that the
 /// strided side stays in cache (an element-by-element transpose of a 4608 × 512 weight
 /// gradient misses the cache on almost every write); tile rows in parallel.
 pub(crate) fn transpose_into<T: Float>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
-    const TILE: usize = 32;
     assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
     if rows == 0 || cols == 0 {
         return;
     }
     // Parallel over bands of TILE destination rows (= source columns): disjoint writes.
+    crate::threads::keep_warm();
     dst[..rows * cols]
         .par_chunks_mut(TILE * rows)
         .enumerate()
-        .for_each(|(band, d)| {
-            let c0 = band * TILE;
-            let cw = TILE.min(cols - c0);
-            for r0 in (0..rows).step_by(TILE) {
-                let rh = TILE.min(rows - r0);
-                for c in 0..cw {
-                    let drow = &mut d[c * rows + r0..][..rh];
-                    for (r, v) in drow.iter_mut().enumerate() {
-                        *v = src[(r0 + r) * cols + c0 + c];
-                    }
-                }
+        .for_each(|(band, d)| transpose_band(src, rows, cols, band * TILE, d));
+}
+
+/// [`transpose_into`] on the calling thread (for callers that already run in parallel).
+pub(crate) fn transpose_tiles<T: Float>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    for (band, d) in dst[..rows * cols].chunks_mut(TILE * rows).enumerate() {
+        transpose_band(src, rows, cols, band * TILE, d);
+    }
+}
+
+/// Destination rows `c0..c0 + d.len() / rows` (source columns) of the transpose, tile by tile.
+#[inline]
+fn transpose_band<T: Float>(src: &[T], rows: usize, cols: usize, c0: usize, d: &mut [T]) {
+    let cw = TILE.min(cols - c0);
+    for r0 in (0..rows).step_by(TILE) {
+        let rh = TILE.min(rows - r0);
+        for c in 0..cw {
+            let drow = &mut d[c * rows + r0..][..rh];
+            for (r, v) in drow.iter_mut().enumerate() {
+                *v = src[(r0 + r) * cols + c0 + c];
             }
-        });
+        }
+    }
 }

@@ -26,5 +26,6 @@ pub(crate) mod elementwise;
 pub(crate) mod linear;
 pub(crate) mod matmul;
 pub(crate) mod pool;
+pub(crate) mod scratch;
 pub(crate) mod sgd;
 pub(crate) mod simd;

@@ -93,6 +93,7 @@ simd_fn! {
 
 /// Mean of every `hw`-long plane.
 pub(crate) fn plane_means<T: Float>(x: &[T], hw: usize) -> Vec<T> {
+    crate::threads::keep_warm();
     x.par_chunks(hw)
         .map(|p| T::from_f64(channel_sum(p, 1, 1, p.len(), 0) / hw as f64))
         .collect()
@@ -102,6 +103,7 @@ pub(crate) fn plane_means<T: Float>(x: &[T], hw: usize) -> Vec<T> {
 pub(crate) fn plane_spread<T: Float>(g: &[T], hw: usize) -> Vec<T> {
     let mut out = vec![T::from_f64(0.0); g.len() * hw];
     let inv = 1.0 / hw as f64;
+    crate::threads::keep_warm();
     out.par_chunks_mut(hw)
         .zip(g.par_iter())
         .for_each(|(p, &v)| p.fill(T::from_f64(v.to_f64() * inv)));

@@ -74,6 +74,26 @@ pub fn use_fast_cpu(tensors: &[&Tensor]) -> bool {
     fast
 }
 
+/// Runs `f` with the calling thread's [`force_generic`] setting and adds the generic paths it
+/// took to the caller's [`generic_path_count`] (for work handed to another thread:
+/// `threads::in_pool`). `f` gets the setting and returns its result with its count.
+pub(crate) fn carried<R: Send>(
+    run: impl FnOnce(Box<dyn FnOnce() -> (R, u64) + Send + '_>) -> (R, u64),
+    f: impl FnOnce() -> R + Send,
+) -> R {
+    let forced = FORCED.with(|c| c.get());
+    let (r, used) = run(Box::new(move || {
+        let previous = FORCED.with(|c| c.replace(forced));
+        let before = generic_path_count();
+        let r = f();
+        let used = generic_path_count() - before;
+        FORCED.with(|c| c.set(previous));
+        (r, used)
+    }));
+    GENERIC_COUNT.with(|c| c.set(c.get() + used));
+    r
+}
+
 /// How many times ops called on this thread took their generic path (a diagnostic: tests use it
 /// to check that [`force_generic`] switches paths).
 pub fn generic_path_count() -> u64 {

@@ -53,7 +53,7 @@
 //! generic convolution and max-pooling. Their CPU loops are in the crate's private `cpu` module.
 
 mod conv;
-mod dispatch;
+pub(crate) mod dispatch;
 mod generic;
 mod linalg;
 mod linear;

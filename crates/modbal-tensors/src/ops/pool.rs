@@ -29,6 +29,7 @@ fn max_pool_fwd<T: Elem>(x: &[T], dims: &[usize], win: &Window) -> Result<(Vec<T
     ) == (2, 2, 2, 2, 0, 0, 1, 1);
     let mut out = vec![T::from_f64(0.0); b * c * ho * wo];
     let mut arg = vec![0u32; b * c * ho * wo];
+    crate::threads::keep_warm();
     out.par_chunks_mut(ho * wo)
         .zip(arg.par_chunks_mut(ho * wo))
         .enumerate()
@@ -107,6 +108,7 @@ fn max_pool_bwd<T: Elem>(
         _ => max_pool_fwd(x, dims, win)?.1,
     };
     let mut gx = vec![T::from_f64(0.0); b * c * h * w];
+    crate::threads::keep_warm();
     gx.par_chunks_mut(h * w)
         .enumerate()
         .for_each(|(bc, plane)| {
