@@ -16,7 +16,7 @@
 //! Groups run in parallel (single-threaded gemm calls, one scratch buffer per task) when there
 //! are enough of them, else one after the other with the gemm crate's own parallelism.
 
-use super::matmul::{mm, transpose_into, transpose_tiles, Par};
+use super::matmul::{mm, mm_dst, transpose_into, transpose_tiles, Par};
 use super::scratch::with_scratch;
 use super::simd::Float;
 use crate::window::Window;
@@ -89,17 +89,42 @@ fn valid_range(wo: usize, w: usize, s: usize, off: isize) -> (usize, usize) {
     (lo, hi)
 }
 
-/// im2col of samples `b0..b0+nbg` into `dst [K, nbg·HW]`.
-fn im2col_group<T: Float>(x: &[T], s: &ConvShape, b0: usize, nbg: usize, dst: &mut [T]) {
+/// im2col of samples `b0..b0+nbg` into `dst [K, nbg·HW]`, split over `threads` by blocks of
+/// input channels (each block's rows are contiguous in `dst`).
+fn im2col<T: Float>(x: &[T], s: &ConvShape, b0: usize, nbg: usize, dst: &mut [T], threads: usize) {
+    let rows = s.win.kh * s.win.kw * nbg * s.hw();
+    if threads <= 1 || s.c < 2 {
+        im2col_group(x, s, b0, nbg, 0, s.c, dst);
+        return;
+    }
+    let cc = s.c.div_ceil(4 * threads);
+    crate::threads::keep_warm();
+    dst[..s.c * rows]
+        .par_chunks_mut(cc * rows)
+        .enumerate()
+        .for_each(|(i, d)| im2col_group(x, s, b0, nbg, i * cc, ((i + 1) * cc).min(s.c), d));
+}
+
+/// im2col of input channels `c0..c1` of samples `b0..b0+nbg` into their rows of
+/// `dst [K, nbg·HW]` (`dst` starts at the row of channel `c0`).
+fn im2col_group<T: Float>(
+    x: &[T],
+    s: &ConvShape,
+    b0: usize,
+    nbg: usize,
+    c0: usize,
+    c1: usize,
+    dst: &mut [T],
+) {
     let (hw, win, zero) = (s.hw(), &s.win, T::from_f64(0.0));
     let ld = nbg * hw;
     for j in 0..nbg {
         let xb = &x[(b0 + j) * s.c * s.h * s.w..][..s.c * s.h * s.w];
-        for ci in 0..s.c {
+        for ci in c0..c1 {
             let plane = &xb[ci * s.h * s.w..][..s.h * s.w];
             for ky in 0..win.kh {
                 for kx in 0..win.kw {
-                    let row = (ci * win.kh + ky) * win.kw + kx;
+                    let row = ((ci - c0) * win.kh + ky) * win.kw + kx;
                     let d = &mut dst[row * ld + j * hw..][..hw];
                     let off = (kx * win.dw) as isize - win.pw as isize;
                     let (lo, hi) = valid_range(s.wo, s.w, win.sw, off);
@@ -135,14 +160,15 @@ fn im2col_group<T: Float>(x: &[T], s: &ConvShape, b0: usize, nbg: usize, dst: &m
                         }
                         continue;
                     }
-                    for oy in 0..s.ho {
+                    // Output rows whose input row is outside the plane: two runs, zeroed at once.
+                    let (oy0, oy1) =
+                        valid_range(s.ho, s.h, win.sh, (ky * win.dh) as isize - win.ph as isize);
+                    d[..oy0 * s.wo].fill(zero);
+                    d[oy1 * s.wo..].fill(zero);
+                    for oy in oy0..oy1 {
                         let drow = &mut d[oy * s.wo..][..s.wo];
-                        let iy = (oy * win.sh + ky * win.dh) as isize - win.ph as isize;
-                        if iy < 0 || iy as usize >= s.h {
-                            drow.fill(zero);
-                            continue;
-                        }
-                        let src = &plane[iy as usize * s.w..][..s.w];
+                        let iy = oy * win.sh + ky * win.dh - win.ph;
+                        let src = &plane[iy * s.w..][..s.w];
                         // the borders are 0-2 cells wide: no memset call for them
                         for v in &mut drow[..lo] {
                             *v = zero;
@@ -153,9 +179,11 @@ fn im2col_group<T: Float>(x: &[T], s: &ConvShape, b0: usize, nbg: usize, dst: &m
                         if win.sw == 1 {
                             let a = (lo as isize + off) as usize;
                             drow[lo..hi].copy_from_slice(&src[a..a + (hi - lo)]);
-                        } else {
-                            for (ox, v) in drow[lo..hi].iter_mut().enumerate() {
-                                *v = src[(((ox + lo) * win.sw) as isize + off) as usize];
+                        } else if lo < hi {
+                            let a = ((lo * win.sw) as isize + off) as usize;
+                            let taps = src[a..].iter().step_by(win.sw);
+                            for (v, &u) in drow[lo..hi].iter_mut().zip(taps) {
+                                *v = u;
                             }
                         }
                     }
@@ -163,59 +191,145 @@ fn im2col_group<T: Float>(x: &[T], s: &ConvShape, b0: usize, nbg: usize, dst: &m
             }
         }
     }
+}
+
+/// One kernel tap `(ky, kx)` of a convolution: the output rows `oy0..oy1` and columns `lo..hi`
+/// whose input cell lies inside the plane, and the input offsets `(oy·sh + iy, ox·sw + ix)`.
+#[derive(Clone, Copy)]
+struct Tap {
+    oy0: usize,
+    oy1: usize,
+    lo: usize,
+    hi: usize,
+    iy: isize,
+    ix: isize,
+}
+
+/// The taps of `s`'s window, row-major (`ky·kw + kx`), computed once per call.
+fn taps(s: &ConvShape) -> Vec<Tap> {
+    let win = &s.win;
+    let mut out = Vec::with_capacity(win.kh * win.kw);
+    for ky in 0..win.kh {
+        let iy = (ky * win.dh) as isize - win.ph as isize;
+        let (oy0, oy1) = valid_range(s.ho, s.h, win.sh, iy);
+        for kx in 0..win.kw {
+            let ix = (kx * win.dw) as isize - win.pw as isize;
+            let (lo, hi) = valid_range(s.wo, s.w, win.sw, ix);
+            out.push(Tap {
+                oy0,
+                oy1,
+                lo,
+                hi,
+                iy,
+                ix,
+            });
+        }
+    }
+    out
 }
 
 /// Adds `cols [K, nbg·HW]` back into the planes of `gx` (the `nbg` samples of the group,
-/// `[nbg, C, H, W]`).
-fn col2im_group<T: Float>(cols: &[T], s: &ConvShape, nbg: usize, gx: &mut [T]) {
+/// `[nbg, C, H, W]`), planes split over `threads`.
+fn col2im_group<T: Float>(cols: &[T], s: &ConvShape, nbg: usize, gx: &mut [T], threads: usize) {
+    let hw_in = s.h * s.w;
+    let planes = &mut gx[..nbg * s.c * hw_in];
+    let taps = taps(s);
+    if threads <= 1 {
+        for (p, plane) in planes.chunks_mut(hw_in).enumerate() {
+            col2im_plane(cols, s, &taps, nbg, p / s.c, p % s.c, plane);
+        }
+    } else {
+        crate::threads::keep_warm();
+        planes
+            .par_chunks_mut(hw_in)
+            .with_min_len(s.c.div_ceil(4 * threads).max(1))
+            .enumerate()
+            .for_each(|(p, plane)| col2im_plane(cols, s, &taps, nbg, p / s.c, p % s.c, plane));
+    }
+}
+
+/// Adds the rows of input channel `ci` of sample `j` of `cols [K, nbg·HW]` into its plane.
+fn col2im_plane<T: Float>(
+    cols: &[T],
+    s: &ConvShape,
+    taps: &[Tap],
+    nbg: usize,
+    j: usize,
+    ci: usize,
+    plane: &mut [T],
+) {
     let (hw, win) = (s.hw(), &s.win);
     let ld = nbg * hw;
-    for j in 0..nbg {
-        let gb = &mut gx[j * s.c * s.h * s.w..][..s.c * s.h * s.w];
-        for ci in 0..s.c {
-            let plane = &mut gb[ci * s.h * s.w..][..s.h * s.w];
-            for ky in 0..win.kh {
-                for kx in 0..win.kw {
-                    let row = (ci * win.kh + ky) * win.kw + kx;
-                    let src = &cols[row * ld + j * hw..][..hw];
-                    let off = (kx * win.dw) as isize - win.pw as isize;
-                    let (lo, hi) = valid_range(s.wo, s.w, win.sw, off);
-                    for oy in 0..s.ho {
-                        let iy = (oy * win.sh + ky * win.dh) as isize - win.ph as isize;
-                        if iy < 0 || iy as usize >= s.h {
-                            continue;
-                        }
-                        let srow = &src[oy * s.wo..][..s.wo];
-                        let drow = &mut plane[iy as usize * s.w..][..s.w];
-                        if win.sw == 1 {
-                            let a = (lo as isize + off) as usize;
-                            for (d, &v) in drow[a..a + (hi - lo)].iter_mut().zip(&srow[lo..hi]) {
-                                *d += v;
-                            }
-                        } else {
-                            for ox in lo..hi {
-                                drow[((ox * win.sw) as isize + off) as usize] += srow[ox];
-                            }
-                        }
-                    }
+    let (sh, sw) = (win.sh, win.sw);
+    for (t, tap) in taps.iter().enumerate() {
+        let row = ci * taps.len() + t;
+        let src = &cols[row * ld + j * hw..][..hw];
+        let n = tap.hi - tap.lo;
+        for oy in tap.oy0..tap.oy1 {
+            let iy = ((oy * sh) as isize + tap.iy) as usize;
+            let srow = &src[oy * s.wo + tap.lo..][..n];
+            let drow = &mut plane[iy * s.w..][..s.w];
+            let a = ((tap.lo * sw) as isize + tap.ix) as usize;
+            if sw == 1 {
+                for (d, &v) in drow[a..a + n].iter_mut().zip(srow) {
+                    *d += v;
+                }
+            } else {
+                for (d, &v) in drow[a..].iter_mut().step_by(sw).zip(srow) {
+                    *d += v;
                 }
             }
         }
     }
 }
 
-/// Copies the `[nbg, O, HW]` slab `src` into `dst [O, nbg·HW]` (or back with `to_nchw`).
-fn regroup<T: Float>(src: &[T], dst: &mut [T], o: usize, hw: usize, nbg: usize, to_nchw: bool) {
+/// Copies the `[nbg, O, HW]` slab `src` into `dst [O, nbg·HW]` (or back with `to_nchw`), split
+/// over `threads` by destination blocks (samples for `to_nchw`, else channel rows).
+fn regroup<T: Float>(
+    src: &[T],
+    dst: &mut [T],
+    o: usize,
+    hw: usize,
+    nbg: usize,
+    to_nchw: bool,
+    threads: usize,
+) {
     let ld = nbg * hw;
-    for j in 0..nbg {
-        for oi in 0..o {
-            let a = (j * o + oi) * hw;
-            let g = oi * ld + j * hw;
-            if to_nchw {
-                dst[a..a + hw].copy_from_slice(&src[g..g + hw]);
-            } else {
-                dst[g..g + hw].copy_from_slice(&src[a..a + hw]);
+    let dst = &mut dst[..o * ld];
+    if to_nchw {
+        // dst block j = sample j's [O, HW].
+        let one = |j: usize, d: &mut [T]| {
+            for (oi, row) in d.chunks_exact_mut(hw).enumerate() {
+                row.copy_from_slice(&src[oi * ld + j * hw..][..hw]);
             }
+        };
+        if threads > 1 && nbg > 1 {
+            crate::threads::keep_warm();
+            dst.par_chunks_mut(o * hw)
+                .enumerate()
+                .for_each(|(j, d)| one(j, d));
+        } else {
+            dst.chunks_mut(o * hw)
+                .enumerate()
+                .for_each(|(j, d)| one(j, d));
+        }
+    } else {
+        // dst row oi = channel oi of every sample.
+        let one = |oi: usize, d: &mut [T]| {
+            for (j, part) in d.chunks_exact_mut(hw).enumerate() {
+                part.copy_from_slice(&src[(j * o + oi) * hw..][..hw]);
+            }
+        };
+        if threads > 1 && o > 1 {
+            crate::threads::keep_warm();
+            dst.par_chunks_mut(ld)
+                .with_min_len(o.div_ceil(4 * threads).max(1))
+                .enumerate()
+                .for_each(|(oi, d)| one(oi, d));
+        } else {
+            dst.chunks_mut(ld)
+                .enumerate()
+                .for_each(|(oi, d)| one(oi, d));
         }
     }
 }
@@ -257,7 +371,7 @@ pub(crate) fn conv_fwd<T: Float>(x: &[T], wt: &[T], bias: Option<&[T]>, s: &Conv
         let cols: &[T] = if direct {
             &x[b0 * s.c * s.h * s.w..][..k * hw]
         } else {
-            im2col_group(x, s, b0, nbg, &mut cols_buf[..k * ld]);
+            im2col(x, s, b0, nbg, &mut cols_buf[..k * ld], par);
             &cols_buf[..k * ld]
         };
         if nbg == 1 {
@@ -281,7 +395,7 @@ pub(crate) fn conv_fwd<T: Float>(x: &[T], wt: &[T], bias: Option<&[T]>, s: &Conv
                     cols.as_ptr(),
                     1,
                     ld,
-                    Par::SplitN(par),
+                    Par::Split(par),
                 )
             };
         } else {
@@ -301,10 +415,10 @@ pub(crate) fn conv_fwd<T: Float>(x: &[T], wt: &[T], bias: Option<&[T]>, s: &Conv
                     cols.as_ptr(),
                     1,
                     ld,
-                    Par::SplitN(par),
+                    Par::Split(par),
                 )
             };
-            regroup(ob, yg, o, hw, nbg, true);
+            regroup(ob, yg, o, hw, nbg, true, par);
             if let Some(bv) = bias {
                 for (r, row) in yg.chunks_mut(hw).enumerate() {
                     let v = bv[r % o];
@@ -343,6 +457,7 @@ pub(crate) fn conv_bwd_input<T: Float>(gy: &[T], wt: &[T], s: &ConvShape) -> Vec
                 hw,
                 nbg,
                 false,
+                par,
             );
             &gy_buf[..o * ld]
         };
@@ -366,11 +481,11 @@ pub(crate) fn conv_bwd_input<T: Float>(gy: &[T], wt: &[T], s: &ConvShape) -> Vec
                 gyg.as_ptr(),
                 1,
                 ld,
-                Par::SplitN(par),
+                Par::Split(par),
             )
         };
         if !direct {
-            col2im_group(&cols_buf[..k * ld], s, nbg, gxg);
+            col2im_group(&cols_buf[..k * ld], s, nbg, gxg, par);
         }
     });
     gx
@@ -379,8 +494,9 @@ pub(crate) fn conv_bwd_input<T: Float>(gy: &[T], wt: &[T], s: &ConvShape) -> Vec
 /// Weight gradient of the convolution: `x [B, C, H, W]`, `gy [B, O, Ho, Wo]` → `[O, K]`.
 ///
 /// Per group, `G_Wᵀ [K, O] += C [K, ld] · G_Yᵀ [ld, O]` with `G_Y` transposed into a scratch
-/// buffer first: both factors of `G_Y · Cᵀ` have the summed (spatial) index contiguous, a
-/// layout for which the gemm crate runs several times slower than for this one.
+/// buffer first (both factors of `G_Y · Cᵀ` have the summed (spatial) index contiguous, a
+/// layout for which the gemm crate runs several times slower than for this one), written
+/// column-major, i.e. straight into the `[O, K]` layout of the result.
 pub(crate) fn conv_bwd_weight<T: Float>(x: &[T], gy: &[T], s: &ConvShape) -> Vec<T> {
     let (k, hw, o, nb) = (s.k(), s.hw(), s.o, s.nb());
     let zero = T::from_f64(0.0);
@@ -406,29 +522,33 @@ pub(crate) fn conv_bwd_weight<T: Float>(x: &[T], gy: &[T], s: &ConvShape) -> Vec
                 let cols: &[T] = if direct {
                     &x[b0 * s.c * s.h * s.w..][..k * hw]
                 } else {
-                    im2col_group(x, s, b0, nbg, &mut cols_buf[..k * ld]);
+                    im2col(x, s, b0, nbg, &mut cols_buf[..k * ld], par);
                     &cols_buf[..k * ld]
                 };
                 // G_Yᵀ [ld, O]: row (j, p) holds gy[b0 + j, :, p] (each sample's [O, HW] block
                 // transposed in cache-sized tiles).
                 let gyt = &mut gyt[..ld * o];
                 let src = &gy[b0 * o * hw..][..nbg * o * hw];
-                for j in 0..nbg {
-                    transpose_tiles(
-                        &src[j * o * hw..][..o * hw],
-                        o,
-                        hw,
-                        &mut gyt[j * hw * o..][..hw * o],
-                    );
+                if par <= 1 {
+                    for (j, d) in gyt.chunks_mut(hw * o).enumerate() {
+                        transpose_tiles(&src[j * o * hw..][..o * hw], o, hw, d);
+                    }
+                } else if nbg == 1 {
+                    transpose_into(src, o, hw, gyt);
+                } else {
+                    crate::threads::keep_warm();
+                    gyt.par_chunks_mut(hw * o).enumerate().for_each(|(j, d)| {
+                        transpose_tiles(&src[j * o * hw..][..o * hw], o, hw, d);
+                    });
                 }
-                // SAFETY: accp is [K, O]; cols [K, ld]; gyt [ld, O].
+                // SAFETY: accp is [O, K], written as the transposed (column-major) [K, O]
+                // product; cols [K, ld]; gyt [ld, O].
                 unsafe {
-                    mm(
+                    mm_dst(
                         k,
                         o,
                         ld,
-                        accp.as_mut_ptr(),
-                        o,
+                        (accp.as_mut_ptr(), k, 1),
                         g > p * per_part,
                         cols.as_ptr(),
                         1,
@@ -436,7 +556,7 @@ pub(crate) fn conv_bwd_weight<T: Float>(x: &[T], gy: &[T], s: &ConvShape) -> Vec
                         gyt.as_ptr(),
                         1,
                         o,
-                        Par::SplitM(par),
+                        Par::Split(par),
                     )
                 };
             }
@@ -447,10 +567,7 @@ pub(crate) fn conv_bwd_weight<T: Float>(x: &[T], gy: &[T], s: &ConvShape) -> Vec
                 *a += v;
             }
         }
-        // [K, O] → [O, K].
-        let mut out = vec![zero; o * k];
-        transpose_into(first, k, o, &mut out);
-        out
+        first.to_vec()
     })
 }
 
