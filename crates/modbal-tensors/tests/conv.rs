@@ -372,7 +372,8 @@ fn matches_pytorch_conv2d() -> Result<()> {
 /// groups in parallel), a 1×1 stride-1 convolution (the input is its own im2col matrix),
 /// a strided 1×1 convolution, and groups of several samples with a smaller last group
 /// (7 samples of 9×9 → groups of 4 and 3), and partial sums of the weight gradient over
-/// several groups each (9 samples). Reference: the direct loop (every entry) and
+/// several groups each (9 samples), and a 512-channel layer (its weight gradient written
+/// column-major). Reference: the direct loop (every entry) and
 /// finite differences.
 #[test]
 fn gemm_paths_match_direct_loop() -> Result<()> {

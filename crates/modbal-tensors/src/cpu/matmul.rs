@@ -198,7 +198,7 @@ pub(super) unsafe fn mm_dst<T: Float>(
     });
 }
 
-/// Side of the square tiles of [`transpose_into`] and [`transpose_tiles`].
+/// Side of the square tiles of [`transpose_into`].
 const TILE: usize = 32;
 
 /// `dst [cols, rows] = srcᵀ` for `src [rows, cols]` (row-major), in 32 × 32 tiles so that the
@@ -215,17 +215,6 @@ pub(crate) fn transpose_into<T: Float>(src: &[T], rows: usize, cols: usize, dst:
         .par_chunks_mut(TILE * rows)
         .enumerate()
         .for_each(|(band, d)| transpose_band(src, rows, cols, band * TILE, d));
-}
-
-/// [`transpose_into`] on the calling thread (for callers that already run in parallel).
-pub(crate) fn transpose_tiles<T: Float>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
-    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    for (band, d) in dst[..rows * cols].chunks_mut(TILE * rows).enumerate() {
-        transpose_band(src, rows, cols, band * TILE, d);
-    }
 }
 
 /// Destination rows `c0..c0 + d.len() / rows` (source columns) of the transpose, tile by tile.
