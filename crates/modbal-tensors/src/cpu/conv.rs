@@ -105,6 +105,28 @@ fn im2col<T: Float>(x: &[T], s: &ConvShape, b0: usize, nbg: usize, dst: &mut [T]
         .for_each(|(i, d)| im2col_group(x, s, b0, nbg, i * cc, ((i + 1) * cc).min(s.c), d));
 }
 
+/// Output widths up to which im2col goes element by element ([`im2col_narrow`]).
+const NARROW: usize = 8;
+
+/// One tap's im2col row of one sample for a narrow output (`wo ≤ NARROW`), element by element:
+/// on 4 × 4 planes the copies and zero fills of the general path are library calls on a few
+/// elements each, which cost more than the elements.
+fn im2col_narrow<T: Float>(plane: &[T], s: &ConvShape, t: &Tap, d: &mut [T]) {
+    let zero = T::from_f64(0.0);
+    let (sh, sw) = (s.win.sh, s.win.sw);
+    for (oy, drow) in d[..s.ho * s.wo].chunks_exact_mut(s.wo).enumerate() {
+        let row_ok = oy >= t.oy0 && oy < t.oy1;
+        let iy = (oy * sh) as isize + t.iy;
+        for (ox, v) in drow.iter_mut().enumerate() {
+            *v = if row_ok && ox >= t.lo && ox < t.hi {
+                plane[iy as usize * s.w + ((ox * sw) as isize + t.ix) as usize]
+            } else {
+                zero
+            };
+        }
+    }
+}
+
 /// im2col of input channels `c0..c1` of samples `b0..b0+nbg` into their rows of
 /// `dst [K, nbg·HW]` (`dst` starts at the row of channel `c0`).
 fn im2col_group<T: Float>(
@@ -118,6 +140,8 @@ fn im2col_group<T: Float>(
 ) {
     let (hw, win, zero) = (s.hw(), &s.win, T::from_f64(0.0));
     let ld = nbg * hw;
+    let narrow = s.wo <= NARROW;
+    let taps = if narrow { taps(s) } else { Vec::new() };
     for j in 0..nbg {
         let xb = &x[(b0 + j) * s.c * s.h * s.w..][..s.c * s.h * s.w];
         for ci in c0..c1 {
@@ -126,6 +150,10 @@ fn im2col_group<T: Float>(
                 for kx in 0..win.kw {
                     let row = ((ci - c0) * win.kh + ky) * win.kw + kx;
                     let d = &mut dst[row * ld + j * hw..][..hw];
+                    if narrow {
+                        im2col_narrow(plane, s, &taps[ky * win.kw + kx], d);
+                        continue;
+                    }
                     let off = (kx * win.dw) as isize - win.pw as isize;
                     let (lo, hi) = valid_range(s.wo, s.w, win.sw, off);
                     if win.sw == 1 && win.sh == 1 && s.wo == s.w && lo < hi {
