@@ -10,7 +10,7 @@ use crate::{train, RunConfig, TrainOptions};
 pub fn compare_with_concat(method: &str, show: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
     // The `modbal` binary's speed settings (see README, Benchmarks).
     modbal_tensors::apply_speed_defaults();
-    modbal_tensors::threads::run_loops_in_pool(true);
+    modbal_tensors::threads::run_loops_in_pool(modbal_tensors::threads::pool_loop_wanted());
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dataset = args.first().cloned().unwrap_or_else(|| "synth-vec".into());
     let out = std::env::temp_dir().join(format!("modbal-example-{method}"));

@@ -2,7 +2,7 @@
 //! workers kept awake between kernels (`modbal_tensors::threads::run_loops_in_pool`,
 //! docs/benchmarks.md); library callers run it on their own thread. Where the loop runs must not
 //! change a single number: the binary's `metrics.jsonl` is compared byte for byte with the same
-//! run trained in this process.
+//! run trained in this process and with the binary run with the switch off (`MODBAL_POOL_LOOP=0`).
 
 mod common;
 
@@ -14,20 +14,24 @@ use modbal::RunConfig;
 fn binary_loop_on_the_pool_gives_the_library_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
-    let (code, _, err) = common::modbal_cli(&[
-        "train",
-        "--epochs",
-        "2",
-        "--seed",
-        "3",
-        "--out",
-        out,
-        "--name",
-        "bin",
-        "--quiet",
-        "--no-tensorboard",
-    ]);
-    assert_eq!(code, 0, "modbal train failed: {err}");
+    let train = |name: &str, pool_loop: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_modbal"))
+            .args([
+                "train", "--epochs", "2", "--seed", "3", "--out", out, "--name", name,
+            ])
+            .args(["--quiet", "--no-tensorboard"])
+            .env("MODBAL_POOL_LOOP", pool_loop)
+            .output()
+            .expect("run modbal");
+        assert!(
+            out.status.success(),
+            "modbal train ({name}) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    train("bin", "1");
+    // The switch that keeps the loop on the main thread.
+    train("bin-main-thread", "0");
     assert!(
         !modbal::tensors::threads::loops_in_pool(),
         "library default changed: loops would run on the pool in tests"
@@ -42,8 +46,8 @@ fn binary_loop_on_the_pool_gives_the_library_metrics() {
     cfg.train.tensorboard = false;
     modbal::train(&cfg, &common::quiet()).unwrap();
     let read = |n: &str| std::fs::read_to_string(dir.path().join(n).join("metrics.jsonl")).unwrap();
-    let (bin, lib) = (read("bin"), read("lib"));
-    assert_eq!(bin.lines().count(), lib.lines().count());
+    let (bin, main_thread, lib) = (read("bin"), read("bin-main-thread"), read("lib"));
     assert!(bin.lines().count() >= 2, "metrics.jsonl too short: {bin}");
     assert_eq!(bin, lib, "the loop on the pool changed the metrics");
+    assert_eq!(main_thread, lib, "MODBAL_POOL_LOOP=0 changed the metrics");
 }

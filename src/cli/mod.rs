@@ -332,8 +332,9 @@ pub fn main(registry: Registry) {
     // Freed memory kept for reuse, candle's element-wise ops on the calling thread (README,
     // Benchmarks; MODBAL_MALLOC=system and CANDLE_NUM_THREADS override).
     modbal_tensors::apply_speed_defaults();
-    // One training loop per process: run it on the thread pool (threads::run_loops_in_pool).
-    modbal_tensors::threads::run_loops_in_pool(true);
+    // One training loop per process: run it on the thread pool, workers kept awake between
+    // kernels (threads::run_loops_in_pool); MODBAL_POOL_LOOP=0 turns it off.
+    modbal_tensors::threads::run_loops_in_pool(modbal_tensors::threads::pool_loop_wanted());
     let cli = Cli::parse();
     if let Err(e) = run(&registry, cli) {
         eprintln!("error: {e:#}");

@@ -94,6 +94,19 @@ pub fn run_loops_in_pool(on: bool) {
     LOOPS_IN_POOL.store(on, Ordering::Relaxed);
 }
 
+/// The environment variable that, set to `0` (or `false`), keeps the `modbal` binary's training
+/// loop on its main thread and the pool's workers asleep between kernels (for machines shared
+/// with other jobs, where the idle spinning of [`keep_warm`] takes CPU time from them).
+pub const POOL_LOOP_ENV: &str = "MODBAL_POOL_LOOP";
+
+/// What the binaries pass to [`run_loops_in_pool`]: on unless [`POOL_LOOP_ENV`] says `0`/`false`.
+pub fn pool_loop_wanted() -> bool {
+    !matches!(
+        std::env::var(POOL_LOOP_ENV).as_deref().map(str::trim),
+        Ok("0" | "false" | "FALSE" | "no")
+    )
+}
+
 /// Whether [`run_loops_in_pool`] is on.
 pub fn loops_in_pool() -> bool {
     LOOPS_IN_POOL.load(Ordering::Relaxed)
