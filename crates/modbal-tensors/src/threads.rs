@@ -152,7 +152,7 @@ fn warm_loop(driver: usize) {
                     // virtual machines).
                     if idle == 0 {
                         last = Instant::now();
-                    } else if idle % 64 == 0 && last.elapsed() > WARM_IDLE {
+                    } else if idle.is_multiple_of(64) && last.elapsed() > WARM_IDLE {
                         break;
                     }
                     idle = idle.wrapping_add(1);
