@@ -61,17 +61,28 @@ fn tap_range(o: usize, s: usize, d: usize, p: usize, n: usize, kn: usize) -> (us
     (lo.min(kn as isize) as usize, hi.max(lo) as usize)
 }
 
+/// The window taps of every output column of a max-pooling: `(kx0, kx1, ix0)`, the taps
+/// `kx0..kx1` inside the input and the input column of tap `kx0` (computed once per call, not
+/// per output cell).
+pub(crate) fn pool_columns(w: usize, win: &Window, wo: usize) -> Vec<(usize, usize, usize)> {
+    (0..wo)
+        .map(|ox| {
+            let (kx0, kx1) = tap_range(ox, win.sw, win.dw, win.pw, w, win.kw);
+            (kx0, kx1, ox * win.sw + kx0 * win.dw - win.pw)
+        })
+        .collect()
+}
+
 simd_fn! {
     /// Max-pooling of one `[h, w]` plane with any window (padding never wins, dilation) into
     /// `o`, `a` (`[ho, wo]`, arg-max as flat index into the plane): row-major scan, first maximum
-    /// wins, NaN wins; the taps outside the input are skipped by range, not tested one by one.
-    pub(crate) fn max_pool_plane<T>(plane: &[T], h: usize, w: usize, win: &Window, o: &mut [T], a: &mut [u32], wo: usize) {
+    /// wins, NaN wins; the taps outside the input are skipped by range (`cols` from
+    /// [`pool_columns`]), not tested one by one.
+    pub(crate) fn max_pool_plane<T>(plane: &[T], h: usize, w: usize, win: &Window, cols: &[(usize, usize, usize)], o: &mut [T], a: &mut [u32], wo: usize) {
         for (oy, (orow, arow)) in o.chunks_exact_mut(wo).zip(a.chunks_exact_mut(wo)).enumerate() {
             let (ky0, ky1) = tap_range(oy, win.sh, win.dh, win.ph, h, win.kh);
             let iy0 = oy * win.sh + ky0 * win.dh - win.ph;
-            for (ox, (ov, av)) in orow.iter_mut().zip(arow.iter_mut()).enumerate() {
-                let (kx0, kx1) = tap_range(ox, win.sw, win.dw, win.pw, w, win.kw);
-                let ix0 = ox * win.sw + kx0 * win.dw - win.pw;
+            for ((ov, av), &(kx0, kx1, ix0)) in orow.iter_mut().zip(arow.iter_mut()).zip(cols) {
                 let mut bi = iy0 * w + ix0;
                 let mut bv = plane[bi];
                 for ky in ky0..ky1 {

@@ -6,7 +6,9 @@
 use super::dispatch::use_fast_cpu;
 use super::generic;
 use super::storage::{contiguous_slice, float_dispatch, Elem};
-use crate::cpu::pool::{max_pool_2x2_plane, max_pool_plane, plane_means, plane_spread};
+use crate::cpu::pool::{
+    max_pool_2x2_plane, max_pool_plane, plane_means, plane_spread, pool_columns,
+};
 use crate::window::Window;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
@@ -29,6 +31,11 @@ fn max_pool_fwd<T: Elem>(x: &[T], dims: &[usize], win: &Window) -> Result<(Vec<T
     ) == (2, 2, 2, 2, 0, 0, 1, 1);
     let mut out = vec![T::from_f64(0.0); b * c * ho * wo];
     let mut arg = vec![0u32; b * c * ho * wo];
+    let cols = if two_by_two {
+        Vec::new()
+    } else {
+        pool_columns(w, win, wo)
+    };
     crate::threads::keep_warm();
     out.par_chunks_mut(ho * wo)
         .zip(arg.par_chunks_mut(ho * wo))
@@ -38,7 +45,7 @@ fn max_pool_fwd<T: Elem>(x: &[T], dims: &[usize], win: &Window) -> Result<(Vec<T
             if two_by_two {
                 max_pool_2x2_plane(plane, w, o, a, wo);
             } else {
-                max_pool_plane(plane, h, w, win, o, a, wo);
+                max_pool_plane(plane, h, w, win, &cols, o, a, wo);
             }
         });
     Ok((out, arg))
