@@ -16,7 +16,7 @@
 //! Groups run in parallel (single-threaded gemm calls, one scratch buffer per task) when there
 //! are enough of them, else one after the other with the gemm crate's own parallelism.
 
-use super::matmul::{mm, mm_dst, transpose_into, Par};
+use super::matmul::{mm, transpose_into, Par};
 use super::scratch::with_scratch;
 use super::simd::Float;
 use crate::window::Window;
@@ -414,8 +414,7 @@ pub(crate) fn conv_fwd<T: Float>(x: &[T], wt: &[T], bias: Option<&[T]>, s: &Conv
                     o,
                     hw,
                     k,
-                    yg.as_mut_ptr(),
-                    hw,
+                    (yg.as_mut_ptr(), 1, hw),
                     bias.is_some(),
                     wt.as_ptr(),
                     1,
@@ -434,8 +433,7 @@ pub(crate) fn conv_fwd<T: Float>(x: &[T], wt: &[T], bias: Option<&[T]>, s: &Conv
                     o,
                     ld,
                     k,
-                    ob.as_mut_ptr(),
-                    ld,
+                    (ob.as_mut_ptr(), 1, ld),
                     false,
                     wt.as_ptr(),
                     1,
@@ -500,8 +498,7 @@ pub(crate) fn conv_bwd_input<T: Float>(gy: &[T], wt: &[T], s: &ConvShape) -> Vec
                 k,
                 ld,
                 o,
-                dst.as_mut_ptr(),
-                ld,
+                (dst.as_mut_ptr(), 1, ld),
                 accumulate,
                 wt.as_ptr(),
                 k,
@@ -588,7 +585,7 @@ pub(crate) fn conv_bwd_weight<T: Float>(x: &[T], gy: &[T], s: &ConvShape) -> Vec
                 // [K, O]; cols [K, ld]; gyt [ld, O].
                 let dst = if col_major { (k, 1) } else { (1, o) };
                 unsafe {
-                    mm_dst(
+                    mm(
                         k,
                         o,
                         ld,

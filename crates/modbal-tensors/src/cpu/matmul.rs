@@ -101,50 +101,13 @@ impl Prod {
     }
 }
 
-/// `dst [m, n] (+)= lhs [m, k] · rhs [k, n]` with explicit (column, row) strides and a
-/// row-major `dst` (column stride 1), computed as `par` says (blocks of a multiple of 16 rows
-/// or columns, the micro-kernel's width).
+/// `dst [m, n] (+)= lhs [m, k] · rhs [k, n]` with explicit (column, row) strides, `dst` given
+/// as (pointer, column stride, row stride) (`(p, 1, n)`: row-major; `(p, m, 1)`: the product
+/// written transposed, column-major, the gemm crate's own layout), computed as `par` says
+/// (blocks of a multiple of 16 rows or columns, the micro-kernel's width).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub(super) unsafe fn mm<T: Float>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut T,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: *const T,
-    lhs_cs: usize,
-    lhs_rs: usize,
-    rhs: *const T,
-    rhs_cs: usize,
-    rhs_rs: usize,
-    par: Par,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        mm_dst(
-            m,
-            n,
-            k,
-            (dst, 1, dst_rs),
-            accumulate,
-            lhs,
-            lhs_cs,
-            lhs_rs,
-            rhs,
-            rhs_cs,
-            rhs_rs,
-            par,
-        )
-    }
-}
-
-/// [`mm`] with `dst` given as (pointer, column stride, row stride): `(p, m, 1)` writes the
-/// product transposed (column-major), the gemm crate's own layout.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-pub(super) unsafe fn mm_dst<T: Float>(
     m: usize,
     n: usize,
     k: usize,
