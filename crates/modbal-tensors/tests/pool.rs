@@ -87,9 +87,10 @@ fn matches_direct_loop_on_non_square_inputs() -> Result<()> {
         ([2, 3, 7, 5], 3, 2, 1), // ResNet stem pool
         ([2, 3, 9, 6], 3, 2, 1), // H and W of different parity w.r.t. the stride
         ([1, 2, 6, 9], 3, 2, 1),
-        ([2, 2, 8, 5], 2, 2, 0), // the kernel == stride case candle supports
-        ([1, 2, 7, 9], 2, 2, 0), // 2×2 / stride 2 (its own fast path) with odd H and W
-        ([2, 3, 7, 6], 3, 1, 0), // unpadded windows other than 2×2 (the general kernel)
+        ([2, 2, 8, 5], 2, 2, 0),  // the kernel == stride case candle supports
+        ([1, 2, 7, 9], 2, 2, 0),  // 2×2 / stride 2 (its own fast path) with odd H and W
+        ([2, 2, 5, 41], 2, 2, 0), // 2×2 rows of 20 outputs: two blocks of 8 and 4 single ones
+        ([2, 3, 7, 6], 3, 1, 0),  // unpadded windows other than 2×2 (the general kernel)
         ([1, 2, 7, 9], 3, 3, 0),
         ([1, 3, 5, 7], 3, 1, 1),
         ([1, 2, 7, 4], 2, 1, 1),
@@ -113,6 +114,20 @@ fn nan_propagates() -> Result<()> {
         assert!(y[0].is_nan(), "k{k} s{s}: first window gave {}", y[0]);
         let last = *y.last().unwrap();
         assert_eq!(last, 15.0, "k{k} s{s}: last window has no NaN");
+    }
+    // The 2×2 kernel's blocks of 8 outputs: a NaN in each of the four taps of some window.
+    let mut v: Vec<f64> = (0..2 * 40).map(|i| i as f64).collect();
+    for (ox, tap) in [(1, 0), (3, 1), (6, 40), (9, 41)] {
+        v[2 * ox + tap] = f64::NAN;
+    }
+    let x = candle_core::Tensor::from_vec(v, (1, 1, 2, 40), &candle_core::Device::Cpu)?;
+    let y = max_pool2d(&x, 2, 2, 0)?.flatten_all()?.to_vec1::<f64>()?;
+    for (ox, &yv) in y.iter().enumerate() {
+        let nan = [1, 3, 6, 9].contains(&ox);
+        assert_eq!(yv.is_nan(), nan, "window {ox}: {yv}");
+        if !nan {
+            assert_eq!(yv, (40 + 2 * ox + 1) as f64, "window {ox}");
+        }
     }
     Ok(())
 }

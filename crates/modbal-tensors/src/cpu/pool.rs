@@ -11,15 +11,56 @@ simd_fn! {
     /// Max-pooling of one `[h, w]` plane with the 2×2 / stride-2 window into `o`, `a`
     /// (`[ho, wo]`, arg-max as flat index into the plane), branch-free, with the scan order of
     /// the general loop (row-major, first maximum wins, NaN wins).
+    ///
+    /// Blocks of 8 outputs go through fixed-size arrays (the window's four taps gathered
+    /// first, then the same three comparisons lane by lane), a shape the compiler turns into
+    /// vector code; the loop over single outputs it had left scalar (stride-2 loads of two
+    /// rows), the largest kernel of the synth-av epoch after the products.
     pub(crate) fn max_pool_2x2_plane<T>(plane: &[T], w: usize, o: &mut [T], a: &mut [u32], wo: usize) {
-        // Selects and `pool_better`'s bitwise test: no branches, so that the compiler vectorises
-        // the loop (the ReLU'd inputs make a branchy maximum mispredict constantly).
+        const L: usize = 8;
         let (w32, wo2) = (w as u32, 2 * wo);
+        let zero = T::from_f64(0.0);
         for (oy, (orow, arow)) in o.chunks_exact_mut(wo).zip(a.chunks_exact_mut(wo)).enumerate() {
             let r0 = &plane[2 * oy * w..][..wo2];
             let r1 = &plane[(2 * oy + 1) * w..][..wo2];
             let base = (2 * oy * w) as u32;
-            for ox in 0..wo {
+            let full = wo / L * L;
+            for blk in 0..full / L {
+                let q0 = &r0[2 * blk * L..][..2 * L];
+                let q1 = &r1[2 * blk * L..][..2 * L];
+                let (mut p00, mut p01, mut p10, mut p11) = ([zero; L], [zero; L], [zero; L], [zero; L]);
+                for l in 0..L {
+                    p00[l] = q0[2 * l];
+                    p01[l] = q0[2 * l + 1];
+                    p10[l] = q1[2 * l];
+                    p11[l] = q1[2 * l + 1];
+                }
+                let mut bv = p00;
+                let mut bi = [0u32; L];
+                for l in 0..L {
+                    let t = pool_better(p01[l], bv[l]);
+                    bv[l] = if t { p01[l] } else { bv[l] };
+                    bi[l] = if t { 1 } else { bi[l] };
+                }
+                for l in 0..L {
+                    let t = pool_better(p10[l], bv[l]);
+                    bv[l] = if t { p10[l] } else { bv[l] };
+                    bi[l] = if t { w32 } else { bi[l] };
+                }
+                for l in 0..L {
+                    let t = pool_better(p11[l], bv[l]);
+                    bv[l] = if t { p11[l] } else { bv[l] };
+                    bi[l] = if t { w32 + 1 } else { bi[l] };
+                }
+                let i0 = base + (2 * blk * L) as u32;
+                let ob = &mut orow[blk * L..][..L];
+                let ab = &mut arow[blk * L..][..L];
+                for l in 0..L {
+                    ob[l] = bv[l];
+                    ab[l] = i0 + 2 * l as u32 + bi[l];
+                }
+            }
+            for ox in full..wo {
                 let (p00, p01, p10, p11) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
                 let i0 = base + 2 * ox as u32;
                 let (mut bv, mut bi) = (p00, i0);
