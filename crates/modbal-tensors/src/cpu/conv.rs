@@ -13,8 +13,10 @@
 //!   partial sums (the result does not depend on the thread count).
 //!
 //! A 1×1 convolution with stride 1 and no padding needs no im2col (`C` is the input itself).
-//! Groups run in parallel (single-threaded gemm calls, one scratch buffer per task) when there
-//! are enough of them, else one after the other with the gemm crate's own parallelism.
+//! Groups run in parallel (single-threaded gemm calls, each task on its thread's reused scratch
+//! buffer, `cpu::scratch`) when there are enough of them, else one after the other, each
+//! product cut over the threads along its wider side and im2col, col2im and the regrouping
+//! copies split over the threads too.
 
 use super::matmul::{mm, transpose_into, Par};
 use super::scratch::with_scratch;
