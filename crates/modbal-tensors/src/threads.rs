@@ -88,7 +88,7 @@ static WARM: AtomicUsize = AtomicUsize::new(0);
 const WARM_IDLE: Duration = Duration::from_millis(2);
 
 /// Makes one-rank training loops run on a worker of rayon's pool ([`in_pool`]) whose other
-/// workers stay awake between kernels ([`keep_warm`]). For processes that run one training
+/// workers stay awake between kernels (`keep_warm`). For processes that run one training
 /// loop at a time (the `modbal` binary, the examples); off by default.
 pub fn run_loops_in_pool(on: bool) {
     LOOPS_IN_POOL.store(on, Ordering::Relaxed);
@@ -96,7 +96,7 @@ pub fn run_loops_in_pool(on: bool) {
 
 /// The environment variable that, set to `0` (or `false`), keeps the `modbal` binary's training
 /// loop on its main thread and the pool's workers asleep between kernels (for machines shared
-/// with other jobs, where the idle spinning of [`keep_warm`] takes CPU time from them).
+/// with other jobs, where the idle spinning of `keep_warm` takes CPU time from them).
 pub const POOL_LOOP_ENV: &str = "MODBAL_POOL_LOOP";
 
 /// What the binaries pass to [`run_loops_in_pool`]: on unless [`POOL_LOOP_ENV`] says `0`/`false`.
