@@ -8,7 +8,9 @@ mod common;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use common::{assert_close, assert_tensor_close, formula, values};
-use modbal_tensors::ops::{conv2d, ConvGeometry};
+use modbal_tensors::ops::{
+    conv2d, conv2d_bias, set_conv_algorithm, winograd_count, ConvAlgorithm, ConvGeometry,
+};
 
 /// Dense `[B, C, H, W]` / `[O, C, kh, kw]` arrays with their shapes.
 struct Arr {
@@ -219,6 +221,97 @@ fn parity_cases_like_257x188_spectrograms() -> Result<()> {
         geom((2, 2), (1, 1), (1, 1)),
         0,
     )?;
+    Ok(())
+}
+
+/// Winograd F(2×2, 3×3) (forward, input and weight gradients) against the same direct loop and finite differences: odd and non-square planes, partial tiles, 1-wide
+/// planes, padding 0-3 (the input gradient reads the output gradient at offset 2 - padding,
+/// negative for padding 3), rows wider than a lane block of 8 tiles, and blocks of tile rows
+/// run one after the other (split over the threads) and in parallel.
+#[test]
+fn winograd_matches_direct_loop_on_odd_shapes() -> Result<()> {
+    let _algo = set_conv_algorithm(ConvAlgorithm::Winograd);
+    let before = winograd_count();
+    let x = [2, 3, 7, 5];
+    let w = [4, 3, 3, 3];
+    check_case(x, w, geom((1, 1), (1, 1), (1, 1)), 3)?;
+    check_case(x, w, geom((1, 1), (0, 0), (1, 1)), 3)?;
+    check_case(x, w, geom((1, 1), (2, 1), (1, 1)), 3)?;
+    check_case(x, w, geom((1, 1), (0, 2), (1, 1)), 3)?;
+    check_case(x, w, geom((1, 1), (3, 3), (1, 1)), 5)?;
+    // 1-wide planes, a 1 × 1 output.
+    check_case([2, 2, 4, 1], [3, 2, 3, 3], geom((1, 1), (1, 1), (1, 1)), 1)?;
+    check_case([3, 2, 1, 6], [2, 2, 3, 3], geom((1, 1), (1, 1), (1, 1)), 1)?;
+    check_case([1, 2, 3, 3], [2, 2, 3, 3], geom((1, 1), (0, 0), (1, 1)), 1)?;
+    // 19 tiles per row (two full lane blocks and a partial one), odd height.
+    check_case(
+        [2, 3, 11, 37],
+        [5, 3, 3, 3],
+        geom((1, 1), (1, 1), (1, 1)),
+        37,
+    )?;
+    // 70 tile rows in 5 blocks of 16: parallel over blocks.
+    check_case(
+        [7, 2, 20, 64],
+        [3, 2, 3, 3],
+        geom((1, 1), (1, 1), (1, 1)),
+        401,
+    )?;
+    // Each of the 10 cases ran its forward pass and both gradients as Winograd (finite
+    // differences add forward passes).
+    assert!(winograd_count() - before >= 3 * 10);
+    Ok(())
+}
+
+/// `ConvAlgorithm::Auto` takes Winograd only for 3 × 3 stride-1 convolutions with 32 or more
+/// channels on both sides and an output plane of at least 5 × 5; the result (with bias) matches
+/// the direct loop either way, and Winograd and im2col agree to rounding in f32.
+#[test]
+fn auto_conv_algorithm_chooses_by_shape() -> Result<()> {
+    let _algo = set_conv_algorithm(ConvAlgorithm::Auto);
+    let g1 = geom((1, 1), (1, 1), (1, 1));
+    let before = winograd_count();
+    check_case([2, 32, 6, 5], [33, 32, 3, 3], g1, 0)?;
+    let wide = winograd_count() - before;
+    assert_eq!(
+        wide, 3,
+        "forward and both gradients of the 32 → 33 channel layer"
+    );
+    let before = winograd_count();
+    check_case([2, 31, 6, 5], [33, 31, 3, 3], g1, 0)?;
+    check_case([2, 32, 6, 5], [31, 32, 3, 3], g1, 0)?;
+    check_case([2, 32, 6, 4], [33, 32, 3, 3], g1, 0)?;
+    check_case(
+        [2, 32, 6, 5],
+        [33, 32, 3, 3],
+        geom((2, 2), (1, 1), (1, 1)),
+        0,
+    )?;
+    check_case(
+        [2, 32, 9, 9],
+        [33, 32, 3, 3],
+        geom((1, 1), (2, 2), (2, 2)),
+        0,
+    )?;
+    assert_eq!(
+        winograd_count(),
+        before,
+        "narrow, 4-wide, strided and dilated layers stay im2col"
+    );
+
+    let x = formula(&[3, 32, 13, 10], DType::F32, |i| {
+        (0.37 * i as f64 + 0.1).sin()
+    });
+    let w = formula(&[24, 32, 3, 3], DType::F32, |i| {
+        0.2 * (0.53 * i as f64).cos()
+    });
+    let b = formula(&[24], DType::F32, |i| 0.1 * i as f64);
+    let wino = values(&conv2d_bias(&x, &w, &b, g1)?);
+    let im2col = {
+        let _im2col = set_conv_algorithm(ConvAlgorithm::Im2col);
+        values(&conv2d_bias(&x, &w, &b, g1)?)
+    };
+    assert_close("winograd vs im2col (f32)", &wino, &im2col, 1e-5, 1e-5);
     Ok(())
 }
 

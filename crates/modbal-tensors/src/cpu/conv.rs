@@ -21,11 +21,20 @@
 use super::matmul::{mm, transpose_into, Par};
 use super::scratch::with_scratch;
 use super::simd::Float;
+use super::winograd::{self, Lhs, Wino};
+use crate::ops::dispatch::{conv_algorithm, count_winograd, ConvAlgorithm};
 use crate::window::Window;
 use rayon::prelude::*;
 
 /// Minimum number of output columns of one group's matrix product.
 pub(crate) const MIN_COLS: usize = 256;
+/// Fewest input and output channels, and smallest output height and width, for which
+/// `ConvAlgorithm::Auto` takes Winograd (`cargo run --release -p modbal-tensors --example
+/// conv_algorithms`: faster from 32 channels on 7 × 7 planes and larger, slower with 16 input
+/// channels or on 3 × 3 and 4 × 4 planes, where the transforms and the kernel's transform cost
+/// more than the products save).
+const WINOGRAD_MIN_CHANNELS: usize = 32;
+const WINOGRAD_MIN_PLANE: usize = 5;
 /// Number of partial sums of the weight gradient (fixed: results independent of threads).
 const WGRAD_PARTS: usize = 8;
 
@@ -64,6 +73,37 @@ impl ConvShape {
     fn group(&self, g: usize) -> (usize, usize) {
         let nb = self.nb();
         (g * nb, nb.min(self.b - g * nb))
+    }
+    /// Whether the forward pass and input gradient run as Winograd F(2×2, 3×3) (see
+    /// [`ConvAlgorithm`]): a 3 × 3 kernel, stride 1, dilation 1, and (`Auto`) at least
+    /// [`WINOGRAD_MIN_CHANNELS`] channels on both sides and an output plane of at least
+    /// [`WINOGRAD_MIN_PLANE`] on both axes.
+    fn winograd(&self) -> bool {
+        let w = &self.win;
+        let eligible = (w.kh, w.kw, w.sh, w.sw, w.dh, w.dw) == (3, 3, 1, 1, 1, 1);
+        eligible
+            && match conv_algorithm() {
+                ConvAlgorithm::Im2col => false,
+                ConvAlgorithm::Winograd => true,
+                ConvAlgorithm::Auto => {
+                    self.c.min(self.o) >= WINOGRAD_MIN_CHANNELS
+                        && self.ho.min(self.wo) >= WINOGRAD_MIN_PLANE
+                }
+            }
+    }
+    /// The forward convolution as `cpu::winograd` describes it.
+    fn wino(&self) -> Wino {
+        Wino {
+            b: self.b,
+            c: self.c,
+            h: self.h,
+            w: self.w,
+            a: self.o,
+            ho: self.ho,
+            wo: self.wo,
+            ph: self.win.ph as isize,
+            pw: self.win.pw as isize,
+        }
     }
     /// Parallel over groups (single-threaded gemm calls; `0`) or not (each product split over
     /// the returned number of threads).
@@ -386,6 +426,16 @@ where
 
 /// Convolution forward: `x [B, C, H, W]`, `w [O, K]`, optional bias `[O]` → `[B, O, Ho, Wo]`.
 pub(crate) fn conv_fwd<T: Float>(x: &[T], wt: &[T], bias: Option<&[T]>, s: &ConvShape) -> Vec<T> {
+    if s.winograd() {
+        count_winograd();
+        let u = winograd::transform_kernel(wt, s.o, s.c);
+        let lhs = Lhs {
+            u: &u,
+            transposed: false,
+            perm: winograd::IDENTITY,
+        };
+        return winograd::convolve(x, lhs, bias, &s.wino());
+    }
     let (k, hw, o, nb) = (s.k(), s.hw(), s.o, s.nb());
     let mut y = vec![T::from_f64(0.0); s.b * o * hw];
     if y.is_empty() {
@@ -462,6 +512,29 @@ pub(crate) fn conv_fwd<T: Float>(x: &[T], wt: &[T], bias: Option<&[T]>, s: &Conv
 
 /// Input gradient of the convolution: `gy [B, O, Ho, Wo]`, `w [O, K]` → `[B, C, H, W]`.
 pub(crate) fn conv_bwd_input<T: Float>(gy: &[T], wt: &[T], s: &ConvShape) -> Vec<T> {
+    if s.winograd() {
+        // gx = the 3 × 3 stride-1 convolution of gy with the kernel rotated by 180° and its
+        // channel axes swapped, offsets 2 - padding.
+        count_winograd();
+        let u = winograd::transform_kernel(wt, s.o, s.c);
+        let lhs = Lhs {
+            u: &u,
+            transposed: true,
+            perm: winograd::rotated(),
+        };
+        let g = Wino {
+            b: s.b,
+            c: s.o,
+            h: s.ho,
+            w: s.wo,
+            a: s.c,
+            ho: s.h,
+            wo: s.w,
+            ph: 2 - s.win.ph as isize,
+            pw: 2 - s.win.pw as isize,
+        };
+        return winograd::convolve(gy, lhs, None, &g);
+    }
     let (k, hw, o, nb) = (s.k(), s.hw(), s.o, s.nb());
     let plane = s.c * s.h * s.w;
     let mut gx = vec![T::from_f64(0.0); s.b * plane];
@@ -537,6 +610,10 @@ fn sample_transpose<T: Float>(src: &[T], o: usize, hw: usize, dst: &mut [T]) {
 /// 512 or more output channels written column-major, i.e. straight into the `[O, K]` layout of
 /// the result, else transposed at the end.
 pub(crate) fn conv_bwd_weight<T: Float>(x: &[T], gy: &[T], s: &ConvShape) -> Vec<T> {
+    if s.winograd() {
+        count_winograd();
+        return winograd::weight_grad(x, gy, &s.wino());
+    }
     let (k, hw, o, nb) = (s.k(), s.hw(), s.o, s.nb());
     let zero = T::from_f64(0.0);
     let groups = s.groups();

@@ -29,3 +29,4 @@ pub(crate) mod pool;
 pub(crate) mod scratch;
 pub(crate) mod sgd;
 pub(crate) mod simd;
+pub(crate) mod winograd;

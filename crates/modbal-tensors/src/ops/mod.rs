@@ -67,6 +67,10 @@ mod storage;
 pub use crate::window::Window;
 pub use conv::{conv2d, conv2d_bias, conv2d_bias_relu, conv2d_relu, ConvGeometry};
 pub use dispatch::{
+    conv_algorithm, set_conv_algorithm, winograd_count, ConvAlgorithm, ConvAlgorithmGuard,
+    CONV_ALGORITHM_ENV,
+};
+pub use dispatch::{
     force_generic, generic_forced, generic_path_count, use_fast_cpu, GenericGuard, GENERIC_OPS_ENV,
 };
 pub use linalg::{cholesky_in_place, gram_lower, gram_lower_into};

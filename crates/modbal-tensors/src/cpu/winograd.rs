@@ -1,0 +1,541 @@
+//! 3 × 3 convolutions with stride 1 by Winograd's minimal filtering F(2 × 2, 3 × 3) (Lavin and
+//! Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016): the forward pass and
+//! the input gradient (itself a 3 × 3 stride-1 convolution of the output gradient with the
+//! rotated, transposed kernel).
+//!
+//! For each 2 × 2 tile of the output and each input channel, the 4 × 4 input patch `d` is
+//! transformed to `V = Bᵀ d B`, and each kernel `g` to `U = G g Gᵀ` (16 values); the 16 products
+//! `M_ξ [A, tiles] = U_ξ [A, C] · V_ξ [C, tiles]` (one gemm call each, `ξ` the position in the
+//! 4 × 4 transformed tile) replace the 9 taps of the direct sum, and `Y = Aᵀ M A` gives the tile:
+//! 16 multiplications per tile and channel pair instead of 36 (2.25× fewer), and the transformed
+//! input is 4× the input where im2col's matrix is 9× (no col2im in the input gradient). With
+//!
+//! ```text
+//! Bᵀ = | 1  0 -1  0 |     G = | 1    0    0  |     Aᵀ = | 1  1  1  0 |
+//!      | 0  1  1  0 |         | ½    ½    ½  |          | 0  1 -1 -1 |
+//!      | 0 -1  1  0 |         | ½   -½    ½  |
+//!      | 0  1  0 -1 |         | 0    0    1  |
+//! ```
+//!
+//! the tile is the cross-correlation `y[i][j] = Σ_{u,v} d[i+u][j+v] g[u][v]` exactly in real
+//! arithmetic (the transforms add and halve; rounding differs from the direct sum by a few ulps
+//! of the terms). The input gradient uses the same kernel: rotating `g` by 180° permutes the rows
+//! and columns of `G g Gᵀ` by `(3, 1, 2, 0)` (`G J = P G`), so `U` is transformed once and read
+//! transposed and permuted.
+//!
+//! Tiles are taken in blocks of whole tile rows (`(sample, tile row)`), sized so that a block's
+//! transformed input and products stay a few hundred KiB; blocks run in parallel (each on one
+//! thread, single-threaded gemm calls) when there are at least two per thread, else one after
+//! the other with each phase split over the threads (channels, the 16 products, output channels).
+//! The summation order of every output does not depend on the thread count.
+
+use super::matmul::{mm, Par};
+use super::scratch::with_scratch;
+use super::simd::{simd_fn, Float};
+use rayon::prelude::*;
+
+/// `ξ → ξ'` of the 180° rotation of the kernel: `(G rot(g) Gᵀ)[r][s] = (G g Gᵀ)[p(r)][p(s)]`.
+const ROT: [usize; 4] = [3, 1, 2, 0];
+
+/// One 3 × 3 stride-1 convolution as this module computes it: input `[b, c, h, w]` read with
+/// offsets `(ph, pw)` (input row `y + u - ph` for output row `y` and tap `u`; may be negative),
+/// output `[b, a, ho, wo]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Wino {
+    pub b: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub a: usize,
+    pub ho: usize,
+    pub wo: usize,
+    pub ph: isize,
+    pub pw: isize,
+}
+
+impl Wino {
+    fn th(&self) -> usize {
+        self.ho.div_ceil(2)
+    }
+    fn tw(&self) -> usize {
+        self.wo.div_ceil(2)
+    }
+    /// Tile rows per block: about `2^17 / (c + a)` tiles (16 · (c + a) · tiles elements of
+    /// transformed input and products, ≈ 8 MiB in f32 at most, ≈ 512 KiB for 64 channels), at
+    /// least one row.
+    fn rows_per_block(&self) -> usize {
+        let budget: usize = std::env::var("WB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(14);
+        let tiles = ((1usize << budget) / (self.c + self.a).max(1)).clamp(32, 512);
+        (tiles / self.tw().max(1)).max(1)
+    }
+}
+
+/// `U [16, O, C]` (`ξ = 4r + s` major) of a kernel `[O, C, 3, 3]`.
+pub(crate) fn transform_kernel<T: Float>(wt: &[T], o: usize, c: usize) -> Vec<T> {
+    let half = T::from_f64(0.5);
+    let oc = o * c;
+    let mut u = vec![T::from_f64(0.0); 16 * oc];
+    for (i, g) in wt[..9 * oc].chunks_exact(9).enumerate() {
+        // G g: 4 × 3.
+        let mut gg = [[T::from_f64(0.0); 3]; 4];
+        for col in 0..3 {
+            let (g0, g1, g2) = (g[col], g[3 + col], g[6 + col]);
+            gg[0][col] = g0;
+            gg[1][col] = (g0 + g1 + g2) * half;
+            gg[2][col] = (g0 - g1 + g2) * half;
+            gg[3][col] = g2;
+        }
+        // (G g) Gᵀ: 4 × 4.
+        for (r, row) in gg.iter().enumerate() {
+            let (g0, g1, g2) = (row[0], row[1], row[2]);
+            let v = [g0, (g0 + g1 + g2) * half, (g0 - g1 + g2) * half, g2];
+            for (s, &e) in v.iter().enumerate() {
+                u[(4 * r + s) * oc + i] = e;
+            }
+        }
+    }
+    u
+}
+
+/// Shared write access to a buffer whose parts are written by different tasks.
+#[derive(Clone, Copy)]
+struct OutPtr(usize);
+
+simd_fn! {
+    /// Row `ci` of each `V_ξ [C, ld]` (`V = Bᵀ d B` of input channel `ci`'s 4 × 4 patch, for the
+    /// tiles of tile rows `r0..r0 + rows`, row `ρ`: sample `ρ / th`, tile row `ρ % th`), written
+    /// at `v` (`[16, C, ld]`). Per tile row, the 4 input rows are copied into zero-padded rows
+    /// of `2·tw + 2` (`buf`, at least `8·(2·tw + 2)` elements), combined row-wise (`Bᵀ d` for
+    /// all tiles of the row at once), then column-wise.
+    fn input_channel<T>(x: &[T], g: &Wino, ci: usize, r0: usize, rows: usize, v: OutPtr, ld: usize, buf: &mut [T]) {
+        let (th, tw) = (g.th(), g.tw());
+        let wp = 2 * tw + 2;
+        let zero = T::from_f64(0.0);
+        let hw = g.h * g.w;
+        let stride = g.c * ld;
+        // Padded columns j0..j1 hold input columns j0 - pw..j1 - pw.
+        let j0 = g.pw.clamp(0, wp as isize) as usize;
+        let j1 = (g.pw + g.w as isize).clamp(j0 as isize, wp as isize) as usize;
+        let (d, t) = buf[..8 * wp].split_at_mut(4 * wp);
+        for k in 0..rows {
+            let rho = r0 + k;
+            let (n, ty) = (rho / th, rho % th);
+            let plane = &x[(n * g.c + ci) * hw..][..hw];
+            for (r, dr) in d.chunks_exact_mut(wp).enumerate() {
+                dr.fill(zero);
+                let iy = (2 * ty + r) as isize - g.ph;
+                if iy >= 0 && iy < g.h as isize && j1 > j0 {
+                    let src = (iy as usize * g.w) as isize + j0 as isize - g.pw;
+                    let src = &plane[src as usize..][..j1 - j0];
+                    for (e, &s) in dr[j0..j1].iter_mut().zip(src) {
+                        *e = s;
+                    }
+                }
+            }
+            let (d0, rest) = d.split_at(wp);
+            let (d1, rest) = rest.split_at(wp);
+            let (d2, d3) = rest.split_at(wp);
+            let (t0, rest) = t.split_at_mut(wp);
+            let (t1, rest) = rest.split_at_mut(wp);
+            let (t2, t3) = rest.split_at_mut(wp);
+            for j in 0..wp {
+                t0[j] = d0[j] - d2[j];
+                t1[j] = d1[j] + d2[j];
+                t2[j] = d2[j] - d1[j];
+                t3[j] = d1[j] - d3[j];
+            }
+            for (r, tr) in t.chunks_exact(wp).enumerate() {
+                // SAFETY: columns k·tw.. k·tw + tw of row ci of blocks 4r..4r + 4 of V
+                // [16, C, ld] (k·tw + tw ≤ ld); row ci is written by this call only.
+                let row = |s: usize| unsafe {
+                    std::slice::from_raw_parts_mut(
+                        (v.0 as *mut T).add((4 * r + s) * stride + ci * ld + k * tw),
+                        tw,
+                    )
+                };
+                let (v0, v1, v2, v3) = (row(0), row(1), row(2), row(3));
+                for tx in 0..tw {
+                    let (e, o, e2, o2) = (tr[2 * tx], tr[2 * tx + 1], tr[2 * tx + 2], tr[2 * tx + 3]);
+                    v0[tx] = e - e2;
+                    v1[tx] = o + e2;
+                    v2[tx] = e2 - o;
+                    v3[tx] = o - o2;
+                }
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// Output channel `ai` of tile rows `r0..r0 + rows` from `M [16, A, ld]`: `Y = Aᵀ M A` plus
+    /// `bias`, written to the output at `y`; `buf` holds at least `10·tw` elements.
+    fn output_channel<T>(m: &[T], g: &Wino, ai: usize, r0: usize, rows: usize, ld: usize, bias: T, y: OutPtr, buf: &mut [T]) {
+        let (th, tw) = (g.th(), g.tw());
+        let stride = g.a * ld;
+        let (wo, hwo) = (g.wo, g.ho * g.wo);
+        let (u, yrow) = buf[..10 * tw].split_at_mut(8 * tw);
+        for k in 0..rows {
+            let rho = r0 + k;
+            let (n, ty) = (rho / th, rho % th);
+            let col = ai * ld + k * tw;
+            // u = Aᵀ M over the rows r of the 4 × 4 tile: u[i][s] for i in 0..2, s in 0..4.
+            for s in 0..4 {
+                let mr = |r: usize| &m[(4 * r + s) * stride + col..][..tw];
+                let (m0, m1, m2, m3) = (mr(0), mr(1), mr(2), mr(3));
+                let (ua, ub) = u.split_at_mut(4 * tw);
+                let (u0, u1) = (&mut ua[s * tw..][..tw], &mut ub[s * tw..][..tw]);
+                for tx in 0..tw {
+                    u0[tx] = m0[tx] + m1[tx] + m2[tx];
+                    u1[tx] = m1[tx] - m2[tx] - m3[tx];
+                }
+            }
+            for i in 0..2.min(g.ho - 2 * ty) {
+                let ui = &u[4 * i * tw..][..4 * tw];
+                let (c0, rest) = ui.split_at(tw);
+                let (c1, rest) = rest.split_at(tw);
+                let (c2, c3) = rest.split_at(tw);
+                for tx in 0..tw {
+                    yrow[2 * tx] = c0[tx] + c1[tx] + c2[tx] + bias;
+                    yrow[2 * tx + 1] = c1[tx] - c2[tx] - c3[tx] + bias;
+                }
+                // SAFETY: row 2ty + i of output plane (n, ai) lies in the output; it is written
+                // by this call only.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        (y.0 as *mut T).add((n * g.a + ai) * hwo + (2 * ty + i) * wo),
+                        wo,
+                    )
+                };
+                for (e, &s) in dst.iter_mut().zip(&yrow[..wo]) {
+                    *e = s;
+                }
+            }
+        }
+    }
+}
+
+/// Lhs of product `ξ`: `U` (`[16, A, C]` or, read transposed, `[16, C, A]`) and a permutation.
+#[derive(Clone, Copy)]
+pub(crate) struct Lhs<'a, T> {
+    pub u: &'a [T],
+    /// Read `U[perm[ξ]]` transposed (`[A, C]` taken from a `[C, A]` block).
+    pub transposed: bool,
+    pub perm: [usize; 16],
+}
+
+/// The convolution `g` of `x` with the transformed kernel `lhs` (plus `bias [A]`) into a new
+/// `[b, a, ho, wo]` buffer.
+pub(crate) fn convolve<T: Float>(x: &[T], lhs: Lhs<'_, T>, bias: Option<&[T]>, g: &Wino) -> Vec<T> {
+    let len = g.b * g.a * g.ho * g.wo;
+    let mut y: Vec<T> = Vec::with_capacity(len);
+    if len == 0 {
+        return y;
+    }
+    let rows = g.b * g.th();
+    let rpb = g.rows_per_block();
+    let blocks = rows.div_ceil(rpb);
+    let ld_max = rpb * g.tw();
+    let (c, a) = (g.c, g.a);
+    let out = OutPtr(y.as_mut_ptr() as usize);
+    let zero = T::from_f64(0.0);
+    let threads = rayon::current_num_threads();
+    let parallel_blocks = threads > 1 && blocks >= 2 * threads;
+    // Rows of the transforms (per thread).
+    let rows_len = (8 * (2 * g.tw() + 2)).max(10 * g.tw());
+    let block = |bi: usize, buf: &mut [T], split: bool| {
+        let r0 = bi * rpb;
+        let nr = rpb.min(rows - r0);
+        let ld = nr * g.tw();
+        let (v, m) = buf.split_at_mut(16 * c * ld);
+        let m = &mut m[..16 * a * ld];
+        // The transformed input, per channel (each call writes its channel's rows of V only).
+        let vp = OutPtr(v.as_mut_ptr() as usize);
+        if split {
+            crate::threads::keep_warm();
+            (0..c).into_par_iter().for_each(|ci| {
+                with_scratch(rows_len, |rb| input_channel(x, g, ci, r0, nr, vp, ld, rb))
+            });
+        } else {
+            with_scratch(rows_len, |rb| {
+                for ci in 0..c {
+                    input_channel(x, g, ci, r0, nr, vp, ld, rb);
+                }
+            });
+        }
+        let vs = &*v;
+        // The 16 products M_ξ = U_ξ · V_ξ.
+        let product = |xi: usize, mx: &mut [T]| {
+            let ub = &lhs.u[lhs.perm[xi] * a * c..][..a * c];
+            let (cs, rs) = if lhs.transposed { (a, 1) } else { (1, c) };
+            // SAFETY: mx is [A, ld]; U_ξ is an [A, C] view with strides (cs, rs) in bounds; V_ξ
+            // is [C, ld].
+            unsafe {
+                mm(
+                    a,
+                    ld,
+                    c,
+                    (mx.as_mut_ptr(), 1, ld),
+                    false,
+                    ub.as_ptr(),
+                    cs,
+                    rs,
+                    vs[xi * c * ld..].as_ptr(),
+                    1,
+                    ld,
+                    Par::One,
+                )
+            };
+        };
+        if split {
+            crate::threads::keep_warm();
+            m.par_chunks_mut(a * ld)
+                .enumerate()
+                .for_each(|(xi, mx)| product(xi, mx));
+        } else {
+            for (xi, mx) in m.chunks_mut(a * ld).enumerate() {
+                product(xi, mx);
+            }
+        }
+        // The output tiles, per output channel.
+        let ms = &*m;
+        let bias_of = |ai: usize| bias.map_or(zero, |b| b[ai]);
+        if split {
+            crate::threads::keep_warm();
+            (0..a).into_par_iter().for_each(|ai| {
+                with_scratch(rows_len, |rb| {
+                    output_channel(ms, g, ai, r0, nr, ld, bias_of(ai), out, rb)
+                })
+            });
+        } else {
+            with_scratch(rows_len, |rb| {
+                for ai in 0..a {
+                    output_channel(ms, g, ai, r0, nr, ld, bias_of(ai), out, rb);
+                }
+            });
+        }
+    };
+    let scratch = 16 * (c + a) * ld_max;
+    if parallel_blocks {
+        crate::threads::keep_warm();
+        (0..blocks)
+            .into_par_iter()
+            .for_each(|bi| with_scratch(scratch, |buf| block(bi, buf, false)));
+    } else {
+        let split = threads > 1;
+        with_scratch(scratch, |buf| {
+            for bi in 0..blocks {
+                block(bi, buf, split);
+            }
+        });
+    }
+    // SAFETY: the tiles cover every output element (rows 0..ho, columns 0..wo of every plane),
+    // and each was written once above.
+    unsafe { y.set_len(len) };
+    y
+}
+
+/// The identity permutation of the 16 products.
+pub(crate) const IDENTITY: [usize; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
+/// The permutation of the 16 products for the 180°-rotated kernel.
+pub(crate) fn rotated() -> [usize; 16] {
+    let mut p = [0; 16];
+    for r in 0..4 {
+        for s in 0..4 {
+            p[4 * r + s] = 4 * ROT[r] + ROT[s];
+        }
+    }
+    p
+}
+
+simd_fn! {
+    /// `Ŷ = A ĝ Aᵀ` of the output gradient's 2 × 2 tiles (zero past the plane) for tile row `k`
+    /// of a block starting at tile row `r0`, every output channel: `Ŷ_ξ [ld, A]` rows
+    /// `k·tw..k·tw + tw`, written at `yhat` (`[16, ld, A]`).
+    fn grad_tile_row<T>(gy: &[T], g: &Wino, r0: usize, k: usize, yhat: OutPtr, ld: usize) {
+        let (th, tw) = (g.th(), g.tw());
+        let zero = T::from_f64(0.0);
+        let rho = r0 + k;
+        let (n, ty) = (rho / th, rho % th);
+        let (wo, hwo) = (g.wo, g.ho * g.wo);
+        let a = g.a;
+        let two_rows = 2 * ty + 1 < g.ho;
+        let yp = yhat.0 as *mut T;
+        for o in 0..a {
+            let plane = &gy[(n * a + o) * hwo..][..hwo];
+            let g0 = &plane[2 * ty * wo..][..wo];
+            let g1 = if two_rows { &plane[(2 * ty + 1) * wo..][..wo] } else { g0 };
+            for tx in 0..tw {
+                let x1 = 2 * tx + 1 < wo;
+                let a0 = g0[2 * tx];
+                let a1 = if x1 { g0[2 * tx + 1] } else { zero };
+                let (b0, b1) = if two_rows {
+                    (g1[2 * tx], if x1 { g1[2 * tx + 1] } else { zero })
+                } else {
+                    (zero, zero)
+                };
+                // Rows of A ĝ, then columns of (A ĝ) Aᵀ.
+                let q = [(a0, a1), (a0 + b0, a1 + b1), (a0 - b0, a1 - b1), (zero - b0, zero - b1)];
+                let t = k * tw + tx;
+                for (r, &(p0, p1)) in q.iter().enumerate() {
+                    let vals = [p0, p0 + p1, p0 - p1, zero - p1];
+                    for (s, &e) in vals.iter().enumerate() {
+                        // SAFETY: element (t, o) of block 4r + s of Ŷ [16, ld, A] (t < ld);
+                        // tile row k is written by this call only.
+                        unsafe { *yp.add(((4 * r + s) * ld + t) * a + o) = e };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Partial sums of the weight gradient kept at most (fixed: the result does not depend on the
+/// thread count), and their total size in elements at most.
+const WGRAD_PARTS: usize = 4;
+const WGRAD_PART_ELEMS: usize = 1 << 22;
+
+/// Weight gradient of the 3 × 3 stride-1 convolution `g` (`x [b, c, h, w]`, output gradient
+/// `gy [b, a, ho, wo]`) → `[A, C·9]`: per tile, `Gᵀ [(A ĝ Aᵀ) ⊙ (Bᵀ d B)] G` is the tile's
+/// contribution to each kernel (the adjoint of the forward formula), so with the transformed
+/// input `V_ξ [C, tiles]` (as in the forward pass) and output gradient `Ŷ_ξ [tiles, A]`, the 16
+/// products `Z_ξ [C, A] = Σ V_ξ · Ŷ_ξ` followed by `Gᵀ Z G` give the gradient (16 instead of 36
+/// multiplications per tile and channel pair). The tiles' blocks are summed in a fixed number
+/// of partial sums, in order.
+pub(crate) fn weight_grad<T: Float>(x: &[T], gy: &[T], g: &Wino) -> Vec<T> {
+    let (c, a) = (g.c, g.a);
+    let zero = T::from_f64(0.0);
+    let rows = g.b * g.th();
+    if rows == 0 || g.tw() == 0 {
+        return vec![zero; a * c * 9];
+    }
+    let rpb = g.rows_per_block();
+    let blocks = rows.div_ceil(rpb);
+    let za = 16 * c * a;
+    let parts = blocks.min(WGRAD_PARTS).min((WGRAD_PART_ELEMS / za).max(1));
+    let per_part = blocks.div_ceil(parts);
+    let parts = blocks.div_ceil(per_part);
+    let ld_max = rpb * g.tw();
+    let rows_len = 8 * (2 * g.tw() + 2);
+    let threads = rayon::current_num_threads();
+    let parallel_parts = threads > 1 && parts >= threads;
+    let split = threads > 1 && !parallel_parts;
+    let scratch = 16 * (c + a) * ld_max;
+    // Part p sums blocks p·per_part.. into zp [16, C, A] (its first product overwrites).
+    let part = |p: usize, zp: &mut [T], buf: &mut [T]| {
+        for bi in p * per_part..((p + 1) * per_part).min(blocks) {
+            let r0 = bi * rpb;
+            let nr = rpb.min(rows - r0);
+            let ld = nr * g.tw();
+            let (v, yh) = buf.split_at_mut(16 * c * ld);
+            let yh = &mut yh[..16 * ld * a];
+            let (vp, yp) = (
+                OutPtr(v.as_mut_ptr() as usize),
+                OutPtr(yh.as_mut_ptr() as usize),
+            );
+            if split {
+                crate::threads::keep_warm();
+                (0..c).into_par_iter().for_each(|ci| {
+                    with_scratch(rows_len, |rb| input_channel(x, g, ci, r0, nr, vp, ld, rb))
+                });
+                (0..nr)
+                    .into_par_iter()
+                    .for_each(|k| grad_tile_row(gy, g, r0, k, yp, ld));
+            } else {
+                with_scratch(rows_len, |rb| {
+                    for ci in 0..c {
+                        input_channel(x, g, ci, r0, nr, vp, ld, rb);
+                    }
+                });
+                for k in 0..nr {
+                    grad_tile_row(gy, g, r0, k, yp, ld);
+                }
+            }
+            let (vs, ys) = (&*v, &*yh);
+            let accumulate = bi > p * per_part;
+            let product = |xi: usize, zx: &mut [T]| {
+                // SAFETY: zx is [C, A]; V_ξ [C, ld] and Ŷ_ξ [ld, A] are row-major, in bounds.
+                unsafe {
+                    mm(
+                        c,
+                        a,
+                        ld,
+                        (zx.as_mut_ptr(), 1, a),
+                        accumulate,
+                        vs[xi * c * ld..].as_ptr(),
+                        1,
+                        ld,
+                        ys[xi * ld * a..].as_ptr(),
+                        1,
+                        a,
+                        Par::One,
+                    )
+                };
+            };
+            if split {
+                crate::threads::keep_warm();
+                zp.par_chunks_mut(c * a)
+                    .enumerate()
+                    .for_each(|(xi, zx)| product(xi, zx));
+            } else {
+                for (xi, zx) in zp.chunks_mut(c * a).enumerate() {
+                    product(xi, zx);
+                }
+            }
+        }
+    };
+    with_scratch(parts * za, |acc: &mut [T]| {
+        let acc = &mut acc[..parts * za];
+        if parallel_parts {
+            crate::threads::keep_warm();
+            acc.par_chunks_mut(za)
+                .enumerate()
+                .for_each(|(p, zp)| with_scratch(scratch, |buf| part(p, zp, buf)));
+        } else {
+            with_scratch(scratch, |buf| {
+                for (p, zp) in acc.chunks_mut(za).enumerate() {
+                    part(p, zp, buf);
+                }
+            });
+        }
+        let (z, rest) = acc.split_at_mut(za);
+        for zp in rest.chunks(za) {
+            for (e, &v) in z.iter_mut().zip(zp) {
+                *e += v;
+            }
+        }
+        kernel_from_products(z, c, a)
+    })
+}
+
+/// `[A, C·9]` kernel gradient `Gᵀ Z G` from `Z [16, C, A]`.
+fn kernel_from_products<T: Float>(z: &[T], c: usize, a: usize) -> Vec<T> {
+    let half = T::from_f64(0.5);
+    let ca = c * a;
+    let mut out = vec![T::from_f64(0.0); a * c * 9];
+    // Gᵀ y for a 4-vector y: [y0 + ½(y1 + y2), ½(y1 − y2), ½(y1 + y2) + y3].
+    let gt = |y: [T; 4]| -> [T; 3] {
+        let (p, m) = ((y[1] + y[2]) * half, (y[1] - y[2]) * half);
+        [y[0] + p, m, p + y[3]]
+    };
+    for ci in 0..c {
+        for ai in 0..a {
+            let at = |xi: usize| z[xi * ca + ci * a + ai];
+            // Columns first: w[r][v] = (Z G)[r][v] for each of the 4 rows r.
+            let zg: [[T; 3]; 4] = std::array::from_fn(|r| {
+                gt([at(4 * r), at(4 * r + 1), at(4 * r + 2), at(4 * r + 3)])
+            });
+            let dst = &mut out[(ai * c + ci) * 9..][..9];
+            for v in 0..3 {
+                let col = gt([zg[0][v], zg[1][v], zg[2][v], zg[3][v]]);
+                for u in 0..3 {
+                    dst[3 * u + v] = col[u];
+                }
+            }
+        }
+    }
+    out
+}
