@@ -60,15 +60,11 @@ impl Wino {
     fn tw(&self) -> usize {
         self.wo.div_ceil(2)
     }
-    /// Tile rows per block: about `2^17 / (c + a)` tiles (16 · (c + a) · tiles elements of
-    /// transformed input and products, ≈ 8 MiB in f32 at most, ≈ 512 KiB for 64 channels), at
-    /// least one row.
+    /// Tile rows per block: about `2^14 / (c + a)` tiles (so that the block's transformed input
+    /// and products, `16 · (c + a) · tiles` elements, take about 1 MiB in f32), between 32 and
+    /// 512 tiles, at least one row.
     fn rows_per_block(&self) -> usize {
-        let budget: usize = std::env::var("WB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(14);
-        let tiles = ((1usize << budget) / (self.c + self.a).max(1)).clamp(32, 512);
+        let tiles = ((1usize << 14) / (self.c + self.a).max(1)).clamp(32, 512);
         (tiles / self.tw().max(1)).max(1)
     }
 }
@@ -104,12 +100,18 @@ pub(crate) fn transform_kernel<T: Float>(wt: &[T], o: usize, c: usize) -> Vec<T>
 #[derive(Clone, Copy)]
 struct OutPtr(usize);
 
+/// Scratch elements of [`input_channel`] and [`output_channel`] for blocks of `ld` tiles, `tw`
+/// per tile row.
+fn rows_scratch(ld: usize, tw: usize) -> usize {
+    (16 * ld + 4 * (2 * tw + 2)).max(12 * ld)
+}
+
 simd_fn! {
     /// Row `ci` of each `V_ξ [C, ld]` (`V = Bᵀ d B` of input channel `ci`'s 4 × 4 patch, for the
     /// tiles of tile rows `r0..r0 + rows`, row `ρ`: sample `ρ / th`, tile row `ρ % th`), written
-    /// at `v` (`[16, C, ld]`). Per tile row, the 4 input rows are copied into zero-padded rows
-    /// of `2·tw + 2` (`buf`, at least `8·(2·tw + 2)` elements), combined row-wise (`Bᵀ d` for
-    /// all tiles of the row at once), then column-wise.
+    /// at `v` (`[16, C, ld]`). The patches are gathered first (through zero-padded copies of the
+    /// 4 input rows of each tile row) into 16 arrays `d_rs` over the block's tiles, then
+    /// transformed with element-wise passes over those arrays (`buf`: [`rows_scratch`]).
     fn input_channel<T>(x: &[T], g: &Wino, ci: usize, r0: usize, rows: usize, v: OutPtr, ld: usize, buf: &mut [T]) {
         let (th, tw) = (g.th(), g.tw());
         let wp = 2 * tw + 2;
@@ -119,51 +121,75 @@ simd_fn! {
         // Padded columns j0..j1 hold input columns j0 - pw..j1 - pw.
         let j0 = g.pw.clamp(0, wp as isize) as usize;
         let j1 = (g.pw + g.w as isize).clamp(j0 as isize, wp as isize) as usize;
-        let (d, t) = buf[..8 * wp].split_at_mut(4 * wp);
+        let (d, pad) = buf[..16 * ld + 4 * wp].split_at_mut(16 * ld);
         for k in 0..rows {
             let rho = r0 + k;
             let (n, ty) = (rho / th, rho % th);
             let plane = &x[(n * g.c + ci) * hw..][..hw];
-            for (r, dr) in d.chunks_exact_mut(wp).enumerate() {
-                dr.fill(zero);
+            for (r, pr) in pad.chunks_exact_mut(wp).enumerate() {
+                pr.fill(zero);
                 let iy = (2 * ty + r) as isize - g.ph;
                 if iy >= 0 && iy < g.h as isize && j1 > j0 {
                     let src = (iy as usize * g.w) as isize + j0 as isize - g.pw;
                     let src = &plane[src as usize..][..j1 - j0];
-                    for (e, &s) in dr[j0..j1].iter_mut().zip(src) {
+                    for (e, &s) in pr[j0..j1].iter_mut().zip(src) {
                         *e = s;
                     }
                 }
-            }
-            let (d0, rest) = d.split_at(wp);
-            let (d1, rest) = rest.split_at(wp);
-            let (d2, d3) = rest.split_at(wp);
-            let (t0, rest) = t.split_at_mut(wp);
-            let (t1, rest) = rest.split_at_mut(wp);
-            let (t2, t3) = rest.split_at_mut(wp);
-            for j in 0..wp {
-                t0[j] = d0[j] - d2[j];
-                t1[j] = d1[j] + d2[j];
-                t2[j] = d2[j] - d1[j];
-                t3[j] = d1[j] - d3[j];
-            }
-            for (r, tr) in t.chunks_exact(wp).enumerate() {
-                // SAFETY: columns k·tw.. k·tw + tw of row ci of blocks 4r..4r + 4 of V
-                // [16, C, ld] (k·tw + tw ≤ ld); row ci is written by this call only.
-                let row = |s: usize| unsafe {
-                    std::slice::from_raw_parts_mut(
-                        (v.0 as *mut T).add((4 * r + s) * stride + ci * ld + k * tw),
-                        tw,
-                    )
-                };
-                let (v0, v1, v2, v3) = (row(0), row(1), row(2), row(3));
+                // Even and odd columns: d_r0 = even[..tw], d_r1 = odd[..tw], d_r2 = even[1..],
+                // d_r3 = odd[1..].
+                let (ds, rest) = d[4 * r * ld..].split_at_mut(ld);
+                let (d1, rest) = rest.split_at_mut(ld);
+                let (d2, rest) = rest.split_at_mut(ld);
+                let (d0, d1, d2, d3) = (
+                    &mut ds[k * tw..][..tw],
+                    &mut d1[k * tw..][..tw],
+                    &mut d2[k * tw..][..tw],
+                    &mut rest[k * tw..][..tw],
+                );
+                let pr = &pr[..2 * tw + 2];
                 for tx in 0..tw {
-                    let (e, o, e2, o2) = (tr[2 * tx], tr[2 * tx + 1], tr[2 * tx + 2], tr[2 * tx + 3]);
-                    v0[tx] = e - e2;
-                    v1[tx] = o + e2;
-                    v2[tx] = e2 - o;
-                    v3[tx] = o - o2;
+                    let q = &pr[2 * tx..][..4];
+                    d0[tx] = q[0];
+                    d1[tx] = q[1];
+                    d2[tx] = q[2];
+                    d3[tx] = q[3];
                 }
+            }
+        }
+        // Bᵀ d over the rows r, in place, for each column s.
+        for s in 0..4 {
+            let (a, rest) = d.split_at_mut((4 + s) * ld);
+            let d0 = &mut a[s * ld..][..ld];
+            let (b, rest) = rest.split_at_mut(4 * ld);
+            let d1 = &mut b[..ld];
+            let (c, rest) = rest.split_at_mut(4 * ld);
+            let d2 = &mut c[..ld];
+            let d3 = &mut rest[..ld];
+            for t in 0..ld {
+                let (e0, e1, e2, e3) = (d0[t], d1[t], d2[t], d3[t]);
+                d0[t] = e0 - e2;
+                d1[t] = e1 + e2;
+                d2[t] = e2 - e1;
+                d3[t] = e1 - e3;
+            }
+        }
+        // (Bᵀ d) B over the columns s, into V.
+        for r in 0..4 {
+            let row = &d[4 * r * ld..][..4 * ld];
+            let (t0, rest) = row.split_at(ld);
+            let (t1, rest) = rest.split_at(ld);
+            let (t2, t3) = rest.split_at(ld);
+            // SAFETY: row ci of blocks 4r..4r + 4 of V [16, C, ld]; written by this call only.
+            let out = |s: usize| unsafe {
+                std::slice::from_raw_parts_mut((v.0 as *mut T).add((4 * r + s) * stride + ci * ld), ld)
+            };
+            let (v0, v1, v2, v3) = (out(0), out(1), out(2), out(3));
+            for t in 0..ld {
+                v0[t] = t0[t] - t2[t];
+                v1[t] = t1[t] + t2[t];
+                v2[t] = t2[t] - t1[t];
+                v3[t] = t1[t] - t3[t];
             }
         }
     }
@@ -171,36 +197,42 @@ simd_fn! {
 
 simd_fn! {
     /// Output channel `ai` of tile rows `r0..r0 + rows` from `M [16, A, ld]`: `Y = Aᵀ M A` plus
-    /// `bias`, written to the output at `y`; `buf` holds at least `10·tw` elements.
+    /// `bias` as element-wise passes over the block's tiles, then written to the output at `y`
+    /// (`buf`: [`rows_scratch`]).
     fn output_channel<T>(m: &[T], g: &Wino, ai: usize, r0: usize, rows: usize, ld: usize, bias: T, y: OutPtr, buf: &mut [T]) {
         let (th, tw) = (g.th(), g.tw());
         let stride = g.a * ld;
         let (wo, hwo) = (g.wo, g.ho * g.wo);
-        let (u, yrow) = buf[..10 * tw].split_at_mut(8 * tw);
+        let (u, yv) = buf[..12 * ld].split_at_mut(8 * ld);
+        // u[i][s] = (Aᵀ M)[i][s] over the tiles.
+        for s in 0..4 {
+            let mr = |r: usize| &m[(4 * r + s) * stride + ai * ld..][..ld];
+            let (m0, m1, m2, m3) = (mr(0), mr(1), mr(2), mr(3));
+            let (ua, ub) = u.split_at_mut(4 * ld);
+            let (u0, u1) = (&mut ua[s * ld..][..ld], &mut ub[s * ld..][..ld]);
+            for t in 0..ld {
+                u0[t] = m0[t] + m1[t] + m2[t];
+                u1[t] = m1[t] - m2[t] - m3[t];
+            }
+        }
+        // y[i][j] = (u A)[i][j] + bias.
+        for i in 0..2 {
+            let ui = &u[4 * i * ld..][..4 * ld];
+            let (c0, rest) = ui.split_at(ld);
+            let (c1, rest) = rest.split_at(ld);
+            let (c2, c3) = rest.split_at(ld);
+            let (y0, y1) = yv[2 * i * ld..][..2 * ld].split_at_mut(ld);
+            for t in 0..ld {
+                y0[t] = c0[t] + c1[t] + c2[t] + bias;
+                y1[t] = c1[t] - c2[t] - c3[t] + bias;
+            }
+        }
         for k in 0..rows {
             let rho = r0 + k;
             let (n, ty) = (rho / th, rho % th);
-            let col = ai * ld + k * tw;
-            // u = Aᵀ M over the rows r of the 4 × 4 tile: u[i][s] for i in 0..2, s in 0..4.
-            for s in 0..4 {
-                let mr = |r: usize| &m[(4 * r + s) * stride + col..][..tw];
-                let (m0, m1, m2, m3) = (mr(0), mr(1), mr(2), mr(3));
-                let (ua, ub) = u.split_at_mut(4 * tw);
-                let (u0, u1) = (&mut ua[s * tw..][..tw], &mut ub[s * tw..][..tw]);
-                for tx in 0..tw {
-                    u0[tx] = m0[tx] + m1[tx] + m2[tx];
-                    u1[tx] = m1[tx] - m2[tx] - m3[tx];
-                }
-            }
             for i in 0..2.min(g.ho - 2 * ty) {
-                let ui = &u[4 * i * tw..][..4 * tw];
-                let (c0, rest) = ui.split_at(tw);
-                let (c1, rest) = rest.split_at(tw);
-                let (c2, c3) = rest.split_at(tw);
-                for tx in 0..tw {
-                    yrow[2 * tx] = c0[tx] + c1[tx] + c2[tx] + bias;
-                    yrow[2 * tx + 1] = c1[tx] - c2[tx] - c3[tx] + bias;
-                }
+                let y0 = &yv[2 * i * ld + k * tw..][..tw];
+                let y1 = &yv[(2 * i + 1) * ld + k * tw..][..tw];
                 // SAFETY: row 2ty + i of output plane (n, ai) lies in the output; it is written
                 // by this call only.
                 let dst = unsafe {
@@ -209,8 +241,13 @@ simd_fn! {
                         wo,
                     )
                 };
-                for (e, &s) in dst.iter_mut().zip(&yrow[..wo]) {
-                    *e = s;
+                let (pairs, last) = dst.split_at_mut(wo / 2 * 2);
+                for (tx, p) in pairs.chunks_exact_mut(2).enumerate() {
+                    p[0] = y0[tx];
+                    p[1] = y1[tx];
+                }
+                if let Some(e) = last.first_mut() {
+                    *e = y0[tw - 1];
                 }
             }
         }
@@ -243,8 +280,8 @@ pub(crate) fn convolve<T: Float>(x: &[T], lhs: Lhs<'_, T>, bias: Option<&[T]>, g
     let zero = T::from_f64(0.0);
     let threads = rayon::current_num_threads();
     let parallel_blocks = threads > 1 && blocks >= 2 * threads;
-    // Rows of the transforms (per thread).
-    let rows_len = (8 * (2 * g.tw() + 2)).max(10 * g.tw());
+    // Buffers of the transforms (per thread).
+    let rows_len = rows_scratch(ld_max, g.tw());
     let block = |bi: usize, buf: &mut [T], split: bool| {
         let r0 = bi * rpb;
         let nr = rpb.min(rows - r0);
@@ -351,10 +388,14 @@ pub(crate) fn rotated() -> [usize; 16] {
     p
 }
 
+/// Output channels per vector of [`grad_tile_row`].
+const OL: usize = 8;
+
 simd_fn! {
     /// `Ŷ = A ĝ Aᵀ` of the output gradient's 2 × 2 tiles (zero past the plane) for tile row `k`
     /// of a block starting at tile row `r0`, every output channel: `Ŷ_ξ [ld, A]` rows
-    /// `k·tw..k·tw + tw`, written at `yhat` (`[16, ld, A]`).
+    /// `k·tw..k·tw + tw`, written at `yhat` (`[16, ld, A]`), [`OL`] channels at a time (gathered
+    /// from their planes, stored contiguously).
     fn grad_tile_row<T>(gy: &[T], g: &Wino, r0: usize, k: usize, yhat: OutPtr, ld: usize) {
         let (th, tw) = (g.th(), g.tw());
         let zero = T::from_f64(0.0);
@@ -364,28 +405,56 @@ simd_fn! {
         let a = g.a;
         let two_rows = 2 * ty + 1 < g.ho;
         let yp = yhat.0 as *mut T;
-        for o in 0..a {
-            let plane = &gy[(n * a + o) * hwo..][..hwo];
-            let g0 = &plane[2 * ty * wo..][..wo];
-            let g1 = if two_rows { &plane[(2 * ty + 1) * wo..][..wo] } else { g0 };
+        let sample = &gy[n * a * hwo..][..a * hwo];
+        for o0 in (0..a).step_by(OL) {
+            let nl = OL.min(a - o0);
             for tx in 0..tw {
                 let x1 = 2 * tx + 1 < wo;
-                let a0 = g0[2 * tx];
-                let a1 = if x1 { g0[2 * tx + 1] } else { zero };
-                let (b0, b1) = if two_rows {
-                    (g1[2 * tx], if x1 { g1[2 * tx + 1] } else { zero })
-                } else {
-                    (zero, zero)
+                let at = |l: usize, dy: usize, dx: usize| -> T {
+                    let ok = l < nl && (dy == 0 || two_rows) && (dx == 0 || x1);
+                    if ok {
+                        sample[(o0 + l) * hwo + (2 * ty + dy) * wo + 2 * tx + dx]
+                    } else {
+                        zero
+                    }
                 };
-                // Rows of A ĝ, then columns of (A ĝ) Aᵀ.
-                let q = [(a0, a1), (a0 + b0, a1 + b1), (a0 - b0, a1 - b1), (zero - b0, zero - b1)];
+                let a0: [T; OL] = std::array::from_fn(|l| at(l, 0, 0));
+                let a1: [T; OL] = std::array::from_fn(|l| at(l, 0, 1));
+                let b0: [T; OL] = std::array::from_fn(|l| at(l, 1, 0));
+                let b1: [T; OL] = std::array::from_fn(|l| at(l, 1, 1));
                 let t = k * tw + tx;
-                for (r, &(p0, p1)) in q.iter().enumerate() {
-                    let vals = [p0, p0 + p1, p0 - p1, zero - p1];
-                    for (s, &e) in vals.iter().enumerate() {
-                        // SAFETY: element (t, o) of block 4r + s of Ŷ [16, ld, A] (t < ld);
-                        // tile row k is written by this call only.
-                        unsafe { *yp.add(((4 * r + s) * ld + t) * a + o) = e };
+                for r in 0..4 {
+                    // Row r of A ĝ: (p0, p1).
+                    let mut p0 = [zero; OL];
+                    let mut p1 = [zero; OL];
+                    for l in 0..OL {
+                        (p0[l], p1[l]) = match r {
+                            0 => (a0[l], a1[l]),
+                            1 => (a0[l] + b0[l], a1[l] + b1[l]),
+                            2 => (a0[l] - b0[l], a1[l] - b1[l]),
+                            _ => (zero - b0[l], zero - b1[l]),
+                        };
+                    }
+                    for s in 0..4 {
+                        let mut e = [zero; OL];
+                        for l in 0..OL {
+                            e[l] = match s {
+                                0 => p0[l],
+                                1 => p0[l] + p1[l],
+                                2 => p0[l] - p1[l],
+                                _ => zero - p1[l],
+                            };
+                        }
+                        // SAFETY: elements (t, o0..o0 + nl) of block 4r + s of Ŷ [16, ld, A]
+                        // (t < ld); tile row k is written by this call only.
+                        unsafe {
+                            let dst = yp.add(((4 * r + s) * ld + t) * a + o0);
+                            if nl == OL {
+                                dst.cast::<[T; OL]>().write_unaligned(e);
+                            } else {
+                                std::ptr::copy_nonoverlapping(e.as_ptr(), dst, nl);
+                            }
+                        };
                     }
                 }
             }
@@ -419,7 +488,7 @@ pub(crate) fn weight_grad<T: Float>(x: &[T], gy: &[T], g: &Wino) -> Vec<T> {
     let per_part = blocks.div_ceil(parts);
     let parts = blocks.div_ceil(per_part);
     let ld_max = rpb * g.tw();
-    let rows_len = 8 * (2 * g.tw() + 2);
+    let rows_len = rows_scratch(ld_max, g.tw());
     let threads = rayon::current_num_threads();
     let parallel_parts = threads > 1 && parts >= threads;
     let split = threads > 1 && !parallel_parts;
