@@ -263,6 +263,58 @@ fn winograd_matches_direct_loop_on_odd_shapes() -> Result<()> {
     Ok(())
 }
 
+/// Winograd's forward pass and gradients do not depend on the thread count: the same bits with
+/// 1, 2 and 3 threads (blocks in parallel with 2 and 3 threads, one after the other on 1; the
+/// weight gradient's partial sums are fixed by the shape), on layers with one block (split
+/// phases) and several.
+#[test]
+fn winograd_results_do_not_depend_on_threads() -> Result<()> {
+    let run = |threads: usize, xdims: [usize; 4], wdims: [usize; 4]| -> Vec<Vec<f64>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        pool.install(|| {
+            let _algo = set_conv_algorithm(ConvAlgorithm::Winograd);
+            let x = Var::from_tensor(&formula(&xdims, DType::F32, |i| {
+                (0.37 * i as f64 + 0.1).sin()
+            }))
+            .unwrap();
+            let w = Var::from_tensor(&formula(&wdims, DType::F32, |i| {
+                0.2 * (0.53 * i as f64).cos()
+            }))
+            .unwrap();
+            let y = conv2d(x.as_tensor(), w.as_tensor(), geom((1, 1), (1, 1), (1, 1))).unwrap();
+            let r = formula(y.dims(), DType::F32, |i| (0.11 * i as f64).cos());
+            let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            vec![
+                values(&y),
+                values(grads.get(x.as_tensor()).unwrap()),
+                values(grads.get(w.as_tensor()).unwrap()),
+            ]
+        })
+    };
+    for (xdims, wdims) in [
+        ([9, 8, 30, 26], [12, 8, 3, 3]),
+        ([2, 40, 7, 9], [36, 40, 3, 3]),
+    ] {
+        let one = run(1, xdims, wdims);
+        for threads in [2, 3] {
+            let other = run(threads, xdims, wdims);
+            for (what, (a, b)) in ["output", "input grad", "weight grad"]
+                .iter()
+                .zip(one.iter().zip(&other))
+            {
+                assert!(
+                    a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                    "{what} of x{xdims:?} differs between 1 and {threads} threads"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `ConvAlgorithm::Auto` takes Winograd only for 3 × 3 stride-1 convolutions with 32 or more
 /// channels on both sides and an output plane of at least 5 × 5; the result (with bias) matches
 /// the direct loop either way, and Winograd and im2col agree to rounding in f32.

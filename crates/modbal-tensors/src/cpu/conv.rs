@@ -1,4 +1,6 @@
-//! Convolution forward and both backward passes as im2col / col2im + `gemm` calls.
+//! Convolution forward and both backward passes as im2col / col2im + `gemm` calls, or, for
+//! 3 × 3 stride-1 layers chosen by [`ConvAlgorithm`], as Winograd F(2×2, 3×3)
+//! (`cpu::winograd`).
 //!
 //! # Convolution layout
 //! Samples are processed in groups of `nb` (so that a group has at least [`MIN_COLS`] output

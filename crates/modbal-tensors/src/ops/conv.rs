@@ -1,6 +1,7 @@
 //! 2-D convolution ([`conv2d`], [`conv2d_bias`], and both fused with ReLU) for any input H×W,
 //! stride, padding and dilation, as custom ops whose forward and backward passes are the
-//! im2col / col2im + gemm kernels of `cpu::conv`. The backward computes only the gradients of
+//! im2col / col2im + gemm kernels of `cpu::conv` (Winograd F(2×2, 3×3) for the 3 × 3 stride-1
+//! layers that [`crate::ops::ConvAlgorithm`] selects). The backward computes only the gradients of
 //! tracked operands. Off the CPU (or forced) the generic path of `generic.rs`.
 
 use super::dispatch::{strict_relu, use_fast_cpu};
