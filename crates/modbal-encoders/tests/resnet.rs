@@ -37,10 +37,19 @@ fn spectrogram_257x188_gives_9x6_maps_and_512_features() {
     // of the 9·6 values: at most 9·6·ε·max|fm| (the error bound of a sum of n terms, n·ε·Σ|v|/n).
     let gap = fm.mean((2, 3)).unwrap();
     let diff = (f - gap).unwrap().abs().unwrap().max_all().unwrap();
-    let scale = fm.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let scale = fm
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     let bound = 54.0 * f32::EPSILON * scale;
     let diff = diff.to_scalar::<f32>().unwrap();
-    assert!(diff <= bound, "|forward - mean of the feature map| {diff} > {bound}");
+    assert!(
+        diff <= bound,
+        "|forward - mean of the feature map| {diff} > {bound}"
+    );
 }
 
 #[test]
