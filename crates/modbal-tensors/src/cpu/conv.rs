@@ -23,7 +23,7 @@
 use super::matmul::{mm, transpose_into, Par};
 use super::scratch::with_scratch;
 use super::simd::Float;
-use super::winograd::{self, Lhs, Wino};
+use super::winograd::{self, Wino};
 use crate::ops::dispatch::{conv_algorithm, count_winograd, ConvAlgorithm};
 use crate::window::Window;
 use rayon::prelude::*;
@@ -408,8 +408,13 @@ fn regroup<T: Float>(
 
 /// Runs `f(group, chunk of out, scratch)` over the groups, in parallel or one after the other;
 /// `scratch` (`scratch` elements, contents unspecified) is the running thread's reused buffer.
-fn for_groups<T: Float, F>(out: &mut [T], per_group: usize, parallel: bool, scratch: usize, f: F)
-where
+pub(super) fn for_groups<T: Float, F>(
+    out: &mut [T],
+    per_group: usize,
+    parallel: bool,
+    scratch: usize,
+    f: F,
+) where
     F: Fn(usize, &mut [T], &mut [T]) + Sync + Send,
 {
     if parallel {
@@ -430,13 +435,7 @@ where
 pub(crate) fn conv_fwd<T: Float>(x: &[T], wt: &[T], bias: Option<&[T]>, s: &ConvShape) -> Vec<T> {
     if s.winograd() {
         count_winograd();
-        let u = winograd::transform_kernel(wt, s.o, s.c);
-        let lhs = Lhs {
-            u: &u,
-            transposed: false,
-            perm: winograd::IDENTITY,
-        };
-        return winograd::convolve(x, lhs, bias, &s.wino());
+        return winograd::convolve(x, wt, false, bias, &s.wino());
     }
     let (k, hw, o, nb) = (s.k(), s.hw(), s.o, s.nb());
     let mut y = vec![T::from_f64(0.0); s.b * o * hw];
@@ -518,12 +517,6 @@ pub(crate) fn conv_bwd_input<T: Float>(gy: &[T], wt: &[T], s: &ConvShape) -> Vec
         // gx = the 3 × 3 stride-1 convolution of gy with the kernel rotated by 180° and its
         // channel axes swapped, offsets 2 - padding.
         count_winograd();
-        let u = winograd::transform_kernel(wt, s.o, s.c);
-        let lhs = Lhs {
-            u: &u,
-            transposed: true,
-            perm: winograd::rotated(),
-        };
         let g = Wino {
             b: s.b,
             c: s.o,
@@ -535,7 +528,7 @@ pub(crate) fn conv_bwd_input<T: Float>(gy: &[T], wt: &[T], s: &ConvShape) -> Vec
             ph: 2 - s.win.ph as isize,
             pw: 2 - s.win.pw as isize,
         };
-        return winograd::convolve(gy, lhs, None, &g);
+        return winograd::convolve(gy, wt, true, None, &g);
     }
     let (k, hw, o, nb) = (s.k(), s.hw(), s.o, s.nb());
     let plane = s.c * s.h * s.w;
