@@ -1,7 +1,7 @@
 //! 3 × 3 convolutions with stride 1 by Winograd's minimal filtering F(2 × 2, 3 × 3) (Lavin and
-//! Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016): the forward pass and
-//! the input gradient (itself a 3 × 3 stride-1 convolution of the output gradient with the
-//! rotated, transposed kernel).
+//! Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016): the forward pass, the
+//! input gradient (itself a 3 × 3 stride-1 convolution of the output gradient with the rotated,
+//! transposed kernel) and the weight gradient (the adjoint of the forward formula).
 //!
 //! For each 2 × 2 tile of the output and each input channel, the 4 × 4 input patch `d` is
 //! transformed to `V = Bᵀ d B`, and each kernel `g` to `U = G g Gᵀ` (16 values); the 16 products
@@ -21,10 +21,13 @@
 //! arithmetic (the transforms add and halve; rounding differs from the direct sum by a few ulps
 //! of the terms). The input gradient uses the same kernel: rotating `g` by 180° permutes the rows
 //! and columns of `G g Gᵀ` by `(3, 1, 2, 0)` (`G J = P G`), so `U` is transformed once and read
-//! transposed and permuted.
+//! transposed and permuted. The weight gradient follows from `Y = Aᵀ [U ⊙ V] A` being linear in
+//! `U`: a tile contributes `Gᵀ [(A ĝ Aᵀ) ⊙ V] G` to its kernel, for the tile's output gradient
+//! `ĝ` (zero past the plane), so the 16 products are `Z_ξ [C, A] = Σ_tiles V_ξ · Ŷ_ξ` with
+//! `Ŷ = A ĝ Aᵀ`, followed by `Gᵀ Z G` per kernel ([`weight_grad`]).
 //!
 //! Tiles are taken in blocks of whole tile rows (`(sample, tile row)`), sized so that a block's
-//! transformed input and products stay a few hundred KiB; blocks run in parallel (each on one
+//! transformed input and products stay about 1 MiB; blocks run in parallel (each on one
 //! thread, single-threaded gemm calls) when there are at least two per thread, else one after
 //! the other with each phase split over the threads (channels, the 16 products, output channels).
 //! The summation order of every output does not depend on the thread count.
