@@ -3,7 +3,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use modbal_tensors::ops::{
-    conv2d, force_generic, generic_forced, generic_path_count, ConvGeometry,
+    conv2d, conv_algorithm, force_generic, generic_forced, generic_path_count, set_conv_algorithm,
+    ConvAlgorithm, ConvGeometry,
 };
 use modbal_tensors::threads::{in_pool, run_loops_in_pool, set_num_threads, warm_jobs};
 use std::time::{Duration, Instant};
@@ -55,6 +56,31 @@ fn in_pool_runs_on_a_worker_and_carries_the_generic_switch() {
     for (a, b) in fast.iter().zip(&generic) {
         assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {b}");
     }
+}
+
+/// The caller's `set_conv_algorithm` reaches the worker that runs the loop (so that
+/// `MODBAL_CONV_ALGORITHM`-like choices made in code hold for `modbal train`'s pool loop), and
+/// the worker's own setting is restored afterwards.
+#[test]
+fn in_pool_carries_the_conv_algorithm() {
+    set_num_threads(2);
+    for algo in [ConvAlgorithm::Im2col, ConvAlgorithm::Winograd] {
+        let _a = set_conv_algorithm(algo);
+        let (inside, worker) = in_pool(|| (conv_algorithm(), rayon::current_thread_index()));
+        assert_eq!(
+            inside, algo,
+            "set_conv_algorithm({algo:?}) did not reach the worker"
+        );
+        assert!(worker.is_some(), "in_pool did not run on a worker");
+    }
+    // Outside any override, a worker sees the process default again (the override was lent to
+    // the worker for the call only).
+    let pool_default = rayon::broadcast(|_| conv_algorithm());
+    let here = conv_algorithm();
+    assert!(
+        pool_default.iter().all(|&a| a == here),
+        "{pool_default:?} vs {here:?}"
+    );
 }
 
 #[test]

@@ -76,7 +76,7 @@ impl ConvShape {
         let nb = self.nb();
         (g * nb, nb.min(self.b - g * nb))
     }
-    /// Whether the forward pass and input gradient run as Winograd F(2×2, 3×3) (see
+    /// Whether the forward pass and both gradients run as Winograd F(2×2, 3×3) (see
     /// [`ConvAlgorithm`]): a 3 × 3 kernel, stride 1, dilation 1, and (`Auto`) at least
     /// [`WINOGRAD_MIN_CHANNELS`] channels on both sides and an output plane of at least
     /// [`WINOGRAD_MIN_PLANE`] on both axes.
